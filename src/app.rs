@@ -1,0 +1,166 @@
+//! The gateway's shared state: the current snapshot, state that survives reloads, and how to
+//! rebuild the snapshot from its sources.
+//!
+//! `App::reload` is the only writer of the snapshot: it builds a complete new snapshot off the
+//! request path and swaps it in, or keeps the old one and records why.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::catalog::discovery::now_ms;
+use crate::catalog::StateRegistry;
+use crate::config::env::Env;
+use crate::config::schema::VirtualModelSpec;
+use crate::config::{self, LoadedConfig};
+use crate::health::Health;
+use crate::snapshot::Snapshot;
+
+/// Where configuration comes from, so a reload can read it again.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    /// A `.env` file read under the real environment.
+    pub env_file: Option<PathBuf>,
+    /// Extra variables layered over everything (tests, `--listen`).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    pub fn env(&self) -> Result<Env, String> {
+        let mut env = match &self.env_file {
+            Some(f) if f.is_file() => Env::from_process_and_file(f)?,
+            _ => Env::from_process(),
+        };
+        for (k, v) in &self.overrides {
+            env.set(k, v);
+        }
+        Ok(env)
+    }
+
+    pub fn load(&self) -> Result<LoadedConfig, String> {
+        let env = self.env()?;
+        config::load(self.path.as_deref(), &env)
+    }
+}
+
+/// The outcome of the last reload, for the status API and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub at_ms: Option<u64>,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ok_count: u64,
+    pub failed_count: u64,
+}
+
+/// Reads and writes the admin store's rows (implemented by `store`).
+pub trait StoreRows: Send + Sync {
+    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String>;
+}
+
+pub struct App {
+    pub source: ConfigSource,
+    snapshot: ArcSwap<Snapshot>,
+    pub registry: StateRegistry,
+    pub health: Health,
+    pub reload_status: ArcSwap<ReloadStatus>,
+    /// Serializes snapshot rebuilds (reloads and admin writes); never taken on the request path.
+    pub rebuild_lock: Mutex<()>,
+    pub store: Option<Arc<dyn StoreRows>>,
+    pub refresh_wakeup: tokio::sync::Notify,
+}
+
+impl App {
+    /// Loads everything start-up needs; the error is what start-up prints.
+    pub fn start(source: ConfigSource, store: Option<Arc<dyn StoreRows>>) -> Result<App, String> {
+        let loaded = source.load()?;
+        let rows = match &store {
+            Some(s) => s.rows()?,
+            None => Vec::new(),
+        };
+        let registry = StateRegistry::default();
+        let snap = Snapshot::build(&loaded, &rows, None, &registry).map_err(|e| e.join("\n"))?;
+        let health = Health::default();
+        health.sync(&snap);
+        Ok(App {
+            source,
+            snapshot: ArcSwap::from_pointee(snap),
+            registry,
+            health,
+            reload_status: ArcSwap::from_pointee(ReloadStatus {
+                at_ms: Some(now_ms()),
+                ok: true,
+                ..ReloadStatus::default()
+            }),
+            rebuild_lock: Mutex::new(()),
+            store,
+            refresh_wakeup: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The current snapshot: one atomic load.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Re-reads the config and the store and swaps in a new snapshot, or keeps the old one.
+    pub fn reload(&self) -> Result<(), String> {
+        let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.source.load().and_then(|loaded| {
+            let rows = match &self.store {
+                Some(s) => s.rows()?,
+                None => Vec::new(),
+            };
+            self.build_and_swap(&loaded, &rows)
+        });
+        let prev = self.reload_status.load();
+        let status = match &result {
+            Ok(()) => ReloadStatus {
+                at_ms: Some(now_ms()),
+                ok: true,
+                error: None,
+                ok_count: prev.ok_count + 1,
+                failed_count: prev.failed_count,
+            },
+            Err(e) => {
+                log::error!("reload failed, keeping the last good config: {e}");
+                ReloadStatus {
+                    at_ms: Some(now_ms()),
+                    ok: false,
+                    error: Some(e.clone()),
+                    ok_count: prev.ok_count,
+                    failed_count: prev.failed_count + 1,
+                }
+            }
+        };
+        self.reload_status.store(Arc::new(status));
+        result
+    }
+
+    /// Builds a snapshot from a loaded config and store rows and swaps it in. Callers hold
+    /// `rebuild_lock`.
+    pub fn build_and_swap(&self, loaded: &LoadedConfig, rows: &[VirtualModelSpec]) -> Result<(), String> {
+        let prev = self.snapshot.load_full();
+        let snap = Snapshot::build(loaded, rows, Some(&prev), &self.registry)
+            .map_err(|e| e.join("\n"))?;
+        for w in &snap.warnings {
+            if !prev.warnings.contains(w) {
+                log::warn!("{w}");
+            }
+        }
+        self.health.sync(&snap);
+        self.snapshot.store(Arc::new(snap));
+        self.refresh_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Validates `rows` as the store's new content against the current config, without swapping.
+    pub fn check_rows(&self, rows: &[VirtualModelSpec]) -> Result<(), String> {
+        let loaded = self.source.load()?;
+        Snapshot::build(&loaded, rows, None, &self.registry)
+            .map(|_| ())
+            .map_err(|e| e.join("\n"))
+    }
+}

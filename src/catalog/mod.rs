@@ -1,0 +1,113 @@
+//! Concrete models per provider and their prices.
+//!
+//! A provider's catalog is its configured `models` united with what its `/models` listing
+//! returned (`allowlist` mode: configured only). Discovered lists live in `ProviderState`, which
+//! survives reloads; `discovery` fills them off the request path. Reads are one atomic load.
+
+pub mod discovery;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use once_cell::sync::Lazy;
+
+use crate::config::providers::ProviderConfig;
+use crate::config::schema::PricingSpec;
+
+static BUNDLED_PRICES: Lazy<HashMap<String, (f64, f64)>> = Lazy::new(|| {
+    let raw: HashMap<String, serde_json::Value> =
+        serde_json::from_str(include_str!("prices.json")).unwrap_or_default();
+    raw.into_iter()
+        .filter_map(|(k, v)| {
+            let a = v.as_array()?;
+            Some((k, (a.first()?.as_f64()?, a.get(1)?.as_f64()?)))
+        })
+        .collect()
+});
+
+/// Input + output USD per million tokens for a model: config pricing, else the bundled table.
+pub fn price(provider: &ProviderConfig, model: &str) -> Option<PricingSpec> {
+    if let Some(p) = provider
+        .models
+        .iter()
+        .find(|m| m.id == model)
+        .and_then(|m| m.pricing)
+    {
+        return Some(p);
+    }
+    BUNDLED_PRICES.get(model).map(|(i, o)| PricingSpec {
+        input_per_mtok: *i,
+        output_per_mtok: *o,
+    })
+}
+
+/// What discovery last learned about a provider.
+#[derive(Debug, Default, Clone)]
+pub struct Discovered {
+    pub models: Option<HashSet<String>>,
+    pub addr: Option<SocketAddr>,
+    /// The last refresh failed; `models` is the previous list.
+    pub stale: bool,
+    pub error: Option<String>,
+    pub refreshed_at_ms: Option<u64>,
+}
+
+/// Per-provider state that survives reloads (keyed by provider name).
+#[derive(Debug, Default)]
+pub struct ProviderState {
+    pub discovered: ArcSwap<Discovered>,
+    /// Millisecond time of the last on-demand refresh, to run at most one at a time.
+    pub last_on_demand_ms: AtomicU64,
+}
+
+impl ProviderState {
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.discovered.load().addr
+    }
+
+    pub fn claim_on_demand(&self, now_ms: u64, min_gap_ms: u64) -> bool {
+        let last = self.last_on_demand_ms.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < min_gap_ms {
+            return false;
+        }
+        self.last_on_demand_ms
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Registry of provider states by name, consulted when a snapshot is built.
+#[derive(Debug, Default)]
+pub struct StateRegistry {
+    states: std::sync::Mutex<HashMap<String, Arc<ProviderState>>>,
+}
+
+impl StateRegistry {
+    /// The state for `name`, created on first use. Build-time only, never on the request path.
+    pub fn get(&self, name: &str) -> Arc<ProviderState> {
+        let mut m = match self.states.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(name.to_string()).or_default().clone()
+    }
+}
+
+/// The configured model ids of a provider, as a set.
+pub fn configured_set(p: &ProviderConfig) -> HashSet<String> {
+    p.models.iter().map(|m| m.id.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_table_loads() {
+        assert!(BUNDLED_PRICES.len() > 10);
+        assert_eq!(BUNDLED_PRICES.get("gpt-4o-mini"), Some(&(0.15, 0.6)));
+    }
+}

@@ -1,0 +1,454 @@
+//! Providers: the file's `providers` section united with env auto-discovery, resolved into
+//! `ProviderConfig` values (type, base URL parts, key, models, headers, timeouts).
+//!
+//! Nothing here touches the network; DNS resolution happens later, off the request path.
+
+use std::collections::BTreeMap;
+
+use super::env::Env;
+use super::schema::{BreakerSpec, ModelSpec, ProviderSpec, TimeoutSpec};
+use crate::routing::model::WireFormat;
+
+/// Provider types and their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    /// Any OpenAI-compatible server; the name is the declared type.
+    Compatible(&'static str),
+    /// Answers locally, for demos and tests.
+    Mock,
+}
+
+/// OpenAI-compatible types with their default base URL and whether they need a key.
+const COMPATIBLE: [(&str, &str, bool); 15] = [
+    ("groq", "https://api.groq.com/openai/v1", true),
+    ("xai", "https://api.x.ai/v1", true),
+    ("openrouter", "https://openrouter.ai/api/v1", true),
+    ("deepseek", "https://api.deepseek.com/v1", true),
+    ("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", true),
+    ("mistral", "https://api.mistral.ai/v1", true),
+    ("together", "https://api.together.xyz/v1", true),
+    ("fireworks", "https://api.fireworks.ai/inference/v1", true),
+    ("ollama", "http://127.0.0.1:11434/v1", false),
+    ("vllm", "http://127.0.0.1:8000/v1", false),
+    ("llamacpp", "http://127.0.0.1:8080/v1", false),
+    ("sglang", "http://127.0.0.1:30000/v1", false),
+    ("lmstudio", "http://127.0.0.1:1234/v1", false),
+    ("openai_compatible", "", false),
+    ("azure", "", true),
+];
+
+pub const TYPE_NAMES: &str = "openai, anthropic, groq, xai, openrouter, deepseek, gemini, mistral, together, fireworks, ollama, vllm, llamacpp, sglang, lmstudio, openai_compatible, mock";
+
+impl ProviderKind {
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "openai" => Some(ProviderKind::OpenAi),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            "mock" => Some(ProviderKind::Mock),
+            "llama.cpp" | "llama-cpp" => Some(ProviderKind::Compatible("llamacpp")),
+            "openai-compatible" | "custom" => Some(ProviderKind::Compatible("openai_compatible")),
+            other => COMPATIBLE
+                .iter()
+                .find(|(n, _, _)| *n == other)
+                .map(|(n, _, _)| ProviderKind::Compatible(n)),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Mock => "mock",
+            ProviderKind::Compatible(n) => n,
+        }
+    }
+
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com/v1",
+            ProviderKind::Mock => "",
+            ProviderKind::Compatible(n) => COMPATIBLE
+                .iter()
+                .find(|(t, _, _)| *t == n)
+                .map_or("", |(_, u, _)| u),
+        }
+    }
+
+    pub fn needs_key(self) -> bool {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::Anthropic => true,
+            ProviderKind::Mock => false,
+            ProviderKind::Compatible(n) => COMPATIBLE
+                .iter()
+                .find(|(t, _, _)| *t == n)
+                .is_some_and(|(_, _, k)| *k),
+        }
+    }
+
+    pub fn wire_format(self) -> WireFormat {
+        match self {
+            ProviderKind::Anthropic => WireFormat::AnthropicMessages,
+            _ => WireFormat::OpenAiChat,
+        }
+    }
+
+    fn env_prefix(self) -> String {
+        self.name().to_ascii_uppercase()
+    }
+}
+
+/// A base URL split into what a peer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1`.
+    pub path: String,
+}
+
+impl BaseUrl {
+    pub fn parse(raw: &str) -> Result<BaseUrl, String> {
+        let uri: http::Uri = raw
+            .trim()
+            .parse()
+            .map_err(|e| format!("base_url {raw:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("base_url {raw:?} must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("base_url {raw:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path = uri.path().trim_end_matches('/').to_string();
+        Ok(BaseUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+
+    pub fn display(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    pub first_byte_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Timeouts {
+    fn from_spec(t: &TimeoutSpec) -> Timeouts {
+        Timeouts {
+            connect_ms: t.connect_ms.unwrap_or(5_000),
+            first_byte_ms: t.first_byte_ms.unwrap_or(60_000),
+            idle_ms: t.idle_ms.unwrap_or(60_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub failure_threshold: u32,
+    pub open_seconds: u64,
+    pub success_threshold: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            open_seconds: 30,
+            success_threshold: 2,
+        }
+    }
+}
+
+impl BreakerConfig {
+    pub fn with(self, spec: Option<&BreakerSpec>) -> BreakerConfig {
+        match spec {
+            None => self,
+            Some(s) => BreakerConfig {
+                failure_threshold: s.failure_threshold.unwrap_or(self.failure_threshold).max(1),
+                open_seconds: s.open_seconds.unwrap_or(self.open_seconds),
+                success_threshold: s.success_threshold.unwrap_or(self.success_threshold).max(1),
+            },
+        }
+    }
+}
+
+/// A provider ready to use.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// None only for `mock`.
+    pub base: Option<BaseUrl>,
+    pub api_key: Option<String>,
+    pub models: Vec<ModelSpec>,
+    pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+    pub breaker: BreakerConfig,
+    /// `config` or `env`.
+    pub origin: &'static str,
+}
+
+impl ProviderConfig {
+    /// True when the provider can be sent requests (it has a key, or needs none).
+    pub fn usable(&self) -> bool {
+        !self.kind.needs_key() || self.api_key.is_some()
+    }
+}
+
+/// Headers a provider's `headers` may not set: they belong to the gateway.
+pub const RESERVED_HEADERS: [&str; 10] = [
+    "authorization",
+    "x-api-key",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "proxy-authorization",
+];
+
+/// Resolves file providers and env-discovered ones. Errors name the file and provider.
+pub fn resolve(
+    file: &BTreeMap<String, ProviderSpec>,
+    file_label: &str,
+    env: &Env,
+    global_breaker: BreakerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ProviderConfig>, String> {
+    let mut out = Vec::new();
+    for (name, spec) in file {
+        let at = format!("{file_label}: providers.{name}");
+        if name.trim().is_empty() || name.contains('/') {
+            return Err(format!("{at}: a provider name must be non-empty and contain no '/'"));
+        }
+        let kind_raw = spec.kind.as_deref().unwrap_or(name.as_str());
+        let kind = ProviderKind::parse(kind_raw).ok_or_else(|| {
+            format!("{at}: type {kind_raw:?} is unknown; use one of {TYPE_NAMES}")
+        })?;
+        let base = match kind {
+            ProviderKind::Mock => None,
+            _ => {
+                let raw = spec
+                    .base_url
+                    .as_deref()
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or(kind.default_base_url());
+                if raw.is_empty() {
+                    return Err(format!("{at}: base_url is required for type {}", kind.name()));
+                }
+                Some(BaseUrl::parse(raw).map_err(|e| format!("{at}: {e}"))?)
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &spec.headers {
+            let lower = k.trim().to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(format!(
+                    "{at}: headers.{k}: this header is set by the gateway and cannot be configured"
+                ));
+            }
+            http::HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|_| format!("{at}: headers.{k}: not a valid header name"))?;
+            http::HeaderValue::from_str(v)
+                .map_err(|_| format!("{at}: headers.{k}: not a valid header value"))?;
+            headers.push((lower, v.clone()));
+        }
+        let api_key = spec
+            .api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        let p = ProviderConfig {
+            name: name.clone(),
+            kind,
+            base,
+            api_key,
+            models: spec.models.clone(),
+            headers,
+            timeouts: Timeouts::from_spec(&spec.timeouts),
+            breaker: global_breaker.with(spec.circuit_breaker.as_ref()),
+            origin: "config",
+        };
+        if !p.usable() {
+            warnings.push(format!(
+                "{at}: no API key (api_key is empty); its models are unavailable until one is set"
+            ));
+        }
+        out.push(p);
+    }
+    discover(env, &mut out, global_breaker)?;
+    Ok(out)
+}
+
+/// Env auto-discovery: `<TYPE>[_SUFFIX]_API_KEY`, keyless local types by `<TYPE>_BASE_URL`.
+fn discover(env: &Env, out: &mut Vec<ProviderConfig>, breaker: BreakerConfig) -> Result<(), String> {
+    let mut kinds: Vec<ProviderKind> = vec![ProviderKind::OpenAi, ProviderKind::Anthropic];
+    kinds.extend(
+        COMPATIBLE
+            .iter()
+            .filter(|(n, u, _)| !u.is_empty() && *n != "openai_compatible")
+            .map(|(n, _, _)| ProviderKind::Compatible(n)),
+    );
+    // (instance name, kind, env prefix)
+    let mut found: Vec<(String, ProviderKind, String)> = Vec::new();
+    for (var, _) in env.iter() {
+        for kind in &kinds {
+            let prefix = kind.env_prefix();
+            let Some(rest) = var.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            let (suffix, what) = if let Some(s) = rest.strip_suffix("_API_KEY") {
+                (s, "key")
+            } else if let Some(s) = rest.strip_suffix("_BASE_URL") {
+                (s, "url")
+            } else {
+                continue;
+            };
+            if what == "url" && kind.needs_key() {
+                continue;
+            }
+            let instance = if suffix.is_empty() {
+                kind.name().to_string()
+            } else if let Some(s) = suffix.strip_prefix('_') {
+                if s.is_empty() {
+                    continue;
+                }
+                format!("{}-{}", kind.name(), s.to_ascii_lowercase().replace('_', "-"))
+            } else {
+                continue;
+            };
+            if env.get(var).is_none() {
+                continue;
+            }
+            if !found.iter().any(|(n, _, _)| *n == instance) {
+                found.push((instance, *kind, format!("{prefix}{suffix}")));
+            }
+        }
+    }
+    for (instance, kind, prefix) in found {
+        if out.iter().any(|p| p.name == instance) {
+            continue;
+        }
+        let base_raw = env
+            .get(&format!("{prefix}_BASE_URL"))
+            .unwrap_or(kind.default_base_url());
+        let base = BaseUrl::parse(base_raw).map_err(|e| format!("{prefix}_BASE_URL: {e}"))?;
+        let models = env
+            .get(&format!("{prefix}_MODELS"))
+            .map(|m| {
+                m.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|id| ModelSpec {
+                        id: id.to_string(),
+                        pricing: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ProviderConfig {
+            name: instance,
+            kind,
+            base: Some(base),
+            api_key: env.get(&format!("{prefix}_API_KEY")).map(str::to_string),
+            models,
+            headers: Vec::new(),
+            timeouts: Timeouts::from_spec(&TimeoutSpec::default()),
+            breaker,
+            origin: "env",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_parts() {
+        let b = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
+        assert_eq!(
+            b,
+            BaseUrl {
+                tls: true,
+                host: "api.openai.com".into(),
+                port: 443,
+                path: "/v1".into()
+            }
+        );
+        let b = BaseUrl::parse("http://127.0.0.1:9000").unwrap();
+        assert_eq!((b.tls, b.port, b.path.as_str()), (false, 9000, ""));
+        assert!(BaseUrl::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn env_discovers_typed_and_suffixed_instances() {
+        let env = Env::from_pairs([
+            ("OPENAI_API_KEY", "k1"),
+            ("OPENAI_EU_API_KEY", "k2"),
+            ("OPENAI_EU_BASE_URL", "https://eu.example.com/v1"),
+            ("OLLAMA_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ("OLLAMA_MODELS", "llama3, qwen"),
+        ]);
+        let mut w = Vec::new();
+        let ps = resolve(&BTreeMap::new(), "f", &env, BreakerConfig::default(), &mut w).unwrap();
+        let names: Vec<&str> = ps.iter().map(|p| p.name.as_str()).collect();
+        assert!(names.contains(&"openai"));
+        assert!(names.contains(&"openai-eu"));
+        assert!(names.contains(&"ollama"));
+        let eu = ps.iter().find(|p| p.name == "openai-eu").unwrap();
+        assert_eq!(eu.base.as_ref().unwrap().host, "eu.example.com");
+        let ol = ps.iter().find(|p| p.name == "ollama").unwrap();
+        assert_eq!(ol.models.len(), 2);
+        assert!(ol.usable());
+    }
+
+    #[test]
+    fn unknown_type_lists_valid_ones() {
+        let mut file = BTreeMap::new();
+        file.insert(
+            "x".to_string(),
+            ProviderSpec {
+                kind: Some("nope".into()),
+                ..ProviderSpec::default()
+            },
+        );
+        let err = resolve(&file, "config.yaml", &Env::default(), BreakerConfig::default(), &mut Vec::new())
+            .unwrap_err();
+        assert!(err.contains("config.yaml: providers.x: type \"nope\" is unknown"));
+        assert!(err.contains("openai, anthropic"));
+    }
+
+    #[test]
+    fn missing_key_is_a_warning() {
+        let mut file = BTreeMap::new();
+        file.insert("openai".to_string(), ProviderSpec::default());
+        let mut w = Vec::new();
+        let ps = resolve(&file, "c", &Env::default(), BreakerConfig::default(), &mut w).unwrap();
+        assert!(!ps[0].usable());
+        assert!(w[0].contains("no API key"));
+    }
+}

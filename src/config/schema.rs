@@ -1,0 +1,387 @@
+//! The on-disk and `VIRTUAL_MODELS` schema as serde types, exactly as users write them.
+//!
+//! These types only describe shape: they never resolve providers, read the environment or judge
+//! whether a declaration makes sense. `validate` turns them into routing types.
+
+use std::collections::BTreeMap;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole `config.yaml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSpec>,
+    #[serde(default)]
+    pub virtual_models: Vec<VirtualModelSpec>,
+    #[serde(default)]
+    pub models: ModelsSection,
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerSpec>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<String>,
+    pub port: Option<u16>,
+    pub master_key: Option<String>,
+    pub body_size_limit: Option<SizeValue>,
+    pub user_path_header: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period_seconds: Option<u64>,
+    pub pid_file: Option<String>,
+}
+
+/// A size written as a number of bytes or a string with a K/M/G suffix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    pub keep_only_aliases_at_models_endpoint: Option<bool>,
+    pub enabled_by_default: Option<bool>,
+    pub configured_provider_models_mode: Option<String>,
+    pub cache_refresh_interval: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub sqlite_path: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    pub failure_threshold: Option<u32>,
+    pub open_seconds: Option<u64>,
+    pub success_threshold: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: TimeoutSpec,
+    pub circuit_breaker: Option<BreakerSpec>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSpec {
+    pub connect_ms: Option<u64>,
+    pub first_byte_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+}
+
+/// A configured model: a bare id, or an object with pricing.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub id: String,
+    pub pricing: Option<PricingSpec>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSpec {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpecObject {
+    id: String,
+    pricing: Option<PricingSpec>,
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a model id or {id, pricing}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ModelSpec, E> {
+                Ok(ModelSpec {
+                    id: v.to_string(),
+                    pricing: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
+                let o = ModelSpecObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelSpec {
+                    id: o.id,
+                    pricing: o.pricing,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One virtual model declaration (GoModel keys, TrueFoundry spellings as aliases).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualModelSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+    #[serde(
+        default,
+        alias = "load_balance_targets",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub targets: Option<Vec<TargetSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_config: Option<RoutingConfigSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_routing: Option<StickySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// TrueFoundry's `routing_config` block: `type` names the strategy, targets may sit inside.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfigSpec {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(
+        default,
+        alias = "targets",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balance_targets: Option<Vec<TargetSpec>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StickySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_identifiers: Option<Vec<SessionIdentifierSpec>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionIdentifierSpec {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub key: String,
+}
+
+/// One target of a redirect: a bare model name, or an object.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct TargetSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_on: Option<Vec<StatusCode>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_candidate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_params: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeadersSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_match: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSpecObject {
+    provider: Option<String>,
+    #[serde(alias = "target")]
+    model: Option<String>,
+    weight: Option<f64>,
+    priority: Option<i64>,
+    #[serde(alias = "retry_config")]
+    retry: Option<RetrySpec>,
+    #[serde(alias = "fallback_status_codes")]
+    fallback_on: Option<Vec<StatusCode>>,
+    fallback_candidate: Option<bool>,
+    override_params: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(alias = "headers_override")]
+    headers: Option<HeadersSpec>,
+    metadata_match: Option<BTreeMap<String, String>>,
+    sla: Option<SlaSpec>,
+    backend_format: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a model name or a target object {model, weight, ...}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetSpec, E> {
+                Ok(TargetSpec {
+                    model: Some(v.to_string()),
+                    ..TargetSpec::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetSpec, A::Error> {
+                let o = TargetSpecObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TargetSpec {
+                    provider: o.provider,
+                    model: o.model,
+                    weight: o.weight,
+                    priority: o.priority,
+                    retry: o.retry,
+                    fallback_on: o.fallback_on,
+                    fallback_candidate: o.fallback_candidate,
+                    override_params: o.override_params,
+                    headers: o.headers,
+                    metadata_match: o.metadata_match,
+                    sla: o.sla,
+                    backend_format: o.backend_format,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An HTTP status written as a number or a string (TrueFoundry writes `"429"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StatusCode(pub u16);
+
+impl<'de> Deserialize<'de> for StatusCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusCode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an HTTP status code (100-599)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusCode, E> {
+                match u16::try_from(v) {
+                    Ok(c) if (100..=599).contains(&c) => Ok(StatusCode(c)),
+                    _ => Err(E::custom(format!("{v} is not an HTTP status code (100-599)"))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusCode, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom(format!("{v} is not an HTTP status code (100-599)"))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusCode, E> {
+                match v.trim().parse::<u64>() {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom(format!("{v:?} is not an HTTP status code (100-599)"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct RetrySpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_status: Option<Vec<StatusCode>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySpecObject {
+    attempts: Option<u32>,
+    #[serde(alias = "delay")]
+    delay_ms: Option<u64>,
+    #[serde(alias = "on_status_codes")]
+    on_status: Option<Vec<StatusCode>>,
+}
+
+impl<'de> Deserialize<'de> for RetrySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let o = RetrySpecObject::deserialize(d)?;
+        Ok(RetrySpec {
+            attempts: o.attempts,
+            delay_ms: o.delay_ms,
+            on_status: o.on_status,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_per_output_token_ms: Option<u64>,
+}

@@ -1,0 +1,517 @@
+//! Virtual model declarations from every origin, merged by precedence and validated into
+//! routing types. Every message names the origin (file and index, `VIRTUAL_MODELS[i]` or store),
+//! the source and the field.
+//!
+//! Precedence: store < config file < `VIRTUAL_MODELS`. Env replaces a file entry whole when their
+//! sources match trimmed and case-insensitively; a file entry replaces a store row with the exact
+//! same source. This module never reads files or the environment itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::providers::RESERVED_HEADERS;
+use super::schema::{TargetSpec, VirtualModelSpec};
+use crate::routing::model::{
+    Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla, Strategy, Target, VirtualModel,
+    WireFormat, DEFAULT_FALLBACK_ON,
+};
+use crate::routing::schedule;
+use crate::routing::user_path::UserPath;
+
+/// Declarations from the three origins.
+#[derive(Debug, Default, Clone)]
+pub struct Declarations {
+    pub store: Vec<VirtualModelSpec>,
+    pub config: Vec<VirtualModelSpec>,
+    pub config_path: String,
+    pub env: Vec<VirtualModelSpec>,
+}
+
+/// One merged entry before validation.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub origin: Origin,
+    pub spec: VirtualModelSpec,
+    /// Whether a store row with the same source is hidden by this entry.
+    pub overrides_store: bool,
+}
+
+fn key(source: &str) -> String {
+    source.trim().to_lowercase()
+}
+
+fn label(origin: &Origin, spec: &VirtualModelSpec) -> String {
+    match spec.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => format!("{} (source {s:?})", origin.location()),
+        None => origin.location(),
+    }
+}
+
+/// Applies precedence. Errors: missing source, duplicate source within one origin.
+pub fn merge(decl: &Declarations) -> Result<Vec<Merged>, Vec<String>> {
+    let mut errors = Vec::new();
+    let store: Vec<(Origin, &VirtualModelSpec)> =
+        decl.store.iter().map(|s| (Origin::Store, s)).collect();
+    let config: Vec<(Origin, &VirtualModelSpec)> = decl
+        .config
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            (
+                Origin::Config {
+                    path: decl.config_path.clone(),
+                    index,
+                },
+                s,
+            )
+        })
+        .collect();
+    let env: Vec<(Origin, &VirtualModelSpec)> = decl
+        .env
+        .iter()
+        .enumerate()
+        .map(|(index, s)| (Origin::Env { index }, s))
+        .collect();
+    for group in [&store, &config, &env] {
+        let mut seen: HashMap<String, &Origin> = HashMap::new();
+        for (origin, spec) in group.iter() {
+            match spec.source.as_deref().map(str::trim) {
+                None | Some("") => errors.push(format!(
+                    "{}: source is required",
+                    origin.location()
+                )),
+                Some(s) => {
+                    if let Some(first) = seen.insert(key(s), origin) {
+                        errors.push(format!(
+                            "{}: source {s:?} is declared twice (first at {})",
+                            origin.location(),
+                            first.location()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let src = |s: &VirtualModelSpec| s.source.as_deref().unwrap_or("").trim().to_string();
+    let env_keys: HashMap<String, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| (key(&src(s)), i))
+        .collect();
+    let mut used_env = HashSet::new();
+    let mut out: Vec<Merged> = Vec::new();
+    for (origin, spec) in &config {
+        match env_keys.get(&key(&src(spec))) {
+            Some(i) => {
+                used_env.insert(*i);
+                out.push(Merged {
+                    origin: env[*i].0.clone(),
+                    spec: env[*i].1.clone(),
+                    overrides_store: false,
+                });
+            }
+            None => out.push(Merged {
+                origin: origin.clone(),
+                spec: (*spec).clone(),
+                overrides_store: false,
+            }),
+        }
+    }
+    for (i, (origin, spec)) in env.iter().enumerate() {
+        if !used_env.contains(&i) {
+            out.push(Merged {
+                origin: origin.clone(),
+                spec: (*spec).clone(),
+                overrides_store: false,
+            });
+        }
+    }
+    let managed: HashSet<String> = out.iter().map(|m| src(&m.spec)).collect();
+    for m in out.iter_mut() {
+        m.overrides_store = decl.store.iter().any(|s| src(s) == src(&m.spec));
+    }
+    for (origin, spec) in &store {
+        if !managed.contains(&src(spec)) {
+            out.push(Merged {
+                origin: origin.clone(),
+                spec: (*spec).clone(),
+                overrides_store: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Validates merged entries into virtual models. `previous` hands over round-robin counters.
+pub fn build(
+    merged: &[Merged],
+    providers: &[String],
+    previous: &HashMap<String, Arc<AtomicU64>>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<VirtualModel>, Vec<String>> {
+    let redirect_sources: HashSet<String> = merged
+        .iter()
+        .filter(|m| has_targets(&m.spec))
+        .map(|m| m.spec.source.as_deref().unwrap_or("").trim().to_string())
+        .collect();
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    let mut slugs: HashMap<String, String> = HashMap::new();
+    for m in merged {
+        match build_one(m, providers, &redirect_sources, previous, warnings) {
+            Ok(vm) => {
+                if let Some(slug) = &vm.slug {
+                    if let Some(other) = slugs.insert(slug.clone(), vm.source.clone()) {
+                        errors.push(format!(
+                            "{}: slug {slug:?} is already used by {other:?}",
+                            label(&m.origin, &m.spec)
+                        ));
+                    } else if redirect_sources.contains(slug) && *slug != vm.source {
+                        errors.push(format!(
+                            "{}: slug {slug:?} equals the source of another virtual model",
+                            label(&m.origin, &m.spec)
+                        ));
+                    }
+                }
+                out.push(vm);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn has_targets(spec: &VirtualModelSpec) -> bool {
+    spec.target.is_some()
+        || spec.targets.as_ref().is_some_and(|t| !t.is_empty())
+        || spec
+            .routing_config
+            .as_ref()
+            .and_then(|r| r.load_balance_targets.as_ref())
+            .is_some_and(|t| !t.is_empty())
+}
+
+fn is_concrete(source: &str, providers: &[String]) -> bool {
+    source
+        .split_once('/')
+        .is_some_and(|(p, m)| !m.is_empty() && providers.iter().any(|d| d == p))
+}
+
+/// Validates one entry. The error names origin, source and field.
+pub fn build_one(
+    m: &Merged,
+    providers: &[String],
+    redirect_sources: &HashSet<String>,
+    previous: &HashMap<String, Arc<AtomicU64>>,
+    warnings: &mut Vec<String>,
+) -> Result<VirtualModel, String> {
+    let spec = &m.spec;
+    let at = label(&m.origin, spec);
+    let source = spec.source.as_deref().unwrap_or("").trim().to_string();
+    if source.is_empty() {
+        return Err(format!("{at}: source is required"));
+    }
+    if source.chars().any(char::is_control) || source.contains(char::is_whitespace) {
+        return Err(format!("{at}: source must not contain spaces or control characters"));
+    }
+    let from_rc = spec
+        .routing_config
+        .as_ref()
+        .and_then(|r| r.load_balance_targets.clone());
+    let target_specs: Vec<TargetSpec> = match (&spec.target, &spec.targets, from_rc) {
+        (Some(_), Some(t), _) if !t.is_empty() => {
+            return Err(format!("{at}: target and targets are both set; use one of them"))
+        }
+        (Some(t), _, _) => vec![t.clone()],
+        (None, Some(t), _) if !t.is_empty() => t.clone(),
+        (None, _, Some(t)) => t,
+        _ => Vec::new(),
+    };
+    let strategy_raw = spec
+        .strategy
+        .as_deref()
+        .or(spec.routing_config.as_ref().and_then(|r| r.kind.as_deref()));
+    let strategy = match strategy_raw {
+        None => Strategy::RoundRobin,
+        Some(s) => Strategy::parse(s).ok_or_else(|| {
+            format!(
+                "{at}: strategy {s:?} is unknown; use {}",
+                Strategy::NAMES
+            )
+        })?,
+    };
+    let kind = if target_specs.is_empty() {
+        Kind::Policy
+    } else {
+        Kind::Redirect
+    };
+    let concrete_source = is_concrete(&source, providers);
+    let mut targets: Vec<Target> = Vec::with_capacity(target_specs.len());
+    for (i, t) in target_specs.iter().enumerate() {
+        let field = if spec.target.is_some() {
+            "target".to_string()
+        } else {
+            format!("targets[{i}]")
+        };
+        let target = build_target(t, &field, &at, &source, concrete_source, providers, redirect_sources, strategy, warnings)?;
+        if targets.iter().any(|o| o.name == target.name) {
+            return Err(format!("{at}: {field}: target {:?} is listed twice", target.name));
+        }
+        targets.push(target);
+    }
+    let user_paths = match &spec.user_paths {
+        None => None,
+        Some(list) => {
+            let mut v = Vec::with_capacity(list.len());
+            for (i, p) in list.iter().enumerate() {
+                v.push(
+                    UserPath::parse(p)
+                        .map_err(|e| format!("{at}: user_paths[{i}]: {e}"))?,
+                );
+            }
+            Some(v)
+        }
+    };
+    let model_types = match &spec.model_types {
+        None => None,
+        Some(list) if list.is_empty() => None,
+        Some(list) => {
+            let mut v = Vec::with_capacity(list.len());
+            for (i, t) in list.iter().enumerate() {
+                v.push(Operation::parse(t).ok_or_else(|| {
+                    format!(
+                        "{at}: model_types[{i}]: {t:?} is unknown; use {}",
+                        Operation::NAMES
+                    )
+                })?);
+            }
+            Some(v)
+        }
+    };
+    let mut session = SessionConfig::default();
+    if let Some(a) = spec.session_affinity {
+        session.enabled = a;
+    }
+    if let Some(st) = &spec.sticky_routing {
+        session.enabled = spec.session_affinity.unwrap_or(true);
+        if let Some(ttl) = st.ttl_seconds {
+            if ttl == 0 {
+                return Err(format!("{at}: sticky_routing.ttl_seconds must be above 0"));
+            }
+            session.ttl_seconds = ttl;
+        }
+        if let Some(ids) = &st.session_identifiers {
+            let mut hs = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                if !id.source.is_empty() && !id.source.eq_ignore_ascii_case("headers") && !id.source.eq_ignore_ascii_case("header") {
+                    return Err(format!(
+                        "{at}: sticky_routing.session_identifiers[{i}].source {:?} is unsupported; use headers",
+                        id.source
+                    ));
+                }
+                if id.key.trim().is_empty() {
+                    return Err(format!("{at}: sticky_routing.session_identifiers[{i}].key is required"));
+                }
+                hs.push(id.key.trim().to_ascii_lowercase());
+            }
+            if !hs.is_empty() {
+                session.headers = hs;
+            }
+        }
+    }
+    let slug = match spec.slug.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) if s.contains(char::is_whitespace) => {
+            return Err(format!("{at}: slug {s:?} must not contain spaces"))
+        }
+        Some(s) => Some(s.to_string()),
+    };
+    if kind == Kind::Policy && spec.strategy.is_some() {
+        warnings.push(format!("{at}: strategy is ignored on an access policy (no targets)"));
+    }
+    let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
+    let counter = previous
+        .get(&source)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+    Ok(VirtualModel {
+        schedule: schedule::build(&weights),
+        source,
+        origin: m.origin.clone(),
+        kind,
+        strategy,
+        targets,
+        session,
+        slug,
+        model_types,
+        user_paths,
+        description: spec.description.clone(),
+        enabled: spec.enabled.unwrap_or(true),
+        counter,
+        spec: spec.clone(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_target(
+    t: &TargetSpec,
+    field: &str,
+    at: &str,
+    source: &str,
+    concrete_source: bool,
+    providers: &[String],
+    redirect_sources: &HashSet<String>,
+    strategy: Strategy,
+    warnings: &mut Vec<String>,
+) -> Result<Target, String> {
+    let model_raw = t.model.as_deref().map(str::trim).unwrap_or("");
+    if model_raw.is_empty() {
+        return Err(format!("{at}: {field}.model is blank"));
+    }
+    let declared = || providers.join(", ");
+    let (provider, model) = match t.provider.as_deref().map(str::trim) {
+        Some(p) if !p.is_empty() => {
+            let idx = providers.iter().position(|d| d == p).ok_or_else(|| {
+                format!(
+                    "{at}: {field}.provider {p:?} is not declared; declared providers: {}",
+                    if providers.is_empty() { "(none)".to_string() } else { declared() }
+                )
+            })?;
+            let m = model_raw
+                .strip_prefix(p)
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(model_raw);
+            (Some(idx), m.to_string())
+        }
+        _ => match model_raw.split_once('/') {
+            Some((p, m)) if !m.is_empty() => match providers.iter().position(|d| d == p) {
+                Some(idx) => (Some(idx), m.to_string()),
+                None => {
+                    warnings.push(format!(
+                        "{at}: {field}.model {model_raw:?}: {p:?} is not a declared provider (declared: {}); treated as a model id served by whichever provider lists it",
+                        declared()
+                    ));
+                    (None, model_raw.to_string())
+                }
+            },
+            _ => (None, model_raw.to_string()),
+        },
+    };
+    let name = match provider {
+        Some(i) => format!("{}/{model}", providers[i]),
+        None => model.clone(),
+    };
+    if name == source || model_raw == source {
+        if !concrete_source {
+            return Err(format!(
+                "{at}: {field}.model {model_raw:?} equals the source; a redirect may target itself only when its source is a concrete provider/model"
+            ));
+        }
+    } else if redirect_sources.contains(model_raw) || redirect_sources.contains(&name) {
+        return Err(format!(
+            "{at}: {field}.model {model_raw:?} is another virtual model; targets must be concrete models (chains are not allowed)"
+        ));
+    }
+    let weight = t.weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(format!("{at}: {field}.weight {weight} must be a finite number >= 0"));
+    }
+    let mut retry = RetryPolicy::default();
+    if let Some(r) = &t.retry {
+        if let Some(a) = r.attempts {
+            if a == 0 {
+                return Err(format!("{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"));
+            }
+            retry.attempts = a;
+        }
+        if let Some(d) = r.delay_ms {
+            retry.delay_ms = d;
+        }
+        if let Some(s) = &r.on_status {
+            retry.on_status = s.iter().map(|c| c.0).collect();
+        }
+    }
+    let mut headers_set = Vec::new();
+    let mut headers_remove = Vec::new();
+    if let Some(h) = &t.headers {
+        for (k, v) in &h.set {
+            let lower = k.trim().to_ascii_lowercase();
+            check_header(&lower, at, field, "set", k)?;
+            http::HeaderValue::from_str(v)
+                .map_err(|_| format!("{at}: {field}.headers.set.{k}: not a valid header value"))?;
+            headers_set.push((lower, v.clone()));
+        }
+        for k in &h.remove {
+            let lower = k.trim().to_ascii_lowercase();
+            check_header(&lower, at, field, "remove", k)?;
+            headers_remove.push(lower);
+        }
+    }
+    if let Some(p) = &t.override_params {
+        if p.contains_key("model") || p.contains_key("stream") {
+            return Err(format!(
+                "{at}: {field}.override_params cannot set \"model\" or \"stream\"; they belong to the request"
+            ));
+        }
+    }
+    let backend_format = match t.backend_format.as_deref() {
+        None => None,
+        Some(f) => Some(WireFormat::parse(f).ok_or_else(|| {
+            format!("{at}: {field}.backend_format {f:?} is unknown; use OPENAI_CHAT or ANTHROPIC_MESSAGES")
+        })?),
+    };
+    if t.priority.is_some() && strategy != Strategy::Priority {
+        warnings.push(format!(
+            "{at}: {field}.priority is ignored by strategy {}",
+            strategy.name()
+        ));
+    }
+    let sla = t.sla.map(|s| Sla {
+        time_to_first_token_ms: s.time_to_first_token_ms,
+        time_per_output_token_ms: s.time_per_output_token_ms,
+    });
+    Ok(Target {
+        provider,
+        model,
+        name,
+        weight,
+        priority: t.priority.unwrap_or(i64::MAX),
+        retry,
+        fallback_on: t
+            .fallback_on
+            .as_ref()
+            .map(|v| v.iter().map(|c| c.0).collect())
+            .unwrap_or_else(|| DEFAULT_FALLBACK_ON.to_vec()),
+        fallback_candidate: t.fallback_candidate.unwrap_or(true),
+        override_params: t.override_params.clone(),
+        headers_set,
+        headers_remove,
+        metadata_match: t
+            .metadata_match
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        sla,
+        backend_format,
+        price: None,
+    })
+}
+
+fn check_header(lower: &str, at: &str, field: &str, op: &str, raw: &str) -> Result<(), String> {
+    if RESERVED_HEADERS.contains(&lower) {
+        return Err(format!(
+            "{at}: {field}.headers.{op}: {raw:?} is a hop-by-hop or authentication header and cannot be changed"
+        ));
+    }
+    http::HeaderName::from_bytes(lower.as_bytes())
+        .map_err(|_| format!("{at}: {field}.headers.{op}: {raw:?} is not a valid header name"))?;
+    Ok(())
+}

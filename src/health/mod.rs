@@ -1,0 +1,112 @@
+//! Observed state per target: circuit breaker, latency window, SLA windows, session pins.
+//!
+//! Keyed by the target's concrete name (`provider/model`), so state survives reloads for targets
+//! that still exist. The request path reads through one `ArcSwap` load and atomics; the maps are
+//! rebuilt only when a snapshot is swapped in (`sync`).
+
+pub mod breaker;
+pub mod sessions;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::routing::plan::TargetState;
+use crate::snapshot::Snapshot;
+use breaker::Breaker;
+use sessions::Sessions;
+use window::Window;
+
+/// Latency window: the last 100 requests within 20 minutes.
+pub const LATENCY_SAMPLES: usize = 100;
+pub const LATENCY_SPAN_MS: u64 = 20 * 60 * 1000;
+/// SLA window: 3 minutes.
+pub const SLA_SPAN_MS: u64 = 3 * 60 * 1000;
+/// SLA verdicts need at least this many samples.
+pub const SLA_MIN_SAMPLES: u32 = 3;
+
+#[derive(Debug)]
+pub struct TargetHealth {
+    pub breaker: Breaker,
+    /// Latency score in microseconds: time per output token for streams, total otherwise.
+    pub latency_us: Window,
+    pub ttft_ms: Window,
+    pub tpot_us: Window,
+}
+
+impl Default for TargetHealth {
+    fn default() -> Self {
+        TargetHealth {
+            breaker: Breaker::default(),
+            latency_us: Window::new(LATENCY_SAMPLES),
+            ttft_ms: Window::new(LATENCY_SAMPLES),
+            tpot_us: Window::new(LATENCY_SAMPLES),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Health {
+    targets: ArcSwap<HashMap<String, Arc<TargetHealth>>>,
+    pub sessions: Sessions,
+}
+
+impl Health {
+    /// Makes sure every concrete target of `snap` has state, keeping existing state.
+    pub fn sync(&self, snap: &Snapshot) {
+        let old = self.targets.load_full();
+        let mut next: HashMap<String, Arc<TargetHealth>> = HashMap::new();
+        for vm in &snap.table.models {
+            for t in &vm.targets {
+                let e = old.get(&t.name).cloned().unwrap_or_default();
+                next.insert(t.name.clone(), e);
+            }
+        }
+        self.targets.store(Arc::new(next));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<TargetHealth>> {
+        self.targets.load().get(name).cloned()
+    }
+
+    /// All tracked targets (for metrics).
+    pub fn all(&self) -> Arc<HashMap<String, Arc<TargetHealth>>> {
+        self.targets.load_full()
+    }
+
+    pub fn target_state(&self, snap: &Snapshot, vm: usize, t: usize, now_ms: u64) -> TargetState {
+        let target = &snap.table.models[vm].targets[t];
+        let map = self.targets.load();
+        let Some(h) = map.get(&target.name) else {
+            return TargetState::default();
+        };
+        let latency = h.latency_us.mean(now_ms, LATENCY_SPAN_MS);
+        let mut sla_breached = false;
+        if let Some(sla) = target.sla {
+            if let Some(limit) = sla.time_to_first_token_ms {
+                if let Some((m, n)) = h.ttft_ms.mean(now_ms, SLA_SPAN_MS) {
+                    sla_breached |= n >= SLA_MIN_SAMPLES && m > limit as f64;
+                }
+            }
+            if let Some(limit) = sla.time_per_output_token_ms {
+                if let Some((m, n)) = h.tpot_us.mean(now_ms, SLA_SPAN_MS) {
+                    sla_breached |= n >= SLA_MIN_SAMPLES && m > (limit * 1000) as f64;
+                }
+            }
+        }
+        TargetState {
+            circuit_open: !h.breaker.allows(now_ms),
+            sla_breached,
+            latency_ms: latency.map(|(us, _)| us / 1000.0),
+            samples: latency.map_or(0, |(_, n)| n),
+        }
+    }
+
+    pub fn pinned(&self, snap: &Snapshot, vm: usize, session: &str, now_ms: u64) -> Option<usize> {
+        let v = &snap.table.models[vm];
+        let name = self.sessions.get(&v.source, session, now_ms)?;
+        v.targets.iter().position(|t| t.name == name)
+    }
+}

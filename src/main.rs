@@ -1,0 +1,171 @@
+//! The `modelgate` command line: `serve` (default), `check`, `resolve`, `reload`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use modelgate::app::{App, ConfigSource};
+use modelgate::config;
+
+#[derive(Parser)]
+#[command(name = "modelgate", version, about = "An LLM gateway: virtual models, routing strategies and a streaming proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on (default 0.0.0.0:$PORT, PORT default 8080).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Config file (default: $MODELGATE_CONFIG, else config/config.yaml, else ./config.yaml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Env file read under the real environment (default: .env if present).
+    #[arg(long, global = true)]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration and print the resolved table.
+    Check,
+    /// Show the plan the gateway would use for MODEL, without sending anything.
+    Resolve {
+        model: String,
+        /// The caller's user path.
+        #[arg(long)]
+        user_path: Option<String>,
+        /// Number of consecutive requests to plan.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+    },
+    /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
+    Reload,
+}
+
+fn source(common: &Common) -> anyhow::Result<ConfigSource> {
+    let env_file = common.env_file.clone().or_else(|| {
+        let p = PathBuf::from(".env");
+        p.is_file().then_some(p)
+    });
+    if let Some(f) = &common.env_file {
+        if !f.is_file() {
+            anyhow::bail!("--env-file {}: no such file", f.display());
+        }
+    }
+    let src = ConfigSource {
+        path: None,
+        env_file,
+        overrides: Vec::new(),
+    };
+    let env = src.env().map_err(anyhow::Error::msg)?;
+    let path = config::find_path(common.config.as_deref(), &env);
+    if let Some(p) = &path {
+        if !p.is_file() {
+            anyhow::bail!("config file {} does not exist", p.display());
+        }
+    }
+    Ok(ConfigSource { path, ..src })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("modelgate: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(json: bool) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,pingora=warn"));
+    if json {
+        b.format(|buf, rec| {
+            use std::io::Write;
+            if rec.target() == "access" {
+                writeln!(buf, "{}", rec.args())
+            } else {
+                let line = serde_json::json!({"level": rec.level().to_string(), "target": rec.target(), "message": rec.args().to_string()});
+                writeln!(buf, "{line}")
+            }
+        });
+    }
+    let _ = b.try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let src = source(&cli.common)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let loaded = src.load().map_err(anyhow::Error::msg)?;
+            init_logging(loaded.settings.log_json);
+            let app = Arc::new(App::start(src.clone(), None).map_err(anyhow::Error::msg)?);
+            let snap = app.snapshot();
+            for w in &snap.warnings {
+                log::warn!("{w}");
+            }
+            if snap.settings.master_key.is_none() {
+                log::warn!("no MODELGATE_MASTER_KEY set: the gateway is open to anyone who can reach it");
+            }
+            log::info!(
+                "config {} loaded: {} providers, {} virtual models",
+                snap.label,
+                snap.providers.len(),
+                snap.table.models.len()
+            );
+            modelgate::reload::on_sighup(app.clone()).context("installing the SIGHUP handler")?;
+            let _watcher = match &src.path {
+                Some(p) => Some(modelgate::reload::watch_file(app.clone(), p).context("watching the config file")?),
+                None => None,
+            };
+            let listen = cli.listen.unwrap_or_else(|| snap.settings.listen.clone());
+            drop(snap);
+            modelgate::server::run(app, &listen)
+        }
+        Command::Check => {
+            let app = App::start(src, None).map_err(anyhow::Error::msg)?;
+            print!("{}", modelgate::cli::check_table(&app.snapshot()));
+            println!("config is valid");
+            Ok(())
+        }
+        Command::Resolve { model, user_path, n } => {
+            let app = App::start(src, None).map_err(anyhow::Error::msg)?;
+            let up = match user_path {
+                Some(p) => Some(modelgate::routing::user_path::UserPath::parse(&p).map_err(|e| anyhow::anyhow!("--user-path: {e}"))?),
+                None => None,
+            };
+            print!("{}", modelgate::cli::explain(&app.snapshot(), &model, up.as_ref(), n.max(1)));
+            Ok(())
+        }
+        Command::Reload => {
+            let env = src.env().map_err(anyhow::Error::msg)?;
+            let Some(pid_file) = env.get("PID_FILE") else {
+                anyhow::bail!(
+                    "PID_FILE is not set, so the running gateway cannot be found; set PID_FILE for both, or send the signal yourself: kill -HUP <pid>"
+                );
+            };
+            let raw = std::fs::read_to_string(pid_file).with_context(|| format!("reading PID_FILE {pid_file}"))?;
+            let pid: i32 = raw.trim().parse().with_context(|| format!("PID_FILE {pid_file} does not hold a pid"))?;
+            let rc = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .context("running kill")?;
+            if !rc.success() {
+                anyhow::bail!("could not signal pid {pid} (is modelgate running?)");
+            }
+            println!("sent SIGHUP to {pid}");
+            Ok(())
+        }
+    }
+}

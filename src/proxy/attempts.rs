@@ -1,0 +1,131 @@
+//! After a failed attempt: retry the same target, fall back to the next one, or give up.
+//!
+//! A named, separately tested piece: the proxy only reports what happened and carries out the
+//! decision. Nothing here knows about Pingora.
+
+use crate::routing::model::{RetryPolicy, Target, DEFAULT_FALLBACK_ON};
+
+/// Longest `Retry-After` we wait before retrying the same target.
+pub const RETRY_AFTER_CAP_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The upstream answered with this status.
+    Status(u16),
+    /// Connecting failed, or the connection broke before a response.
+    Connection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same target again after this many milliseconds.
+    Retry { delay_ms: u64 },
+    /// Move to the next attempt of the plan.
+    Fallback,
+    /// Let the client have this outcome.
+    GiveUp,
+}
+
+/// Decides what follows a failure.
+/// `tries` counts the tries already made on this target; `has_next` says whether the plan has a
+/// further attempt; `retry_after_s` is the upstream's `Retry-After`, if any.
+pub fn decide(
+    failure: Failure,
+    target: Option<&Target>,
+    tries: u32,
+    has_next: bool,
+    retry_after_s: Option<u64>,
+) -> Next {
+    let default_retry = RetryPolicy::default();
+    let retry = target.map_or(&default_retry, |t| &t.retry);
+    let retryable = match failure {
+        Failure::Status(s) => retry.on_status.contains(&s),
+        Failure::Connection => true,
+    };
+    if retryable && tries < retry.attempts {
+        let wait = retry_after_s
+            .map(|s| (s * 1000).min(RETRY_AFTER_CAP_MS))
+            .unwrap_or(0);
+        return Next::Retry {
+            delay_ms: retry.delay_ms.max(wait),
+        };
+    }
+    if !has_next {
+        return Next::GiveUp;
+    }
+    let falls_back = match failure {
+        Failure::Connection => true,
+        Failure::Status(s) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| t.fallback_on.contains(&s)),
+    };
+    if falls_back {
+        Next::Fallback
+    } else {
+        Next::GiveUp
+    }
+}
+
+/// Whether a status counts against a target's health.
+pub fn is_failure_status(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(attempts: u32) -> Target {
+        Target {
+            provider: Some(0),
+            model: "m".into(),
+            name: "p/m".into(),
+            weight: 1.0,
+            priority: 0,
+            retry: RetryPolicy {
+                attempts,
+                delay_ms: 100,
+                on_status: vec![429, 500, 502, 503],
+            },
+            fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
+            fallback_candidate: true,
+            override_params: None,
+            headers_set: vec![],
+            headers_remove: vec![],
+            metadata_match: vec![],
+            sla: None,
+            backend_format: None,
+            price: None,
+        }
+    }
+
+    #[test]
+    fn retries_retryable_status_until_attempts_used() {
+        let t = target(2);
+        assert_eq!(decide(Failure::Status(500), Some(&t), 1, true, None), Next::Retry { delay_ms: 100 });
+        assert_eq!(decide(Failure::Status(500), Some(&t), 2, true, None), Next::Fallback);
+        assert_eq!(decide(Failure::Status(500), Some(&t), 2, false, None), Next::GiveUp);
+    }
+
+    #[test]
+    fn client_errors_outside_the_lists_go_to_the_client() {
+        let t = target(2);
+        assert_eq!(decide(Failure::Status(400), Some(&t), 1, true, None), Next::GiveUp);
+        assert_eq!(decide(Failure::Status(401), Some(&t), 1, true, None), Next::Fallback);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let t = target(3);
+        assert_eq!(decide(Failure::Status(429), Some(&t), 1, true, Some(2)), Next::Retry { delay_ms: 2000 });
+        assert_eq!(
+            decide(Failure::Status(429), Some(&t), 1, true, Some(3600)),
+            Next::Retry { delay_ms: RETRY_AFTER_CAP_MS }
+        );
+    }
+
+    #[test]
+    fn connection_failures_retry_then_fall_back() {
+        let t = target(1);
+        assert_eq!(decide(Failure::Connection, Some(&t), 1, true, None), Next::Fallback);
+        assert_eq!(decide(Failure::Connection, Some(&t), 1, false, None), Next::GiveUp);
+    }
+}

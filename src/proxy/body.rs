@@ -1,0 +1,210 @@
+//! The request body: reading it whole under the size limit, peeking at the routing fields, and
+//! rewriting it for one attempt.
+//!
+//! Pingora 0.9 replays its 64 KiB retry buffer through `request_body_filter` on every attempt;
+//! we make that buffer hold the tail of the body (enabled only once the rest fits) and swap it for
+//! the whole rewritten body there. Rewriting touches only the `model` value's bytes unless the
+//! target sets `override_params`, so a same-dialect request passes through byte for byte.
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::respond::ApiError;
+
+/// Pingora's fixed retry buffer size.
+const RETRY_BUFFER: u64 = 64 * 1024;
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let declared: Option<u64> = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(too_large(limit));
+        }
+    }
+    let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
+    loop {
+        // The retry buffer must end up holding the body's tail: enable it once what is left fits.
+        match declared {
+            Some(n) if n.saturating_sub(body.len() as u64) <= RETRY_BUFFER => {
+                session.enable_retry_buffering()
+            }
+            None => session.enable_retry_buffering(),
+            _ => {}
+        }
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::invalid_request(
+                    "invalid_body",
+                    format!("could not read the request body: {:?}", e.etype()),
+                ))
+            }
+        }
+    }
+    if declared.is_none() && body.len() as u64 > RETRY_BUFFER {
+        return Err(ApiError::new(
+            411,
+            "invalid_request_error",
+            "length_required",
+            "a request body over 64 KiB must be sent with Content-Length (not chunked)",
+        ));
+    }
+    Ok(body)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("request body exceeds the limit of {limit} bytes (BODY_SIZE_LIMIT)"),
+    )
+}
+
+/// The routing fields of a body, borrowed from it.
+#[derive(Deserialize)]
+struct PeekFields<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    provider: Option<serde_json::Value>,
+}
+
+/// What routing needs from a body, plus where the `model` value sits in it.
+#[derive(Debug, Clone)]
+pub struct Peek {
+    pub model: String,
+    pub stream: bool,
+    pub provider: Option<String>,
+    /// Byte range of the `model` value (quotes included).
+    pub model_span: (usize, usize),
+}
+
+/// Parses the body once: invalid JSON, a non-object or a missing `model` are 400s.
+pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request("invalid_json", "request body is empty; send a JSON object with a model"));
+    }
+    let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() {
+            "request body must be a JSON object".to_string()
+        } else {
+            format!("request body is not valid JSON: {e}")
+        };
+        ApiError::invalid_request("invalid_json", what)
+    })?;
+    let raw = p
+        .model
+        .ok_or_else(|| ApiError::invalid_request("missing_model", "you must provide a model parameter"))?;
+    let model: String = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
+    if model.trim().is_empty() {
+        return Err(ApiError::invalid_request("missing_model", "you must provide a model parameter"));
+    }
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let stream = match p.stream {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::invalid_request("invalid_stream", "stream must be a boolean")),
+    };
+    let provider = match p.provider {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(_) => return Err(ApiError::invalid_request("invalid_provider", "provider must be a non-empty string")),
+    };
+    Ok(Peek {
+        model,
+        stream,
+        provider,
+        model_span: (start, start + raw.get().len()),
+    })
+}
+
+/// The body for one attempt: `model` replaced; `override_params` merged over the client's values.
+pub fn rewrite(
+    body: &[u8],
+    peek: &Peek,
+    upstream_model: &str,
+    override_params: Option<&serde_json::Map<String, serde_json::Value>>,
+    drop_provider: bool,
+) -> Bytes {
+    if override_params.is_none() && !drop_provider {
+        let quoted = serde_json::to_string(upstream_model).unwrap_or_default();
+        let (s, e) = peek.model_span;
+        let mut out = Vec::with_capacity(body.len() - (e - s) + quoted.len());
+        out.extend_from_slice(&body[..s]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&body[e..]);
+        return Bytes::from(out);
+    }
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).unwrap_or_default();
+    map.insert("model".into(), serde_json::Value::String(upstream_model.to_string()));
+    if drop_provider {
+        map.shift_remove("provider");
+    }
+    if let Some(params) = override_params {
+        for (k, v) in params {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    Bytes::from(serde_json::to_vec(&map).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_finds_model_span() {
+        let body = br#"{"messages":[],"model" : "smart","stream":true}"#;
+        let p = peek(body).unwrap();
+        assert_eq!(p.model, "smart");
+        assert!(p.stream);
+        assert_eq!(&body[p.model_span.0..p.model_span.1], br#""smart""#);
+    }
+
+    #[test]
+    fn rewrite_changes_only_the_model_bytes() {
+        let body = br#"{"z":1,  "model":"smart","a":[1, 2]}"#;
+        let p = peek(body).unwrap();
+        let out = rewrite(body, &p, "gpt-4o", None, false);
+        assert_eq!(&out[..], br#"{"z":1,  "model":"gpt-4o","a":[1, 2]}"#);
+    }
+
+    #[test]
+    fn override_params_win() {
+        let body = br#"{"model":"m","temperature":1.0}"#;
+        let p = peek(body).unwrap();
+        let mut o = serde_json::Map::new();
+        o.insert("temperature".into(), serde_json::json!(0.2));
+        let out: serde_json::Value = serde_json::from_slice(&rewrite(body, &p, "x", Some(&o), false)).unwrap();
+        assert_eq!(out["temperature"], serde_json::json!(0.2));
+        assert_eq!(out["model"], "x");
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert_eq!(peek(b"{not json").unwrap_err().code, "invalid_json");
+        assert_eq!(peek(b"[1]").unwrap_err().code, "invalid_json");
+        assert_eq!(peek(br#"{"messages":[]}"#).unwrap_err().code, "missing_model");
+        assert_eq!(peek(br#"{"model":5}"#).unwrap_err().code, "invalid_model");
+        assert_eq!(peek(br#"{"model":" "}"#).unwrap_err().code, "missing_model");
+    }
+}

@@ -1,0 +1,104 @@
+//! Per-request state carried through the proxy phases (Pingora's CTX). No globals.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::attempts::Next;
+use super::body::Peek;
+use crate::app::App;
+use crate::routing::model::Operation;
+use crate::routing::plan::Plan;
+use crate::routing::user_path::UserPath;
+use crate::snapshot::Snapshot;
+
+pub struct Ctx {
+    pub request_id: String,
+    pub path: String,
+    pub started: Instant,
+    /// The snapshot this request started with; it finishes on it even across a reload.
+    pub snap: Option<Arc<Snapshot>>,
+    pub user_path: Option<UserPath>,
+    pub operation: Operation,
+    pub stream: bool,
+    pub body: Vec<u8>,
+    pub peek: Option<Peek>,
+    pub plan: Option<Plan>,
+    /// Index into the plan's attempts.
+    pub attempt: usize,
+    pub tries_on_target: u32,
+    /// Upstream requests made (retries included).
+    pub attempts_made: u32,
+    pub fallbacks: u32,
+    pub connect_failures: u32,
+    pub pending: Option<Next>,
+    pub attempt_body: Option<Bytes>,
+    pub body_sent: bool,
+    pub attempt_started: Option<Instant>,
+    pub first_byte_at: Option<Instant>,
+    pub stream_events: u64,
+    pub upstream_status: Option<u16>,
+    pub retry_after: Option<String>,
+    pub status: Option<u16>,
+    pub error_code: Option<&'static str>,
+    pub served: Option<String>,
+    pub virtual_model: Option<String>,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        crate::server::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ctx {
+            request_id: String::new(),
+            path: String::new(),
+            started: Instant::now(),
+            snap: None,
+            user_path: None,
+            operation: Operation::Chat,
+            stream: false,
+            body: Vec::new(),
+            peek: None,
+            plan: None,
+            attempt: 0,
+            tries_on_target: 0,
+            attempts_made: 0,
+            fallbacks: 0,
+            connect_failures: 0,
+            pending: None,
+            attempt_body: None,
+            body_sent: false,
+            attempt_started: None,
+            first_byte_at: None,
+            stream_events: 0,
+            upstream_status: None,
+            retry_after: None,
+            status: None,
+            error_code: None,
+            served: None,
+            virtual_model: None,
+        }
+    }
+
+    /// The request's snapshot, loaded once on first use.
+    pub fn snapshot(&mut self, app: &App) -> Arc<Snapshot> {
+        self.snap.get_or_insert_with(|| app.snapshot()).clone()
+    }
+
+    /// Whether errors use the Anthropic envelope.
+    pub fn anthropic_dialect(&self) -> bool {
+        self.path.trim_end_matches('/').ends_with("/messages")
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        crate::server::IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}

@@ -1,0 +1,327 @@
+//! Requests answered by the gateway itself (health, model listing, mock provider), and the
+//! small header readers the phases share: request id, auth, user path, metadata, session key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::proxy::Session;
+use pingora::Result;
+use serde_json::{json, Value};
+
+use super::ctx::Ctx;
+use super::respond::{self, ApiError, Tags};
+use super::{mock, Gateway};
+use crate::app::App;
+use crate::catalog::discovery;
+use crate::config::providers::ProviderKind;
+use crate::config::settings::Settings;
+use crate::routing::model::{Kind, Operation};
+use crate::routing::plan::{self, Attempt};
+use crate::routing::table::Access;
+use crate::routing::user_path::{list_admits, UserPath};
+use crate::snapshot::{Snapshot, View};
+
+/// Echoes a sane client `X-Request-Id`, else makes one.
+pub fn request_id(session: &Session) -> String {
+    if let Some(v) = session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            return v.to_string();
+        }
+    }
+    format!("mg-{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+}
+
+/// Routes open to everyone: liveness and readiness.
+pub async fn public_route(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    method: &http::Method,
+    path: &str,
+) -> Result<Option<bool>> {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Ok(None);
+    }
+    let snap = ctx.snapshot(&gw.app);
+    let tags = Tags {
+        request_id: &ctx.request_id,
+        ..Tags::default()
+    };
+    match path {
+        "/health" => {
+            respond::write_json(session, 200, &json!({"status": "ok"}), &tags).await?;
+            ctx.status = Some(200);
+            Ok(Some(true))
+        }
+        "/health/ready" => {
+            let body = json!({"status": "ready", "virtual_models": snap.table.models.len(),
+                              "providers": snap.providers.len()});
+            respond::write_json(session, 200, &body, &tags).await?;
+            ctx.status = Some(200);
+            Ok(Some(true))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Routes that need the caller to be authenticated: the model listing.
+pub async fn authed_route(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    method: &http::Method,
+    path: &str,
+) -> Result<Option<bool>> {
+    if method != http::Method::GET {
+        return Ok(None);
+    }
+    if path.trim_end_matches('/') == "/v1/models" || path.trim_end_matches('/') == "/models" {
+        let snap = ctx.snapshot(&gw.app);
+        let body = list_models(&snap, &gw.app, ctx.user_path.as_ref());
+        ctx.status = Some(200);
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            ..Tags::default()
+        };
+        respond::write_json(session, 200, &body, &tags).await?;
+        return Ok(Some(true));
+    }
+    Ok(None)
+}
+
+/// The OpenAI model list a caller may use: concrete models and enabled redirects.
+pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Value {
+    let mut data = Vec::new();
+    let created = snap.loaded_at_ms / 1000;
+    if !snap.settings.keep_only_aliases {
+        for (pi, p) in snap.providers.iter().enumerate() {
+            if !p.config.usable() {
+                continue;
+            }
+            for m in snap.models_of(pi) {
+                if snap.table.access(&p.config.name, &m, caller) != Access::Allowed {
+                    continue;
+                }
+                data.push(json!({"id": format!("{}/{m}", p.config.name), "object": "model",
+                                 "created": created, "owned_by": p.config.name}));
+            }
+        }
+    }
+    let view = View {
+        snap,
+        health: Some(&app.health),
+        now_ms: discovery::now_ms(),
+    };
+    for (vi, vm) in snap.table.models.iter().enumerate() {
+        if vm.kind != Kind::Redirect || !vm.enabled {
+            continue;
+        }
+        if !vm
+            .user_paths
+            .as_ref()
+            .is_none_or(|l| list_admits(l, caller))
+        {
+            continue;
+        }
+        let req = plan::Request {
+            model: &vm.source,
+            provider: None,
+            user_path: caller,
+            operation: vm.model_types.as_ref().and_then(|t| t.first().copied()).unwrap_or(Operation::Chat),
+            metadata: None,
+            session_key: None,
+        };
+        let first = plan::eligibility(&snap.table, vi, &req, &view)
+            .into_iter()
+            .enumerate()
+            .find(|(_, (_, r))| r.is_ok())
+            .map(|(ti, (p, _))| (ti, p));
+        let Some((ti, provider)) = first else {
+            continue;
+        };
+        let owner = provider.map_or("", |p| snap.providers[p].config.name.as_str());
+        let mut entry = json!({"id": vm.source, "object": "model", "created": created,
+                               "owned_by": owner, "target": vm.targets[ti].name});
+        if let Some(d) = &vm.description {
+            entry["description"] = json!(d);
+        }
+        data.push(entry);
+    }
+    json!({"object": "list", "data": data})
+}
+
+/// Checks the master key (`Authorization: Bearer`, or `x-api-key` on `/v1/messages`).
+pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Result<(), ApiError> {
+    let Some(master) = settings.master_key.as_deref() else {
+        return Ok(());
+    };
+    let h = &session.req_header().headers;
+    let bearer = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let api_key = if path.trim_end_matches('/').ends_with("/messages") {
+        h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    } else {
+        None
+    };
+    let given = bearer.or(api_key);
+    match given {
+        Some(k) if constant_time_eq::constant_time_eq(k.as_bytes(), master.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(401, "authentication_error", "invalid_api_key", "invalid API key")),
+        None => Err(ApiError::new(
+            401,
+            "authentication_error",
+            "missing_api_key",
+            "missing API key: send Authorization: Bearer <key>",
+        )),
+    }
+}
+
+/// The caller's user path from the configured header (or `X-GoModel-User-Path`).
+pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPath>, ApiError> {
+    let h = &session.req_header().headers;
+    let raw = h
+        .get(settings.user_path_header.as_str())
+        .or_else(|| h.get("x-modelgate-user-path"))
+        .or_else(|| h.get("x-gomodel-user-path"));
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let s = raw.to_str().map_err(|_| {
+        ApiError::invalid_request("invalid_user_path", "user path header is not valid text")
+    })?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    UserPath::parse(s)
+        .map(Some)
+        .map_err(|e| ApiError::invalid_request("invalid_user_path", e.to_string()))
+}
+
+/// Request metadata from the `X-Modelgate-Metadata` JSON header, for `metadata_match`.
+pub fn metadata_header(session: &Session) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
+    let Some(v) = session.req_header().headers.get("x-modelgate-metadata") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::invalid_request("invalid_metadata", "X-Modelgate-Metadata must be a JSON object");
+    let s = v.to_str().map_err(|_| bad())?;
+    match serde_json::from_str::<Value>(s) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        _ => Err(bad()),
+    }
+}
+
+/// The session key for affinity: the first session header present, scoped by user path.
+pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<String> {
+    let vi = snap.table.redirect(model.trim())?;
+    let vm = &snap.table.models[vi];
+    if !vm.session.enabled {
+        return None;
+    }
+    let h = &session.req_header().headers;
+    let value = vm
+        .session
+        .headers
+        .iter()
+        .find_map(|name| h.get(name.as_str()).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())?;
+    let up = h
+        .get(snap.settings.user_path_header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Some(format!("{up}\u{0}{value}"))
+}
+
+/// Refreshes the catalog of the provider(s) a missing model could belong to, at most once a
+/// minute per provider. True when a refresh ran.
+pub async fn refresh_for(app: &Arc<App>, snap: &Snapshot, model: &str, provider: Option<&str>, now: u64) -> bool {
+    let model = model.trim();
+    let named = provider
+        .or_else(|| model.split_once('/').map(|(p, _)| p))
+        .and_then(|p| snap.table.provider(p));
+    let candidates: Vec<usize> = match named {
+        Some(p) => vec![p],
+        None => (0..snap.providers.len()).collect(),
+    };
+    let mut tasks = Vec::new();
+    for pi in candidates {
+        let p = &snap.providers[pi];
+        if p.config.kind == ProviderKind::Mock || !p.config.usable() {
+            continue;
+        }
+        if p.state.claim_on_demand(now, 60_000) {
+            tasks.push(tokio::spawn(discovery::refresh(p.config.clone(), p.state.clone())));
+        }
+    }
+    let _ = app;
+    if tasks.is_empty() {
+        return false;
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    true
+}
+
+/// Answers a request whose attempt is the built-in mock provider.
+pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> Result<()> {
+    let req: Value = serde_json::from_slice(&ctx.body).unwrap_or(Value::Null);
+    let created = discovery::now_ms() / 1000;
+    let id = ctx.request_id.clone();
+    let served = ctx.served.clone();
+    let tags = Tags {
+        request_id: &id,
+        model: served.as_deref(),
+        virtual_model: ctx.virtual_model.as_deref(),
+        attempts: Some(1),
+    };
+    ctx.status = Some(200);
+    if ctx.stream && matches!(ctx.operation, Operation::Chat) {
+        let body = mock::stream_chat(&a.model, &req, &id, created);
+        return respond::write(session, 200, "text/event-stream", Bytes::from(body), &tags, &[("cache-control", "no-cache".into())]).await;
+    }
+    let body = mock::respond(ctx.operation, &a.model, &req, &id, created);
+    respond::write_json(session, 200, &body, &tags).await
+}
+
+/// One access-log line per request: never keys or bodies.
+pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
+    let requested = ctx.peek.as_ref().map(|p| p.model.as_str()).unwrap_or("");
+    let up = ctx.user_path.as_ref().map_or("", |p| p.as_str());
+    let status = ctx.status.unwrap_or(0);
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    if settings.log_json {
+        let line = json!({
+            "request_id": ctx.request_id, "path": ctx.path, "user_path": up,
+            "model": requested, "virtual_model": ctx.virtual_model, "served_model": ctx.served,
+            "attempts": ctx.attempts_made, "status": status, "duration_ms": (ms * 1000.0).round() / 1000.0,
+            "stream": ctx.stream, "error": ctx.error_code,
+        });
+        log::info!(target: "access", "{line}");
+    } else {
+        log::info!(
+            target: "access",
+            "{} {} user_path={} model={} virtual={} served={} attempts={} status={} duration_ms={:.3}{}",
+            ctx.request_id,
+            ctx.path,
+            if up.is_empty() { "-" } else { up },
+            if requested.is_empty() { "-" } else { requested },
+            ctx.virtual_model.as_deref().unwrap_or("-"),
+            ctx.served.as_deref().unwrap_or("-"),
+            ctx.attempts_made,
+            status,
+            ms,
+            ctx.error_code.map(|c| format!(" error={c}")).unwrap_or_default(),
+        );
+    }
+}

@@ -1,0 +1,608 @@
+//! The Pingora glue: each `ProxyHttp` phase translates between Pingora's session and our own
+//! types and calls into `routing`, `health` and `attempts`. Logic that can live outside the trait
+//! does.
+//!
+//! Phases, in order: `request_filter` (auth, local routes, body, plan; local answers end here),
+//! `upstream_peer` (the current attempt's peer), `upstream_request_filter` (path, auth and
+//! headers), `request_body_filter` (the rewritten body), `upstream_response_filter` (retry or
+//! fallback on a bad status before anything reached the client), `response_filter` (our headers),
+//! `logging` (health and access log).
+
+pub mod attempts;
+pub mod body;
+pub mod ctx;
+pub mod local;
+pub mod mock;
+pub mod respond;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::app::App;
+use crate::catalog::discovery::now_ms;
+use crate::config::providers::ProviderKind;
+use crate::routing::model::{Operation, WireFormat};
+use crate::routing::plan::{self, RouteError};
+use crate::snapshot::View;
+use attempts::{Failure, Next};
+use ctx::Ctx;
+use respond::{ApiError, Tags};
+
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+/// The routed endpoints and the upstream path suffix each maps to.
+fn operation_for(path: &str) -> Option<Operation> {
+    match path.trim_end_matches('/') {
+        "/v1/chat/completions" | "/chat/completions" => Some(Operation::Chat),
+        "/v1/completions" | "/completions" => Some(Operation::Completion),
+        "/v1/embeddings" | "/embeddings" => Some(Operation::Embedding),
+        "/v1/responses" | "/responses" => Some(Operation::Responses),
+        "/v1/messages" | "/messages" => Some(Operation::Messages),
+        _ => None,
+    }
+}
+
+fn upstream_suffix(op: Operation, format: WireFormat) -> &'static str {
+    match (op, format) {
+        (Operation::Chat | Operation::Messages, WireFormat::AnthropicMessages) => "/messages",
+        (Operation::Messages, WireFormat::OpenAiChat) => "/chat/completions",
+        (Operation::Chat, _) => "/chat/completions",
+        (Operation::Completion, _) => "/completions",
+        (Operation::Embedding, _) => "/embeddings",
+        (Operation::Responses, _) => "/responses",
+    }
+}
+
+fn route_error(e: &RouteError) -> ApiError {
+    match e {
+        RouteError::NotFound { .. } => ApiError::new(404, "invalid_request_error", "model_not_found", e.to_string()),
+        RouteError::Unavailable { .. } => ApiError::new(404, "invalid_request_error", "model_not_found", e.to_string()),
+        RouteError::AccessDenied { .. } => ApiError::new(403, "permission_error", "model_access_denied", e.to_string()),
+        RouteError::Disabled { .. } => ApiError::new(403, "permission_error", "model_access_denied", e.to_string()),
+        RouteError::OperationNotAllowed { .. } => {
+            ApiError::new(422, "invalid_request_error", "unsupported_operation", e.to_string())
+        }
+        RouteError::AllCircuitsOpen { .. } => {
+            let mut a = ApiError::new(503, "service_unavailable", "circuit_open", e.to_string());
+            a.retry_after_s = Some(30);
+            a
+        }
+    }
+}
+
+impl Gateway {
+    /// Reads the body, plans, and either answers locally or prepares the first attempt.
+    /// Returns `Ok(true)` when a response was written.
+    async fn routed(&self, session: &mut Session, ctx: &mut Ctx, op: Operation) -> Result<bool> {
+        let snap = ctx.snapshot(&self.app);
+        let raw = match body::read(session, snap.settings.body_size_limit).await {
+            Ok(b) => b,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        };
+        let peek = match body::peek(&raw) {
+            Ok(p) => p,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        };
+        ctx.stream = peek.stream;
+        let metadata = match local::metadata_header(session) {
+            Ok(m) => m,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        };
+        let session_key = local::session_key(session, &snap, &peek.model);
+        let req = plan::Request {
+            model: &peek.model,
+            provider: peek.provider.as_deref(),
+            user_path: ctx.user_path.as_ref(),
+            operation: op,
+            metadata: metadata.as_ref(),
+            session_key: session_key.as_deref(),
+        };
+        let now = now_ms();
+        let view = View { snap: &snap, health: Some(&self.app.health), now_ms: now };
+        let mut planned = plan::plan(&snap.table, &req, &view);
+        if let Err(RouteError::NotFound { .. }) = &planned {
+            // One on-demand catalog refresh, then try again.
+            if local::refresh_for(&self.app, &snap, &peek.model, peek.provider.as_deref(), now).await {
+                let view = View { snap: &snap, health: Some(&self.app.health), now_ms: now_ms() };
+                planned = plan::plan(&snap.table, &req, &view);
+            }
+        }
+        let plan = match planned {
+            Ok(p) => p,
+            Err(e) => return self.fail(session, ctx, &route_error(&e)).await,
+        };
+        if let (Some(vi), Some(key)) = (plan.virtual_model, session_key.as_deref()) {
+            let vm = &snap.table.models[vi];
+            if let Some(ti) = plan.attempts[0].target {
+                if vm.session.enabled {
+                    self.app.health.sessions.pin(&vm.source, key, &vm.targets[ti].name, vm.session.ttl_seconds, now);
+                }
+            }
+        }
+        ctx.virtual_model = plan.virtual_model.map(|vi| snap.table.models[vi].source.clone());
+        ctx.body = raw;
+        ctx.peek = Some(peek);
+        ctx.plan = Some(plan);
+        ctx.operation = op;
+        // A mock first attempt is answered here.
+        let first = &ctx.plan.as_ref().map(|p| p.attempts[0].clone());
+        if let Some(a) = first {
+            if snap.providers[a.provider].config.kind == ProviderKind::Mock {
+                ctx.attempts_made = 1;
+                ctx.served = Some(format!("{}/{}", snap.providers[a.provider].config.name, a.model));
+                return local::answer_mock(session, ctx, a).await.map(|_| true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn fail(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<bool> {
+        ctx.status = Some(e.status);
+        ctx.error_code = Some(e.code);
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            ..Tags::default()
+        };
+        respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
+        Ok(true)
+    }
+
+    /// Records a failure of the current attempt and decides what comes next.
+    fn after_failure(&self, ctx: &mut Ctx, failure: Failure, retry_after_s: Option<u64>) -> Next {
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Next::GiveUp;
+        };
+        let attempt = &plan.attempts[ctx.attempt];
+        let target = plan
+            .virtual_model
+            .zip(attempt.target)
+            .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+        let now = now_ms();
+        if let Some(t) = target {
+            if let Some(h) = self.app.health.get(&t.name) {
+                let cfg = t.provider.map(|p| snap.providers[p].config.breaker).unwrap_or_default();
+                h.breaker.record_failure(&cfg, now);
+            }
+        }
+        let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
+        let next = attempts::decide(failure, target, ctx.tries_on_target, has_next, retry_after_s);
+        ctx.pending = Some(next);
+        next
+    }
+
+    /// The index of the next attempt whose provider can take a proxied request.
+    fn next_usable(&self, ctx: &Ctx, from: usize) -> Option<usize> {
+        let snap = ctx.snap.as_ref()?;
+        let plan = ctx.plan.as_ref()?;
+        (from..plan.attempts.len()).find(|i| {
+            let a = &plan.attempts[*i];
+            let p = &snap.providers[a.provider];
+            p.config.kind != ProviderKind::Mock && p.addr().is_some()
+        })
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = local::request_id(session);
+        let path = session.req_header().uri.path().to_string();
+        ctx.path = path.clone();
+        let snap = ctx.snapshot(&self.app);
+        let method = session.req_header().method.clone();
+        if let Some(done) = local::public_route(self, session, ctx, &method, &path).await? {
+            return Ok(done);
+        }
+        if let Err(e) = local::authenticate(session, &snap.settings, &path) {
+            return self.fail(session, ctx, &e).await;
+        }
+        match local::user_path(session, &snap.settings) {
+            Ok(p) => ctx.user_path = p,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        }
+        if let Some(done) = local::authed_route(self, session, ctx, &method, &path).await? {
+            return Ok(done);
+        }
+        match operation_for(&path) {
+            Some(op) if method == http::Method::POST => {
+                ctx.operation = op;
+                self.routed(session, ctx, op).await
+            }
+            Some(_) => {
+                let e = ApiError::new(405, "invalid_request_error", "method_not_allowed", format!("{path} accepts POST only"));
+                self.fail(session, ctx, &e).await
+            }
+            None => {
+                let e = ApiError::new(404, "invalid_request_error", "not_found", format!("no route for {method} {path}"));
+                self.fail(session, ctx, &e).await
+            }
+        }
+    }
+
+    /// The peer for the current attempt; applies a pending retry delay or fallback first.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        match ctx.pending.take() {
+            Some(Next::Retry { delay_ms }) => {
+                ctx.tries_on_target += 1;
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+            }
+            Some(Next::Fallback) => {
+                let next = self.next_usable(ctx, ctx.attempt + 1);
+                ctx.attempt = next.unwrap_or(ctx.attempt);
+                ctx.tries_on_target = 1;
+                ctx.fallbacks += 1;
+                ctx.attempt_body = None;
+            }
+            _ => {
+                if ctx.attempts_made == 0 {
+                    ctx.tries_on_target = 1;
+                    if let Some(i) = self.next_usable(ctx, 0) {
+                        ctx.attempt = i;
+                    }
+                }
+            }
+        }
+        ctx.body_sent = false;
+        ctx.attempts_made += 1;
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no plan for a proxied request");
+        };
+        let attempt = plan.attempts[ctx.attempt].clone();
+        let provider = &snap.providers[attempt.provider];
+        ctx.served = Some(format!("{}/{}", provider.config.name, attempt.model));
+        let Some(addr) = provider.addr() else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "provider address is not resolved");
+        };
+        let Some(base) = provider.config.base.as_ref() else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "provider has no base URL");
+        };
+        if ctx.attempt_body.is_none() {
+            let target = plan
+                .virtual_model
+                .zip(attempt.target)
+                .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+            let Some(peek) = ctx.peek.as_ref() else {
+                return Error::e_explain(ErrorType::InternalError, "request body was not read");
+            };
+            ctx.attempt_body = Some(body::rewrite(
+                &ctx.body,
+                peek,
+                &attempt.model,
+                target.and_then(|t| t.override_params.as_ref()),
+                peek.provider.is_some(),
+            ));
+        }
+        let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+        let t = provider.config.timeouts;
+        peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(t.first_byte_ms.max(t.idle_ms)));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.attempt_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// Path, host, the provider's auth and headers, the target's header rules, Content-Length.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no plan");
+        };
+        let attempt = &plan.attempts[ctx.attempt];
+        let provider = &snap.providers[attempt.provider];
+        let Some(base) = provider.config.base.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no base URL");
+        };
+        let target = plan
+            .virtual_model
+            .zip(attempt.target)
+            .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+        let format = target
+            .and_then(|t| t.backend_format)
+            .unwrap_or(provider.config.kind.wire_format());
+        let mut path = String::with_capacity(base.path.len() + 24);
+        path.push_str(&base.path);
+        path.push_str(upstream_suffix(ctx.operation, format));
+        if let Some(q) = session.req_header().uri.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let uri: http::Uri = path
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
+        req.set_uri(uri);
+        let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
+            base.host.clone()
+        } else {
+            format!("{}:{}", base.host, base.port)
+        };
+        req.insert_header("host", host)?;
+        for h in ["authorization", "x-api-key", "proxy-authorization", "cookie", "transfer-encoding", "accept-encoding", "connection", "x-modelgate-metadata"] {
+            req.remove_header(h);
+        }
+        let up = snap.settings.user_path_header.as_str();
+        req.remove_header(up);
+        if let Some(key) = &provider.config.api_key {
+            match format {
+                WireFormat::AnthropicMessages => {
+                    req.insert_header("x-api-key", key.as_str())?;
+                    if req.headers.get("anthropic-version").is_none() {
+                        req.insert_header("anthropic-version", "2023-06-01")?;
+                    }
+                }
+                WireFormat::OpenAiChat => {
+                    req.insert_header("authorization", format!("Bearer {key}"))?;
+                }
+            }
+        }
+        for (k, v) in &provider.config.headers {
+            req.insert_header(k.clone(), v.as_str())?;
+        }
+        if let Some(t) = target {
+            for k in &t.headers_remove {
+                req.remove_header(k.as_str());
+            }
+            for (k, v) in &t.headers_set {
+                req.insert_header(k.clone(), v.as_str())?;
+            }
+        }
+        let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
+        req.insert_header("content-length", len.to_string())?;
+        Ok(())
+    }
+
+    /// Swaps the replayed retry buffer for this attempt's whole rewritten body.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.body_sent {
+            *body = None;
+            return Ok(());
+        }
+        if end_of_stream || body.is_some() {
+            *body = ctx.attempt_body.clone();
+            ctx.body_sent = true;
+        }
+        Ok(())
+    }
+
+    /// Retry or fall back on a bad status while nothing has reached the client.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if attempts::is_failure_status(status) || status == 401 || status == 403 || status == 404 {
+            let retry_after = resp
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if status == 429 {
+                ctx.retry_after = resp.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            }
+            let failure = if attempts::is_failure_status(status) {
+                Failure::Status(status)
+            } else {
+                // 401/403/404 say nothing about the target's health.
+                ctx.pending = None;
+                let snap = ctx.snapshot(&self.app);
+                let target = ctx.plan.as_ref().and_then(|p| {
+                    let a = &p.attempts[ctx.attempt];
+                    p.virtual_model.zip(a.target).map(|(vi, ti)| snap.table.models[vi].targets[ti].clone())
+                });
+                let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
+                let next = attempts::decide(Failure::Status(status), target.as_ref(), u32::MAX, has_next, None);
+                if next == Next::Fallback {
+                    ctx.pending = Some(next);
+                    return Err(retryable(status));
+                }
+                return Ok(());
+            };
+            match self.after_failure(ctx, failure, retry_after) {
+                Next::GiveUp => {
+                    ctx.pending = None;
+                }
+                _ => return Err(retryable(status)),
+            }
+        } else {
+            self.record_success(ctx);
+        }
+        // The body passes through untouched, so the upstream's framing stays; our tags go in
+        // response_filter.
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.status = Some(resp.status.as_u16());
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            model: ctx.served.as_deref(),
+            virtual_model: ctx.virtual_model.as_deref(),
+            attempts: Some(ctx.attempts_made),
+        };
+        respond::add_tags(resp, &tags)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            if !b.is_empty() && ctx.first_byte_at.is_none() {
+                ctx.first_byte_at = Some(Instant::now());
+            }
+            if ctx.stream {
+                ctx.stream_events += b.windows(6).filter(|w| w == b"data: ").count() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        ctx.connect_failures += 1;
+        match self.after_failure(ctx, Failure::Connection, None) {
+            Next::GiveUp => e.set_retry(false),
+            _ => e.set_retry(true),
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {}", peer.sni));
+        if session.response_written().is_some() {
+            e.set_retry(false);
+            return e;
+        }
+        // A status decision was already taken in upstream_response_filter.
+        if matches!(ctx.pending, Some(Next::Retry { .. } | Next::Fallback)) {
+            e.set_retry(true);
+            return e;
+        }
+        match self.after_failure(ctx, Failure::Connection, None) {
+            Next::GiveUp => e.set_retry(false),
+            _ => e.set_retry(true),
+        }
+        e
+    }
+
+    /// A clean JSON error; never the raw error text (it names internal addresses).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if session.response_written().is_some() {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        let err = match (e.etype(), ctx.upstream_status) {
+            (ErrorType::HTTPStatus(s), _) if *s < 500 && *s != 429 && ctx.plan.is_none() => {
+                ApiError::invalid_request("bad_request", "the request could not be read")
+            }
+            (_, Some(s)) if s >= 400 => {
+                let mut a = ApiError::new(s, "upstream_error", "upstream_error", format!("every attempt failed; the last upstream answered {s}"));
+                if s == 429 {
+                    a.kind = "rate_limit_error";
+                    a.code = "rate_limit_exceeded";
+                    a.retry_after_s = ctx.retry_after.as_deref().and_then(|v| v.parse().ok());
+                }
+                a
+            }
+            (ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) => {
+                ApiError::new(504, "upstream_error", "upstream_timeout", "the upstream did not answer in time")
+            }
+            _ if ctx.plan.is_none() => ApiError::invalid_request("bad_request", "the request could not be read"),
+            _ => ApiError::new(502, "upstream_error", "upstream_unavailable", "no upstream could be reached for this model"),
+        };
+        ctx.status = Some(err.status);
+        ctx.error_code = Some(err.code);
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            model: ctx.served.as_deref(),
+            virtual_model: ctx.virtual_model.as_deref(),
+            attempts: Some(ctx.attempts_made),
+        };
+        let code = err.status;
+        if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags).await.is_err() {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    fn suppress_proxy_warn_log(&self, _s: &Session, _c: &Ctx, _e: &Error, _x: pingora::proxy::ProxyWarnLogContext) -> bool {
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.observe(session, e, ctx);
+    }
+}
+
+fn retryable(status: u16) -> Box<Error> {
+    let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream status triggers retry or fallback");
+    e.set_retry(true);
+    e
+}
+
+impl Gateway {
+    fn record_success(&self, ctx: &mut Ctx) {
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else { return };
+        let a = &plan.attempts[ctx.attempt];
+        if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
+            let t = &snap.table.models[vi].targets[ti];
+            if let Some(h) = self.app.health.get(&t.name) {
+                let cfg = t.provider.map(|p| snap.providers[p].config.breaker).unwrap_or_default();
+                h.breaker.record_success(&cfg, now_ms());
+            }
+        }
+    }
+
+    /// After the response: latency windows and the access log.
+    fn observe(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let elapsed = ctx.started.elapsed();
+        let snap = ctx.snapshot(&self.app);
+        let ok = e.is_none() && ctx.status.is_some_and(|s| s < 400);
+        if ok {
+            if let Some(plan) = ctx.plan.as_ref() {
+                let a = &plan.attempts[ctx.attempt];
+                if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
+                    let t = &snap.table.models[vi].targets[ti];
+                    if let (Some(h), Some(start)) = (self.app.health.get(&t.name), ctx.attempt_started) {
+                        let now = now_ms();
+                        let total = start.elapsed();
+                        if let Some(first) = ctx.first_byte_at {
+                            let ttft = first.saturating_duration_since(start);
+                            h.ttft_ms.record(now, ttft.as_millis() as u64);
+                            if ctx.stream {
+                                let per = total.saturating_sub(ttft).as_micros() as u64 / ctx.stream_events.max(1);
+                                h.tpot_us.record(now, per);
+                                h.latency_us.record(now, per);
+                            } else {
+                                h.latency_us.record(now, total.as_micros() as u64);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        local::access_log(&snap.settings, ctx, elapsed);
+    }
+}

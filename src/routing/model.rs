@@ -1,0 +1,233 @@
+//! The routing core's data: virtual models, their targets and per-target policies.
+//!
+//! Values here are already parsed and validated (`config::validate` builds them); nothing in
+//! this module reads files, the environment or the network.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::user_path::UserPath;
+use crate::config::schema::VirtualModelSpec;
+
+/// Where a virtual model was declared; higher precedence later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Store,
+    Config { path: String, index: usize },
+    Env { index: usize },
+}
+
+impl Origin {
+    /// `config`, `env` or `store`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Origin::Store => "store",
+            Origin::Config { .. } => "config",
+            Origin::Env { .. } => "env",
+        }
+    }
+
+    /// Where to edit it, as an error message names it.
+    pub fn location(&self) -> String {
+        match self {
+            Origin::Store => "store".to_string(),
+            Origin::Config { path, index } => format!("{path}: virtual_models[{index}]"),
+            Origin::Env { index } => format!("VIRTUAL_MODELS[{index}]"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Cost,
+    Latency,
+    Priority,
+}
+
+impl Strategy {
+    pub const NAMES: &'static str = "round_robin, cost, latency or priority";
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "round_robin" | "round-robin" | "weighted" | "weight-based-routing" | "weighted_round_robin" => {
+                Some(Strategy::RoundRobin)
+            }
+            "cost" | "lowest_cost" | "cost-based-routing" => Some(Strategy::Cost),
+            "latency" | "lowest_latency" | "latency-based-routing" => Some(Strategy::Latency),
+            "priority" | "fallback" | "priority-based-routing" => Some(Strategy::Priority),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Cost => "cost",
+            Strategy::Latency => "latency",
+            Strategy::Priority => "priority",
+        }
+    }
+}
+
+/// The kind of API call, for `model_types`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Chat,
+    Completion,
+    Embedding,
+    Responses,
+    Messages,
+}
+
+impl Operation {
+    pub const NAMES: &'static str = "chat, completion, embedding, responses or messages";
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chat" | "chat_completion" | "chat_completions" => Some(Operation::Chat),
+            "completion" | "completions" | "text_completion" => Some(Operation::Completion),
+            "embedding" | "embeddings" => Some(Operation::Embedding),
+            "responses" | "response" => Some(Operation::Responses),
+            "messages" | "message" => Some(Operation::Messages),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Completion => "completion",
+            Operation::Embedding => "embedding",
+            Operation::Responses => "responses",
+            Operation::Messages => "messages",
+        }
+    }
+}
+
+/// Wire dialect a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    OpenAiChat,
+    AnthropicMessages,
+}
+
+impl WireFormat {
+    pub fn parse(s: &str) -> Option<WireFormat> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "OPENAI_CHAT" | "OPENAI" => Some(WireFormat::OpenAiChat),
+            "ANTHROPIC_MESSAGES" | "ANTHROPIC" => Some(WireFormat::AnthropicMessages),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// All tries on one target, the first included (1 = no retry).
+    pub attempts: u32,
+    pub delay_ms: u64,
+    pub on_status: Vec<u16>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            delay_ms: 100,
+            on_status: vec![429, 500, 502, 503],
+        }
+    }
+}
+
+pub const DEFAULT_FALLBACK_ON: [u16; 7] = [401, 403, 404, 429, 500, 502, 503];
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Sla {
+    pub time_to_first_token_ms: Option<u64>,
+    pub time_per_output_token_ms: Option<u64>,
+}
+
+/// One concrete destination of a redirect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Declared provider instance, when known at build time.
+    pub provider: Option<usize>,
+    /// Upstream model id (without the provider prefix).
+    pub model: String,
+    /// `provider/model` (or the bare model when the provider is found at request time).
+    pub name: String,
+    pub weight: f64,
+    pub priority: i64,
+    pub retry: RetryPolicy,
+    pub fallback_on: Vec<u16>,
+    pub fallback_candidate: bool,
+    pub override_params: Option<serde_json::Map<String, serde_json::Value>>,
+    pub headers_set: Vec<(String, String)>,
+    pub headers_remove: Vec<String>,
+    pub metadata_match: Vec<(String, String)>,
+    pub sla: Option<Sla>,
+    pub backend_format: Option<WireFormat>,
+    /// Input + output USD per million tokens, when known.
+    pub price: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redirect,
+    Policy,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Redirect => "redirect",
+            Kind::Policy => "policy",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub enabled: bool,
+    pub ttl_seconds: u64,
+    /// Lower-case header names the session key is read from, in order.
+    pub headers: Vec<String>,
+}
+
+pub const DEFAULT_SESSION_HEADERS: [&str; 3] =
+    ["x-session-id", "session-id", "x-claude-code-session-id"];
+pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 6 * 3600;
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            enabled: true,
+            ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
+            headers: DEFAULT_SESSION_HEADERS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// A validated virtual model.
+#[derive(Debug, Clone)]
+pub struct VirtualModel {
+    pub source: String,
+    pub origin: Origin,
+    pub kind: Kind,
+    pub strategy: Strategy,
+    pub targets: Vec<Target>,
+    pub session: SessionConfig,
+    pub slug: Option<String>,
+    pub model_types: Option<Vec<Operation>>,
+    pub user_paths: Option<Vec<UserPath>>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Smooth weighted round-robin schedule (indices into `targets`).
+    pub schedule: Vec<u16>,
+    /// Round-robin position; shared with the previous snapshot's entry of the same source so
+    /// that a reload does not restart the rotation.
+    pub counter: Arc<AtomicU64>,
+    /// The declaration as written, for the admin API.
+    pub spec: VirtualModelSpec,
+}

@@ -1,0 +1,473 @@
+//! Turning a request into a plan: the ordered concrete attempts the proxy will make.
+//!
+//! Pure and synchronous: everything observed (catalogs, breakers, latencies, session pins) comes
+//! in through the `Conditions` trait, so tests and benchmarks are exact. This module must never
+//! do I/O, read a clock or take a lock.
+
+use super::model::{Kind, Operation, Strategy, Target, VirtualModel};
+use super::table::{Access, Table};
+use super::user_path::{list_admits, UserPath};
+
+/// What a request asks for, already parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub model: &'a str,
+    /// Body `provider` field: bypasses virtual models.
+    pub provider: Option<&'a str>,
+    pub user_path: Option<&'a UserPath>,
+    pub operation: Operation,
+    pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub session_key: Option<&'a str>,
+}
+
+/// Can a provider serve a model right now?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// The provider is declared but has no API key.
+    NoKey,
+    /// The provider's catalog does not list the model.
+    NotListed,
+    /// The provider's address could not be resolved.
+    Unreachable,
+}
+
+/// Observed state of one target, as the health module sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TargetState {
+    pub circuit_open: bool,
+    pub sla_breached: bool,
+    /// Moving-window latency score in ms and how many samples it rests on.
+    pub latency_ms: Option<f64>,
+    pub samples: u32,
+}
+
+/// The world outside the routing core, as seen by one request.
+pub trait Conditions {
+    fn availability(&self, provider: usize, model: &str) -> Availability;
+    /// A provider whose catalog lists a bare model id.
+    fn locate(&self, model: &str) -> Option<usize>;
+    fn target_state(&self, vm: usize, target: usize) -> TargetState;
+    /// The target a session is pinned to, if any.
+    fn pinned(&self, _vm: usize, _session: &str) -> Option<usize> {
+        None
+    }
+    /// A random number, for spreading load inside the latency band.
+    fn random(&self) -> u64 {
+        0
+    }
+}
+
+/// One concrete attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub provider: usize,
+    /// Index into the virtual model's targets, when one applied.
+    pub target: Option<usize>,
+    /// Upstream model id.
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub virtual_model: Option<usize>,
+    /// The first attempt, then the fallbacks in order. Never empty.
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("unsupported model: {model}")]
+    NotFound { model: String },
+    #[error("model {model} is not available: {reason}")]
+    Unavailable { model: String, reason: &'static str },
+    #[error("access to model {model} is denied for this caller")]
+    AccessDenied { model: String },
+    #[error("model {model} is disabled")]
+    Disabled { model: String },
+    #[error("virtual model {virtual_model} does not serve {operation} requests (model_types: {allowed})")]
+    OperationNotAllowed {
+        virtual_model: String,
+        operation: &'static str,
+        allowed: String,
+    },
+    #[error("every target of {virtual_model} has an open circuit; retry later")]
+    AllCircuitsOpen { virtual_model: String },
+}
+
+/// Why a target is left out of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ineligible {
+    NoProvider,
+    Unavailable(Availability),
+    CircuitOpen,
+    SlaBreached,
+    MetadataMismatch,
+    AccessDenied,
+}
+
+impl Ineligible {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ineligible::NoProvider => "no provider serves this model",
+            Ineligible::Unavailable(Availability::NoKey) => "provider has no API key",
+            Ineligible::Unavailable(Availability::NotListed) => "not in the provider's catalog",
+            Ineligible::Unavailable(Availability::Unreachable) => "provider address unresolved",
+            Ineligible::Unavailable(Availability::Available) => "available",
+            Ineligible::CircuitOpen => "circuit open",
+            Ineligible::SlaBreached => "SLA breached",
+            Ineligible::MetadataMismatch => "metadata_match does not hold",
+            Ineligible::AccessDenied => "access denied for this caller",
+        }
+    }
+}
+
+/// Computes the plan for a request.
+pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result<Plan, RouteError> {
+    let model = req.model.trim();
+    if let Some(provider) = req.provider {
+        let p = table
+            .provider(provider.trim())
+            .ok_or_else(|| RouteError::NotFound {
+                model: format!("{provider}/{model}"),
+            })?;
+        return concrete(table, p, model, req, cond);
+    }
+    let mut circuits_open_in: Option<usize> = None;
+    if let Some(vi) = table.redirect(model) {
+        let vm = &table.models[vi];
+        let covered = vm
+            .user_paths
+            .as_ref()
+            .is_none_or(|l| list_admits(l, req.user_path));
+        if covered {
+            if let Some(types) = &vm.model_types {
+                if !types.contains(&req.operation) {
+                    return Err(RouteError::OperationNotAllowed {
+                        virtual_model: vm.source.clone(),
+                        operation: req.operation.name(),
+                        allowed: types.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+                    });
+                }
+            }
+            match plan_redirect(table, vi, req, cond) {
+                RedirectOutcome::Plan(p) => return Ok(p),
+                RedirectOutcome::AllDenied => {
+                    return Err(RouteError::AccessDenied {
+                        model: model.to_string(),
+                    })
+                }
+                RedirectOutcome::AllCircuitsOpen => circuits_open_in = Some(vi),
+                RedirectOutcome::NoneEligible => {}
+            }
+        }
+    }
+    // Fall through to the literal name: a concrete model (shadowed or not).
+    let result = literal(table, model, req, cond);
+    match (result, circuits_open_in) {
+        (Err(RouteError::NotFound { .. } | RouteError::Unavailable { .. }), Some(vi)) => {
+            Err(RouteError::AllCircuitsOpen {
+                virtual_model: table.models[vi].source.clone(),
+            })
+        }
+        (r, _) => r,
+    }
+}
+
+fn literal<C: Conditions>(
+    table: &Table,
+    model: &str,
+    req: &Request<'_>,
+    cond: &C,
+) -> Result<Plan, RouteError> {
+    if let Some((prefix, rest)) = model.split_once('/') {
+        if let Some(p) = table.provider(prefix) {
+            if !rest.is_empty() {
+                return concrete(table, p, rest, req, cond);
+            }
+        }
+    }
+    match cond.locate(model) {
+        Some(p) => concrete(table, p, model, req, cond),
+        None => Err(RouteError::NotFound {
+            model: model.to_string(),
+        }),
+    }
+}
+
+fn concrete<C: Conditions>(
+    table: &Table,
+    provider: usize,
+    model: &str,
+    req: &Request<'_>,
+    cond: &C,
+) -> Result<Plan, RouteError> {
+    let pname = &table.providers[provider];
+    match cond.availability(provider, model) {
+        Availability::Available => {}
+        Availability::NotListed => {
+            return Err(RouteError::NotFound {
+                model: format!("{pname}/{model}"),
+            })
+        }
+        a => {
+            return Err(RouteError::Unavailable {
+                model: format!("{pname}/{model}"),
+                reason: Ineligible::Unavailable(a).describe(),
+            })
+        }
+    }
+    match table.access(pname, model, req.user_path) {
+        Access::Allowed => Ok(Plan {
+            virtual_model: None,
+            attempts: vec![Attempt {
+                provider,
+                target: None,
+                model: model.to_string(),
+            }],
+        }),
+        Access::Denied => Err(RouteError::AccessDenied {
+            model: format!("{pname}/{model}"),
+        }),
+        Access::Disabled => Err(RouteError::Disabled {
+            model: format!("{pname}/{model}"),
+        }),
+    }
+}
+
+enum RedirectOutcome {
+    Plan(Plan),
+    NoneEligible,
+    AllCircuitsOpen,
+    AllDenied,
+}
+
+/// Eligibility of every target of a virtual model, in declared order.
+pub fn eligibility<C: Conditions>(
+    table: &Table,
+    vi: usize,
+    req: &Request<'_>,
+    cond: &C,
+) -> Vec<(Option<usize>, Result<TargetState, Ineligible>)> {
+    let vm = &table.models[vi];
+    vm.targets
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let provider = t.provider.or_else(|| cond.locate(&t.model));
+            (provider, check_target(table, vi, ti, t, provider, req, cond))
+        })
+        .collect()
+}
+
+fn check_target<C: Conditions>(
+    table: &Table,
+    vi: usize,
+    ti: usize,
+    t: &Target,
+    provider: Option<usize>,
+    req: &Request<'_>,
+    cond: &C,
+) -> Result<TargetState, Ineligible> {
+    let p = provider.ok_or(Ineligible::NoProvider)?;
+    match cond.availability(p, &t.model) {
+        Availability::Available => {}
+        a => return Err(Ineligible::Unavailable(a)),
+    }
+    if !t.metadata_match.is_empty() {
+        let ok = req.metadata.is_some_and(|m| {
+            t.metadata_match.iter().all(|(k, v)| match m.get(k) {
+                Some(serde_json::Value::String(s)) => s == v,
+                Some(other) => other.to_string() == *v,
+                None => false,
+            })
+        });
+        if !ok {
+            return Err(Ineligible::MetadataMismatch);
+        }
+    }
+    if table.access(&table.providers[p], &t.model, req.user_path) != Access::Allowed {
+        return Err(Ineligible::AccessDenied);
+    }
+    let state = cond.target_state(vi, ti);
+    if state.circuit_open {
+        return Err(Ineligible::CircuitOpen);
+    }
+    if state.sla_breached {
+        return Err(Ineligible::SlaBreached);
+    }
+    Ok(state)
+}
+
+fn plan_redirect<C: Conditions>(
+    table: &Table,
+    vi: usize,
+    req: &Request<'_>,
+    cond: &C,
+) -> RedirectOutcome {
+    let vm = &table.models[vi];
+    debug_assert_eq!(vm.kind, Kind::Redirect);
+    let checks = eligibility(table, vi, req, cond);
+    let eligible: Vec<usize> = (0..checks.len())
+        .filter(|i| checks[*i].1.is_ok())
+        .collect();
+    if eligible.is_empty() {
+        let reasons = || checks.iter().filter_map(|(_, r)| r.err());
+        if !checks.is_empty() && reasons().all(|r| r == Ineligible::AccessDenied) {
+            return RedirectOutcome::AllDenied;
+        }
+        if reasons().any(|r| r == Ineligible::CircuitOpen)
+            && reasons().all(|r| matches!(r, Ineligible::CircuitOpen | Ineligible::SlaBreached))
+        {
+            return RedirectOutcome::AllCircuitsOpen;
+        }
+        return RedirectOutcome::NoneEligible;
+    }
+    let state = |i: usize| checks[i].1.unwrap_or_default();
+    let order = order_targets(vm, vi, &eligible, &state, req, cond);
+    let attempts = order
+        .into_iter()
+        .enumerate()
+        .filter(|(pos, ti)| *pos == 0 || vm.targets[*ti].fallback_candidate)
+        .filter_map(|(_, ti)| {
+            checks[ti].0.map(|provider| Attempt {
+                provider,
+                target: Some(ti),
+                model: vm.targets[ti].model.clone(),
+            })
+        })
+        .collect();
+    RedirectOutcome::Plan(Plan {
+        virtual_model: Some(vi),
+        attempts,
+    })
+}
+
+/// Orders the eligible targets: the strategy's pick first, then the fallbacks.
+fn order_targets<C: Conditions>(
+    vm: &VirtualModel,
+    vi: usize,
+    eligible: &[usize],
+    state: &dyn Fn(usize) -> TargetState,
+    req: &Request<'_>,
+    cond: &C,
+) -> Vec<usize> {
+    let pinned = match (vm.session.enabled, req.session_key) {
+        (true, Some(key)) if matches!(vm.strategy, Strategy::RoundRobin | Strategy::Latency) => cond
+            .pinned(vi, key)
+            .filter(|t| eligible.contains(t)),
+        _ => None,
+    };
+    let mut order: Vec<usize> = match vm.strategy {
+        Strategy::RoundRobin => round_robin(vm, eligible, pinned),
+        Strategy::Cost => by_cost(vm, eligible),
+        Strategy::Priority => {
+            let mut v = eligible.to_vec();
+            v.sort_by_key(|i| (vm.targets[*i].priority, *i));
+            v
+        }
+        Strategy::Latency => by_latency(vm, eligible, state, pinned, cond),
+    };
+    order.dedup();
+    order
+}
+
+fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> Vec<usize> {
+    let weighted: Vec<usize> = eligible
+        .iter()
+        .copied()
+        .filter(|i| vm.targets[*i].weight > 0.0)
+        .collect();
+    let first = if let Some(p) = pinned {
+        p
+    } else if weighted.len() == 1 {
+        // One candidate: the rotation does not move.
+        weighted[0]
+    } else if weighted.is_empty() {
+        eligible[0]
+    } else {
+        let len = vm.schedule.len() as u64;
+        let start = vm
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..len)
+            .map(|k| vm.schedule[((start + k) % len) as usize] as usize)
+            .find(|t| weighted.contains(t))
+            .unwrap_or(weighted[0])
+    };
+    let mut out = Vec::with_capacity(eligible.len());
+    out.push(first);
+    // Fallbacks: the other weighted targets in declared order after the pick, then weight 0.
+    let pos = weighted.iter().position(|t| *t == first).unwrap_or(0);
+    for k in 1..=weighted.len() {
+        let t = weighted[(pos + k) % weighted.len()];
+        if t != first {
+            out.push(t);
+        }
+    }
+    out.extend(
+        eligible
+            .iter()
+            .copied()
+            .filter(|i| vm.targets[*i].weight <= 0.0 && *i != first),
+    );
+    out
+}
+
+/// Cheapest first by input+output price; unpriced after every priced target, in declared order.
+fn by_cost(vm: &VirtualModel, eligible: &[usize]) -> Vec<usize> {
+    let mut v = eligible.to_vec();
+    v.sort_by(|a, b| {
+        let pa = vm.targets[*a].price;
+        let pb = vm.targets[*b].price;
+        match (pa, pb) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then(a.cmp(b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(b),
+        }
+    });
+    v
+}
+
+/// Minimum samples before a target's latency is trusted.
+pub const LATENCY_MIN_SAMPLES: u32 = 3;
+/// Targets within this factor of the fastest share traffic.
+pub const LATENCY_BAND: f64 = 1.2;
+
+fn by_latency<C: Conditions>(
+    vm: &VirtualModel,
+    eligible: &[usize],
+    state: &dyn Fn(usize) -> TargetState,
+    pinned: Option<usize>,
+    cond: &C,
+) -> Vec<usize> {
+    // Unexplored targets first (declared order), then the measured ones fastest first.
+    let (mut unexplored, mut measured): (Vec<usize>, Vec<usize>) = eligible
+        .iter()
+        .copied()
+        .partition(|i| state(*i).samples < LATENCY_MIN_SAMPLES || state(*i).latency_ms.is_none());
+    measured.sort_by(|a, b| {
+        let la = state(*a).latency_ms.unwrap_or(f64::MAX);
+        let lb = state(*b).latency_ms.unwrap_or(f64::MAX);
+        la.total_cmp(&lb).then(a.cmp(b))
+    });
+    if unexplored.is_empty() && measured.len() > 1 {
+        let best = state(measured[0]).latency_ms.unwrap_or(0.0);
+        let band = measured
+            .iter()
+            .take_while(|i| state(**i).latency_ms.unwrap_or(f64::MAX) <= best * LATENCY_BAND)
+            .count();
+        if band > 1 {
+            let pick = (cond.random() % band as u64) as usize;
+            measured.swap(0, pick);
+        }
+    }
+    unexplored.extend(measured);
+    if let Some(p) = pinned {
+        unexplored.retain(|t| *t != p);
+        unexplored.insert(0, p);
+    }
+    let _ = vm;
+    unexplored
+}

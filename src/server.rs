@@ -1,0 +1,137 @@
+//! Assembles and runs the Pingora server: the proxy service, the catalog refresher, signal
+//! handling and graceful shutdown.
+//!
+//! SIGTERM stops accepting, lets in-flight requests and streams finish within the grace period
+//! and exits 0 as soon as nothing is in flight. SIGINT exits at once. SIGHUP reloads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::app::App;
+use crate::catalog::discovery;
+use crate::proxy::Gateway;
+
+/// Requests in flight (a `Ctx` alive), for draining on SIGTERM.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs until a termination signal. `listen` is an `ADDR:PORT`.
+pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
+    let snap = app.snapshot();
+    let settings = &snap.settings;
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--listen {listen:?} is not an ADDR:PORT such as 0.0.0.0:8080"))?;
+    // Fail with a clear message instead of a panic deep in the listener.
+    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?);
+
+    let tmp = std::env::temp_dir();
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period_s),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: tmp.join(format!("modelgate-{}.pid", std::process::id())).display().to_string(),
+        upgrade_sock: tmp.join(format!("modelgate-{}.sock", std::process::id())).display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+    proxy.add_tcp(&addr.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service("catalog refresh", CatalogRefresher { app: app.clone() }));
+    if let Some(pid_file) = &settings.pid_file {
+        std::fs::write(pid_file, std::process::id().to_string())
+            .map_err(|e| anyhow::anyhow!("cannot write PID_FILE {pid_file}: {e}"))?;
+    }
+    log::info!("modelgate listening on {addr}");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            grace: Duration::from_secs(settings.grace_period_s),
+        }),
+    });
+    if let Some(pid_file) = &settings.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(())
+}
+
+/// SIGTERM: graceful, with an early exit once drained; SIGINT: fast; SIGQUIT: upgrade.
+struct Signals {
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            log::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                log::info!("SIGTERM: draining in-flight requests (grace period {}s)", self.grace.as_secs());
+                exit_when_drained(self.grace);
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Exits 0 as soon as no request is in flight (Pingora alone would wait the whole grace period).
+fn exit_when_drained(grace: Duration) {
+    let _ = std::thread::Builder::new().name("drain".into()).spawn(move || {
+        let start = std::time::Instant::now();
+        // Let the listeners stop first.
+        std::thread::sleep(Duration::from_millis(100));
+        while start.elapsed() < grace {
+            if IN_FLIGHT.load(Ordering::Acquire) == 0 {
+                log::info!("drained; exiting");
+                log::logger().flush();
+                std::process::exit(0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+/// Fetches provider catalogs at start-up, every `CACHE_REFRESH_INTERVAL`, and after a reload.
+struct CatalogRefresher {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for CatalogRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let snap = self.app.snapshot();
+            let tasks: Vec<_> = snap
+                .providers
+                .iter()
+                .map(|p| tokio::spawn(discovery::refresh(p.config.clone(), p.state.clone())))
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+            let interval = Duration::from_secs(snap.settings.cache_refresh_interval_s);
+            drop(snap);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.app.refresh_wakeup.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The immutable routing snapshot: settings, providers and the virtual model table, built and
+//! validated off the request path and swapped atomically.
+//!
+//! A snapshot is valid by construction: `build` either returns a complete snapshot or every
+//! error it found. Precedence (store < config < env) is applied here, never per request.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::catalog::{self, ProviderState, StateRegistry};
+use crate::config::providers::{ProviderConfig, ProviderKind};
+use crate::config::schema::VirtualModelSpec;
+use crate::config::settings::Settings;
+use crate::config::validate::{self, Declarations};
+use crate::config::LoadedConfig;
+use crate::routing::model::Origin;
+use crate::routing::plan::{Availability, Conditions, TargetState};
+use crate::routing::table::Table;
+
+/// A provider as the request path needs it.
+#[derive(Debug)]
+pub struct ProviderRuntime {
+    pub config: ProviderConfig,
+    pub state: Arc<ProviderState>,
+    pub configured: HashSet<String>,
+    /// The address known when the snapshot was built (discovery may learn a newer one).
+    pub addr_at_build: Option<SocketAddr>,
+}
+
+impl ProviderRuntime {
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.state.addr().or(self.addr_at_build)
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub settings: Settings,
+    pub providers: Vec<ProviderRuntime>,
+    pub table: Table,
+    pub label: String,
+    pub loaded_at_ms: u64,
+    pub warnings: Vec<String>,
+    /// Sources of store rows hidden by a config or env entry.
+    pub overridden_store_rows: HashSet<String>,
+    /// The store rows this snapshot was built from.
+    pub store_rows: Vec<VirtualModelSpec>,
+}
+
+/// Counts of virtual models by origin.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct OriginCounts {
+    pub config: usize,
+    pub env: usize,
+    pub store: usize,
+}
+
+impl Snapshot {
+    /// Builds a snapshot; `previous` hands over round-robin counters of surviving sources.
+    pub fn build(
+        loaded: &LoadedConfig,
+        store_rows: &[VirtualModelSpec],
+        previous: Option<&Snapshot>,
+        registry: &StateRegistry,
+    ) -> Result<Snapshot, Vec<String>> {
+        let mut warnings = loaded.warnings.clone();
+        let names: Vec<String> = loaded.providers.iter().map(|p| p.name.clone()).collect();
+        let decl = Declarations {
+            store: store_rows.to_vec(),
+            config: loaded.file_virtual_models.clone(),
+            config_path: loaded.label.clone(),
+            env: loaded.env_virtual_models.clone(),
+        };
+        let merged = validate::merge(&decl)?;
+        let counters: HashMap<String, Arc<AtomicU64>> = previous
+            .map(|p| {
+                p.table
+                    .models
+                    .iter()
+                    .map(|vm| (vm.source.clone(), vm.counter.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut models = validate::build(&merged, &names, &counters, &mut warnings)?;
+        for vm in models.iter_mut() {
+            for t in vm.targets.iter_mut() {
+                if let Some(pi) = t.provider {
+                    t.price = catalog::price(&loaded.providers[pi], &t.model)
+                        .map(|p| p.input_per_mtok + p.output_per_mtok);
+                }
+            }
+        }
+        let overridden_store_rows = merged
+            .iter()
+            .filter(|m| m.overrides_store)
+            .filter_map(|m| m.spec.source.as_deref().map(|s| s.trim().to_string()))
+            .collect();
+        let providers = loaded
+            .providers
+            .iter()
+            .map(|p| {
+                let state = registry.get(&p.name);
+                let addr_at_build = if p.usable() {
+                    literal_addr(p).or_else(|| state.addr())
+                } else {
+                    None
+                };
+                ProviderRuntime {
+                    configured: catalog::configured_set(p),
+                    config: p.clone(),
+                    state,
+                    addr_at_build,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            settings: loaded.settings.clone(),
+            providers,
+            table: Table::new(models, names, loaded.settings.models_enabled_by_default),
+            label: loaded.label.clone(),
+            loaded_at_ms: catalog::discovery::now_ms(),
+            warnings,
+            overridden_store_rows,
+            store_rows: store_rows.to_vec(),
+        })
+    }
+
+    pub fn origin_counts(&self) -> OriginCounts {
+        let mut c = OriginCounts::default();
+        for vm in &self.table.models {
+            match vm.origin {
+                Origin::Config { .. } => c.config += 1,
+                Origin::Env { .. } => c.env += 1,
+                Origin::Store => c.store += 1,
+            }
+        }
+        c
+    }
+
+    /// Availability of a model at a provider, from what is known right now.
+    pub fn availability(&self, provider: usize, model: &str) -> Availability {
+        let p = &self.providers[provider];
+        if !p.config.usable() {
+            return Availability::NoKey;
+        }
+        if p.config.kind == ProviderKind::Mock {
+            return if p.configured.is_empty() || p.configured.contains(model) {
+                Availability::Available
+            } else {
+                Availability::NotListed
+            };
+        }
+        let listed = p.configured.contains(model)
+            || (!self.settings.allowlist_mode
+                && p.state
+                    .discovered
+                    .load()
+                    .models
+                    .as_ref()
+                    .is_some_and(|m| m.contains(model)));
+        if !listed {
+            return Availability::NotListed;
+        }
+        if p.addr().is_none() {
+            return Availability::Unreachable;
+        }
+        Availability::Available
+    }
+
+    /// The first provider (declaration order) whose catalog lists a bare model id.
+    pub fn locate(&self, model: &str) -> Option<usize> {
+        (0..self.providers.len()).find(|i| {
+            let p = &self.providers[*i];
+            p.config.kind != ProviderKind::Mock
+                && (p.configured.contains(model)
+                    || p.state
+                        .discovered
+                        .load()
+                        .models
+                        .as_ref()
+                        .is_some_and(|m| m.contains(model)))
+        })
+    }
+
+    /// Every concrete model id a provider serves now, sorted.
+    pub fn models_of(&self, provider: usize) -> Vec<String> {
+        let p = &self.providers[provider];
+        let mut set: HashSet<String> = p.configured.clone();
+        if !self.settings.allowlist_mode {
+            if let Some(m) = &p.state.discovered.load().models {
+                set.extend(m.iter().cloned());
+            }
+        }
+        let mut v: Vec<String> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+}
+
+fn literal_addr(p: &ProviderConfig) -> Option<SocketAddr> {
+    let b = p.base.as_ref()?;
+    let ip: std::net::IpAddr = b.host.parse().ok().or_else(|| {
+        (b.host == "localhost").then_some(std::net::IpAddr::from([127, 0, 0, 1]))
+    })?;
+    Some(SocketAddr::new(ip, b.port))
+}
+
+/// The snapshot as routing conditions, plus observed health.
+pub struct View<'a> {
+    pub snap: &'a Snapshot,
+    pub health: Option<&'a crate::health::Health>,
+    pub now_ms: u64,
+}
+
+impl Conditions for View<'_> {
+    fn availability(&self, provider: usize, model: &str) -> Availability {
+        self.snap.availability(provider, model)
+    }
+
+    fn locate(&self, model: &str) -> Option<usize> {
+        self.snap.locate(model)
+    }
+
+    fn target_state(&self, vm: usize, target: usize) -> TargetState {
+        match self.health {
+            Some(h) => h.target_state(self.snap, vm, target, self.now_ms),
+            None => TargetState::default(),
+        }
+    }
+
+    fn pinned(&self, vm: usize, session: &str) -> Option<usize> {
+        self.health
+            .and_then(|h| h.pinned(self.snap, vm, session, self.now_ms))
+    }
+
+    fn random(&self) -> u64 {
+        fastrand::u64(..)
+    }
+}
