@@ -141,10 +141,14 @@ impl App {
 
     /// Builds a snapshot from a loaded config and store rows and swaps it in. Callers hold
     /// `rebuild_lock`.
-    pub fn build_and_swap(&self, loaded: &LoadedConfig, rows: &[VirtualModelSpec]) -> Result<(), String> {
+    pub fn build_and_swap(
+        &self,
+        loaded: &LoadedConfig,
+        rows: &[VirtualModelSpec],
+    ) -> Result<(), String> {
         let prev = self.snapshot.load_full();
-        let snap = Snapshot::build(loaded, rows, Some(&prev), &self.registry)
-            .map_err(|e| e.join("\n"))?;
+        let snap =
+            Snapshot::build(loaded, rows, Some(&prev), &self.registry).map_err(|e| e.join("\n"))?;
         for w in &snap.warnings {
             if !prev.warnings.contains(w) {
                 log::warn!("{w}");

@@ -56,7 +56,11 @@ pub fn check_table(snap: &Snapshot) -> String {
         let _ = writeln!(out, "  (none)");
     }
     for p in &snap.providers {
-        let base = p.config.base.as_ref().map_or("local".to_string(), |b| b.display());
+        let base = p
+            .config
+            .base
+            .as_ref()
+            .map_or("local".to_string(), |b| b.display());
         let key = if p.config.kind == ProviderKind::Mock || !p.config.kind.needs_key() {
             "no key needed"
         } else if p.config.api_key.is_some() {
@@ -103,7 +107,11 @@ pub fn check_table(snap: &Snapshot) -> String {
             vm.source,
             vm.origin.label(),
             kind,
-            if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(" ")) }
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(" "))
+            }
         );
         for t in &vm.targets {
             let _ = writeln!(
@@ -144,27 +152,46 @@ pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: us
             vm.origin.location(),
             vm.origin.label(),
             vm.strategy.name(),
-            if vm.enabled { "" } else { ", DISABLED: the literal name is used" }
+            if vm.enabled {
+                ""
+            } else {
+                ", DISABLED: the literal name is used"
+            }
         );
-        for (ti, (provider, r)) in plan::eligibility(&snap.table, vi, &req, &cond).iter().enumerate() {
+        for (ti, (provider, r)) in plan::eligibility(&snap.table, vi, &req, &cond)
+            .iter()
+            .enumerate()
+        {
             let t = &vm.targets[ti];
             let why = match r {
-                Ok(_) => format!("eligible ({})", availability_note(snap, *provider, &t.model)),
+                Ok(_) => format!(
+                    "eligible ({})",
+                    availability_note(snap, *provider, &t.model)
+                ),
                 Err(e) => format!("not eligible: {}", e.describe()),
             };
-            let price = t.price.map_or("unpriced".to_string(), |p| format!("${p}/Mtok in+out"));
+            let price = t
+                .price
+                .map_or("unpriced".to_string(), |p| format!("${p}/Mtok in+out"));
             let _ = writeln!(
                 out,
                 "  target {:<36} weight={} priority={} {} {}",
                 t.name,
                 t.weight,
-                if t.priority == i64::MAX { "-".to_string() } else { t.priority.to_string() },
+                if t.priority == i64::MAX {
+                    "-".to_string()
+                } else {
+                    t.priority.to_string()
+                },
                 price,
                 why
             );
         }
     } else {
-        let _ = writeln!(out, "{model}: no virtual model by that name; resolved as a concrete model");
+        let _ = writeln!(
+            out,
+            "{model}: no virtual model by that name; resolved as a concrete model"
+        );
     }
     for i in 1..=n {
         match plan::plan(&snap.table, &req, &cond) {

@@ -10,7 +10,11 @@ use modelgate::app::{App, ConfigSource};
 use modelgate::config;
 
 #[derive(Parser)]
-#[command(name = "modelgate", version, about = "An LLM gateway: virtual models, routing strategies and a streaming proxy")]
+#[command(
+    name = "modelgate",
+    version,
+    about = "An LLM gateway: virtual models, routing strategies and a streaming proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,7 +93,9 @@ fn main() {
 }
 
 fn init_logging(json: bool) {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,pingora=warn"));
+    let mut b = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,pingora=warn"),
+    );
     if json {
         b.format(|buf, rec| {
             use std::io::Write;
@@ -116,7 +122,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log::warn!("{w}");
             }
             if snap.settings.master_key.is_none() {
-                log::warn!("no MODELGATE_MASTER_KEY set: the gateway is open to anyone who can reach it");
+                log::warn!(
+                    "no MODELGATE_MASTER_KEY set: the gateway is open to anyone who can reach it"
+                );
             }
             log::info!(
                 "config {} loaded: {} providers, {} virtual models",
@@ -126,7 +134,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             modelgate::reload::on_sighup(app.clone()).context("installing the SIGHUP handler")?;
             let _watcher = match &src.path {
-                Some(p) => Some(modelgate::reload::watch_file(app.clone(), p).context("watching the config file")?),
+                Some(p) => Some(
+                    modelgate::reload::watch_file(app.clone(), p)
+                        .context("watching the config file")?,
+                ),
                 None => None,
             };
             let listen = cli.listen.unwrap_or_else(|| snap.settings.listen.clone());
@@ -139,13 +150,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("config is valid");
             Ok(())
         }
-        Command::Resolve { model, user_path, n } => {
+        Command::Resolve {
+            model,
+            user_path,
+            n,
+        } => {
             let app = App::start(src, None).map_err(anyhow::Error::msg)?;
             let up = match user_path {
-                Some(p) => Some(modelgate::routing::user_path::UserPath::parse(&p).map_err(|e| anyhow::anyhow!("--user-path: {e}"))?),
+                Some(p) => Some(
+                    modelgate::routing::user_path::UserPath::parse(&p)
+                        .map_err(|e| anyhow::anyhow!("--user-path: {e}"))?,
+                ),
                 None => None,
             };
-            print!("{}", modelgate::cli::explain(&app.snapshot(), &model, up.as_ref(), n.max(1)));
+            print!(
+                "{}",
+                modelgate::cli::explain(&app.snapshot(), &model, up.as_ref(), n.max(1))
+            );
             Ok(())
         }
         Command::Reload => {
@@ -155,8 +176,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "PID_FILE is not set, so the running gateway cannot be found; set PID_FILE for both, or send the signal yourself: kill -HUP <pid>"
                 );
             };
-            let raw = std::fs::read_to_string(pid_file).with_context(|| format!("reading PID_FILE {pid_file}"))?;
-            let pid: i32 = raw.trim().parse().with_context(|| format!("PID_FILE {pid_file} does not hold a pid"))?;
+            let raw = std::fs::read_to_string(pid_file)
+                .with_context(|| format!("reading PID_FILE {pid_file}"))?;
+            let pid: i32 = raw
+                .trim()
+                .parse()
+                .with_context(|| format!("PID_FILE {pid_file} does not hold a pid"))?;
             let rc = std::process::Command::new("kill")
                 .args(["-HUP", &pid.to_string()])
                 .status()

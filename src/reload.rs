@@ -47,7 +47,10 @@ pub fn watch_file(app: Arc<App>, path: &Path) -> notify::Result<notify::Recommen
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         // Our own reads show up as access events: only changes count.
-        if !matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)) {
+        if !matches!(
+            ev.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        ) {
             return;
         }
         let relevant = ev.paths.iter().any(|p| {

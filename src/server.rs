@@ -24,27 +24,40 @@ pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     let snap = app.snapshot();
     let settings = &snap.settings;
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--listen {listen:?} is not an ADDR:PORT such as 0.0.0.0:8080"))?;
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        anyhow::anyhow!("--listen {listen:?} is not an ADDR:PORT such as 0.0.0.0:8080")
+    })?;
     // Fail with a clear message instead of a panic deep in the listener.
-    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?);
+    drop(
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+    );
 
     let tmp = std::env::temp_dir();
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.grace_period_s),
         graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp.join(format!("modelgate-{}.pid", std::process::id())).display().to_string(),
-        upgrade_sock: tmp.join(format!("modelgate-{}.sock", std::process::id())).display().to_string(),
+        pid_file: tmp
+            .join(format!("modelgate-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("modelgate-{}.sock", std::process::id()))
+            .display()
+            .to_string(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
     proxy.add_tcp(&addr.to_string());
     server.add_service(proxy);
-    server.add_service(background_service("catalog refresh", CatalogRefresher { app: app.clone() }));
+    server.add_service(background_service(
+        "catalog refresh",
+        CatalogRefresher { app: app.clone() },
+    ));
     if let Some(pid_file) = &settings.pid_file {
         std::fs::write(pid_file, std::process::id().to_string())
             .map_err(|e| anyhow::anyhow!("cannot write PID_FILE {pid_file}: {e}"))?;
@@ -92,19 +105,21 @@ impl ShutdownSignalWatch for Signals {
 
 /// Exits 0 as soon as no request is in flight (Pingora alone would wait the whole grace period).
 fn exit_when_drained(grace: Duration) {
-    let _ = std::thread::Builder::new().name("drain".into()).spawn(move || {
-        let start = std::time::Instant::now();
-        // Let the listeners stop first.
-        std::thread::sleep(Duration::from_millis(100));
-        while start.elapsed() < grace {
-            if IN_FLIGHT.load(Ordering::Acquire) == 0 {
-                log::info!("drained; exiting");
-                log::logger().flush();
-                std::process::exit(0);
+    let _ = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            let start = std::time::Instant::now();
+            // Let the listeners stop first.
+            std::thread::sleep(Duration::from_millis(100));
+            while start.elapsed() < grace {
+                if IN_FLIGHT.load(Ordering::Acquire) == 0 {
+                    log::info!("drained; exiting");
+                    log::logger().flush();
+                    std::process::exit(0);
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+        });
 }
 
 /// Fetches provider catalogs at start-up, every `CACHE_REFRESH_INTERVAL`, and after a reload.

@@ -201,9 +201,10 @@ impl Snapshot {
 
 fn literal_addr(p: &ProviderConfig) -> Option<SocketAddr> {
     let b = p.base.as_ref()?;
-    let ip: std::net::IpAddr = b.host.parse().ok().or_else(|| {
-        (b.host == "localhost").then_some(std::net::IpAddr::from([127, 0, 0, 1]))
-    })?;
+    let ip: std::net::IpAddr =
+        b.host.parse().ok().or_else(|| {
+            (b.host == "localhost").then_some(std::net::IpAddr::from([127, 0, 0, 1]))
+        })?;
     Some(SocketAddr::new(ip, b.port))
 }
 

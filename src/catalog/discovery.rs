@@ -97,7 +97,10 @@ pub fn refresh_blocking(p: &ProviderConfig, state: &ProviderState) {
             next.error = None;
         }
         Err(e) => {
-            log::warn!("provider {}: model listing failed, keeping the previous one: {e}", p.name);
+            log::warn!(
+                "provider {}: model listing failed, keeping the previous one: {e}",
+                p.name
+            );
             next.stale = prev.models.is_some();
             next.error = Some(e);
         }

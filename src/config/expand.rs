@@ -27,11 +27,7 @@ pub fn expand(input: &str, env: &Env) -> Result<String, String> {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("${{{inner}}} is not a valid variable reference"));
             }
             match (env.get(name), default) {

@@ -87,13 +87,14 @@ pub fn parse_file(text: &str, label: &str, env: &Env) -> Result<FileConfig, Stri
         value = serde_yaml::Value::Mapping(Default::default());
     }
     expand::expand_yaml(&mut value, env, "").map_err(|e| format!("{label}: {e}"))?;
-    serde_yaml::from_value::<FileConfig>(value).map_err(|e| format!("{label}: {}", suggest(&e.to_string())))
+    serde_yaml::from_value::<FileConfig>(value)
+        .map_err(|e| format!("{label}: {}", suggest(&e.to_string())))
 }
 
 /// Parses `VIRTUAL_MODELS` (a JSON array of virtual model objects).
 pub fn parse_virtual_models_json(raw: &str) -> Result<Vec<VirtualModelSpec>, String> {
-    let value: serde_json::Value = serde_json::from_str(raw)
-        .map_err(|e| format!("VIRTUAL_MODELS: not valid JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("VIRTUAL_MODELS: not valid JSON: {e}"))?;
     let items = value
         .as_array()
         .ok_or("VIRTUAL_MODELS: must be a JSON array of virtual model objects")?;
@@ -117,11 +118,7 @@ pub fn suggest(message: &str) -> String {
         return message.to_string();
     };
     let unknown = &rest[..end];
-    let expected: Vec<&str> = rest[end + 1..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
     let best = expected
         .iter()
         .map(|k| (strsim::damerau_levenshtein(unknown, k), *k))
@@ -140,8 +137,12 @@ mod tests {
 
     #[test]
     fn unknown_key_suggests_nearest() {
-        let err = parse_file("providers:\n  openai:\n    api_kye: x\n", "c.yaml", &Env::default())
-            .unwrap_err();
+        let err = parse_file(
+            "providers:\n  openai:\n    api_kye: x\n",
+            "c.yaml",
+            &Env::default(),
+        )
+        .unwrap_err();
         assert!(err.starts_with("c.yaml: "), "{err}");
         assert!(err.contains("unknown field `api_kye`"), "{err}");
         assert!(err.contains("did you mean `api_key`?"), "{err}");
@@ -172,6 +173,9 @@ mod tests {
         let err = parse_virtual_models_json("[{").unwrap_err();
         assert!(err.starts_with("VIRTUAL_MODELS: not valid JSON"));
         let err = parse_virtual_models_json(r#"[{"sorce":"x"}]"#).unwrap_err();
-        assert!(err.contains("VIRTUAL_MODELS[0]") && err.contains("did you mean `source`?"), "{err}");
+        assert!(
+            err.contains("VIRTUAL_MODELS[0]") && err.contains("did you mean `source`?"),
+            "{err}"
+        );
     }
 }

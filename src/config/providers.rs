@@ -26,7 +26,11 @@ const COMPATIBLE: [(&str, &str, bool); 15] = [
     ("xai", "https://api.x.ai/v1", true),
     ("openrouter", "https://openrouter.ai/api/v1", true),
     ("deepseek", "https://api.deepseek.com/v1", true),
-    ("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", true),
+    (
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        true,
+    ),
     ("mistral", "https://api.mistral.ai/v1", true),
     ("together", "https://api.together.xyz/v1", true),
     ("fireworks", "https://api.fireworks.ai/inference/v1", true),
@@ -120,7 +124,11 @@ impl BaseUrl {
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(format!("base_url {raw:?} must start with http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "base_url {raw:?} must start with http:// or https://"
+                ))
+            }
         };
         let host = uri
             .host()
@@ -240,7 +248,9 @@ pub fn resolve(
     for (name, spec) in file {
         let at = format!("{file_label}: providers.{name}");
         if name.trim().is_empty() || name.contains('/') {
-            return Err(format!("{at}: a provider name must be non-empty and contain no '/'"));
+            return Err(format!(
+                "{at}: a provider name must be non-empty and contain no '/'"
+            ));
         }
         let kind_raw = spec.kind.as_deref().unwrap_or(name.as_str());
         let kind = ProviderKind::parse(kind_raw).ok_or_else(|| {
@@ -255,7 +265,10 @@ pub fn resolve(
                     .filter(|s| !s.trim().is_empty())
                     .unwrap_or(kind.default_base_url());
                 if raw.is_empty() {
-                    return Err(format!("{at}: base_url is required for type {}", kind.name()));
+                    return Err(format!(
+                        "{at}: base_url is required for type {}",
+                        kind.name()
+                    ));
                 }
                 Some(BaseUrl::parse(raw).map_err(|e| format!("{at}: {e}"))?)
             }
@@ -303,7 +316,11 @@ pub fn resolve(
 }
 
 /// Env auto-discovery: `<TYPE>[_SUFFIX]_API_KEY`, keyless local types by `<TYPE>_BASE_URL`.
-fn discover(env: &Env, out: &mut Vec<ProviderConfig>, breaker: BreakerConfig) -> Result<(), String> {
+fn discover(
+    env: &Env,
+    out: &mut Vec<ProviderConfig>,
+    breaker: BreakerConfig,
+) -> Result<(), String> {
     let mut kinds: Vec<ProviderKind> = vec![ProviderKind::OpenAi, ProviderKind::Anthropic];
     kinds.extend(
         COMPATIBLE
@@ -335,7 +352,11 @@ fn discover(env: &Env, out: &mut Vec<ProviderConfig>, breaker: BreakerConfig) ->
                 if s.is_empty() {
                     continue;
                 }
-                format!("{}-{}", kind.name(), s.to_ascii_lowercase().replace('_', "-"))
+                format!(
+                    "{}-{}",
+                    kind.name(),
+                    s.to_ascii_lowercase().replace('_', "-")
+                )
             } else {
                 continue;
             };
@@ -414,7 +435,14 @@ mod tests {
             ("OLLAMA_MODELS", "llama3, qwen"),
         ]);
         let mut w = Vec::new();
-        let ps = resolve(&BTreeMap::new(), "f", &env, BreakerConfig::default(), &mut w).unwrap();
+        let ps = resolve(
+            &BTreeMap::new(),
+            "f",
+            &env,
+            BreakerConfig::default(),
+            &mut w,
+        )
+        .unwrap();
         let names: Vec<&str> = ps.iter().map(|p| p.name.as_str()).collect();
         assert!(names.contains(&"openai"));
         assert!(names.contains(&"openai-eu"));
@@ -436,8 +464,14 @@ mod tests {
                 ..ProviderSpec::default()
             },
         );
-        let err = resolve(&file, "config.yaml", &Env::default(), BreakerConfig::default(), &mut Vec::new())
-            .unwrap_err();
+        let err = resolve(
+            &file,
+            "config.yaml",
+            &Env::default(),
+            BreakerConfig::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("config.yaml: providers.x: type \"nope\" is unknown"));
         assert!(err.contains("openai, anthropic"));
     }
@@ -447,7 +481,14 @@ mod tests {
         let mut file = BTreeMap::new();
         file.insert("openai".to_string(), ProviderSpec::default());
         let mut w = Vec::new();
-        let ps = resolve(&file, "c", &Env::default(), BreakerConfig::default(), &mut w).unwrap();
+        let ps = resolve(
+            &file,
+            "c",
+            &Env::default(),
+            BreakerConfig::default(),
+            &mut w,
+        )
+        .unwrap();
         assert!(!ps[0].usable());
         assert!(w[0].contains("no API key"));
     }

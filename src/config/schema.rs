@@ -189,11 +189,7 @@ pub struct VirtualModelSpec {
 pub struct RoutingConfigSpec {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(
-        default,
-        alias = "targets",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "targets", skip_serializing_if = "Option::is_none")]
     pub load_balance_targets: Option<Vec<TargetSpec>>,
 }
 
@@ -317,19 +313,25 @@ impl<'de> Deserialize<'de> for StatusCode {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusCode, E> {
                 match u16::try_from(v) {
                     Ok(c) if (100..=599).contains(&c) => Ok(StatusCode(c)),
-                    _ => Err(E::custom(format!("{v} is not an HTTP status code (100-599)"))),
+                    _ => Err(E::custom(format!(
+                        "{v} is not an HTTP status code (100-599)"
+                    ))),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusCode, E> {
                 match u64::try_from(v) {
                     Ok(u) => self.visit_u64(u),
-                    Err(_) => Err(E::custom(format!("{v} is not an HTTP status code (100-599)"))),
+                    Err(_) => Err(E::custom(format!(
+                        "{v} is not an HTTP status code (100-599)"
+                    ))),
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusCode, E> {
                 match v.trim().parse::<u64>() {
                     Ok(u) => self.visit_u64(u),
-                    Err(_) => Err(E::custom(format!("{v:?} is not an HTTP status code (100-599)"))),
+                    Err(_) => Err(E::custom(format!(
+                        "{v:?} is not an HTTP status code (100-599)"
+                    ))),
                 }
             }
         }

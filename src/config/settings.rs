@@ -91,7 +91,9 @@ impl Settings {
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("CACHE_REFRESH_INTERVAL={v:?} must be a number of seconds above 0"))?,
+                .ok_or_else(|| {
+                    format!("CACHE_REFRESH_INTERVAL={v:?} must be a number of seconds above 0")
+                })?,
             None => file.models.cache_refresh_interval.unwrap_or(3600).max(1),
         };
         let log_json = match env
@@ -111,7 +113,9 @@ impl Settings {
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("ANTHROPIC_DEFAULT_MAX_TOKENS={v:?} must be a number above 0"))?,
+                .ok_or_else(|| {
+                    format!("ANTHROPIC_DEFAULT_MAX_TOKENS={v:?} must be a number above 0")
+                })?,
             None => 4096,
         };
         let grace_period_s = match env.get("GRACE_PERIOD_SECONDS") {
@@ -128,9 +132,9 @@ impl Settings {
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("MODELGATE_THREADS={v:?} must be a number above 0"))?,
-            None => s.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, |n| n.get())
-            }),
+            None => s
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         };
         Ok(Settings {
             listen,

@@ -42,7 +42,12 @@ fn key(source: &str) -> String {
 }
 
 fn label(origin: &Origin, spec: &VirtualModelSpec) -> String {
-    match spec.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    match spec
+        .source
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         Some(s) => format!("{} (source {s:?})", origin.location()),
         None => origin.location(),
     }
@@ -77,10 +82,9 @@ pub fn merge(decl: &Declarations) -> Result<Vec<Merged>, Vec<String>> {
         let mut seen: HashMap<String, &Origin> = HashMap::new();
         for (origin, spec) in group.iter() {
             match spec.source.as_deref().map(str::trim) {
-                None | Some("") => errors.push(format!(
-                    "{}: source is required",
-                    origin.location()
-                )),
+                None | Some("") => {
+                    errors.push(format!("{}: source is required", origin.location()))
+                }
                 Some(s) => {
                     if let Some(first) = seen.insert(key(s), origin) {
                         errors.push(format!(
@@ -220,7 +224,9 @@ pub fn build_one(
         return Err(format!("{at}: source is required"));
     }
     if source.chars().any(char::is_control) || source.contains(char::is_whitespace) {
-        return Err(format!("{at}: source must not contain spaces or control characters"));
+        return Err(format!(
+            "{at}: source must not contain spaces or control characters"
+        ));
     }
     let from_rc = spec
         .routing_config
@@ -228,7 +234,9 @@ pub fn build_one(
         .and_then(|r| r.load_balance_targets.clone());
     let target_specs: Vec<TargetSpec> = match (&spec.target, &spec.targets, from_rc) {
         (Some(_), Some(t), _) if !t.is_empty() => {
-            return Err(format!("{at}: target and targets are both set; use one of them"))
+            return Err(format!(
+                "{at}: target and targets are both set; use one of them"
+            ))
         }
         (Some(t), _, _) => vec![t.clone()],
         (None, Some(t), _) if !t.is_empty() => t.clone(),
@@ -241,12 +249,8 @@ pub fn build_one(
         .or(spec.routing_config.as_ref().and_then(|r| r.kind.as_deref()));
     let strategy = match strategy_raw {
         None => Strategy::RoundRobin,
-        Some(s) => Strategy::parse(s).ok_or_else(|| {
-            format!(
-                "{at}: strategy {s:?} is unknown; use {}",
-                Strategy::NAMES
-            )
-        })?,
+        Some(s) => Strategy::parse(s)
+            .ok_or_else(|| format!("{at}: strategy {s:?} is unknown; use {}", Strategy::NAMES))?,
     };
     let kind = if target_specs.is_empty() {
         Kind::Policy
@@ -261,9 +265,22 @@ pub fn build_one(
         } else {
             format!("targets[{i}]")
         };
-        let target = build_target(t, &field, &at, &source, concrete_source, providers, redirect_sources, strategy, warnings)?;
+        let target = build_target(
+            t,
+            &field,
+            &at,
+            &source,
+            concrete_source,
+            providers,
+            redirect_sources,
+            strategy,
+            warnings,
+        )?;
         if targets.iter().any(|o| o.name == target.name) {
-            return Err(format!("{at}: {field}: target {:?} is listed twice", target.name));
+            return Err(format!(
+                "{at}: {field}: target {:?} is listed twice",
+                target.name
+            ));
         }
         targets.push(target);
     }
@@ -272,10 +289,7 @@ pub fn build_one(
         Some(list) => {
             let mut v = Vec::with_capacity(list.len());
             for (i, p) in list.iter().enumerate() {
-                v.push(
-                    UserPath::parse(p)
-                        .map_err(|e| format!("{at}: user_paths[{i}]: {e}"))?,
-                );
+                v.push(UserPath::parse(p).map_err(|e| format!("{at}: user_paths[{i}]: {e}"))?);
             }
             Some(v)
         }
@@ -311,14 +325,19 @@ pub fn build_one(
         if let Some(ids) = &st.session_identifiers {
             let mut hs = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                if !id.source.is_empty() && !id.source.eq_ignore_ascii_case("headers") && !id.source.eq_ignore_ascii_case("header") {
+                if !id.source.is_empty()
+                    && !id.source.eq_ignore_ascii_case("headers")
+                    && !id.source.eq_ignore_ascii_case("header")
+                {
                     return Err(format!(
                         "{at}: sticky_routing.session_identifiers[{i}].source {:?} is unsupported; use headers",
                         id.source
                     ));
                 }
                 if id.key.trim().is_empty() {
-                    return Err(format!("{at}: sticky_routing.session_identifiers[{i}].key is required"));
+                    return Err(format!(
+                        "{at}: sticky_routing.session_identifiers[{i}].key is required"
+                    ));
                 }
                 hs.push(id.key.trim().to_ascii_lowercase());
             }
@@ -335,7 +354,9 @@ pub fn build_one(
         Some(s) => Some(s.to_string()),
     };
     if kind == Kind::Policy && spec.strategy.is_some() {
-        warnings.push(format!("{at}: strategy is ignored on an access policy (no targets)"));
+        warnings.push(format!(
+            "{at}: strategy is ignored on an access policy (no targets)"
+        ));
     }
     let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
     let counter = previous
@@ -382,7 +403,11 @@ fn build_target(
             let idx = providers.iter().position(|d| d == p).ok_or_else(|| {
                 format!(
                     "{at}: {field}.provider {p:?} is not declared; declared providers: {}",
-                    if providers.is_empty() { "(none)".to_string() } else { declared() }
+                    if providers.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        declared()
+                    }
                 )
             })?;
             let m = model_raw
@@ -422,13 +447,17 @@ fn build_target(
     }
     let weight = t.weight.unwrap_or(1.0);
     if !weight.is_finite() || weight < 0.0 {
-        return Err(format!("{at}: {field}.weight {weight} must be a finite number >= 0"));
+        return Err(format!(
+            "{at}: {field}.weight {weight} must be a finite number >= 0"
+        ));
     }
     let mut retry = RetryPolicy::default();
     if let Some(r) = &t.retry {
         if let Some(a) = r.attempts {
             if a == 0 {
-                return Err(format!("{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"));
+                return Err(format!(
+                    "{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"
+                ));
             }
             retry.attempts = a;
         }

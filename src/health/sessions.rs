@@ -95,7 +95,10 @@ mod tests {
     fn pin_expires_after_ttl() {
         let s = Sessions::default();
         s.pin("smart", "abc", "openai/gpt-4o", 10, 1_000);
-        assert_eq!(s.get("smart", "abc", 5_000).as_deref(), Some("openai/gpt-4o"));
+        assert_eq!(
+            s.get("smart", "abc", 5_000).as_deref(),
+            Some("openai/gpt-4o")
+        );
         assert_eq!(s.get("smart", "abc", 11_001), None);
         assert_eq!(s.get("other", "abc", 5_000), None);
     }

@@ -55,7 +55,9 @@ pub fn decide(
     }
     let falls_back = match failure {
         Failure::Connection => true,
-        Failure::Status(s) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| t.fallback_on.contains(&s)),
+        Failure::Status(s) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| {
+            t.fallback_on.contains(&s)
+        }),
     };
     if falls_back {
         Next::Fallback
@@ -100,32 +102,58 @@ mod tests {
     #[test]
     fn retries_retryable_status_until_attempts_used() {
         let t = target(2);
-        assert_eq!(decide(Failure::Status(500), Some(&t), 1, true, None), Next::Retry { delay_ms: 100 });
-        assert_eq!(decide(Failure::Status(500), Some(&t), 2, true, None), Next::Fallback);
-        assert_eq!(decide(Failure::Status(500), Some(&t), 2, false, None), Next::GiveUp);
+        assert_eq!(
+            decide(Failure::Status(500), Some(&t), 1, true, None),
+            Next::Retry { delay_ms: 100 }
+        );
+        assert_eq!(
+            decide(Failure::Status(500), Some(&t), 2, true, None),
+            Next::Fallback
+        );
+        assert_eq!(
+            decide(Failure::Status(500), Some(&t), 2, false, None),
+            Next::GiveUp
+        );
     }
 
     #[test]
     fn client_errors_outside_the_lists_go_to_the_client() {
         let t = target(2);
-        assert_eq!(decide(Failure::Status(400), Some(&t), 1, true, None), Next::GiveUp);
-        assert_eq!(decide(Failure::Status(401), Some(&t), 1, true, None), Next::Fallback);
+        assert_eq!(
+            decide(Failure::Status(400), Some(&t), 1, true, None),
+            Next::GiveUp
+        );
+        assert_eq!(
+            decide(Failure::Status(401), Some(&t), 1, true, None),
+            Next::Fallback
+        );
     }
 
     #[test]
     fn retry_after_is_honoured_up_to_the_cap() {
         let t = target(3);
-        assert_eq!(decide(Failure::Status(429), Some(&t), 1, true, Some(2)), Next::Retry { delay_ms: 2000 });
+        assert_eq!(
+            decide(Failure::Status(429), Some(&t), 1, true, Some(2)),
+            Next::Retry { delay_ms: 2000 }
+        );
         assert_eq!(
             decide(Failure::Status(429), Some(&t), 1, true, Some(3600)),
-            Next::Retry { delay_ms: RETRY_AFTER_CAP_MS }
+            Next::Retry {
+                delay_ms: RETRY_AFTER_CAP_MS
+            }
         );
     }
 
     #[test]
     fn connection_failures_retry_then_fall_back() {
         let t = target(1);
-        assert_eq!(decide(Failure::Connection, Some(&t), 1, true, None), Next::Fallback);
-        assert_eq!(decide(Failure::Connection, Some(&t), 1, false, None), Next::GiveUp);
+        assert_eq!(
+            decide(Failure::Connection, Some(&t), 1, true, None),
+            Next::Fallback
+        );
+        assert_eq!(
+            decide(Failure::Connection, Some(&t), 1, false, None),
+            Next::GiveUp
+        );
     }
 }

@@ -99,7 +99,10 @@ pub struct Peek {
 /// Parses the body once: invalid JSON, a non-object or a missing `model` are 400s.
 pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid_request("invalid_json", "request body is empty; send a JSON object with a model"));
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            "request body is empty; send a JSON object with a model",
+        ));
     }
     let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_data() {
@@ -109,24 +112,37 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
         };
         ApiError::invalid_request("invalid_json", what)
     })?;
-    let raw = p
-        .model
-        .ok_or_else(|| ApiError::invalid_request("missing_model", "you must provide a model parameter"))?;
+    let raw = p.model.ok_or_else(|| {
+        ApiError::invalid_request("missing_model", "you must provide a model parameter")
+    })?;
     let model: String = serde_json::from_str(raw.get())
         .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
     if model.trim().is_empty() {
-        return Err(ApiError::invalid_request("missing_model", "you must provide a model parameter"));
+        return Err(ApiError::invalid_request(
+            "missing_model",
+            "you must provide a model parameter",
+        ));
     }
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
     let stream = match p.stream {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::invalid_request("invalid_stream", "stream must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_stream",
+                "stream must be a boolean",
+            ))
+        }
     };
     let provider = match p.provider {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Some(_) => return Err(ApiError::invalid_request("invalid_provider", "provider must be a non-empty string")),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_provider",
+                "provider must be a non-empty string",
+            ))
+        }
     };
     Ok(Peek {
         model,
@@ -155,7 +171,10 @@ pub fn rewrite(
     }
     let mut map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).unwrap_or_default();
-    map.insert("model".into(), serde_json::Value::String(upstream_model.to_string()));
+    map.insert(
+        "model".into(),
+        serde_json::Value::String(upstream_model.to_string()),
+    );
     if drop_provider {
         map.shift_remove("provider");
     }
@@ -194,7 +213,8 @@ mod tests {
         let p = peek(body).unwrap();
         let mut o = serde_json::Map::new();
         o.insert("temperature".into(), serde_json::json!(0.2));
-        let out: serde_json::Value = serde_json::from_slice(&rewrite(body, &p, "x", Some(&o), false)).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite(body, &p, "x", Some(&o), false)).unwrap();
         assert_eq!(out["temperature"], serde_json::json!(0.2));
         assert_eq!(out["model"], "x");
     }
@@ -203,7 +223,10 @@ mod tests {
     fn errors_are_typed() {
         assert_eq!(peek(b"{not json").unwrap_err().code, "invalid_json");
         assert_eq!(peek(b"[1]").unwrap_err().code, "invalid_json");
-        assert_eq!(peek(br#"{"messages":[]}"#).unwrap_err().code, "missing_model");
+        assert_eq!(
+            peek(br#"{"messages":[]}"#).unwrap_err().code,
+            "missing_model"
+        );
         assert_eq!(peek(br#"{"model":5}"#).unwrap_err().code, "invalid_model");
         assert_eq!(peek(br#"{"model":" "}"#).unwrap_err().code, "missing_model");
     }

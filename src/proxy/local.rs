@@ -109,8 +109,10 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
                 if snap.table.access(&p.config.name, &m, caller) != Access::Allowed {
                     continue;
                 }
-                data.push(json!({"id": format!("{}/{m}", p.config.name), "object": "model",
-                                 "created": created, "owned_by": p.config.name}));
+                data.push(
+                    json!({"id": format!("{}/{m}", p.config.name), "object": "model",
+                                 "created": created, "owned_by": p.config.name}),
+                );
             }
         }
     }
@@ -134,7 +136,11 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
             model: &vm.source,
             provider: None,
             user_path: caller,
-            operation: vm.model_types.as_ref().and_then(|t| t.first().copied()).unwrap_or(Operation::Chat),
+            operation: vm
+                .model_types
+                .as_ref()
+                .and_then(|t| t.first().copied())
+                .unwrap_or(Operation::Chat),
             metadata: None,
             session_key: None,
         };
@@ -169,14 +175,21 @@ pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Resul
         .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
         .map(str::trim);
     let api_key = if path.trim_end_matches('/').ends_with("/messages") {
-        h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+        h.get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     } else {
         None
     };
     let given = bearer.or(api_key);
     match given {
         Some(k) if constant_time_eq::constant_time_eq(k.as_bytes(), master.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(401, "authentication_error", "invalid_api_key", "invalid API key")),
+        Some(_) => Err(ApiError::new(
+            401,
+            "authentication_error",
+            "invalid_api_key",
+            "invalid API key",
+        )),
         None => Err(ApiError::new(
             401,
             "authentication_error",
@@ -208,11 +221,18 @@ pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPa
 }
 
 /// Request metadata from the `X-Modelgate-Metadata` JSON header, for `metadata_match`.
-pub fn metadata_header(session: &Session) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
+pub fn metadata_header(
+    session: &Session,
+) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
     let Some(v) = session.req_header().headers.get("x-modelgate-metadata") else {
         return Ok(None);
     };
-    let bad = || ApiError::invalid_request("invalid_metadata", "X-Modelgate-Metadata must be a JSON object");
+    let bad = || {
+        ApiError::invalid_request(
+            "invalid_metadata",
+            "X-Modelgate-Metadata must be a JSON object",
+        )
+    };
     let s = v.to_str().map_err(|_| bad())?;
     match serde_json::from_str::<Value>(s) {
         Ok(Value::Object(m)) => Ok(Some(m)),
@@ -244,7 +264,13 @@ pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<St
 
 /// Refreshes the catalog of the provider(s) a missing model could belong to, at most once a
 /// minute per provider. True when a refresh ran.
-pub async fn refresh_for(app: &Arc<App>, snap: &Snapshot, model: &str, provider: Option<&str>, now: u64) -> bool {
+pub async fn refresh_for(
+    app: &Arc<App>,
+    snap: &Snapshot,
+    model: &str,
+    provider: Option<&str>,
+    now: u64,
+) -> bool {
     let model = model.trim();
     let named = provider
         .or_else(|| model.split_once('/').map(|(p, _)| p))
@@ -260,7 +286,10 @@ pub async fn refresh_for(app: &Arc<App>, snap: &Snapshot, model: &str, provider:
             continue;
         }
         if p.state.claim_on_demand(now, 60_000) {
-            tasks.push(tokio::spawn(discovery::refresh(p.config.clone(), p.state.clone())));
+            tasks.push(tokio::spawn(discovery::refresh(
+                p.config.clone(),
+                p.state.clone(),
+            )));
         }
     }
     let _ = app;
@@ -288,7 +317,15 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     ctx.status = Some(200);
     if ctx.stream && matches!(ctx.operation, Operation::Chat) {
         let body = mock::stream_chat(&a.model, &req, &id, created);
-        return respond::write(session, 200, "text/event-stream", Bytes::from(body), &tags, &[("cache-control", "no-cache".into())]).await;
+        return respond::write(
+            session,
+            200,
+            "text/event-stream",
+            Bytes::from(body),
+            &tags,
+            &[("cache-control", "no-cache".into())],
+        )
+        .await;
     }
     let body = mock::respond(ctx.operation, &a.model, &req, &id, created);
     respond::write_json(session, 200, &body, &tags).await

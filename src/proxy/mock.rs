@@ -100,16 +100,21 @@ pub fn stream_chat(model: &str, req: &Value, id: &str, created: u64) -> Vec<u8> 
         json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+    push(chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     for w in &words {
         push(chunk(json!({"content": w}), Value::Null));
     }
     push(chunk(json!({}), json!("stop")));
     let ct = words.len() as u64;
-    push(json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
+    push(
+        json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
                 "model": model, "choices": [],
-                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}));
+                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}),
+    );
     out.extend_from_slice(b"data: [DONE]\n\n");
     out
 }
@@ -136,7 +141,10 @@ mod tests {
     fn chat_echoes_last_user_message() {
         let req = json!({"messages": [{"role": "user", "content": "ping"}]});
         let r = respond(Operation::Chat, "mock/demo", &req, "1", 0);
-        assert!(r["choices"][0]["message"]["content"].as_str().unwrap().ends_with("ping"));
+        assert!(r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("ping"));
         assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
     }
 
@@ -150,8 +158,19 @@ mod tests {
 
     #[test]
     fn embeddings_are_unit_vectors() {
-        let r = respond(Operation::Embedding, "m", &json!({"input": ["x", "y"]}), "1", 0);
-        let e: Vec<f64> = r["data"][1]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let r = respond(
+            Operation::Embedding,
+            "m",
+            &json!({"input": ["x", "y"]}),
+            "1",
+            0,
+        );
+        let e: Vec<f64> = r["data"][1]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let n: f64 = e.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-3);
     }

@@ -64,13 +64,36 @@ fn upstream_suffix(op: Operation, format: WireFormat) -> &'static str {
 
 fn route_error(e: &RouteError) -> ApiError {
     match e {
-        RouteError::NotFound { .. } => ApiError::new(404, "invalid_request_error", "model_not_found", e.to_string()),
-        RouteError::Unavailable { .. } => ApiError::new(404, "invalid_request_error", "model_not_found", e.to_string()),
-        RouteError::AccessDenied { .. } => ApiError::new(403, "permission_error", "model_access_denied", e.to_string()),
-        RouteError::Disabled { .. } => ApiError::new(403, "permission_error", "model_access_denied", e.to_string()),
-        RouteError::OperationNotAllowed { .. } => {
-            ApiError::new(422, "invalid_request_error", "unsupported_operation", e.to_string())
-        }
+        RouteError::NotFound { .. } => ApiError::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            e.to_string(),
+        ),
+        RouteError::Unavailable { .. } => ApiError::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            e.to_string(),
+        ),
+        RouteError::AccessDenied { .. } => ApiError::new(
+            403,
+            "permission_error",
+            "model_access_denied",
+            e.to_string(),
+        ),
+        RouteError::Disabled { .. } => ApiError::new(
+            403,
+            "permission_error",
+            "model_access_denied",
+            e.to_string(),
+        ),
+        RouteError::OperationNotAllowed { .. } => ApiError::new(
+            422,
+            "invalid_request_error",
+            "unsupported_operation",
+            e.to_string(),
+        ),
         RouteError::AllCircuitsOpen { .. } => {
             let mut a = ApiError::new(503, "service_unavailable", "circuit_open", e.to_string());
             a.retry_after_s = Some(30);
@@ -107,12 +130,22 @@ impl Gateway {
             session_key: session_key.as_deref(),
         };
         let now = now_ms();
-        let view = View { snap: &snap, health: Some(&self.app.health), now_ms: now };
+        let view = View {
+            snap: &snap,
+            health: Some(&self.app.health),
+            now_ms: now,
+        };
         let mut planned = plan::plan(&snap.table, &req, &view);
         if let Err(RouteError::NotFound { .. }) = &planned {
             // One on-demand catalog refresh, then try again.
-            if local::refresh_for(&self.app, &snap, &peek.model, peek.provider.as_deref(), now).await {
-                let view = View { snap: &snap, health: Some(&self.app.health), now_ms: now_ms() };
+            if local::refresh_for(&self.app, &snap, &peek.model, peek.provider.as_deref(), now)
+                .await
+            {
+                let view = View {
+                    snap: &snap,
+                    health: Some(&self.app.health),
+                    now_ms: now_ms(),
+                };
                 planned = plan::plan(&snap.table, &req, &view);
             }
         }
@@ -124,11 +157,19 @@ impl Gateway {
             let vm = &snap.table.models[vi];
             if let Some(ti) = plan.attempts[0].target {
                 if vm.session.enabled {
-                    self.app.health.sessions.pin(&vm.source, key, &vm.targets[ti].name, vm.session.ttl_seconds, now);
+                    self.app.health.sessions.pin(
+                        &vm.source,
+                        key,
+                        &vm.targets[ti].name,
+                        vm.session.ttl_seconds,
+                        now,
+                    );
                 }
             }
         }
-        ctx.virtual_model = plan.virtual_model.map(|vi| snap.table.models[vi].source.clone());
+        ctx.virtual_model = plan
+            .virtual_model
+            .map(|vi| snap.table.models[vi].source.clone());
         ctx.body = raw;
         ctx.peek = Some(peek);
         ctx.plan = Some(plan);
@@ -138,7 +179,10 @@ impl Gateway {
         if let Some(a) = first {
             if snap.providers[a.provider].config.kind == ProviderKind::Mock {
                 ctx.attempts_made = 1;
-                ctx.served = Some(format!("{}/{}", snap.providers[a.provider].config.name, a.model));
+                ctx.served = Some(format!(
+                    "{}/{}",
+                    snap.providers[a.provider].config.name, a.model
+                ));
                 return local::answer_mock(session, ctx, a).await.map(|_| true);
             }
         }
@@ -170,12 +214,21 @@ impl Gateway {
         let now = now_ms();
         if let Some(t) = target {
             if let Some(h) = self.app.health.get(&t.name) {
-                let cfg = t.provider.map(|p| snap.providers[p].config.breaker).unwrap_or_default();
+                let cfg = t
+                    .provider
+                    .map(|p| snap.providers[p].config.breaker)
+                    .unwrap_or_default();
                 h.breaker.record_failure(&cfg, now);
             }
         }
         let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-        let next = attempts::decide(failure, target, ctx.tries_on_target, has_next, retry_after_s);
+        let next = attempts::decide(
+            failure,
+            target,
+            ctx.tries_on_target,
+            has_next,
+            retry_after_s,
+        );
         ctx.pending = Some(next);
         next
     }
@@ -226,11 +279,21 @@ impl ProxyHttp for Gateway {
                 self.routed(session, ctx, op).await
             }
             Some(_) => {
-                let e = ApiError::new(405, "invalid_request_error", "method_not_allowed", format!("{path} accepts POST only"));
+                let e = ApiError::new(
+                    405,
+                    "invalid_request_error",
+                    "method_not_allowed",
+                    format!("{path} accepts POST only"),
+                );
                 self.fail(session, ctx, &e).await
             }
             None => {
-                let e = ApiError::new(404, "invalid_request_error", "not_found", format!("no route for {method} {path}"));
+                let e = ApiError::new(
+                    404,
+                    "invalid_request_error",
+                    "not_found",
+                    format!("no route for {method} {path}"),
+                );
                 self.fail(session, ctx, &e).await
             }
         }
@@ -271,7 +334,10 @@ impl ProxyHttp for Gateway {
         let provider = &snap.providers[attempt.provider];
         ctx.served = Some(format!("{}/{}", provider.config.name, attempt.model));
         let Some(addr) = provider.addr() else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "provider address is not resolved");
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                "provider address is not resolved",
+            );
         };
         let Some(base) = provider.config.base.as_ref() else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "provider has no base URL");
@@ -341,7 +407,16 @@ impl ProxyHttp for Gateway {
             format!("{}:{}", base.host, base.port)
         };
         req.insert_header("host", host)?;
-        for h in ["authorization", "x-api-key", "proxy-authorization", "cookie", "transfer-encoding", "accept-encoding", "connection", "x-modelgate-metadata"] {
+        for h in [
+            "authorization",
+            "x-api-key",
+            "proxy-authorization",
+            "cookie",
+            "transfer-encoding",
+            "accept-encoding",
+            "connection",
+            "x-modelgate-metadata",
+        ] {
             req.remove_header(h);
         }
         let up = snap.settings.user_path_header.as_str();
@@ -410,7 +485,11 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             if status == 429 {
-                ctx.retry_after = resp.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                ctx.retry_after = resp
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
             }
             let failure = if attempts::is_failure_status(status) {
                 Failure::Status(status)
@@ -420,10 +499,18 @@ impl ProxyHttp for Gateway {
                 let snap = ctx.snapshot(&self.app);
                 let target = ctx.plan.as_ref().and_then(|p| {
                     let a = &p.attempts[ctx.attempt];
-                    p.virtual_model.zip(a.target).map(|(vi, ti)| snap.table.models[vi].targets[ti].clone())
+                    p.virtual_model
+                        .zip(a.target)
+                        .map(|(vi, ti)| snap.table.models[vi].targets[ti].clone())
                 });
                 let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-                let next = attempts::decide(Failure::Status(status), target.as_ref(), u32::MAX, has_next, None);
+                let next = attempts::decide(
+                    Failure::Status(status),
+                    target.as_ref(),
+                    u32::MAX,
+                    has_next,
+                    None,
+                );
                 if next == Next::Fallback {
                     ctx.pending = Some(next);
                     return Err(retryable(status));
@@ -444,7 +531,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         ctx.status = Some(resp.status.as_u16());
         let tags = Tags {
             request_id: &ctx.request_id,
@@ -473,7 +565,13 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         ctx.connect_failures += 1;
         match self.after_failure(ctx, Failure::Connection, None) {
             Next::GiveUp => e.set_retry(false),
@@ -510,14 +608,22 @@ impl ProxyHttp for Gateway {
     /// A clean JSON error; never the raw error text (it names internal addresses).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if session.response_written().is_some() {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let err = match (e.etype(), ctx.upstream_status) {
             (ErrorType::HTTPStatus(s), _) if *s < 500 && *s != 429 && ctx.plan.is_none() => {
                 ApiError::invalid_request("bad_request", "the request could not be read")
             }
             (_, Some(s)) if s >= 400 => {
-                let mut a = ApiError::new(s, "upstream_error", "upstream_error", format!("every attempt failed; the last upstream answered {s}"));
+                let mut a = ApiError::new(
+                    s,
+                    "upstream_error",
+                    "upstream_error",
+                    format!("every attempt failed; the last upstream answered {s}"),
+                );
                 if s == 429 {
                     a.kind = "rate_limit_error";
                     a.code = "rate_limit_exceeded";
@@ -525,11 +631,24 @@ impl ProxyHttp for Gateway {
                 }
                 a
             }
-            (ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) => {
-                ApiError::new(504, "upstream_error", "upstream_timeout", "the upstream did not answer in time")
+            (
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                _,
+            ) => ApiError::new(
+                504,
+                "upstream_error",
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+            _ if ctx.plan.is_none() => {
+                ApiError::invalid_request("bad_request", "the request could not be read")
             }
-            _ if ctx.plan.is_none() => ApiError::invalid_request("bad_request", "the request could not be read"),
-            _ => ApiError::new(502, "upstream_error", "upstream_unavailable", "no upstream could be reached for this model"),
+            _ => ApiError::new(
+                502,
+                "upstream_error",
+                "upstream_unavailable",
+                "no upstream could be reached for this model",
+            ),
         };
         ctx.status = Some(err.status);
         ctx.error_code = Some(err.code);
@@ -540,13 +659,28 @@ impl ProxyHttp for Gateway {
             attempts: Some(ctx.attempts_made),
         };
         let code = err.status;
-        if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags).await.is_err() {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags)
+            .await
+            .is_err()
+        {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
-    fn suppress_proxy_warn_log(&self, _s: &Session, _c: &Ctx, _e: &Error, _x: pingora::proxy::ProxyWarnLogContext) -> bool {
+    fn suppress_proxy_warn_log(
+        &self,
+        _s: &Session,
+        _c: &Ctx,
+        _e: &Error,
+        _x: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
         true
     }
 
@@ -556,7 +690,10 @@ impl ProxyHttp for Gateway {
 }
 
 fn retryable(status: u16) -> Box<Error> {
-    let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream status triggers retry or fallback");
+    let mut e = Error::explain(
+        ErrorType::HTTPStatus(status),
+        "upstream status triggers retry or fallback",
+    );
     e.set_retry(true);
     e
 }
@@ -564,12 +701,17 @@ fn retryable(status: u16) -> Box<Error> {
 impl Gateway {
     fn record_success(&self, ctx: &mut Ctx) {
         let snap = ctx.snapshot(&self.app);
-        let Some(plan) = ctx.plan.as_ref() else { return };
+        let Some(plan) = ctx.plan.as_ref() else {
+            return;
+        };
         let a = &plan.attempts[ctx.attempt];
         if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
             let t = &snap.table.models[vi].targets[ti];
             if let Some(h) = self.app.health.get(&t.name) {
-                let cfg = t.provider.map(|p| snap.providers[p].config.breaker).unwrap_or_default();
+                let cfg = t
+                    .provider
+                    .map(|p| snap.providers[p].config.breaker)
+                    .unwrap_or_default();
                 h.breaker.record_success(&cfg, now_ms());
             }
         }
@@ -585,14 +727,17 @@ impl Gateway {
                 let a = &plan.attempts[ctx.attempt];
                 if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
                     let t = &snap.table.models[vi].targets[ti];
-                    if let (Some(h), Some(start)) = (self.app.health.get(&t.name), ctx.attempt_started) {
+                    if let (Some(h), Some(start)) =
+                        (self.app.health.get(&t.name), ctx.attempt_started)
+                    {
                         let now = now_ms();
                         let total = start.elapsed();
                         if let Some(first) = ctx.first_byte_at {
                             let ttft = first.saturating_duration_since(start);
                             h.ttft_ms.record(now, ttft.as_millis() as u64);
                             if ctx.stream {
-                                let per = total.saturating_sub(ttft).as_micros() as u64 / ctx.stream_events.max(1);
+                                let per = total.saturating_sub(ttft).as_micros() as u64
+                                    / ctx.stream_events.max(1);
                                 h.tpot_us.record(now, per);
                                 h.latency_us.record(now, per);
                             } else {

@@ -19,7 +19,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, kind: &'static str, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             kind,
@@ -110,13 +115,31 @@ pub async fn write(
     Ok(())
 }
 
-pub async fn write_json(session: &mut Session, status: u16, value: &serde_json::Value, tags: &Tags<'_>) -> Result<()> {
+pub async fn write_json(
+    session: &mut Session,
+    status: u16,
+    value: &serde_json::Value,
+    tags: &Tags<'_>,
+) -> Result<()> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    write(session, status, "application/json", Bytes::from(body), tags, &[]).await
+    write(
+        session,
+        status,
+        "application/json",
+        Bytes::from(body),
+        tags,
+        &[],
+    )
+    .await
 }
 
 /// Writes an error in the dialect of the route (`anthropic` for `/v1/messages`).
-pub async fn write_error(session: &mut Session, err: &ApiError, anthropic: bool, tags: &Tags<'_>) -> Result<()> {
+pub async fn write_error(
+    session: &mut Session,
+    err: &ApiError,
+    anthropic: bool,
+    tags: &Tags<'_>,
+) -> Result<()> {
     let body = if anthropic {
         err.anthropic_body()
     } else {
@@ -126,5 +149,13 @@ pub async fn write_error(session: &mut Session, err: &ApiError, anthropic: bool,
     if let Some(s) = err.retry_after_s {
         extra.push(("retry-after", s.to_string()));
     }
-    write(session, err.status, "application/json", Bytes::from(body), tags, &extra).await
+    write(
+        session,
+        err.status,
+        "application/json",
+        Bytes::from(body),
+        tags,
+        &extra,
+    )
+    .await
 }

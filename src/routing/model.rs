@@ -50,9 +50,11 @@ impl Strategy {
 
     pub fn parse(s: &str) -> Option<Strategy> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "round_robin" | "round-robin" | "weighted" | "weight-based-routing" | "weighted_round_robin" => {
-                Some(Strategy::RoundRobin)
-            }
+            "round_robin"
+            | "round-robin"
+            | "weighted"
+            | "weight-based-routing"
+            | "weighted_round_robin" => Some(Strategy::RoundRobin),
             "cost" | "lowest_cost" | "cost-based-routing" => Some(Strategy::Cost),
             "latency" | "lowest_latency" | "latency-based-routing" => Some(Strategy::Latency),
             "priority" | "fallback" | "priority-based-routing" => Some(Strategy::Priority),
@@ -204,7 +206,10 @@ impl Default for SessionConfig {
         SessionConfig {
             enabled: true,
             ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
-            headers: DEFAULT_SESSION_HEADERS.iter().map(|s| s.to_string()).collect(),
+            headers: DEFAULT_SESSION_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -146,7 +146,11 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
                     return Err(RouteError::OperationNotAllowed {
                         virtual_model: vm.source.clone(),
                         operation: req.operation.name(),
-                        allowed: types.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+                        allowed: types
+                            .iter()
+                            .map(|t| t.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 }
             }
@@ -255,7 +259,10 @@ pub fn eligibility<C: Conditions>(
         .enumerate()
         .map(|(ti, t)| {
             let provider = t.provider.or_else(|| cond.locate(&t.model));
-            (provider, check_target(table, vi, ti, t, provider, req, cond))
+            (
+                provider,
+                check_target(table, vi, ti, t, provider, req, cond),
+            )
         })
         .collect()
 }
@@ -278,7 +285,9 @@ fn check_target<C: Conditions>(
         let ok = req.metadata.is_some_and(|m| {
             t.metadata_match.iter().all(|(k, v)| match m.get(k) {
                 Some(serde_json::Value::String(s)) => s == v,
-                Some(other) => other.to_string() == *v,
+                Some(serde_json::Value::Bool(b)) => v == if *b { "true" } else { "false" },
+                Some(serde_json::Value::Number(n)) => n.to_string() == *v,
+                Some(_) => false,
                 None => false,
             })
         });
@@ -308,9 +317,7 @@ fn plan_redirect<C: Conditions>(
     let vm = &table.models[vi];
     debug_assert_eq!(vm.kind, Kind::Redirect);
     let checks = eligibility(table, vi, req, cond);
-    let eligible: Vec<usize> = (0..checks.len())
-        .filter(|i| checks[*i].1.is_ok())
-        .collect();
+    let eligible: Vec<usize> = (0..checks.len()).filter(|i| checks[*i].1.is_ok()).collect();
     if eligible.is_empty() {
         let reasons = || checks.iter().filter_map(|(_, r)| r.err());
         if !checks.is_empty() && reasons().all(|r| r == Ineligible::AccessDenied) {
@@ -353,9 +360,9 @@ fn order_targets<C: Conditions>(
     cond: &C,
 ) -> Vec<usize> {
     let pinned = match (vm.session.enabled, req.session_key) {
-        (true, Some(key)) if matches!(vm.strategy, Strategy::RoundRobin | Strategy::Latency) => cond
-            .pinned(vi, key)
-            .filter(|t| eligible.contains(t)),
+        (true, Some(key)) if matches!(vm.strategy, Strategy::RoundRobin | Strategy::Latency) => {
+            cond.pinned(vi, key).filter(|t| eligible.contains(t))
+        }
         _ => None,
     };
     let mut order: Vec<usize> = match vm.strategy {

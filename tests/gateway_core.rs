@@ -1,0 +1,480 @@
+//! Black-box tests of the gateway core: the real binary against mock upstreams on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn two_provider_config(a: &Upstream, b: &Upstream, vms: &str) -> String {
+    format!(
+        "providers:\n{}{}virtual_models:\n{vms}",
+        provider_block("a", a, &["m1", "m2"]),
+        provider_block("b", b, &["m3"])
+    )
+}
+
+#[test]
+fn alias_rewrites_model_and_sends_the_provider_key_not_the_clients() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &two_provider_config(&a, &b, "  - source: fast\n    target: a/m1\n"),
+        &[],
+    );
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}),
+        &[
+            ("authorization", "Bearer client-secret"),
+            ("x-request-id", "req-123"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("a/m1"));
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("fast"));
+    assert_eq!(r.header("x-modelgate-attempts"), Some("1"));
+    assert_eq!(r.header("x-request-id"), Some("req-123"));
+    assert_eq!(r.json()["model"], "m1");
+    let seen = a.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].json()["model"], "m1");
+    assert_eq!(seen[0].json()["messages"][0]["content"], "hi");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer sk-test-a"));
+    assert!(b.requests().is_empty());
+}
+
+#[test]
+fn body_bytes_other_than_model_pass_through() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &two_provider_config(&a, &b, "  - source: fast\n    target: a/m1\n"),
+        &[],
+    );
+    let body = br#"{"zeta": 1.50,  "model" :"fast", "messages":[{"role":"user","content":"x"}], "extra": {"k": [1,2]}}"#;
+    let r = g.post_raw("/v1/chat/completions", body, &[]);
+    assert_eq!(r.status, 200);
+    let want = br#"{"zeta": 1.50,  "model" :"m1", "messages":[{"role":"user","content":"x"}], "extra": {"k": [1,2]}}"#;
+    assert_eq!(a.requests()[0].body, want.to_vec());
+}
+
+#[test]
+fn concrete_model_is_served_directly_without_virtual_header() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let r = g.chat("a/m2");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("a/m2"));
+    assert_eq!(r.header("x-modelgate-virtual-model"), None);
+    assert_eq!(a.requests()[0].json()["model"], "m2");
+}
+
+#[test]
+fn shadow_redirects_a_concrete_name_and_falls_through_when_out_of_scope() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: a/m1\n    target: b/m3\n    user_paths: [/team]\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let inside = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": []}),
+        &[("x-modelgate-user-path", "/team/x")],
+    );
+    assert_eq!(inside.header("x-modelgate-model"), Some("b/m3"));
+    assert_eq!(inside.header("x-modelgate-virtual-model"), Some("a/m1"));
+    let outside = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": []}),
+        &[("x-modelgate-user-path", "/team-x")],
+    );
+    assert_eq!(outside.status, 200);
+    assert_eq!(outside.header("x-modelgate-model"), Some("a/m1"));
+    assert_eq!(outside.header("x-modelgate-virtual-model"), None);
+    assert_eq!(a.requests().len(), 1);
+    assert_eq!(b.requests().len(), 1);
+}
+
+#[test]
+fn shadow_may_list_itself_first_and_fall_back() {
+    let a = Upstream::start(&["m1"], |_| {
+        Reply::Json(500, json!({"error": {"message": "down"}}))
+    });
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: a/m1\n    strategy: priority\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n      - b/m3\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let r = g.chat("a/m1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("b/m3"));
+    assert_eq!(r.header("x-modelgate-attempts"), Some("2"));
+    assert_eq!(a.requests().len(), 1);
+}
+
+#[test]
+fn redirect_with_no_eligible_target_falls_through_to_the_literal_name() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    // b/zz is not in b's catalog: the shadow is ignored and a/m1 itself answers.
+    let vms = "  - source: a/m1\n    target: b/zz\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let r = g.chat("a/m1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("a/m1"));
+    assert_eq!(r.header("x-modelgate-virtual-model"), None);
+}
+
+#[test]
+fn env_virtual_models_replace_file_entries_by_source_case_insensitively() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m3"]);
+    let g = Gateway::start(
+        &two_provider_config(&a, &b, "  - source: Smart\n    target: a/m1\n"),
+        &[("VIRTUAL_MODELS", r#"[{"source":"smart","target":"b/m3"}]"#)],
+    );
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("b/m3"));
+    assert_eq!(
+        g.chat("Smart").status,
+        404,
+        "the file entry is replaced whole"
+    );
+}
+
+#[test]
+fn slug_is_a_second_name() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &two_provider_config(
+            &a,
+            &b,
+            "  - source: smart\n    slug: smart-v1\n    target: a/m1\n",
+        ),
+        &[],
+    );
+    let r = g.chat("smart-v1");
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+}
+
+#[test]
+fn smooth_weighted_round_robin_interleaves_and_keeps_exact_shares() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: lb\n    targets:\n      - {model: a/m1, weight: 2}\n      - {model: b/m3, weight: 1}\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let order: Vec<String> = (0..30)
+        .map(|_| {
+            g.chat("lb")
+                .header("x-modelgate-model")
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        &order[..6],
+        &["a/m1", "b/m3", "a/m1", "a/m1", "b/m3", "a/m1"]
+    );
+    assert_eq!(order.iter().filter(|m| *m == "a/m1").count(), 20);
+    assert_eq!(order.iter().filter(|m| *m == "b/m3").count(), 10);
+}
+
+#[test]
+fn weight_zero_is_fallback_only() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: lb\n    targets:\n      - a/m1\n      - {model: b/m3, weight: 0}\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    for _ in 0..5 {
+        assert_eq!(g.chat("lb").header("x-modelgate-model"), Some("a/m1"));
+    }
+    assert!(b.requests().is_empty());
+}
+
+#[test]
+fn weight_zero_target_takes_over_when_the_primary_fails() {
+    let a = Upstream::start(&["m1"], |_| {
+        Reply::Json(503, json!({"error": {"message": "overloaded"}}))
+    });
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: lb\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n      - {model: b/m3, weight: 0}\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let r = g.chat("lb");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("b/m3"));
+}
+
+#[test]
+fn models_endpoint_lists_concrete_models_and_aliases() {
+    let a = Upstream::echo(&["m1", "listed-only"]);
+    let b = Upstream::echo(&[]);
+    let cfg = two_provider_config(&a, &b, "  - source: fast\n    target: a/m1\n");
+    let g = Gateway::start(&cfg, &[]);
+    let ids = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, body) = g.get("/v1/models");
+    assert_eq!(s, 200);
+    let all = ids(&body);
+    assert!(all.contains(&"a/m1".to_string()), "{all:?}");
+    assert!(all.contains(&"a/m2".to_string()));
+    assert!(all.contains(&"fast".to_string()));
+    drop(g);
+    let g = Gateway::start(&cfg, &[("KEEP_ONLY_ALIASES_AT_MODELS_ENDPOINT", "true")]);
+    assert_eq!(ids(&g.get("/v1/models").1), vec!["fast".to_string()]);
+}
+
+#[test]
+fn catalog_discovery_makes_listed_models_routable() {
+    let a = Upstream::echo(&["discovered-model"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    // Either the start-up listing or the on-demand refresh finds it.
+    let r = g.chat("a/discovered-model");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(a
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.path == "/v1/models"));
+}
+
+#[test]
+fn allowlist_mode_serves_only_configured_models() {
+    let a = Upstream::echo(&["discovered-model"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &two_provider_config(&a, &b, "  []\n"),
+        &[("CONFIGURED_PROVIDER_MODELS_MODE", "allowlist")],
+    );
+    assert_eq!(g.chat("a/discovered-model").status, 404);
+    assert_eq!(g.chat("a/m1").status, 200);
+}
+
+#[test]
+fn client_errors_have_typed_envelopes() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let bad = g.post_raw("/v1/chat/completions", b"{nope", &[]);
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_json")
+    );
+    assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+    let missing = g.post("/v1/chat/completions", &json!({"messages": []}), &[]);
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (400, "missing_model")
+    );
+    let unknown = g.chat("no-such-model");
+    assert_eq!(
+        (unknown.status, unknown.error_code().as_str()),
+        (404, "model_not_found")
+    );
+    assert_eq!(
+        unknown.json()["error"]["message"],
+        "unsupported model: no-such-model"
+    );
+    let path = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1"}),
+        &[("x-modelgate-user-path", "/a/../b")],
+    );
+    assert_eq!(
+        (path.status, path.error_code().as_str()),
+        (400, "invalid_user_path")
+    );
+    let route = g.post("/v1/nothing", &json!({}), &[]);
+    assert_eq!(route.status, 404);
+    assert!(a.requests().is_empty());
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &two_provider_config(&a, &b, "  []\n"),
+        &[("BODY_SIZE_LIMIT", "1K")],
+    );
+    let big = json!({"model": "a/m1", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+    let r = g.post("/v1/chat/completions", &big, &[]);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "request_too_large")
+    );
+    assert!(a.requests().is_empty());
+}
+
+#[test]
+fn large_bodies_reach_the_upstream_byte_exact_also_on_fallback() {
+    let a = Upstream::start(&["m1"], |_| {
+        Reply::Json(502, json!({"error": {"message": "bad gateway"}}))
+    });
+    let b = Upstream::echo(&["m3"]);
+    let vms = "  - source: big\n    strategy: priority\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n      - b/m3\n";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let content: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let body = json!({"model": "big", "messages": [{"role": "user", "content": content}]});
+    let r = g.post("/v1/chat/completions", &body, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for seen in [&a.requests()[0], &b.requests()[0]] {
+        assert_eq!(
+            seen.json()["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .len(),
+            200_000
+        );
+        assert_eq!(
+            seen.body.len(),
+            seen.header("content-length")
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        );
+    }
+}
+
+#[test]
+fn unreachable_upstream_is_a_clean_502() {
+    let port = free_port();
+    let cfg = format!(
+        "providers:\n  dead:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: k\n    models: [m]\n"
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.chat("dead/m");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (502, "upstream_unavailable"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("127.0.0.1"),
+        "no internal addresses in error bodies"
+    );
+}
+
+#[test]
+fn upstream_client_errors_pass_through_untouched() {
+    let a = Upstream::start(&["m1"], |_| {
+        Reply::Json(400, json!({"error": {"message": "bad param", "code": "x"}}))
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let r = g.chat("a/m1");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["message"], "bad param");
+}
+
+#[test]
+fn streams_are_relayed_chunk_by_chunk() {
+    let (release, g8) = gate();
+    let a = Upstream::start(&["m1"], move |_| {
+        Reply::Stream(
+            vec![
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"first\"}}]}\n\n".to_vec(),
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"second\"}}]}\n\n".to_vec(),
+                b"data: [DONE]\n\n".to_vec(),
+            ],
+            Some(g8.clone()),
+        )
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let resp = Gateway::agent()
+        .post(&g.url("/v1/chat/completions"))
+        .send_json(json!({"model": "a/m1", "stream": true, "messages": []}))
+        .unwrap();
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let mut reader = std::io::BufReader::new(resp.into_reader());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    // The upstream holds its last chunk until we have seen the first: a buffering gateway
+    // would never deliver it and this read would time out.
+    assert!(first.contains("first"), "{first}");
+    release.send(()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(
+        rest.contains("second") && rest.ends_with("data: [DONE]\n\n"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn body_provider_field_bypasses_virtual_models() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m1"]);
+    let cfg = format!(
+        "providers:\n{}{}virtual_models:\n  - source: m1\n    target: a/m1\n",
+        provider_block("a", &a, &["m1"]),
+        provider_block("b", &b, &["m1"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "m1", "provider": "b", "messages": []}),
+        &[],
+    );
+    assert_eq!(r.header("x-modelgate-model"), Some("b/m1"));
+    assert!(
+        b.requests()[0].json().get("provider").is_none(),
+        "provider is not forwarded"
+    );
+}
+
+#[test]
+fn embeddings_and_completions_go_to_their_own_paths() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    g.post(
+        "/v1/embeddings",
+        &json!({"model": "a/m1", "input": "x"}),
+        &[],
+    );
+    g.post(
+        "/v1/completions",
+        &json!({"model": "a/m1", "prompt": "x"}),
+        &[],
+    );
+    g.post(
+        "/v1/responses",
+        &json!({"model": "a/m1", "input": "x"}),
+        &[],
+    );
+    let paths: Vec<String> = a.requests().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec!["/v1/embeddings", "/v1/completions", "/v1/responses"]
+    );
+}
+
+#[test]
+fn example_config_serves_with_no_keys() {
+    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("demo/echo-smart"));
+    let s = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "fast", "stream": true, "messages": []}),
+        &[],
+    );
+    assert!(s.body.ends_with("data: [DONE]\n\n"));
+}

@@ -1,0 +1,246 @@
+//! Start-up validation: a bad declaration stops the process with a message naming the origin,
+//! the source and the field.
+
+mod common;
+
+use common::*;
+
+const PROVIDERS: &str = "providers:\n  openai:\n    type: openai\n    api_key: k\n    models: [gpt-4o]\n  anthropic:\n    type: anthropic\n    api_key: k\n";
+
+fn fails(vms: &str, expect: &[&str]) {
+    let cfg = format!("{PROVIDERS}virtual_models:\n{vms}");
+    let (code, out) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 1, "expected failure, got: {out}");
+    for e in expect {
+        assert!(out.contains(e), "missing {e:?} in: {out}");
+    }
+}
+
+#[test]
+fn serve_exits_non_zero_with_the_message() {
+    let cfg = format!("{PROVIDERS}virtual_models:\n  - source: smart\n    strategy: fastest\n    target: openai/gpt-4o\n");
+    let err = Gateway::try_start(&cfg, &[]).err().expect("must not start");
+    assert!(err.contains("virtual_models[0] (source \"smart\"): strategy \"fastest\" is unknown; use round_robin, cost, latency or priority"), "{err}");
+}
+
+#[test]
+fn missing_source() {
+    fails(
+        "  - target: openai/gpt-4o\n",
+        &["virtual_models[0]: source is required"],
+    );
+}
+
+#[test]
+fn duplicate_source_within_one_origin() {
+    fails(
+        "  - {source: a, target: openai/gpt-4o}\n  - {source: A, target: openai/gpt-4o}\n",
+        &["virtual_models[1]", "declared twice", "virtual_models[0]"],
+    );
+}
+
+#[test]
+fn duplicate_source_within_env() {
+    let (code, out) = run_cli(
+        PROVIDERS,
+        &["check"],
+        &[(
+            "VIRTUAL_MODELS",
+            r#"[{"source":"x","target":"openai/gpt-4o"},{"source":"x","target":"openai/gpt-4o"}]"#,
+        )],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("VIRTUAL_MODELS[1]: source \"x\" is declared twice"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_strategy_lists_valid_ones() {
+    fails(
+        "  - {source: s, strategy: fastest, target: openai/gpt-4o}\n",
+        &["(source \"s\"): strategy \"fastest\" is unknown; use round_robin, cost, latency or priority"],
+    );
+}
+
+#[test]
+fn blank_target_model() {
+    fails(
+        "  - source: s\n    targets: [{model: \" \"}]\n",
+        &["(source \"s\"): targets[0].model is blank"],
+    );
+}
+
+#[test]
+fn negative_weight() {
+    fails(
+        "  - source: s\n    targets: [{model: openai/gpt-4o, weight: -1}]\n",
+        &["targets[0].weight -1 must be a finite number >= 0"],
+    );
+}
+
+#[test]
+fn non_finite_weight() {
+    fails(
+        "  - source: s\n    targets: [{model: openai/gpt-4o, weight: .inf}]\n",
+        &["targets[0].weight"],
+    );
+}
+
+#[test]
+fn duplicate_target() {
+    fails(
+        "  - source: s\n    targets: [openai/gpt-4o, {provider: openai, model: gpt-4o}]\n",
+        &["targets[1]: target \"openai/gpt-4o\" is listed twice"],
+    );
+}
+
+#[test]
+fn self_target_is_an_error_unless_the_source_is_concrete() {
+    fails(
+        "  - {source: s, target: s}\n",
+        &["(source \"s\"): target.model \"s\" equals the source"],
+    );
+    let ok = format!("{PROVIDERS}virtual_models:\n  - source: openai/gpt-4o\n    targets: [openai/gpt-4o, anthropic/claude-sonnet-4-6]\n");
+    let (code, out) = run_cli(&ok, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn chains_are_not_allowed() {
+    fails(
+        "  - {source: a, target: openai/gpt-4o}\n  - {source: b, target: a}\n",
+        &["virtual_models[1] (source \"b\"): target.model \"a\" is another virtual model"],
+    );
+}
+
+#[test]
+fn unknown_explicit_provider_lists_declared_ones() {
+    fails(
+        "  - source: s\n    targets: [{provider: azure, model: gpt-4o}]\n",
+        &["targets[0].provider \"azure\" is not declared; declared providers: anthropic, openai"],
+    );
+}
+
+#[test]
+fn invalid_user_path() {
+    fails(
+        "  - source: s\n    target: openai/gpt-4o\n    user_paths: [\"/a/../b\"]\n",
+        &["(source \"s\"): user_paths[0]: user path \"/a/../b\""],
+    );
+}
+
+#[test]
+fn reserved_headers_cannot_be_set() {
+    fails(
+        "  - source: s\n    targets: [{model: openai/gpt-4o, headers: {set: {Authorization: x}}}]\n",
+        &["targets[0].headers.set", "cannot be changed"],
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_a_suggestion() {
+    fails(
+        "  - source: s\n    targte: openai/gpt-4o\n",
+        &["unknown field `targte`", "did you mean `target`?"],
+    );
+}
+
+#[test]
+fn env_errors_name_the_env_entry() {
+    let (code, out) = run_cli(
+        PROVIDERS,
+        &["check"],
+        &[(
+            "VIRTUAL_MODELS",
+            r#"[{"source":"s","strategy":"x","target":"openai/gpt-4o"}]"#,
+        )],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("VIRTUAL_MODELS[0] (source \"s\"): strategy \"x\" is unknown"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_provider_prefix_is_only_a_warning() {
+    let cfg =
+        format!("{PROVIDERS}virtual_models:\n  - source: s\n    target: meta-llama/llama-3\n");
+    let (code, out) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"meta-llama\" is not a declared provider (declared: anthropic, openai)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn priority_on_round_robin_is_only_a_warning() {
+    let cfg = format!("{PROVIDERS}virtual_models:\n  - source: s\n    targets: [{{model: openai/gpt-4o, priority: 1}}]\n");
+    let (code, out) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("targets[0].priority is ignored by strategy round_robin"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_prints_the_resolved_table_with_origins() {
+    let cfg = format!("{PROVIDERS}virtual_models:\n  - source: s\n    target: openai/gpt-4o\n");
+    let (code, out) = run_cli(
+        &cfg,
+        &["check"],
+        &[(
+            "VIRTUAL_MODELS",
+            r#"[{"source":"e","target":"anthropic/claude-sonnet-4-6"}]"#,
+        )],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("s ") && out.contains("origin=config"), "{out}");
+    assert!(out.contains("origin=env"), "{out}");
+    assert!(out.contains("-> openai/gpt-4o"), "{out}");
+    assert!(out.contains("config is valid"));
+}
+
+#[test]
+fn resolve_explains_the_plan_without_sending() {
+    let cfg = format!(
+        "{PROVIDERS}virtual_models:\n  - source: s\n    targets: [{{model: openai/gpt-4o, weight: 2}}, anthropic/claude-sonnet-4-6]\n"
+    );
+    let (code, out) = run_cli(&cfg, &["resolve", "s", "--n", "3"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("strategy round_robin"), "{out}");
+    assert!(
+        out.contains("request 1: openai/gpt-4o   fallbacks: anthropic/claude-sonnet-4-6"),
+        "{out}"
+    );
+    assert!(
+        out.contains("request 2: anthropic/claude-sonnet-4-6"),
+        "{out}"
+    );
+    assert!(out.contains("request 3: openai/gpt-4o"), "{out}");
+}
+
+#[test]
+fn bad_env_setting_is_named() {
+    let (code, out) = run_cli(PROVIDERS, &["check"], &[("BODY_SIZE_LIMIT", "lots")]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("BODY_SIZE_LIMIT=\"lots\" is not a size"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["check", "--config", "nope.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file nope.yaml does not exist"));
+}
