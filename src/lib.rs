@@ -10,3 +10,4 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod translate;

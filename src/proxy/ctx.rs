@@ -44,6 +44,11 @@ pub struct Ctx {
     pub error_code: Option<&'static str>,
     pub served: Option<String>,
     pub virtual_model: Option<String>,
+    pub shaper: Option<super::dialect::Shaper>,
+    /// (input, output) tokens the upstream reported.
+    pub usage: Option<(u64, u64)>,
+    /// A client error found while preparing an attempt.
+    pub client_error: Option<super::respond::ApiError>,
 }
 
 impl Ctx {
@@ -77,6 +82,9 @@ impl Ctx {
             error_code: None,
             served: None,
             virtual_model: None,
+            shaper: None,
+            usage: None,
+            client_error: None,
         }
     }
 

@@ -315,8 +315,33 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         attempts: Some(1),
     };
     ctx.status = Some(200);
-    if ctx.stream && matches!(ctx.operation, Operation::Chat) {
-        let body = mock::stream_chat(&a.model, &req, &id, created);
+    let anthropic = ctx.operation == Operation::Messages;
+    let req = if anthropic {
+        // The mock speaks OpenAI: carry an Anthropic request over and the answer back.
+        match req
+            .as_object()
+            .map(crate::translate::anthropic_to_openai_chat)
+        {
+            Some(Ok(m)) => Value::Object(m),
+            Some(Err(e)) => {
+                let err = ApiError::invalid_request("invalid_request", e.to_string());
+                ctx.status = Some(400);
+                return respond::write_error(session, &err, true, &tags).await;
+            }
+            None => req,
+        }
+    } else {
+        req
+    };
+    if ctx.stream && matches!(ctx.operation, Operation::Chat | Operation::Messages) {
+        let mut body = mock::stream_chat(&a.model, &req, &id, created);
+        ctx.usage = mock::usage(&req, &body);
+        if anthropic {
+            let mut t = crate::translate::OpenAiToAnthropicStream::new(&a.model, &id);
+            let mut out = t.push(&body);
+            out.extend(t.finish());
+            body = out;
+        }
         return respond::write(
             session,
             200,
@@ -327,7 +352,11 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         )
         .await;
     }
-    let body = mock::respond(ctx.operation, &a.model, &req, &id, created);
+    let mut body = mock::respond(ctx.operation, &a.model, &req, &id, created);
+    ctx.usage = super::dialect::usage_of(&body);
+    if anthropic {
+        body = crate::translate::openai_response_to_anthropic(&body).unwrap_or(body);
+    }
     respond::write_json(session, 200, &body, &tags).await
 }
 

@@ -119,6 +119,15 @@ pub fn stream_chat(model: &str, req: &Value, id: &str, created: u64) -> Vec<u8> 
     out
 }
 
+/// The usage a mock stream reports: prompt tokens of the request, one token per streamed word.
+pub fn usage(req: &Value, stream: &[u8]) -> Option<(u64, u64)> {
+    let words = String::from_utf8_lossy(stream)
+        .matches("\"content\":")
+        .count()
+        .saturating_sub(1) as u64;
+    Some((prompt_tokens(req), words.max(1)))
+}
+
 /// A small deterministic unit vector derived from the input.
 fn embed(s: &str) -> Vec<f32> {
     let mut h: u64 = 0xcbf29ce484222325;

@@ -11,6 +11,7 @@
 pub mod attempts;
 pub mod body;
 pub mod ctx;
+pub mod dialect;
 pub mod local;
 pub mod mock;
 pub mod respond;
@@ -149,10 +150,27 @@ impl Gateway {
                 planned = plan::plan(&snap.table, &req, &view);
             }
         }
-        let plan = match planned {
+        let mut plan = match planned {
             Ok(p) => p,
             Err(e) => return self.fail(session, ctx, &route_error(&e)).await,
         };
+        // Targets whose wire dialect cannot carry this operation (embeddings to Anthropic, ...)
+        // are dropped from the plan.
+        plan.attempts
+            .retain(|a| dialect::can_serve(op, attempt_format(&snap, plan.virtual_model, a)));
+        if plan.attempts.is_empty() {
+            let e = ApiError::new(
+                400,
+                "invalid_request_error",
+                "unsupported_operation",
+                format!(
+                    "no target of {} can serve {} requests",
+                    peek.model.trim(),
+                    op.name()
+                ),
+            );
+            return self.fail(session, ctx, &e).await;
+        }
         if let (Some(vi), Some(key)) = (plan.virtual_model, session_key.as_deref()) {
             let vm = &snap.table.models[vi];
             if let Some(ti) = plan.attempts[0].target {
@@ -318,9 +336,6 @@ impl ProxyHttp for Gateway {
             _ => {
                 if ctx.attempts_made == 0 {
                     ctx.tries_on_target = 1;
-                    if let Some(i) = self.next_usable(ctx, 0) {
-                        ctx.attempt = i;
-                    }
                 }
             }
         }
@@ -343,20 +358,13 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::ConnectNoRoute, "provider has no base URL");
         };
         if ctx.attempt_body.is_none() {
-            let target = plan
-                .virtual_model
-                .zip(attempt.target)
-                .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
-            let Some(peek) = ctx.peek.as_ref() else {
-                return Error::e_explain(ErrorType::InternalError, "request body was not read");
-            };
-            ctx.attempt_body = Some(body::rewrite(
-                &ctx.body,
-                peek,
-                &attempt.model,
-                target.and_then(|t| t.override_params.as_ref()),
-                peek.provider.is_some(),
-            ));
+            if let Err(e) = self.prepare_attempt(ctx) {
+                ctx.client_error = Some(e);
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "the request cannot be expressed in this target's dialect",
+                );
+            }
         }
         let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
         let t = provider.config.timeouts;
@@ -387,9 +395,7 @@ impl ProxyHttp for Gateway {
             .virtual_model
             .zip(attempt.target)
             .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
-        let format = target
-            .and_then(|t| t.backend_format)
-            .unwrap_or(provider.config.kind.wire_format());
+        let format = attempt_format(&snap, plan.virtual_model, attempt);
         let mut path = String::with_capacity(base.path.len() + 24);
         path.push_str(&base.path);
         path.push_str(upstream_suffix(ctx.operation, format));
@@ -478,6 +484,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        if let Some(shaper) = ctx.shaper.as_mut() {
+            shaper.on_status(status);
+            if shaper.rewrites() {
+                resp.remove_header("content-length");
+                resp.insert_header("transfer-encoding", "chunked")?;
+            }
+        }
         if attempts::is_failure_status(status) || status == 401 || status == 403 || status == 404 {
             let retry_after = resp
                 .headers
@@ -551,9 +564,15 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        if let Some(shaper) = ctx.shaper.as_mut() {
+            shaper.on_body(body, end_of_stream);
+            if end_of_stream {
+                ctx.usage = shaper.usage;
+            }
+        }
         if let Some(b) = body {
             if !b.is_empty() && ctx.first_byte_at.is_none() {
                 ctx.first_byte_at = Some(Instant::now());
@@ -614,6 +633,10 @@ impl ProxyHttp for Gateway {
             };
         }
         let err = match (e.etype(), ctx.upstream_status) {
+            _ if ctx.client_error.is_some() => ctx
+                .client_error
+                .clone()
+                .unwrap_or_else(|| ApiError::invalid_request("bad_request", "bad request")),
             (ErrorType::HTTPStatus(s), _) if *s < 500 && *s != 429 && ctx.plan.is_none() => {
                 ApiError::invalid_request("bad_request", "the request could not be read")
             }
@@ -689,6 +712,17 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The wire dialect an attempt speaks: the target's `backend_format`, else the provider type's.
+fn attempt_format(
+    snap: &crate::snapshot::Snapshot,
+    vm: Option<usize>,
+    a: &plan::Attempt,
+) -> WireFormat {
+    vm.zip(a.target)
+        .and_then(|(vi, ti)| snap.table.models[vi].targets[ti].backend_format)
+        .unwrap_or(snap.providers[a.provider].config.kind.wire_format())
+}
+
 fn retryable(status: u16) -> Box<Error> {
     let mut e = Error::explain(
         ErrorType::HTTPStatus(status),
@@ -699,6 +733,43 @@ fn retryable(status: u16) -> Box<Error> {
 }
 
 impl Gateway {
+    /// Builds the current attempt's upstream body and response shaper.
+    fn prepare_attempt(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
+        let snap = ctx.snapshot(&self.app);
+        let (Some(plan), Some(peek)) = (ctx.plan.as_ref(), ctx.peek.as_ref()) else {
+            return Err(ApiError::invalid_request(
+                "bad_request",
+                "request was not read",
+            ));
+        };
+        let attempt = &plan.attempts[ctx.attempt];
+        let target = plan
+            .virtual_model
+            .zip(attempt.target)
+            .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+        let format = attempt_format(&snap, plan.virtual_model, attempt);
+        let spec = dialect::BodySpec {
+            op: ctx.operation,
+            target: format,
+            upstream_model: &attempt.model,
+            override_params: target.and_then(|t| t.override_params.as_ref()),
+            drop_provider: peek.provider.is_some(),
+            default_max_tokens: snap.settings.anthropic_default_max_tokens,
+        };
+        let (body, injected) = dialect::upstream_body(&ctx.body, peek, &spec)?;
+        ctx.attempt_body = Some(body);
+        ctx.shaper = Some(dialect::Shaper::new(
+            ctx.operation,
+            format,
+            peek.stream,
+            injected,
+            &ctx.request_id,
+            &attempt.model,
+            now_ms() / 1000,
+        ));
+        Ok(())
+    }
+
     fn record_success(&self, ctx: &mut Ctx) {
         let snap = ctx.snapshot(&self.app);
         let Some(plan) = ctx.plan.as_ref() else {

@@ -1,0 +1,452 @@
+//! Carrying a request across wire dialects for one attempt: the upstream body, and a response
+//! shaper that translates the answer back (whole bodies, SSE streams, error bodies) and taps the
+//! upstream's token usage on the way.
+//!
+//! Same-dialect answers pass through byte for byte (the tap only reads). Only a non-stream
+//! answer that needs translation is buffered whole, because its JSON must be complete to be
+//! rewritten. Never decides routing or statuses.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::body::{self, Peek};
+use super::respond::ApiError;
+use crate::routing::model::{Operation, WireFormat};
+use crate::translate::{self, AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseParser};
+
+/// The dialect a client speaks on a route.
+pub fn ingress_format(op: Operation) -> WireFormat {
+    match op {
+        Operation::Messages => WireFormat::AnthropicMessages,
+        _ => WireFormat::OpenAiChat,
+    }
+}
+
+/// Whether a target of `format` can serve `op` at all.
+pub fn can_serve(op: Operation, format: WireFormat) -> bool {
+    match format {
+        WireFormat::OpenAiChat => true,
+        WireFormat::AnthropicMessages => matches!(op, Operation::Chat | Operation::Messages),
+    }
+}
+
+/// How one attempt's body is made.
+pub struct BodySpec<'a> {
+    pub op: Operation,
+    pub target: WireFormat,
+    pub upstream_model: &'a str,
+    pub override_params: Option<&'a Map<String, Value>>,
+    pub drop_provider: bool,
+    pub default_max_tokens: u64,
+}
+
+/// The upstream body for one attempt, and whether usage reporting was added to a stream.
+pub fn upstream_body(
+    raw: &[u8],
+    peek: &Peek,
+    spec: &BodySpec<'_>,
+) -> Result<(Bytes, bool), ApiError> {
+    let ingress = ingress_format(spec.op);
+    let wants_usage_tap =
+        spec.target == WireFormat::OpenAiChat && peek.stream && spec.op == Operation::Chat;
+    if ingress == spec.target && !wants_usage_tap {
+        return Ok((
+            body::rewrite(
+                raw,
+                peek,
+                spec.upstream_model,
+                spec.override_params,
+                spec.drop_provider,
+            ),
+            false,
+        ));
+    }
+    let map: Map<String, Value> = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let bad = |e: translate::TranslateError| {
+        let mut a = ApiError::invalid_request("invalid_request", e.to_string());
+        a.kind = "invalid_request_error";
+        a
+    };
+    let mut out = match (ingress, spec.target) {
+        (WireFormat::OpenAiChat, WireFormat::AnthropicMessages) => {
+            translate::openai_chat_to_anthropic(&map, spec.default_max_tokens).map_err(bad)?
+        }
+        (WireFormat::AnthropicMessages, WireFormat::OpenAiChat) => {
+            translate::anthropic_to_openai_chat(&map).map_err(bad)?
+        }
+        _ => map,
+    };
+    out.insert(
+        "model".into(),
+        Value::String(spec.upstream_model.to_string()),
+    );
+    if spec.drop_provider {
+        out.shift_remove("provider");
+    }
+    if let Some(params) = spec.override_params {
+        for (k, v) in params {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    let mut injected = false;
+    if spec.target == WireFormat::OpenAiChat && peek.stream && !out.contains_key("stream_options") {
+        // Ask for the final usage chunk so tokens and cost can be counted; the shaper removes
+        // it again unless the client asked for it itself.
+        out.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
+        injected = ingress == WireFormat::OpenAiChat;
+    }
+    Ok((
+        Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+        injected,
+    ))
+}
+
+enum Mode {
+    /// Same dialect, whole body: copy up to a bound to read `usage` at the end.
+    Tap { copy: Vec<u8> },
+    /// Same dialect stream: watch events for usage; drop the usage chunk we asked for.
+    StreamTap {
+        parser: SseParser,
+        strip_usage: bool,
+    },
+    AnthropicToOpenAi {
+        stream: Option<AnthropicToOpenAiStream>,
+        buf: Vec<u8>,
+    },
+    OpenAiToAnthropic {
+        stream: Option<OpenAiToAnthropicStream>,
+        buf: Vec<u8>,
+    },
+}
+
+/// Bound on the copy kept to read usage from a whole pass-through body.
+const TAP_LIMIT: usize = 1 << 20;
+
+pub struct Shaper {
+    mode: Mode,
+    /// The upstream answered with an error status: its body is an error envelope.
+    error_status: Option<u16>,
+    pub usage: Option<(u64, u64)>,
+    created: u64,
+    id_hint: String,
+    model: String,
+}
+
+impl Shaper {
+    /// A shaper for one attempt. `translated` says whether dialects differ.
+    pub fn new(
+        op: Operation,
+        target: WireFormat,
+        stream: bool,
+        strip_usage: bool,
+        id_hint: &str,
+        model: &str,
+        created: u64,
+    ) -> Shaper {
+        let ingress = ingress_format(op);
+        let mode = match (ingress == target, stream) {
+            (true, false) => Mode::Tap { copy: Vec::new() },
+            (true, true) => Mode::StreamTap {
+                parser: SseParser::new(),
+                strip_usage,
+            },
+            (false, _) if ingress == WireFormat::OpenAiChat => Mode::AnthropicToOpenAi {
+                stream: stream.then(|| AnthropicToOpenAiStream::new(id_hint, created)),
+                buf: Vec::new(),
+            },
+            (false, _) => Mode::OpenAiToAnthropic {
+                stream: stream.then(|| OpenAiToAnthropicStream::new(model, id_hint)),
+                buf: Vec::new(),
+            },
+        };
+        Shaper {
+            mode,
+            error_status: None,
+            usage: None,
+            created,
+            id_hint: id_hint.to_string(),
+            model: model.to_string(),
+        }
+    }
+
+    /// Whether the body's length changes (the proxy then drops Content-Length).
+    pub fn rewrites(&self) -> bool {
+        match &self.mode {
+            Mode::Tap { .. } => false,
+            Mode::StreamTap { strip_usage, .. } => *strip_usage,
+            _ => true,
+        }
+    }
+
+    /// Called with the upstream status before any body.
+    pub fn on_status(&mut self, status: u16) {
+        if status >= 400 {
+            self.error_status = Some(status);
+        }
+    }
+
+    /// Transforms one body piece in place.
+    pub fn on_body(&mut self, body: &mut Option<Bytes>, end: bool) {
+        let chunk = body.take().unwrap_or_default();
+        let out: Option<Bytes> = match &mut self.mode {
+            Mode::Tap { copy } => {
+                if copy.len() + chunk.len() <= TAP_LIMIT {
+                    copy.extend_from_slice(&chunk);
+                }
+                if end {
+                    self.usage = serde_json::from_slice::<Value>(copy)
+                        .ok()
+                        .and_then(|v| usage_of(&v));
+                }
+                Some(chunk)
+            }
+            Mode::StreamTap {
+                parser,
+                strip_usage,
+            } => {
+                let mut events = parser.push(&chunk);
+                if end {
+                    events.extend(parser.finish());
+                }
+                let mut out = Vec::with_capacity(if *strip_usage { chunk.len() } else { 0 });
+                for ev in &events {
+                    // Only the usage chunk mentions usage: skip parsing everything else.
+                    let usage_only = if ev.data.contains("\"usage\"") {
+                        let v = serde_json::from_str::<Value>(&ev.data).unwrap_or(Value::Null);
+                        if let Some(u) = usage_of(&v) {
+                            self.usage = Some(u);
+                        }
+                        v.get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty)
+                    } else {
+                        false
+                    };
+                    if *strip_usage && !usage_only {
+                        translate::write_event(&mut out, ev.event.as_deref(), &ev.data);
+                    }
+                }
+                if *strip_usage {
+                    Some(Bytes::from(out))
+                } else {
+                    Some(chunk)
+                }
+            }
+            Mode::AnthropicToOpenAi { stream, buf } => match (self.error_status, stream.as_mut()) {
+                (None, Some(s)) => {
+                    let mut out = s.push(&chunk);
+                    if end {
+                        out.extend(s.finish());
+                        self.usage = s.usage();
+                    }
+                    Some(Bytes::from(out))
+                }
+                (status, _) => {
+                    buf.extend_from_slice(&chunk);
+                    if end {
+                        let out = match status {
+                            Some(st) => translate::anthropic_error_to_openai(st, buf),
+                            None => match serde_json::from_slice::<Value>(buf).ok().and_then(|v| {
+                                translate::anthropic_response_to_openai(&v, self.created).ok()
+                            }) {
+                                Some(v) => {
+                                    self.usage = usage_of(&v);
+                                    serde_json::to_vec(&v).unwrap_or_default()
+                                }
+                                None => translate::anthropic_error_to_openai(
+                                    502,
+                                    b"upstream answer could not be translated",
+                                ),
+                            },
+                        };
+                        Some(Bytes::from(out))
+                    } else {
+                        None
+                    }
+                }
+            },
+            Mode::OpenAiToAnthropic { stream, buf } => match (self.error_status, stream.as_mut()) {
+                (None, Some(s)) => {
+                    let mut out = s.push(&chunk);
+                    if end {
+                        out.extend(s.finish());
+                        self.usage = s.usage();
+                    }
+                    Some(Bytes::from(out))
+                }
+                (status, _) => {
+                    buf.extend_from_slice(&chunk);
+                    if end {
+                        let out = match status {
+                            Some(st) => translate::openai_error_to_anthropic(st, buf),
+                            None => match serde_json::from_slice::<Value>(buf)
+                                .ok()
+                                .and_then(|v| translate::openai_response_to_anthropic(&v).ok())
+                            {
+                                Some(v) => {
+                                    self.usage = usage_of(&v);
+                                    serde_json::to_vec(&v).unwrap_or_default()
+                                }
+                                None => translate::openai_error_to_anthropic(
+                                    502,
+                                    b"upstream answer could not be translated",
+                                ),
+                            },
+                        };
+                        Some(Bytes::from(out))
+                    } else {
+                        None
+                    }
+                }
+            },
+        };
+        let _ = (&self.id_hint, &self.model);
+        *body = out.filter(|b| !b.is_empty() || end);
+    }
+}
+
+/// (input, output) tokens from an OpenAI or Anthropic `usage` object.
+pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
+    let u = v.get("usage")?;
+    if u.is_null() {
+        return None;
+    }
+    let get = |k: &str| u.get(k).and_then(Value::as_u64);
+    let input = get("prompt_tokens").or(get("input_tokens"))?;
+    let output = get("completion_tokens")
+        .or(get("output_tokens"))
+        .unwrap_or(0);
+    Some((input, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peek_of(b: &[u8]) -> Peek {
+        body::peek(b).unwrap()
+    }
+
+    #[test]
+    fn same_dialect_non_stream_is_the_plain_rewrite() {
+        let raw = br#"{"model":"x","messages":[]}"#;
+        let spec = BodySpec {
+            op: Operation::Chat,
+            target: WireFormat::OpenAiChat,
+            upstream_model: "m",
+            override_params: None,
+            drop_provider: false,
+            default_max_tokens: 10,
+        };
+        let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+        assert_eq!(&b[..], br#"{"model":"m","messages":[]}"#);
+        assert!(!injected);
+    }
+
+    #[test]
+    fn openai_stream_asks_for_usage_and_the_shaper_strips_it() {
+        let raw = br#"{"model":"x","stream":true,"messages":[]}"#;
+        let spec = BodySpec {
+            op: Operation::Chat,
+            target: WireFormat::OpenAiChat,
+            upstream_model: "m",
+            override_params: None,
+            drop_provider: false,
+            default_max_tokens: 10,
+        };
+        let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(injected);
+        let mut s = Shaper::new(
+            Operation::Chat,
+            WireFormat::OpenAiChat,
+            true,
+            true,
+            "id",
+            "m",
+            0,
+        );
+        let mut body = Some(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+        ));
+        s.on_body(&mut body, true);
+        let out = String::from_utf8(body.unwrap().to_vec()).unwrap();
+        assert!(!out.contains("usage"), "{out}");
+        assert!(
+            out.contains("\"a\"") && out.ends_with("data: [DONE]\n\n"),
+            "{out}"
+        );
+        assert_eq!(s.usage, Some((3, 1)));
+    }
+
+    #[test]
+    fn openai_chat_to_anthropic_target_translates_the_body() {
+        let raw = br#"{"model":"x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}"#;
+        let spec = BodySpec {
+            op: Operation::Chat,
+            target: WireFormat::AnthropicMessages,
+            upstream_model: "claude",
+            override_params: None,
+            drop_provider: false,
+            default_max_tokens: 4096,
+        };
+        let (b, _) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["model"], "claude");
+        assert_eq!(v["system"], "be brief");
+        assert_eq!(v["max_tokens"], 4096);
+    }
+
+    #[test]
+    fn whole_anthropic_answer_becomes_a_chat_completion() {
+        let mut s = Shaper::new(
+            Operation::Chat,
+            WireFormat::AnthropicMessages,
+            false,
+            false,
+            "id",
+            "claude",
+            7,
+        );
+        s.on_status(200);
+        let msg = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":2}}"#;
+        let mut first = Some(Bytes::from_static(&msg[..20]));
+        s.on_body(&mut first, false);
+        assert!(first.is_none(), "held until complete");
+        let mut rest = Some(Bytes::from_static(&msg[20..]));
+        s.on_body(&mut rest, true);
+        let v: Value = serde_json::from_slice(&rest.unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "hello");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(s.usage, Some((5, 2)));
+    }
+
+    #[test]
+    fn anthropic_errors_become_openai_envelopes() {
+        let mut s = Shaper::new(
+            Operation::Chat,
+            WireFormat::AnthropicMessages,
+            true,
+            false,
+            "id",
+            "c",
+            0,
+        );
+        s.on_status(429);
+        let mut b = Some(Bytes::from_static(
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+        ));
+        s.on_body(&mut b, true);
+        let v: Value = serde_json::from_slice(&b.unwrap()).unwrap();
+        assert_eq!(v["error"]["message"], "slow down");
+    }
+}
