@@ -1,0 +1,127 @@
+//! The official OpenAI and Anthropic Python SDKs against the real gateway, with mock upstreams
+//! of both dialects behind it. `scripts/test.sh` builds the virtual environment and sets
+//! MODELGATE_SDK_PYTHON; without it this test says so and stops (MODELGATE_REQUIRE_SDK=1 makes
+//! that a failure, as in CI).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn anthropic_upstream() -> Upstream {
+    Upstream::start(&["claude-x"], |s| {
+        let req = s.json();
+        let wants_tool = req.get("tools").is_some()
+            && req["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|m| m["role"] == "user" && m["content"].is_string());
+        let stream = req["stream"] == true;
+        let model = req["model"].as_str().unwrap_or("").to_string();
+        if wants_tool && !stream {
+            return Reply::Json(
+                200,
+                json!({"id": "msg_t", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+                "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 20, "output_tokens": 9}}),
+            );
+        }
+        if stream {
+            let start = format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"{model}\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":10,\"output_tokens\":1}}}}}}\n\n");
+            let mut ev = vec![start];
+            if wants_tool {
+                ev.push("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"get_weather\",\"input\":{}}}\n\n".into());
+                ev.push("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}\n\n".into());
+                ev.push("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n".into());
+                ev.push("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into());
+                ev.push("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n".into());
+            } else {
+                ev.push("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".into());
+                for t in ["Hello", " world"] {
+                    ev.push(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{t}\"}}}}\n\n"));
+                }
+                ev.push("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into());
+                ev.push("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n\n".into());
+            }
+            ev.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
+            return Reply::Stream(ev.into_iter().map(String::into_bytes).collect(), None);
+        }
+        Reply::Json(
+            200,
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "Hi from Claude"}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 4}}),
+        )
+    })
+}
+
+fn openai_upstream() -> Upstream {
+    Upstream::start(&["gpt-x"], |s| {
+        let req: Value = s.json();
+        let model = req["model"].as_str().unwrap_or("").to_string();
+        if req["stream"] == true {
+            let chunk = |delta: Value, finish: Value| {
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
+            };
+            let mut ev = vec![
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(json!({"content": "Hello"}), Value::Null),
+                chunk(json!({"content": " from GPT"}), Value::Null),
+                chunk(json!({}), json!("stop")),
+            ];
+            if req["stream_options"]["include_usage"] == true {
+                ev.push(format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})));
+            }
+            ev.push("data: [DONE]\n\n".into());
+            return Reply::Stream(ev.into_iter().map(String::into_bytes).collect(), None);
+        }
+        Reply::Json(
+            200,
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from GPT"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}),
+        )
+    })
+}
+
+#[test]
+fn official_sdks_parse_every_response() {
+    let Ok(python) = std::env::var("MODELGATE_SDK_PYTHON") else {
+        if std::env::var("MODELGATE_REQUIRE_SDK").as_deref() == Ok("1") {
+            panic!("MODELGATE_SDK_PYTHON is not set; run scripts/test.sh, which builds the SDK virtual environment");
+        }
+        eprintln!("SDK check not run: MODELGATE_SDK_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let an = anthropic_upstream();
+    let oa = openai_upstream();
+    let cfg = format!(
+        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\nvirtual_models:\n  - source: claude-smart\n    target: claude/claude-x\n  - source: gpt-smart\n    target: oa/gpt-x\n",
+        provider_block("oa", &oa, &["gpt-x"]),
+        an.base_url()
+    );
+    let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_sdks.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .env("MODELGATE_URL", format!("http://127.0.0.1:{}", g.port))
+        .env("MODELGATE_KEY", "sdk-key")
+        .output()
+        .expect("run the SDK script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{text}\n--- gateway log ---\n{}",
+        g.logs()
+    );
+}
