@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

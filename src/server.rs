@@ -50,8 +50,13 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Gateway {
+            app: app.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        },
+    );
     proxy.add_tcp(&addr.to_string());
     server.add_service(proxy);
     server.add_service(background_service(

@@ -38,6 +38,7 @@ use respond::{ApiError, Tags};
 
 pub struct Gateway {
     pub app: Arc<App>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The routed endpoints and the upstream path suffix each maps to.
@@ -117,6 +118,7 @@ impl Gateway {
             Err(e) => return self.fail(session, ctx, &e).await,
         };
         ctx.stream = peek.stream;
+        ctx.peek = Some(peek.clone());
         let metadata = match local::metadata_header(session) {
             Ok(m) => m,
             Err(e) => return self.fail(session, ctx, &e).await,
@@ -278,6 +280,7 @@ impl ProxyHttp for Gateway {
         ctx.path = path.clone();
         let snap = ctx.snapshot(&self.app);
         let method = session.req_header().method.clone();
+        ctx.api = operation_for(&path).is_some();
         if let Some(done) = local::public_route(self, session, ctx, &method, &path).await? {
             return Ok(done);
         }
@@ -819,6 +822,57 @@ impl Gateway {
                 }
             }
         }
+        let ttft = ctx
+            .first_byte_at
+            .zip(ctx.attempt_started)
+            .map(|(f, s)| f.saturating_duration_since(s).as_secs_f64());
+        let cost = ctx
+            .usage
+            .zip(ctx.served.as_deref())
+            .and_then(|((i, o), served)| {
+                let (p, m) = served.split_once('/')?;
+                let pi = snap.table.provider(p)?;
+                let price = crate::catalog::price(&snap.providers[pi].config, m)?;
+                Some((i as f64 * price.input_per_mtok + o as f64 * price.output_per_mtok) / 1e6)
+            });
+        // Only names the gateway knows go into labels: a 404 for an arbitrary name records none.
+        let known = ctx.attempts_made > 0;
+        if ctx.api {
+            self.metrics.record(&crate::metrics::Outcome {
+                virtual_model: ctx.virtual_model.as_deref(),
+                served: if known { ctx.served.as_deref() } else { None },
+                status: ctx.status.unwrap_or(0),
+                duration_s: elapsed.as_secs_f64(),
+                ttft_s: if known { ttft } else { None },
+                attempts: ctx.attempts_made,
+                fallbacks: ctx.fallbacks,
+                tokens: ctx.usage,
+                cost_usd: cost,
+            });
+        }
         local::access_log(&snap.settings, ctx, elapsed);
+    }
+
+    /// The `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        let snap = self.app.snapshot();
+        let now = now_ms();
+        let mut breakers: Vec<(String, u8)> = self
+            .app
+            .health
+            .all()
+            .iter()
+            .map(|(name, h)| (name.clone(), h.breaker.state(now).as_metric()))
+            .collect();
+        breakers.sort();
+        let reload = self.app.reload_status.load();
+        self.metrics.render(&crate::metrics::Gauges {
+            breakers,
+            reloads_ok: reload.ok_count,
+            reloads_failed: reload.failed_count,
+            last_reload_ok: reload.ok,
+            virtual_models: snap.table.models.len(),
+            in_flight: crate::server::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 }
