@@ -154,7 +154,13 @@ impl Gateway {
         }
         let mut plan = match planned {
             Ok(p) => p,
-            Err(e) => return self.fail(session, ctx, &route_error(&e)).await,
+            Err(e) => {
+                let mut err = route_error(&e);
+                if let RouteError::AllCircuitsOpen { virtual_model } = &e {
+                    err.retry_after_s = Some(self.circuits_retry_after_s(&snap, virtual_model));
+                }
+                return self.fail(session, ctx, &err).await;
+            }
         };
         // Targets whose wire dialect cannot carry this operation (embeddings to Anthropic, ...)
         // are dropped from the plan.
@@ -251,6 +257,21 @@ impl Gateway {
         );
         ctx.pending = Some(next);
         next
+    }
+
+    /// Seconds until the first breaker of a virtual model half-opens (at least 1).
+    fn circuits_retry_after_s(&self, snap: &crate::snapshot::Snapshot, source: &str) -> u64 {
+        let now = now_ms();
+        snap.table
+            .redirect_any(source)
+            .map(|vi| &snap.table.models[vi])
+            .into_iter()
+            .flat_map(|vm| vm.targets.iter())
+            .filter_map(|t| self.app.health.get(&t.name))
+            .map(|h| h.breaker.retry_after_ms(now))
+            .filter(|ms| *ms > 0)
+            .min()
+            .map_or(1, |ms| ms.div_ceil(1000).max(1))
     }
 
     /// The index of the next attempt whose provider can take a proxied request.
