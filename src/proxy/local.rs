@@ -254,8 +254,14 @@ pub fn metadata_header(
     }
 }
 
-/// The session key for affinity: the first session header present, scoped by user path.
-pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<String> {
+/// The session key for affinity: the first session header present, scoped by the caller's
+/// (normalized) user path.
+pub fn session_key(
+    session: &Session,
+    snap: &Snapshot,
+    model: &str,
+    caller: Option<&UserPath>,
+) -> Option<String> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
     if !vm.session.enabled {
@@ -269,11 +275,7 @@ pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<St
         .find_map(|name| h.get(name.as_str()).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())?;
-    let up = h
-        .get(snap.settings.user_path_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    Some(format!("{up}\u{0}{value}"))
+    Some(format!("{}\u{0}{value}", caller.map_or("", |p| p.as_str())))
 }
 
 /// Refreshes the catalog of the provider(s) a missing model could belong to, at most once a

@@ -123,7 +123,7 @@ impl Gateway {
             Ok(m) => m,
             Err(e) => return self.fail(session, ctx, &e).await,
         };
-        let session_key = local::session_key(session, &snap, &peek.model);
+        let session_key = local::session_key(session, &snap, &peek.model, ctx.user_path.as_ref());
         let req = plan::Request {
             model: &peek.model,
             provider: peek.provider.as_deref(),
