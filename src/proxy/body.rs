@@ -104,6 +104,13 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             "request body is empty; send a JSON object with a model",
         ));
     }
+    // serde would read a struct from a JSON array too; a body must be an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    }
     let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_data() {
             "request body must be a JSON object".to_string()
