@@ -288,6 +288,13 @@ pub fn commit(
     Ok(decision)
 }
 
+/// Everything but RFC 3986's unreserved characters is encoded (so `/` becomes `%2F`).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The answer to a successful write: the row's view with its etag.
 fn written(app: &App, d: &Decision) -> Result<Response, ApiError> {
     let Some(row) = &d.row else {
@@ -306,10 +313,7 @@ fn written(app: &App, d: &Decision) -> Result<Response, ApiError> {
             "location",
             format!(
                 "/admin/api/v1/virtual-models/{}",
-                percent_encoding::utf8_percent_encode(
-                    row.source(),
-                    percent_encoding::NON_ALPHANUMERIC
-                )
+                percent_encoding::utf8_percent_encode(row.source(), PATH_SEGMENT)
             ),
         );
     }
