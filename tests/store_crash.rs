@@ -51,8 +51,11 @@ fn writer(port: u16, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>, first: mpsc:
     let mut signalled = false;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let ok = send("PUT", &format!("/gen-{}", n % 4), Some(generation(&format!("gen-{}", n % 4), n)))
-            && send("PATCH", "/swap-a", Some(json!({"source": "swap-b"})))
+        let ok = send(
+            "PUT",
+            &format!("/gen-{}", n % 4),
+            Some(generation(&format!("gen-{}", n % 4), n)),
+        ) && send("PATCH", "/swap-a", Some(json!({"source": "swap-b"})))
             && send("PATCH", "/swap-b", Some(json!({"source": "swap-a"})))
             && if n % 2 == 0 {
                 send("POST", "", Some(generation("churn", n)))
@@ -93,12 +96,18 @@ fn check_rows(db: &std::path::Path) -> Vec<String> {
         );
         if r.source().starts_with("gen-") || r.source() == "churn" {
             let d = r.spec.description.as_deref().unwrap_or("");
-            let n: u64 = d.strip_prefix("gen ").and_then(|x| x.parse().ok()).unwrap_or_else(|| {
-                panic!("row {:?} has a torn description {d:?}", r.source())
-            });
+            let n: u64 = d
+                .strip_prefix("gen ")
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("row {:?} has a torn description {d:?}", r.source()));
             let want = generation(r.source(), n);
             let got = serde_json::to_value(&r.spec).unwrap();
-            assert_eq!(got["user_paths"], want["user_paths"], "row {:?}", r.source());
+            assert_eq!(
+                got["user_paths"],
+                want["user_paths"],
+                "row {:?}",
+                r.source()
+            );
             let got_t = got["targets"].as_array().unwrap();
             assert_eq!(got_t.len(), want["targets"].as_array().unwrap().len());
             assert!(got_t.iter().all(|t| t["weight"].as_f64() == Some(n as f64)));

@@ -176,7 +176,7 @@
     return h('div', { class: 'targets' }, list.map((t) => h('div', { class: 'target' },
       h('span', { class: 'dot' + (t.available ? ' on' : ''), title: t.available ? 'available' : 'unavailable now' }),
       h('span', { class: 'mono', text: t.name }),
-      multi ? h('span', { class: 'weight', text: '×' + t.weight }) : null)));
+      multi ? h('span', { class: 'weight', text: t.weight === 0 ? 'fallback' : '×' + t.weight }) : null)));
   }
 
   function entryTargets(entry) {
@@ -196,6 +196,11 @@
     }
     delete copy.provider;
     return copy;
+  }
+
+  // "config/prod.yaml: virtual_models[2]" without the directories (the title has it all).
+  function shortLocation(location) {
+    return String(location || '').replace(/^[^:]*\//, '');
   }
 
   function strategyName(entry) {
@@ -238,7 +243,8 @@
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'edit' }, onclick: () => openEditor(e), text: 'Edit' }),
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'rename' }, onclick: () => openRename(e), text: 'Rename' }),
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'delete' }, onclick: () => openDelete(e), text: 'Delete' }))
-        : h('div', { class: 'actions' }, h('span', { class: 'readonly', title: 'Edit it in ' + e.location, text: 'Read-only · ' + e.location }));
+        : h('div', { class: 'actions' }, h('div', { class: 'readonly', title: 'Edit it in ' + e.location },
+            h('span', { text: 'Read-only' }), h('span', { class: 'where mono', text: shortLocation(e.location) })));
       return h('tr', { class: e.overridden ? 'hidden-row' : '', dataset: { source: e.source, origin: e.origin } },
         h('td', {},
           h('div', { class: 'source mono', text: e.source }),
@@ -488,6 +494,9 @@
       err.hidden = false;
     }
   });
+
+  // A field the user touches is no longer the one the error was about.
+  $('#vm-form').addEventListener('input', (ev) => ev.target.classList && ev.target.classList.remove('invalid'));
 
   $('#new-vm').addEventListener('click', () => openEditor(null));
   $$('[data-close]').forEach((b) => b.addEventListener('click', () => b.closest('dialog').close()));
