@@ -147,6 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 snap.providers.len(),
                 snap.table.models.len()
             );
+            if let Some(store) = &app.store {
+                log::info!(
+                    "admin store: {} at {} ({} rows in use); admin API and dashboard at /admin/dashboard",
+                    store.kind(),
+                    store.location(),
+                    snap.origin_counts().store
+                );
+            }
             modelgate::reload::on_sighup(app.clone()).context("installing the SIGHUP handler")?;
             let _watcher = match &src.path {
                 Some(p) => Some(

@@ -373,3 +373,122 @@ pub fn delete(app: &App, source: &str, if_match: Option<&str>) -> Result<Respons
     commit(app, |cur| decide_delete(cur, source, if_match))?;
     Ok(Response::empty(204))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::StateRegistry;
+    use crate::config::env::Env;
+
+    fn snapshot() -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "providers:\n  p:\n    type: mock\n    models: [m1, m2]\nvirtual_models:\n  - source: cfg\n    target: p/m1\n",
+        )
+        .unwrap();
+        let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
+        Snapshot::build(&loaded, &[], None, &StateRegistry::default()).unwrap()
+    }
+
+    fn row(source: &str, etag: &str) -> StoredRow {
+        StoredRow {
+            spec: serde_json::from_value(serde_json::json!({"source": source, "target": "p/m1"}))
+                .unwrap(),
+            created_at: 10,
+            updated_at: 20,
+            etag: etag.into(),
+        }
+    }
+
+    fn spec(source: &str) -> VirtualModelSpec {
+        serde_json::from_value(serde_json::json!({"source": source, "target": "p/m2"})).unwrap()
+    }
+
+    #[test]
+    fn if_match_accepts_quoted_weak_lists_and_star() {
+        assert!(if_match_ok("\"abc\"", Some("abc")));
+        assert!(if_match_ok("W/\"abc\"", Some("abc")));
+        assert!(if_match_ok("\"x\", \"abc\"", Some("abc")));
+        assert!(if_match_ok("*", Some("abc")));
+        assert!(!if_match_ok("*", None));
+        assert!(!if_match_ok("\"abd\"", Some("abc")));
+    }
+
+    #[test]
+    fn upsert_replaces_keeping_created_at_and_rename_deletes_the_old_row() {
+        let snap = snapshot();
+        let cur = Current {
+            rows: vec![row("a", "e1")],
+            snap: &snap,
+        };
+        let d = decide_write(&cur, Some("a"), spec("a"), Some("\"e1\""), Mode::Upsert, 99).unwrap();
+        assert_eq!(d.status, 200);
+        let r = d.row.unwrap();
+        assert_eq!((r.created_at, r.updated_at), (10, 99));
+        assert_ne!(r.etag, "e1");
+        let d = decide_write(&cur, Some("a"), spec("b"), None, Mode::Update, 99).unwrap();
+        assert!(matches!(&d.changes[0], Change::Delete(s) if s == "a"));
+        assert_eq!(apply_changes(&cur.rows, &d.changes)[0].source(), "b");
+    }
+
+    #[test]
+    fn conflicts_and_missing_rows() {
+        let snap = snapshot();
+        let cur = Current {
+            rows: vec![row("a", "e1"), row("b", "e2")],
+            snap: &snap,
+        };
+        let e = decide_write(&cur, None, spec("A"), None, Mode::Create, 1).unwrap_err();
+        assert_eq!((e.status, e.code), (409, "already_exists"));
+        let e = decide_write(&cur, Some("a"), spec("b"), None, Mode::Update, 1).unwrap_err();
+        assert_eq!(e.code, "already_exists");
+        let e = decide_write(&cur, Some("zz"), spec("zz"), None, Mode::Update, 1).unwrap_err();
+        assert_eq!(e.status, 404);
+        let e =
+            decide_write(&cur, Some("a"), spec("a"), Some("\"old\""), Mode::Upsert, 1).unwrap_err();
+        assert_eq!(e.code, "etag_mismatch");
+        let e = decide_write(&cur, None, spec("cfg"), None, Mode::Create, 1).unwrap_err();
+        assert_eq!(e.code, "managed_by_config");
+        assert!(
+            e.message.contains("c.yaml: virtual_models[0]"),
+            "{}",
+            e.message
+        );
+        let e = decide_delete(&cur, "cfg", None).unwrap_err();
+        assert_eq!(e.code, "managed_by_config");
+    }
+
+    #[test]
+    fn patch_merges_into_the_stored_entry() {
+        let snap = snapshot();
+        let mut a = row("a", "e1");
+        a.spec.description = Some("keep me".into());
+        let cur = Current {
+            rows: vec![a],
+            snap: &snap,
+        };
+        let patch = serde_json::json!({"user_paths": ["/t"], "etag": "ignored"});
+        let d = decide_patch(&cur, "a", patch.as_object().unwrap().clone(), None, 5).unwrap();
+        let r = d.row.unwrap();
+        assert_eq!(r.spec.description.as_deref(), Some("keep me"));
+        assert_eq!(r.spec.user_paths, Some(vec!["/t".to_string()]));
+        let bad = serde_json::json!({"target": {"weight": "x"}});
+        let e = decide_patch(&cur, "a", bad.as_object().unwrap().clone(), None, 5).unwrap_err();
+        assert_eq!(e.status, 422);
+    }
+
+    #[test]
+    fn validation_param_names_the_written_rows_field_only() {
+        let errs = vec![
+            "config.yaml: virtual_models[0] (source \"x\"): target.model is blank".to_string(),
+            "store (source \"s\"): targets[1].weight -1 must be a finite number >= 0".to_string(),
+        ];
+        assert_eq!(
+            validation_failed(&errs, Some("s")).param.as_deref(),
+            Some("targets[1].weight")
+        );
+        assert_eq!(validation_failed(&errs, Some("x")).param, None);
+    }
+}
