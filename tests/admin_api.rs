@@ -311,6 +311,20 @@ fn missing_rows_are_404() {
         404
     );
     assert_eq!(g.call("DELETE", &path("ghost"), None, &[]).status, 404);
+    // If-Match on a row that does not exist: the row the client read is gone.
+    let gone = g.call(
+        "PUT",
+        &path("ghost"),
+        Some(&json!({"target": "a/m1"})),
+        &[("if-match", "\"abc\"")],
+    );
+    assert_eq!(
+        (gone.status, gone.error_code().as_str()),
+        (409, "etag_mismatch")
+    );
+    let wrong_method = g.call("DELETE", VMS, None, &[]);
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("GET, POST"));
     let r = g.call("GET", "/admin/api/v1/nothing-here", None, &[]);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
