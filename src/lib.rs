@@ -1,5 +1,6 @@
 //! modelgate: a single-binary LLM gateway on Pingora. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod app;
 pub mod catalog;
 pub mod cli;
@@ -11,4 +12,5 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod translate;
