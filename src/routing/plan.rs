@@ -385,6 +385,9 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
         .copied()
         .filter(|i| vm.targets[*i].weight > 0.0)
         .collect();
+    // A session pinned to a fallback-only target (while every weighted one was out) returns to
+    // the rotation once a weighted target is eligible again: weight 0 never serves first then.
+    let pinned = pinned.filter(|p| vm.targets[*p].weight > 0.0 || weighted.is_empty());
     let first = if let Some(p) = pinned {
         p
     } else if weighted.len() == 1 {
@@ -393,14 +396,10 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
     } else if weighted.is_empty() {
         eligible[0]
     } else {
-        let len = vm.schedule.len() as u64;
         let start = vm
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (0..len)
-            .map(|k| vm.schedule[((start + k) % len) as usize] as usize)
-            .find(|t| weighted.contains(t))
-            .unwrap_or(weighted[0])
+        scheduled(vm, start, &weighted)
     };
     let mut out = Vec::with_capacity(eligible.len());
     out.push(first);
@@ -419,6 +418,32 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
             .filter(|i| vm.targets[*i].weight <= 0.0 && *i != first),
     );
     out
+}
+
+/// The rotation's pick at position `start` among the eligible weighted targets.
+///
+/// With every weighted target eligible this is the schedule entry itself. Otherwise it is the
+/// schedule with the ineligible entries left out, which is still a smooth interleaving in which
+/// every remaining target keeps its exact share: 5:1:1 without the first serves b c b c. (Taking
+/// the next eligible entry instead would hand each skipped slot to whoever follows it: b b b b b
+/// c c, a 5:2 split of what should be 1:1.) That costs two passes over the schedule, only while
+/// a target is out.
+fn scheduled(vm: &VirtualModel, start: u64, weighted: &[usize]) -> usize {
+    let schedule = &vm.schedule;
+    let all_in = vm.targets.iter().filter(|t| t.weight > 0.0).count() == weighted.len();
+    if all_in && !schedule.is_empty() {
+        return schedule[(start % schedule.len() as u64) as usize] as usize;
+    }
+    let kept = || {
+        schedule
+            .iter()
+            .map(|t| *t as usize)
+            .filter(|t| weighted.contains(t))
+    };
+    match kept().count() as u64 {
+        0 => weighted[0],
+        n => kept().nth((start % n) as usize).unwrap_or(weighted[0]),
+    }
 }
 
 /// Cheapest first by input+output price; unpriced after every priced target, in declared order.
