@@ -96,6 +96,7 @@ mod tests {
             sla: None,
             backend_format: None,
             price: None,
+            policy: None,
         }
     }
 

@@ -23,7 +23,7 @@ fn t(name: &str) -> Target {
     let (p, m) = name.split_once('/').expect("provider/model");
     Target {
         provider: PROVIDERS.iter().position(|x| *x == p),
-        model: m.to_string(),
+        model: m.into(),
         name: name.to_string(),
         weight: 1.0,
         priority: i64::MAX,
@@ -37,6 +37,7 @@ fn t(name: &str) -> Target {
         sla: None,
         backend_format: None,
         price: None,
+        policy: None,
     }
 }
 
