@@ -240,11 +240,18 @@ pub fn metadata_header(
     }
 }
 
-/// The session key for affinity: the first session header present, scoped by user path.
-pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<String> {
+/// The session key for affinity: the first session header present, scoped by the caller's
+/// (normalized) user path, so that `/team/x` and `team/x/` are one caller. None when the model
+/// is no virtual model that uses pins.
+pub fn session_key(
+    session: &Session,
+    snap: &Snapshot,
+    model: &str,
+    caller: Option<&UserPath>,
+) -> Option<String> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
-    if !vm.session.enabled {
+    if !vm.uses_affinity() {
         return None;
     }
     let h = &session.req_header().headers;
@@ -255,10 +262,7 @@ pub fn session_key(session: &Session, snap: &Snapshot, model: &str) -> Option<St
         .find_map(|name| h.get(name.as_str()).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())?;
-    let up = h
-        .get(snap.settings.user_path_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let up = caller.map_or("", UserPath::as_str);
     Some(format!("{up}\u{0}{value}"))
 }
 
