@@ -104,6 +104,15 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             "request body is empty; send a JSON object with a model",
         ));
     }
+    // serde also reads a struct from a JSON array (`["gpt-4o"]` would name a model): only an
+    // object is a request.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let what = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => "request body must be a JSON object".to_string(),
+            Err(e) => format!("request body is not valid JSON: {e}"),
+        };
+        return Err(ApiError::invalid_request("invalid_json", what));
+    }
     let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_data() {
             "request body must be a JSON object".to_string()
