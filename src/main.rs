@@ -50,6 +50,9 @@ enum Command {
         /// Number of consecutive requests to plan.
         #[arg(long, default_value_t = 1)]
         n: usize,
+        /// Request metadata as a JSON object, for targets with metadata_match.
+        #[arg(long)]
+        metadata: Option<String>,
     },
     /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
     Reload,
@@ -154,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             user_path,
             n,
+            metadata,
         } => {
             let app = App::start(src, None).map_err(anyhow::Error::msg)?;
             let up = match user_path {
@@ -163,10 +167,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            print!(
-                "{}",
-                modelgate::cli::explain(&app.snapshot(), &model, up.as_ref(), n.max(1))
-            );
+            let metadata = match metadata.as_deref() {
+                None => None,
+                Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(serde_json::Value::Object(m)) => Some(m),
+                    _ => anyhow::bail!(
+                        "--metadata {raw:?} is not a JSON object; write it as on the X-Modelgate-Metadata header, e.g. '{{\"tier\": \"gold\"}}'"
+                    ),
+                },
+            };
+            let question = modelgate::cli::Question {
+                model: &model,
+                user_path: up.as_ref(),
+                metadata: metadata.as_ref(),
+                n: n.max(1),
+            };
+            print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
             Ok(())
         }
         Command::Reload => {
