@@ -16,6 +16,7 @@ use crate::config::schema::VirtualModelSpec;
 use crate::config::{self, LoadedConfig};
 use crate::health::Health;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 
 /// Where configuration comes from, so a reload can read it again.
 #[derive(Debug, Clone, Default)]
@@ -68,13 +69,16 @@ pub struct App {
     pub reload_status: ArcSwap<ReloadStatus>,
     /// Serializes snapshot rebuilds (reloads and admin writes); never taken on the request path.
     pub rebuild_lock: Mutex<()>,
-    pub store: Option<Arc<dyn StoreRows>>,
+    pub store: Option<Arc<dyn Store>>,
+    /// The config the current snapshot was built from (admin writes validate against it, so
+    /// a broken file on disk does not block them).
+    loaded: ArcSwap<LoadedConfig>,
     pub refresh_wakeup: tokio::sync::Notify,
 }
 
 impl App {
     /// Loads everything start-up needs; the error is what start-up prints.
-    pub fn start(source: ConfigSource, store: Option<Arc<dyn StoreRows>>) -> Result<App, String> {
+    pub fn start(source: ConfigSource, store: Option<Arc<dyn Store>>) -> Result<App, String> {
         let loaded = source.load()?;
         let rows = match &store {
             Some(s) => s.rows()?,
@@ -96,6 +100,7 @@ impl App {
             }),
             rebuild_lock: Mutex::new(()),
             store,
+            loaded: ArcSwap::from_pointee(loaded),
             refresh_wakeup: tokio::sync::Notify::new(),
         })
     }
@@ -146,9 +151,26 @@ impl App {
         loaded: &LoadedConfig,
         rows: &[VirtualModelSpec],
     ) -> Result<(), String> {
+        let snap = self
+            .build_snapshot(loaded, rows)
+            .map_err(|e| e.join("\n"))?;
+        self.install(loaded, snap);
+        Ok(())
+    }
+
+    /// Builds and validates a snapshot without swapping it in; every error comes back.
+    pub fn build_snapshot(
+        &self,
+        loaded: &LoadedConfig,
+        rows: &[VirtualModelSpec],
+    ) -> Result<Snapshot, Vec<String>> {
         let prev = self.snapshot.load_full();
-        let snap =
-            Snapshot::build(loaded, rows, Some(&prev), &self.registry).map_err(|e| e.join("\n"))?;
+        Snapshot::build(loaded, rows, Some(&prev), &self.registry)
+    }
+
+    /// Swaps in a snapshot built from `loaded`. Callers hold `rebuild_lock`.
+    pub fn install(&self, loaded: &LoadedConfig, snap: Snapshot) {
+        let prev = self.snapshot.load_full();
         for w in &snap.warnings {
             if !prev.warnings.contains(w) {
                 log::warn!("{w}");
@@ -156,13 +178,18 @@ impl App {
         }
         self.health.sync(&snap);
         self.snapshot.store(Arc::new(snap));
+        self.loaded.store(Arc::new(loaded.clone()));
         self.refresh_wakeup.notify_one();
-        Ok(())
+    }
+
+    /// The config the current snapshot was built from.
+    pub fn loaded(&self) -> Arc<LoadedConfig> {
+        self.loaded.load_full()
     }
 
     /// Validates `rows` as the store's new content against the current config, without swapping.
     pub fn check_rows(&self, rows: &[VirtualModelSpec]) -> Result<(), String> {
-        let loaded = self.source.load()?;
+        let loaded = self.loaded();
         Snapshot::build(&loaded, rows, None, &self.registry)
             .map(|_| ())
             .map_err(|e| e.join("\n"))

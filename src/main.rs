@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use modelgate::app::{App, ConfigSource};
 use modelgate::config;
+use modelgate::store::{SqliteStore, Store};
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +84,19 @@ fn source(common: &Common) -> anyhow::Result<ConfigSource> {
     Ok(ConfigSource { path, ..src })
 }
 
+/// Opens the admin store at `SQLITE_PATH`. `serve` creates it; `check` and `resolve` read it
+/// only when it exists, so they create no files.
+fn open_store(src: &ConfigSource, create: bool) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let loaded = src.load().map_err(anyhow::Error::msg)?;
+    let path = PathBuf::from(&loaded.settings.sqlite_path);
+    let store = if create {
+        Some(SqliteStore::open(&path)?)
+    } else {
+        SqliteStore::open_existing(&path)?
+    };
+    Ok(store.map(|s| Arc::new(s) as Arc<dyn Store>))
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match run(cli) {
@@ -119,7 +133,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let loaded = src.load().map_err(anyhow::Error::msg)?;
             init_logging(loaded.settings.log_json);
-            let app = Arc::new(App::start(src.clone(), None).map_err(anyhow::Error::msg)?);
+            let store = open_store(&src, true)?;
+            let app = Arc::new(App::start(src.clone(), store).map_err(anyhow::Error::msg)?);
             let snap = app.snapshot();
             for w in &snap.warnings {
                 log::warn!("{w}");
@@ -135,6 +150,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 snap.providers.len(),
                 snap.table.models.len()
             );
+            if let Some(store) = &app.store {
+                log::info!(
+                    "admin store: {} at {} ({} rows in use); admin API and dashboard at /admin/dashboard",
+                    store.kind(),
+                    store.location(),
+                    snap.origin_counts().store
+                );
+            }
             modelgate::reload::on_sighup(app.clone()).context("installing the SIGHUP handler")?;
             let _watcher = match &src.path {
                 Some(p) => Some(
@@ -148,7 +171,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             modelgate::server::run(app, &listen)
         }
         Command::Check => {
-            let app = App::start(src, None).map_err(anyhow::Error::msg)?;
+            let store = open_store(&src, false)?;
+            let app = App::start(src, store).map_err(anyhow::Error::msg)?;
             print!("{}", modelgate::cli::check_table(&app.snapshot()));
             println!("config is valid");
             Ok(())
@@ -159,7 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             n,
             metadata,
         } => {
-            let app = App::start(src, None).map_err(anyhow::Error::msg)?;
+            let store = open_store(&src, false)?;
+            let app = App::start(src, store).map_err(anyhow::Error::msg)?;
             let up = match user_path {
                 Some(p) => Some(
                     modelgate::routing::user_path::UserPath::parse(&p)

@@ -50,8 +50,13 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Gateway {
+            app: app.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        },
+    );
     proxy.add_tcp(&addr.to_string());
     server.add_service(proxy);
     server.add_service(background_service(
@@ -130,11 +135,14 @@ struct CatalogRefresher {
 #[async_trait]
 impl BackgroundService for CatalogRefresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut everything = true;
         loop {
             let snap = self.app.snapshot();
+            // On a timer every provider is refreshed; after a reload only the ones never fetched.
             let tasks: Vec<_> = snap
                 .providers
                 .iter()
+                .filter(|p| everything || p.state.discovered.load().refreshed_at_ms.is_none())
                 .map(|p| tokio::spawn(discovery::refresh(p.config.clone(), p.state.clone())))
                 .collect();
             for t in tasks {
@@ -143,8 +151,8 @@ impl BackgroundService for CatalogRefresher {
             let interval = Duration::from_secs(snap.settings.cache_refresh_interval_s);
             drop(snap);
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.app.refresh_wakeup.notified() => {}
+                _ = tokio::time::sleep(interval) => everything = true,
+                _ = self.app.refresh_wakeup.notified() => everything = false,
                 _ = shutdown.changed() => return,
             }
         }

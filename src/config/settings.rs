@@ -39,6 +39,20 @@ pub fn parse_size(raw: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|v| *v > 0)
 }
 
+/// A whole-number variable: None when unset, an error naming it when not a number >= `min`.
+fn env_number(env: &Env, name: &str, min: u64, what: &str) -> Result<Option<u64>, String> {
+    match env.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= min)
+            .map(Some)
+            .ok_or_else(|| format!("{name}={v:?} must be {what}")),
+    }
+}
+
 impl Settings {
     pub fn resolve(file: &FileConfig, env: &Env, label: &str) -> Result<Settings, String> {
         let s = &file.server;
@@ -85,15 +99,13 @@ impl Settings {
                 ))
             }
         };
-        let cache_refresh_interval_s = match env.get("CACHE_REFRESH_INTERVAL") {
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    format!("CACHE_REFRESH_INTERVAL={v:?} must be a number of seconds above 0")
-                })?,
+        let cache_refresh_interval_s = match env_number(
+            env,
+            "CACHE_REFRESH_INTERVAL",
+            1,
+            "a number of seconds above 0",
+        )? {
+            Some(n) => n,
             None => file.models.cache_refresh_interval.unwrap_or(3600).max(1),
         };
         let log_json = match env
@@ -107,31 +119,15 @@ impl Settings {
             Some(f) if f == "text" => false,
             Some(f) => return Err(format!("LOG_FORMAT={f:?} is unknown; use text or json")),
         };
-        let anthropic_default_max_tokens = match env.get("ANTHROPIC_DEFAULT_MAX_TOKENS") {
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    format!("ANTHROPIC_DEFAULT_MAX_TOKENS={v:?} must be a number above 0")
-                })?,
-            None => 4096,
-        };
-        let grace_period_s = match env.get("GRACE_PERIOD_SECONDS") {
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("GRACE_PERIOD_SECONDS={v:?} must be a number of seconds"))?,
-            None => s.grace_period_seconds.unwrap_or(30),
-        };
-        let threads = match env.get("MODELGATE_THREADS") {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("MODELGATE_THREADS={v:?} must be a number above 0"))?,
+        let anthropic_default_max_tokens =
+            env_number(env, "ANTHROPIC_DEFAULT_MAX_TOKENS", 1, "a number above 0")?.unwrap_or(4096);
+        let grace_period_s =
+            match env_number(env, "GRACE_PERIOD_SECONDS", 0, "a number of seconds")? {
+                Some(n) => n,
+                None => s.grace_period_seconds.unwrap_or(30),
+            };
+        let threads = match env_number(env, "MODELGATE_THREADS", 1, "a number above 0")? {
+            Some(n) => n as usize,
             None => s
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

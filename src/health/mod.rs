@@ -104,21 +104,6 @@ impl Health {
         }
     }
 
-    /// Seconds until the first open circuit among a virtual model's targets half-opens, for a
-    /// 503's `Retry-After` (at least 1).
-    pub fn circuits_retry_after_s(&self, snap: &Snapshot, vm: usize, now_ms: u64) -> u64 {
-        let map = self.targets.load();
-        snap.table.models[vm]
-            .targets
-            .iter()
-            .filter_map(|t| map.get(&t.name))
-            .filter(|h| !h.breaker.allows(now_ms))
-            .map(|h| h.breaker.retry_after_ms(now_ms).div_ceil(1000))
-            .min()
-            .unwrap_or(1)
-            .max(1)
-    }
-
     pub fn pinned(&self, snap: &Snapshot, vm: usize, session: &str, now_ms: u64) -> Option<usize> {
         let v = &snap.table.models[vm];
         let name = self.sessions.get(&v.source, session, now_ms)?;

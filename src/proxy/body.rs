@@ -104,14 +104,12 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             "request body is empty; send a JSON object with a model",
         ));
     }
-    // serde also reads a struct from a JSON array (`["gpt-4o"]` would name a model): only an
-    // object is a request.
+    // A derived struct would also accept a JSON array; a request body must be an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        let what = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => "request body must be a JSON object".to_string(),
-            Err(e) => format!("request body is not valid JSON: {e}"),
-        };
-        return Err(ApiError::invalid_request("invalid_json", what));
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
     }
     let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_data() {

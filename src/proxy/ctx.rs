@@ -16,6 +16,8 @@ use crate::snapshot::Snapshot;
 pub struct Ctx {
     pub request_id: String,
     pub path: String,
+    /// A client API route (counted in metrics), as opposed to health, metrics or admin.
+    pub api: bool,
     pub started: Instant,
     /// The snapshot this request started with; it finishes on it even across a reload.
     pub snap: Option<Arc<Snapshot>>,
@@ -57,6 +59,7 @@ impl Ctx {
         Ctx {
             request_id: String::new(),
             path: String::new(),
+            api: false,
             started: Instant::now(),
             snap: None,
             user_path: None,

@@ -117,15 +117,61 @@ enum Mode {
         parser: SseParser,
         strip_usage: bool,
     },
-    AnthropicToOpenAi {
-        stream: Option<AnthropicToOpenAiStream>,
+    /// Different dialects: streams translated event by event; whole bodies (and error bodies)
+    /// collected, then translated at the end.
+    Translate {
+        stream: Option<Box<dyn StreamTranslator>>,
         buf: Vec<u8>,
-    },
-    OpenAiToAnthropic {
-        stream: Option<OpenAiToAnthropicStream>,
-        buf: Vec<u8>,
+        back: Back,
     },
 }
+
+/// An incremental stream translator (either direction).
+trait StreamTranslator: Send + Sync {
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8>;
+    fn finish(&mut self) -> Vec<u8>;
+    fn usage(&self) -> Option<(u64, u64)>;
+}
+
+impl StreamTranslator for AnthropicToOpenAiStream {
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        AnthropicToOpenAiStream::push(self, bytes)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        AnthropicToOpenAiStream::finish(self)
+    }
+    fn usage(&self) -> Option<(u64, u64)> {
+        AnthropicToOpenAiStream::usage(self)
+    }
+}
+
+impl StreamTranslator for OpenAiToAnthropicStream {
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        OpenAiToAnthropicStream::push(self, bytes)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        OpenAiToAnthropicStream::finish(self)
+    }
+    fn usage(&self) -> Option<(u64, u64)> {
+        OpenAiToAnthropicStream::usage(self)
+    }
+}
+
+/// How whole answers and error bodies are carried back to the client's dialect.
+struct Back {
+    whole: fn(&Value, u64) -> Option<Value>,
+    error: fn(u16, &[u8]) -> Vec<u8>,
+}
+
+const TO_OPENAI: Back = Back {
+    whole: |v, created| translate::anthropic_response_to_openai(v, created).ok(),
+    error: translate::anthropic_error_to_openai,
+};
+
+const TO_ANTHROPIC: Back = Back {
+    whole: |v, _| translate::openai_response_to_anthropic(v).ok(),
+    error: translate::openai_error_to_anthropic,
+};
 
 /// Bound on the copy kept to read usage from a whole pass-through body.
 const TAP_LIMIT: usize = 1 << 20;
@@ -136,8 +182,6 @@ pub struct Shaper {
     error_status: Option<u16>,
     pub usage: Option<(u64, u64)>,
     created: u64,
-    id_hint: String,
-    model: String,
 }
 
 impl Shaper {
@@ -158,13 +202,21 @@ impl Shaper {
                 parser: SseParser::new(),
                 strip_usage,
             },
-            (false, _) if ingress == WireFormat::OpenAiChat => Mode::AnthropicToOpenAi {
-                stream: stream.then(|| AnthropicToOpenAiStream::new(id_hint, created)),
+            (false, _) if ingress == WireFormat::OpenAiChat => Mode::Translate {
+                stream: stream.then(|| {
+                    Box::new(AnthropicToOpenAiStream::new(id_hint, created))
+                        as Box<dyn StreamTranslator>
+                }),
                 buf: Vec::new(),
+                back: TO_OPENAI,
             },
-            (false, _) => Mode::OpenAiToAnthropic {
-                stream: stream.then(|| OpenAiToAnthropicStream::new(model, id_hint)),
+            (false, _) => Mode::Translate {
+                stream: stream.then(|| {
+                    Box::new(OpenAiToAnthropicStream::new(model, id_hint))
+                        as Box<dyn StreamTranslator>
+                }),
                 buf: Vec::new(),
+                back: TO_ANTHROPIC,
             },
         };
         Shaper {
@@ -172,8 +224,6 @@ impl Shaper {
             error_status: None,
             usage: None,
             created,
-            id_hint: id_hint.to_string(),
-            model: model.to_string(),
         }
     }
 
@@ -240,7 +290,7 @@ impl Shaper {
                     Some(chunk)
                 }
             }
-            Mode::AnthropicToOpenAi { stream, buf } => match (self.error_status, stream.as_mut()) {
+            Mode::Translate { stream, buf, back } => match (self.error_status, stream.as_mut()) {
                 (None, Some(s)) => {
                     let mut out = s.push(&chunk);
                     if end {
@@ -251,64 +301,25 @@ impl Shaper {
                 }
                 (status, _) => {
                     buf.extend_from_slice(&chunk);
-                    if end {
-                        let out = match status {
-                            Some(st) => translate::anthropic_error_to_openai(st, buf),
-                            None => match serde_json::from_slice::<Value>(buf).ok().and_then(|v| {
-                                translate::anthropic_response_to_openai(&v, self.created).ok()
-                            }) {
-                                Some(v) => {
-                                    self.usage = usage_of(&v);
-                                    serde_json::to_vec(&v).unwrap_or_default()
-                                }
-                                None => translate::anthropic_error_to_openai(
-                                    502,
-                                    b"upstream answer could not be translated",
-                                ),
-                            },
-                        };
-                        Some(Bytes::from(out))
-                    } else {
+                    if !end {
                         None
-                    }
-                }
-            },
-            Mode::OpenAiToAnthropic { stream, buf } => match (self.error_status, stream.as_mut()) {
-                (None, Some(s)) => {
-                    let mut out = s.push(&chunk);
-                    if end {
-                        out.extend(s.finish());
-                        self.usage = s.usage();
-                    }
-                    Some(Bytes::from(out))
-                }
-                (status, _) => {
-                    buf.extend_from_slice(&chunk);
-                    if end {
-                        let out = match status {
-                            Some(st) => translate::openai_error_to_anthropic(st, buf),
-                            None => match serde_json::from_slice::<Value>(buf)
-                                .ok()
-                                .and_then(|v| translate::openai_response_to_anthropic(&v).ok())
-                            {
-                                Some(v) => {
-                                    self.usage = usage_of(&v);
-                                    serde_json::to_vec(&v).unwrap_or_default()
-                                }
-                                None => translate::openai_error_to_anthropic(
-                                    502,
-                                    b"upstream answer could not be translated",
-                                ),
-                            },
-                        };
-                        Some(Bytes::from(out))
+                    } else if let Some(st) = status {
+                        Some(Bytes::from((back.error)(st, buf)))
                     } else {
-                        None
+                        let whole = serde_json::from_slice::<Value>(buf)
+                            .ok()
+                            .and_then(|v| (back.whole)(&v, self.created));
+                        Some(Bytes::from(match whole {
+                            Some(v) => {
+                                self.usage = usage_of(&v);
+                                serde_json::to_vec(&v).unwrap_or_default()
+                            }
+                            None => (back.error)(502, b"upstream answer could not be translated"),
+                        }))
                     }
                 }
             },
         };
-        let _ = (&self.id_hint, &self.model);
         *body = out.filter(|b| !b.is_empty() || end);
     }
 }

@@ -60,6 +60,20 @@ pub async fn public_route(
             ctx.status = Some(200);
             Ok(Some(true))
         }
+        "/metrics" => {
+            let body = gw.render_metrics();
+            respond::write(
+                session,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from(body),
+                &tags,
+                &[],
+            )
+            .await?;
+            ctx.status = Some(200);
+            Ok(Some(true))
+        }
         "/health/ready" => {
             let body = json!({"status": "ready", "virtual_models": snap.table.models.len(),
                               "providers": snap.providers.len()});
@@ -262,8 +276,7 @@ pub fn session_key(
         .find_map(|name| h.get(name.as_str()).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())?;
-    let up = caller.map_or("", UserPath::as_str);
-    Some(format!("{up}\u{0}{value}"))
+    Some(format!("{}\u{0}{value}", caller.map_or("", |p| p.as_str())))
 }
 
 /// Refreshes the catalog of the provider(s) a missing model could belong to, at most once a
@@ -376,12 +389,13 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             "model": requested, "virtual_model": ctx.virtual_model, "served_model": ctx.served,
             "attempts": ctx.attempts_made, "status": status, "duration_ms": (ms * 1000.0).round() / 1000.0,
             "stream": ctx.stream, "error": ctx.error_code,
+            "tokens_in": ctx.usage.map(|u| u.0), "tokens_out": ctx.usage.map(|u| u.1),
         });
         log::info!(target: "access", "{line}");
     } else {
         log::info!(
             target: "access",
-            "{} {} user_path={} model={} virtual={} served={} attempts={} status={} duration_ms={:.3}{}",
+            "{} {} user_path={} model={} virtual={} served={} attempts={} status={} duration_ms={:.3} tokens={}{}",
             ctx.request_id,
             ctx.path,
             if up.is_empty() { "-" } else { up },
@@ -391,6 +405,7 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             ctx.attempts_made,
             status,
             ms,
+            ctx.usage.map_or("-".to_string(), |(i, o)| format!("{i}/{o}")),
             ctx.error_code.map(|c| format!(" error={c}")).unwrap_or_default(),
         );
     }

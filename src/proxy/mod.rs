@@ -38,6 +38,7 @@ use respond::{ApiError, Tags};
 
 pub struct Gateway {
     pub app: Arc<App>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The routed endpoints and the upstream path suffix each maps to.
@@ -117,6 +118,7 @@ impl Gateway {
             Err(e) => return self.fail(session, ctx, &e).await,
         };
         ctx.stream = peek.stream;
+        ctx.peek = Some(peek.clone());
         let metadata = match local::metadata_header(session) {
             Ok(m) => m,
             Err(e) => return self.fail(session, ctx, &e).await,
@@ -155,11 +157,7 @@ impl Gateway {
             Err(e) => {
                 let mut err = route_error(&e);
                 if let RouteError::AllCircuitsOpen { virtual_model } = &e {
-                    // Retry-After: when the first of those circuits half-opens.
-                    err.retry_after_s = snap
-                        .table
-                        .redirect(virtual_model)
-                        .map(|vi| self.app.health.circuits_retry_after_s(&snap, vi, now_ms()));
+                    err.retry_after_s = Some(self.circuits_retry_after_s(&snap, virtual_model));
                 }
                 return self.fail(session, ctx, &err).await;
             }
@@ -261,6 +259,21 @@ impl Gateway {
         next
     }
 
+    /// Seconds until the first breaker of a virtual model half-opens (at least 1).
+    fn circuits_retry_after_s(&self, snap: &crate::snapshot::Snapshot, source: &str) -> u64 {
+        let now = now_ms();
+        snap.table
+            .redirect_any(source)
+            .map(|vi| &snap.table.models[vi])
+            .into_iter()
+            .flat_map(|vm| vm.targets.iter())
+            .filter_map(|t| self.app.health.get(&t.name))
+            .map(|h| h.breaker.retry_after_ms(now))
+            .filter(|ms| *ms > 0)
+            .min()
+            .map_or(1, |ms| ms.div_ceil(1000).max(1))
+    }
+
     /// The index of the next attempt whose provider can take a proxied request and whose
     /// circuit has not opened since the plan was made (by this request or a concurrent one).
     fn next_usable(&self, ctx: &Ctx, from: usize) -> Option<usize> {
@@ -297,8 +310,13 @@ impl ProxyHttp for Gateway {
         ctx.path = path.clone();
         let snap = ctx.snapshot(&self.app);
         let method = session.req_header().method.clone();
+        ctx.api = operation_for(&path).is_some();
         if let Some(done) = local::public_route(self, session, ctx, &method, &path).await? {
             return Ok(done);
+        }
+        // The admin surface authorizes its callers itself (master key, or loopback only).
+        if crate::admin::is_admin_path(&path) {
+            return crate::admin::http::serve(&self.app, session, ctx).await;
         }
         if let Err(e) = local::authenticate(session, &snap.settings, &path) {
             return self.fail(session, ctx, &e).await;
@@ -813,12 +831,13 @@ impl Gateway {
     }
 
     /// A successful answer's timings into the target's windows: time to first byte, and time
-    /// per output token for streams or total time otherwise. Once per attempt.
+    /// per output token for streams or total time otherwise. Called once, at the end of the
+    /// answer's body.
     fn record_timings(&self, ctx: &mut Ctx) {
         if ctx.status.is_none_or(|s| s >= 400) {
             return;
         }
-        let (Some(start), Some(first)) = (ctx.attempt_started.take(), ctx.first_byte_at) else {
+        let (Some(start), Some(first)) = (ctx.attempt_started, ctx.first_byte_at) else {
             return;
         };
         let snap = ctx.snapshot(&self.app);
@@ -845,10 +864,61 @@ impl Gateway {
         }
     }
 
-    /// After the response: the access log.
+    /// After the response: metrics and the access log.
     fn observe(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let elapsed = ctx.started.elapsed();
         let snap = ctx.snapshot(&self.app);
+        let ttft = ctx
+            .first_byte_at
+            .zip(ctx.attempt_started)
+            .map(|(f, s)| f.saturating_duration_since(s).as_secs_f64());
+        let cost = ctx
+            .usage
+            .zip(ctx.served.as_deref())
+            .and_then(|((i, o), served)| {
+                let (p, m) = served.split_once('/')?;
+                let pi = snap.table.provider(p)?;
+                let price = crate::catalog::price(&snap.providers[pi].config, m)?;
+                Some((i as f64 * price.input_per_mtok + o as f64 * price.output_per_mtok) / 1e6)
+            });
+        // Only names the gateway knows go into labels: a 404 for an arbitrary name records none.
+        let known = ctx.attempts_made > 0;
+        if ctx.api {
+            self.metrics.record(&crate::metrics::Outcome {
+                virtual_model: ctx.virtual_model.as_deref(),
+                served: if known { ctx.served.as_deref() } else { None },
+                status: ctx.status.unwrap_or(0),
+                duration_s: elapsed.as_secs_f64(),
+                ttft_s: if known { ttft } else { None },
+                attempts: ctx.attempts_made,
+                fallbacks: ctx.fallbacks,
+                tokens: ctx.usage,
+                cost_usd: cost,
+            });
+        }
         local::access_log(&snap.settings, ctx, elapsed);
+    }
+
+    /// The `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        let snap = self.app.snapshot();
+        let now = now_ms();
+        let mut breakers: Vec<(String, u8)> = self
+            .app
+            .health
+            .all()
+            .iter()
+            .map(|(name, h)| (name.clone(), h.breaker.state(now).as_metric()))
+            .collect();
+        breakers.sort();
+        let reload = self.app.reload_status.load();
+        self.metrics.render(&crate::metrics::Gauges {
+            breakers,
+            reloads_ok: reload.ok_count,
+            reloads_failed: reload.failed_count,
+            last_reload_ok: reload.ok,
+            virtual_models: snap.table.models.len(),
+            in_flight: crate::server::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 }

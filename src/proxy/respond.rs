@@ -15,6 +15,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub code: &'static str,
     pub message: String,
+    /// The request field the error is about, when there is one.
+    pub param: Option<String>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -30,6 +32,7 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            param: None,
             retry_after_s: None,
         }
     }
@@ -44,7 +47,7 @@ impl ApiError {
             "error": {
                 "message": self.message,
                 "type": self.kind,
-                "param": null,
+                "param": self.param,
                 "code": self.code,
             }
         }))

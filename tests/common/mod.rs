@@ -335,6 +335,32 @@ impl Gateway {
         }
     }
 
+    /// Any method, an optional JSON body (sent with `content-type: application/json`).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut r = Self::agent().request(method, &self.url(path));
+        for (k, v) in headers {
+            r = r.set(k, v);
+        }
+        let result = match body {
+            Some(b) => r
+                .set("content-type", "application/json")
+                .send_bytes(&serde_json::to_vec(b).unwrap()),
+            None => r.call(),
+        };
+        let ((status, body), headers) = into_parts(result);
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
     pub fn chat(&self, model: &str) -> Resp {
         self.post(
             "/v1/chat/completions",

@@ -1,0 +1,92 @@
+//! Pingora glue for the admin surface: turns the session into an admin `Request` (after the
+//! caller is authorized, so an unauthorized caller's body is never read), runs the handler on
+//! a blocking thread (it takes a mutex and does SQLite I/O) and writes the `Response`.
+//!
+//! No admin logic lives here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::{auth, Request, Response};
+use crate::app::App;
+use crate::proxy::ctx::Ctx;
+use crate::proxy::{body, respond::ApiError};
+
+fn header(session: &Session, name: &str) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Answers an admin request; always writes a response.
+pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    let snap = ctx.snapshot(app);
+    let req_header = session.req_header();
+    let host = header(session, "host")
+        .or_else(|| req_header.uri.authority().map(|a| a.as_str().to_string()));
+    let mut req = Request {
+        method: req_header.method.as_str().to_string(),
+        path: req_header.uri.path().to_string(),
+        authorization: header(session, "authorization"),
+        if_match: header(session, "if-match"),
+        content_type: header(session, "content-type"),
+        host,
+        // A Unix socket peer is on this machine too.
+        peer_loopback: session
+            .client_addr()
+            .is_some_and(|a| a.as_inet().is_none_or(|i| i.ip().is_loopback())),
+        body: Vec::new(),
+    };
+    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req) {
+        Err(e) => Response::error(&e),
+        Ok(()) => match body::read(session, snap.settings.body_size_limit).await {
+            Err(e) => Response::error(&e),
+            Ok(b) => {
+                req.body = b;
+                let app = app.clone();
+                tokio::task::spawn_blocking(move || super::route(&app, &req))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Response::error(&ApiError::new(
+                            500,
+                            "server_error",
+                            "internal_error",
+                            "the admin request failed",
+                        ))
+                    })
+            }
+        },
+    };
+    ctx.status = Some(resp.status);
+    write(session, &ctx.request_id, resp).await?;
+    Ok(true)
+}
+
+async fn write(session: &mut Session, request_id: &str, resp: Response) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(resp.status, Some(8))?;
+    let no_body = resp.body.is_empty() && (resp.status == 204 || resp.status == 304);
+    if !no_body {
+        h.insert_header("content-type", resp.content_type)?;
+        h.insert_header("content-length", resp.body.len().to_string())?;
+    }
+    h.insert_header("cache-control", "no-store")?;
+    h.insert_header("x-request-id", request_id)?;
+    for (k, v) in &resp.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
+    session.set_keepalive(Some(60));
+    let empty = resp.body.is_empty();
+    session.write_response_header(Box::new(h), empty).await?;
+    if !empty {
+        session
+            .write_response_body(Some(Bytes::from(resp.body)), true)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! Prometheus metrics: lock-free counters and histograms recorded after each response, rendered
+//! in the Prometheus text exposition format on `/metrics`.
+//!
+//! Series live in `papaya` maps (lock-free) keyed by their label values; label values come from
+//! the configuration (virtual model sources, provider and served model names) or a bounded set
+//! (status codes), never from arbitrary request input. Nothing here blocks or does I/O.
+
+use std::fmt::Write as _;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 14],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Labels of a request series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestLabels {
+    pub virtual_model: String,
+    pub model: String,
+    pub provider: String,
+    pub status: u16,
+}
+
+/// What one finished request contributes.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome<'a> {
+    pub virtual_model: Option<&'a str>,
+    /// `provider/model` that answered (or was last tried).
+    pub served: Option<&'a str>,
+    pub status: u16,
+    pub duration_s: f64,
+    pub ttft_s: Option<f64>,
+    pub attempts: u32,
+    pub fallbacks: u32,
+    pub tokens: Option<(u64, u64)>,
+    pub cost_usd: Option<f64>,
+}
+
+type Pair = (String, String);
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: papaya::HashMap<RequestLabels, Arc<AtomicU64>>,
+    duration: papaya::HashMap<Pair, Arc<Histogram>>,
+    ttft: papaya::HashMap<Pair, Arc<Histogram>>,
+    attempts: papaya::HashMap<String, Arc<AtomicU64>>,
+    retries: papaya::HashMap<String, Arc<AtomicU64>>,
+    fallbacks: papaya::HashMap<String, Arc<AtomicU64>>,
+    tokens_in: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    tokens_out: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    /// Estimated cost in micro-dollars.
+    cost_micro: papaya::HashMap<Pair, Arc<AtomicU64>>,
+}
+
+fn slot<K: Hash + Eq + Clone, V: Default>(map: &papaya::HashMap<K, Arc<V>>, key: K) -> Arc<V> {
+    let m = map.pin();
+    if let Some(v) = m.get(&key) {
+        return v.clone();
+    }
+    m.get_or_insert_with(key, || Arc::new(V::default())).clone()
+}
+
+fn split(served: Option<&str>) -> (String, String) {
+    match served.and_then(|s| s.split_once('/')) {
+        Some((p, m)) => (p.to_string(), m.to_string()),
+        None => (String::new(), served.unwrap_or("").to_string()),
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, o: &Outcome<'_>) {
+        let (provider, model) = split(o.served);
+        let vm = o.virtual_model.unwrap_or("").to_string();
+        slot(
+            &self.requests,
+            RequestLabels {
+                virtual_model: vm.clone(),
+                model: model.clone(),
+                provider: provider.clone(),
+                status: o.status,
+            },
+        )
+        .fetch_add(1, Ordering::Relaxed);
+        slot(&self.duration, (vm.clone(), provider.clone())).observe(o.duration_s);
+        if let Some(t) = o.ttft_s {
+            slot(&self.ttft, (vm.clone(), provider.clone())).observe(t);
+        }
+        if o.attempts > 0 {
+            slot(&self.attempts, provider.clone()).fetch_add(o.attempts as u64, Ordering::Relaxed);
+            let retries = o.attempts.saturating_sub(1 + o.fallbacks);
+            if retries > 0 {
+                slot(&self.retries, provider.clone()).fetch_add(retries as u64, Ordering::Relaxed);
+            }
+        }
+        if o.fallbacks > 0 {
+            slot(&self.fallbacks, vm.clone()).fetch_add(o.fallbacks as u64, Ordering::Relaxed);
+        }
+        if let Some((i, out)) = o.tokens {
+            let key = (provider.clone(), model.clone());
+            slot(&self.tokens_in, key.clone()).fetch_add(i, Ordering::Relaxed);
+            slot(&self.tokens_out, key.clone()).fetch_add(out, Ordering::Relaxed);
+            if let Some(c) = o.cost_usd {
+                slot(&self.cost_micro, key).fetch_add((c * 1e6).round() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The text exposition. `extra` appends gauges owned elsewhere (breakers, reloads).
+    pub fn render(&self, extra: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        header(
+            &mut out,
+            "modelgate_requests_total",
+            "counter",
+            "Requests by virtual model, served model, provider and status.",
+        );
+        let m = self.requests.pin();
+        let mut rows: Vec<(&RequestLabels, u64)> = m
+            .iter()
+            .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+            .collect();
+        rows.sort();
+        for (k, v) in rows {
+            let _ = writeln!(
+                out,
+                "modelgate_requests_total{{virtual_model=\"{}\",model=\"{}\",provider=\"{}\",status=\"{}\"}} {v}",
+                esc(&k.virtual_model),
+                esc(&k.model),
+                esc(&k.provider),
+                k.status
+            );
+        }
+        histograms(
+            &mut out,
+            "modelgate_request_duration_seconds",
+            "Request duration, first byte in to last byte out.",
+            &self.duration,
+        );
+        histograms(
+            &mut out,
+            "modelgate_time_to_first_token_seconds",
+            "Time from the upstream request to its first response byte.",
+            &self.ttft,
+        );
+        counters(
+            &mut out,
+            "modelgate_upstream_attempts_total",
+            "Upstream requests made, retries included.",
+            "provider",
+            &self.attempts,
+        );
+        counters(
+            &mut out,
+            "modelgate_retries_total",
+            "Retries on the same target.",
+            "provider",
+            &self.retries,
+        );
+        counters(
+            &mut out,
+            "modelgate_fallbacks_total",
+            "Moves to the next target of a plan.",
+            "virtual_model",
+            &self.fallbacks,
+        );
+        pair_counters(
+            &mut out,
+            "modelgate_tokens_input_total",
+            "Input tokens reported by upstreams.",
+            &self.tokens_in,
+            1.0,
+        );
+        pair_counters(
+            &mut out,
+            "modelgate_tokens_output_total",
+            "Output tokens reported by upstreams.",
+            &self.tokens_out,
+            1.0,
+        );
+        pair_counters(
+            &mut out,
+            "modelgate_cost_usd_total",
+            "Estimated cost from usage and list prices.",
+            &self.cost_micro,
+            1e-6,
+        );
+        header(
+            &mut out,
+            "modelgate_circuit_breaker_state",
+            "gauge",
+            "Breaker state per target: 0 closed, 1 open, 2 half-open.",
+        );
+        for (target, state) in &extra.breakers {
+            let _ = writeln!(
+                out,
+                "modelgate_circuit_breaker_state{{target=\"{}\"}} {state}",
+                esc(target)
+            );
+        }
+        header(
+            &mut out,
+            "modelgate_config_reloads_total",
+            "counter",
+            "Config reloads by result.",
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_config_reloads_total{{result=\"ok\"}} {}",
+            extra.reloads_ok
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_config_reloads_total{{result=\"error\"}} {}",
+            extra.reloads_failed
+        );
+        header(
+            &mut out,
+            "modelgate_config_last_reload_ok",
+            "gauge",
+            "1 when the last reload succeeded (0: the last good config is still serving).",
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_config_last_reload_ok {}",
+            u8::from(extra.last_reload_ok)
+        );
+        header(
+            &mut out,
+            "modelgate_virtual_models",
+            "gauge",
+            "Virtual models in the live snapshot.",
+        );
+        let _ = writeln!(out, "modelgate_virtual_models {}", extra.virtual_models);
+        header(
+            &mut out,
+            "modelgate_in_flight_requests",
+            "gauge",
+            "Requests being served.",
+        );
+        let _ = writeln!(out, "modelgate_in_flight_requests {}", extra.in_flight);
+        out
+    }
+}
+
+/// Gauges read from other parts at scrape time.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub breakers: Vec<(String, u8)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_reload_ok: bool,
+    pub virtual_models: usize,
+    pub in_flight: usize,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    map: &papaya::HashMap<String, Arc<AtomicU64>>,
+) {
+    header(out, name, "counter", help);
+    let m = map.pin();
+    let mut rows: Vec<(&String, u64)> = m
+        .iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect();
+    rows.sort();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", esc(k));
+    }
+}
+
+fn pair_counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    map: &papaya::HashMap<Pair, Arc<AtomicU64>>,
+    scale: f64,
+) {
+    header(out, name, "counter", help);
+    let m = map.pin();
+    let mut rows: Vec<(&Pair, u64)> = m
+        .iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect();
+    rows.sort();
+    for ((p, model), v) in rows {
+        let value = if scale == 1.0 {
+            v.to_string()
+        } else {
+            format!("{}", v as f64 * scale)
+        };
+        let _ = writeln!(
+            out,
+            "{name}{{provider=\"{}\",model=\"{}\"}} {value}",
+            esc(p),
+            esc(model)
+        );
+    }
+}
+
+fn histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    map: &papaya::HashMap<Pair, Arc<Histogram>>,
+) {
+    header(out, name, "histogram", help);
+    let m = map.pin();
+    let mut rows: Vec<(&Pair, &Arc<Histogram>)> = m.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((vm, p), h) in rows {
+        let labels = format!("virtual_model=\"{}\",provider=\"{}\"", esc(vm), esc(p));
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
+                h.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_renders() {
+        let m = Metrics::default();
+        m.record(&Outcome {
+            virtual_model: Some("smart"),
+            served: Some("openai/gpt-4o"),
+            status: 200,
+            duration_s: 0.2,
+            ttft_s: Some(0.05),
+            attempts: 3,
+            fallbacks: 1,
+            tokens: Some((10, 5)),
+            cost_usd: Some(0.000075),
+        });
+        let text = m.render(&Gauges::default());
+        assert!(text.contains("modelgate_requests_total{virtual_model=\"smart\",model=\"gpt-4o\",provider=\"openai\",status=\"200\"} 1"));
+        assert!(text.contains("modelgate_request_duration_seconds_bucket{virtual_model=\"smart\",provider=\"openai\",le=\"0.25\"} 1"));
+        assert!(text.contains("modelgate_request_duration_seconds_bucket{virtual_model=\"smart\",provider=\"openai\",le=\"0.1\"} 0"));
+        assert!(text.contains("modelgate_retries_total{provider=\"openai\"} 1"));
+        assert!(text.contains("modelgate_fallbacks_total{virtual_model=\"smart\"} 1"));
+        assert!(
+            text.contains("modelgate_tokens_output_total{provider=\"openai\",model=\"gpt-4o\"} 5")
+        );
+        assert!(text
+            .contains("modelgate_cost_usd_total{provider=\"openai\",model=\"gpt-4o\"} 0.000075"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

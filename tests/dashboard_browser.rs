@@ -1,0 +1,302 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver)
+//! against the real gateway and a mock upstream on 127.0.0.1. The test signs in with the
+//! master key, sees a config row's badge and that it cannot be edited, creates a virtual model
+//! in the UI (after seeing a validation error inline), sends a request to it through the
+//! gateway, edits, renames and deletes it. Screenshots go to target/dashboard-screenshots/.
+//!
+//! Chromium and chromedriver must be installed (`scripts/setup.sh` does it); without them the
+//! test fails and says so. `MODELGATE_CHROMIUM` and `MODELGATE_CHROMEDRIVER` override the paths.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+const KEY: &str = "dash-key-7";
+
+fn tool(var: &str, default: &str) -> PathBuf {
+    let p = PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.to_string()));
+    assert!(
+        p.is_file(),
+        "{} is missing: install the Debian packages chromium and chromium-driver (scripts/setup.sh does), or set {var}; this test never skips",
+        p.display(),
+    );
+    p
+}
+
+/// chromedriver on a free port; killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let bin = tool("MODELGATE_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut d = Driver { child, port };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return d;
+            }
+            if let Ok(Some(s)) = d.child.try_wait() {
+                panic!("chromedriver exited with {s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = d.child.kill();
+        panic!("chromedriver did not listen on {port}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = tool("MODELGATE_CHROMIUM", "/usr/bin/chromium");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1360,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    // chromedriver listens on 127.0.0.1 in plain HTTP: no TLS stack needed.
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(name), png).unwrap();
+}
+
+async fn css(c: &Client, sel: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(sel))
+        .await
+        .unwrap_or_else(|e| panic!("{sel} did not appear: {e}"))
+}
+
+/// Polls until the element's text contains `want` (bounded), and returns the text.
+async fn text_eventually(c: &Client, sel: &str, want: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..150 {
+        if let Ok(e) = c.find(Locator::Css(sel)).await {
+            if let Ok(t) = e.text().await {
+                if t.contains(want) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sel} never showed {want:?}; last text: {last:?}");
+}
+
+/// Polls until nothing matches `sel` (bounded).
+async fn gone_eventually(c: &Client, sel: &str) {
+    for _ in 0..150 {
+        if c.find(Locator::Css(sel)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sel} is still there");
+}
+
+async fn fill(c: &Client, sel: &str, value: &str) {
+    let e = css(c, sel).await;
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_dashboard_manages_virtual_models_in_a_real_browser() {
+    let up = Upstream::echo(&["m1", "m2"]);
+    let config = format!(
+        "providers:\n{}virtual_models:\n  - source: cfg-alias\n    target: a/m1\n    description: from the file\n",
+        provider_block("a", &up, &["m1", "m2"])
+    );
+    let g = Gateway::start(&config, &[("MODELGATE_MASTER_KEY", KEY)]);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+
+    // The gateway has a master key: the page asks for it.
+    c.goto(&g.url("/admin/dashboard")).await.unwrap();
+    let key_input = css(&c, "#login-key").await;
+    assert!(key_input.is_displayed().await.unwrap());
+    shot(&c, "01-sign-in.png").await;
+    key_input.send_keys(KEY).await.unwrap();
+    css(&c, "#login-submit").await.click().await.unwrap();
+
+    // A config row: Config badge, no edit controls.
+    let cfg_row = css(&c, "#vm-table tr[data-source='cfg-alias']").await;
+    let badge = cfg_row.find(Locator::Css(".badge-config")).await.unwrap();
+    assert_eq!(badge.text().await.unwrap(), "Config");
+    assert!(cfg_row.find(Locator::Css("[data-action]")).await.is_err());
+    assert!(cfg_row.text().await.unwrap().contains("Read-only"));
+    text_eventually(&c, "#model-table", "a/m2").await;
+    shot(&c, "02-models.png").await;
+
+    // New virtual model: first a mistake the API rejects, shown inline.
+    css(&c, "#new-vm").await.click().await.unwrap();
+    fill(&c, "#vm-form input[name=source]", "ui-smart").await;
+    fill(
+        &c,
+        "#vm-form input[name=description]",
+        "made in the browser",
+    )
+    .await;
+    fill(
+        &c,
+        "#targets .target-row:nth-child(1) input[name=model]",
+        "cfg-alias",
+    )
+    .await;
+    css(&c, "#save-vm").await.click().await.unwrap();
+    let err = text_eventually(&c, "#vm-form-error", "another virtual model").await;
+    assert!(
+        err.contains("target.model") || err.contains("targets[0].model"),
+        "{err}"
+    );
+    shot(&c, "03-validation-error.png").await;
+
+    // Fixed: two targets, the second fallback-only (weight 0).
+    fill(
+        &c,
+        "#targets .target-row:nth-child(1) input[name=model]",
+        "a/m2",
+    )
+    .await;
+    css(&c, "#add-target").await.click().await.unwrap();
+    fill(
+        &c,
+        "#targets .target-row:nth-child(2) input[name=model]",
+        "a/m1",
+    )
+    .await;
+    fill(
+        &c,
+        "#targets .target-row:nth-child(2) input[name=weight]",
+        "0",
+    )
+    .await;
+    shot(&c, "04-new-virtual-model.png").await;
+    css(&c, "#save-vm").await.click().await.unwrap();
+
+    let row = css(&c, "#vm-table tr[data-source='ui-smart']").await;
+    let row_text = text_eventually(&c, "#vm-table tr[data-source='ui-smart']", "Store").await;
+    assert!(row_text.contains("a/m2"), "{row_text}");
+    assert!(row.find(Locator::Css("[data-action=edit]")).await.is_ok());
+    shot(&c, "05-created.png").await;
+
+    // The new model serves requests through the gateway at once.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "ui-smart", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("authorization", &format!("Bearer {KEY}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("ui-smart"));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].json()["model"], "m2");
+
+    // Edit: restrict it to a team; the list shows it.
+    row.find(Locator::Css("[data-action=edit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#vm-form input[name=access][value=restricted] + span")
+        .await
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "#vm-form textarea[name=user_paths]", "/team/alpha").await;
+    css(&c, "#save-vm").await.click().await.unwrap();
+    let edited = text_eventually(&c, "#vm-table tr[data-source='ui-smart']", "Restricted").await;
+    assert!(edited.contains("/team/alpha"), "{edited}");
+    shot(&c, "06-edited.png").await;
+    let denied = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "ui-smart", "messages": []}),
+        &[("authorization", &format!("Bearer {KEY}"))],
+    );
+    // Out of scope: the name falls through to the literal model, which does not exist.
+    assert_eq!(denied.status, 404, "{}", denied.body);
+
+    // Rename, then delete, through the dialogs.
+    let row = css(&c, "#vm-table tr[data-source='ui-smart']").await;
+    row.find(Locator::Css("[data-action=rename]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "#rename-form input[name=new_source]", "ui-renamed").await;
+    css(&c, "#rename-submit").await.click().await.unwrap();
+    let renamed = css(&c, "#vm-table tr[data-source='ui-renamed']").await;
+    assert!(c
+        .find(Locator::Css("#vm-table tr[data-source='ui-smart']"))
+        .await
+        .is_err());
+    renamed
+        .find(Locator::Css("[data-action=delete]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_eventually(&c, "#confirm-title", "ui-renamed").await;
+    shot(&c, "07-delete.png").await;
+    css(&c, "#confirm-ok").await.click().await.unwrap();
+    text_eventually(&c, "#toast", "Deleted ui-renamed").await;
+    gone_eventually(&c, "#vm-table tr[data-source='ui-renamed']").await;
+    let list = g.call(
+        "GET",
+        "/admin/api/v1/virtual-models",
+        None,
+        &[("authorization", &format!("Bearer {KEY}"))],
+    );
+    assert!(!list.body.contains("ui-renamed") && !list.body.contains("ui-smart"));
+
+    c.close().await.unwrap();
+}

@@ -1,0 +1,362 @@
+//! Hot reload, graceful shutdown and metrics, against the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn cfg(a: &Upstream, b: &Upstream, target: &str) -> String {
+    format!(
+        "providers:\n{}{}virtual_models:\n  - source: v\n    target: {target}\n",
+        provider_block("a", a, &["m1"]),
+        provider_block("b", b, &["m3"])
+    )
+}
+
+/// Polls (bounded) until `v` is served by `want`.
+fn wait_for_route(g: &Gateway, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if g.chat("v").header("x-modelgate-model") == Some(want) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn metric(g: &Gateway, name: &str) -> f64 {
+    let (_, text) = g.get("/metrics");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn reload_on_in_place_write() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    assert_eq!(g.chat("v").header("x-modelgate-model"), Some("a/m1"));
+    std::fs::write(&g.config, cfg(&a, &b, "b/m3")).unwrap();
+    assert!(wait_for_route(&g, "b/m3"), "{}", g.logs());
+}
+
+#[test]
+fn reload_on_rename_over() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    let tmp = g.dir.path().join(".config.yaml.swp");
+    std::fs::write(&tmp, cfg(&a, &b, "b/m3")).unwrap();
+    std::fs::rename(&tmp, &g.config).unwrap();
+    assert!(wait_for_route(&g, "b/m3"), "{}", g.logs());
+}
+
+#[test]
+fn reload_on_sighup_rereads_the_env_file() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, cfg(&a, &b, "a/m1")).unwrap();
+    // The env file is not watched: only SIGHUP makes the gateway read it again.
+    let env_file = dir.path().join("gateway.env");
+    std::fs::write(&env_file, "X=1\n").unwrap();
+    let port = free_port();
+    let mut child = command(dir.path())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--env-file",
+            env_file.to_str().unwrap(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let g = GatewayRef { port };
+    assert!(g.wait_up(), "gateway did not start");
+    assert_eq!(g.model_of("v").as_deref(), Some("a/m1"));
+    std::fs::write(
+        &env_file,
+        "VIRTUAL_MODELS='[{\"source\":\"v\",\"target\":\"b/m3\"}]'\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = g.model_of("v");
+        if seen.as_deref() == Some("b/m3") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen.as_deref(), Some("b/m3"));
+}
+
+struct GatewayRef {
+    port: u16,
+}
+
+impl GatewayRef {
+    fn wait_up(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if ureq::get(&format!("http://127.0.0.1:{}/health", self.port))
+                .call()
+                .is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn model_of(&self, model: &str) -> Option<String> {
+        let r = ureq::post(&format!(
+            "http://127.0.0.1:{}/v1/chat/completions",
+            self.port
+        ))
+        .send_json(json!({"model": model, "messages": []}))
+        .ok()?;
+        r.header("x-modelgate-model").map(str::to_string)
+    }
+}
+
+#[test]
+fn invalid_edit_keeps_the_last_good_config_and_recovers() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    std::fs::write(
+        &g.config,
+        cfg(&a, &b, "a/m1").replace("target: a/m1", "strategy: fastest\n    target: b/m3"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && metric(&g, "modelgate_config_last_reload_ok") != 0.0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        metric(&g, "modelgate_config_last_reload_ok"),
+        0.0,
+        "the failed reload is visible"
+    );
+    assert!(metric(&g, "modelgate_config_reloads_total") >= 1.0);
+    let r = g.chat("v");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-modelgate-model"),
+        Some("a/m1"),
+        "still on the last good config"
+    );
+    let logs = g.logs();
+    assert!(
+        logs.contains("virtual_models[0] (source \"v\"): strategy \"fastest\" is unknown"),
+        "{logs}"
+    );
+    std::fs::write(&g.config, cfg(&a, &b, "b/m3")).unwrap();
+    assert!(wait_for_route(&g, "b/m3"));
+    assert_eq!(metric(&g, "modelgate_config_last_reload_ok"), 1.0);
+}
+
+#[test]
+fn no_request_fails_while_the_config_is_rewritten_under_load() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = g.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                let (mut ok, mut failed, mut served) =
+                    (0u32, 0u32, std::collections::HashSet::new());
+                // Bounded: at most 1,500 requests per client.
+                for _ in 0..1500 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) && ok > 0 {
+                        break;
+                    }
+                    match agent
+                        .post(&format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                        .send_json(json!({"model": "v", "messages": []}))
+                    {
+                        Ok(r) if r.status() == 200 => {
+                            ok += 1;
+                            served.insert(r.header("x-modelgate-model").unwrap_or("").to_string());
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed, served)
+            })
+        })
+        .collect();
+    for i in 0..50 {
+        let target = if i % 2 == 0 { "b/m3" } else { "a/m1" };
+        std::fs::write(&g.config, cfg(&a, &b, target)).unwrap();
+        // Longer than the watcher's debounce, so each rewrite becomes its own reload.
+        std::thread::sleep(Duration::from_millis(160));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total_ok = 0;
+    let mut served_all = std::collections::HashSet::new();
+    for c in clients {
+        let (ok, failed, served) = c.join().unwrap();
+        assert_eq!(failed, 0, "no request may fail during reloads");
+        total_ok += ok;
+        served_all.extend(served);
+    }
+    assert!(total_ok > 100, "load ran: {total_ok}");
+    assert!(
+        served_all.contains("a/m1") && served_all.contains("b/m3"),
+        "both routings seen: {served_all:?}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_slow_stream_finish_and_exits_zero() {
+    let (release, g8) = gate();
+    let a = Upstream::start(&["m1"], move |_| {
+        Reply::Stream(
+            vec![
+                b"data: {\"x\":1}\n\n".to_vec(),
+                b"data: [DONE]\n\n".to_vec(),
+            ],
+            Some(g8.clone()),
+        )
+    });
+    let b = Upstream::echo(&["m3"]);
+    let mut g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    let resp = Gateway::agent()
+        .post(&g.url("/v1/chat/completions"))
+        .send_json(json!({"model": "v", "stream": true, "messages": []}))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(resp.into_reader());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    assert!(first.contains("\"x\":1"));
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Wait (bounded) until the gateway stops accepting: it is draining now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && std::net::TcpStream::connect(("127.0.0.1", g.port)).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", g.port)).is_err(),
+        "listener closed on SIGTERM"
+    );
+    // The in-flight stream's last chunk is still delivered.
+    release.send(()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rest.contains("[DONE]"), "{rest}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.logs());
+}
+
+#[test]
+fn metrics_move_with_requests_and_parse() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    let before = metric(&g, "modelgate_requests_total");
+    for _ in 0..3 {
+        assert_eq!(g.chat("v").status, 200);
+    }
+    assert_eq!(g.chat("nope").status, 404);
+    let after = metric(&g, "modelgate_requests_total");
+    assert_eq!(after - before, 4.0);
+    assert_eq!(
+        metric(&g, "modelgate_tokens_input_total"),
+        9.0,
+        "usage of three answers"
+    );
+    let (_, text) = g.get("/metrics");
+    assert!(text.contains("modelgate_requests_total{virtual_model=\"v\",model=\"m1\",provider=\"a\",status=\"200\"} 3"), "{text}");
+    assert!(
+        text.contains(
+            "modelgate_request_duration_seconds_count{virtual_model=\"v\",provider=\"a\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("nope"), "unknown names never become labels");
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request_without_secrets() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(
+        &cfg(&a, &b, "a/m1"),
+        &[
+            ("LOG_FORMAT", "json"),
+            ("MODELGATE_MASTER_KEY", "top-secret"),
+        ],
+    );
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "v", "messages": [{"role": "user", "content": "private words"}]}),
+        &[
+            ("authorization", "Bearer top-secret"),
+            ("x-request-id", "rid-42"),
+            ("x-modelgate-user-path", "/team/a"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    // The access line is written after the response: poll the log (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut line = None;
+    while Instant::now() < deadline && line.is_none() {
+        line = g
+            .logs()
+            .lines()
+            .find(|l| l.contains("rid-42"))
+            .map(str::to_string);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = line.expect("an access line for the request");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON access line");
+    assert_eq!(v["user_path"], "/team/a");
+    assert_eq!(v["model"], "v");
+    assert_eq!(v["served_model"], "a/m1");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["tokens_in"], 3);
+    let all = g.logs();
+    assert!(
+        !all.contains("top-secret") && !all.contains("sk-test-a") && !all.contains("private words")
+    );
+}
