@@ -436,9 +436,9 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
 /// With every weighted target eligible this is the schedule entry itself. Otherwise it is the
 /// schedule with the ineligible entries left out, which is still a smooth interleaving in which
 /// every remaining target keeps its exact share: 5:1:1 without the first serves b c b c. (Taking
-/// the next eligible entry instead would hand each skipped slot to whoever follows it: b b b b b
-/// c c, a 5:2 split of what should be 1:1.) That costs two passes over the schedule, only while
-/// a target is out.
+/// the next eligible entry instead hands each skipped slot to whoever follows it in the
+/// schedule: a 5:2 split of what should be 1:1.) That costs two passes over the schedule, only
+/// while a target is out.
 fn scheduled(vm: &VirtualModel, start: u64, weighted: &[usize]) -> usize {
     let schedule = &vm.schedule;
     let all_in = vm.targets.iter().filter(|t| t.weight > 0.0).count() == weighted.len();
