@@ -9,17 +9,11 @@
 //! `cargo bench --bench routing`
 
 use std::cell::Cell;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
-use modelgate::routing::model::{
-    Kind, Operation, Origin, RetryPolicy, SessionConfig, Strategy, Target, VirtualModel,
-    DEFAULT_FALLBACK_ON,
-};
+use modelgate::routing::model::{Operation, Strategy, Target, VirtualModel};
 use modelgate::routing::plan::{plan, Availability, Conditions, Request, TargetState};
-use modelgate::routing::schedule;
 use modelgate::routing::table::Table;
 use modelgate::routing::user_path::UserPath;
 
@@ -42,48 +36,20 @@ const STRATEGIES: [Strategy; 4] = [
 
 fn target(provider: usize, model: String, j: usize) -> Target {
     Target {
-        provider: Some(provider),
-        name: format!("{}/{model}", PROVIDERS[provider]),
-        model: model.into(),
         weight: (j + 1) as f64,
         priority: j as i64,
-        retry: RetryPolicy::default(),
-        fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
-        fallback_candidate: true,
-        override_params: None,
-        headers_set: vec![],
-        headers_remove: vec![],
-        metadata_match: vec![],
-        sla: None,
-        backend_format: None,
         // One target in five has no known price.
         price: (j % 5 != 4).then_some(1.5 + j as f64),
-        policy: None,
+        ..Target::new(
+            Some(provider),
+            &model,
+            &format!("{}/{model}", PROVIDERS[provider]),
+        )
     }
 }
 
 fn virtual_model(source: String, strategy: Strategy, targets: Vec<Target>) -> VirtualModel {
-    let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
-    VirtualModel {
-        source,
-        origin: Origin::Store,
-        kind: if targets.is_empty() {
-            Kind::Policy
-        } else {
-            Kind::Redirect
-        },
-        strategy,
-        schedule: schedule::build(&weights),
-        targets,
-        session: SessionConfig::default(),
-        slug: None,
-        model_types: None,
-        user_paths: None,
-        description: None,
-        enabled: true,
-        counter: Arc::new(AtomicU64::new(0)),
-        spec: Default::default(),
-    }
+    VirtualModel::new(&source, strategy, targets)
 }
 
 /// A table of `n` redirects and the names to request, shuffled.

@@ -253,7 +253,58 @@ pub struct VirtualModel {
     pub spec: VirtualModelSpec,
 }
 
+impl Target {
+    /// A target with every policy at its default (weight 1, no priority, default retry and
+    /// fallback statuses, a fallback candidate, unpriced).
+    pub fn new(provider: Option<usize>, model: &str, name: &str) -> Target {
+        Target {
+            provider,
+            policy: None,
+            model: model.into(),
+            weight: 1.0,
+            priority: i64::MAX,
+            price: None,
+            metadata_match: Vec::new(),
+            fallback_candidate: true,
+            name: name.to_string(),
+            retry: RetryPolicy::default(),
+            fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
+            override_params: None,
+            headers_set: Vec::new(),
+            headers_remove: Vec::new(),
+            sla: None,
+            backend_format: None,
+        }
+    }
+}
+
 impl VirtualModel {
+    /// A store-origin virtual model with default settings: a redirect over `targets` (its
+    /// round-robin schedule built from their weights), or an access policy when there are none.
+    pub fn new(source: &str, strategy: Strategy, targets: Vec<Target>) -> VirtualModel {
+        let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
+        VirtualModel {
+            enabled: true,
+            kind: if targets.is_empty() {
+                Kind::Policy
+            } else {
+                Kind::Redirect
+            },
+            strategy,
+            schedule: super::schedule::build(&weights),
+            targets,
+            counter: Arc::new(AtomicU64::new(0)),
+            user_paths: None,
+            model_types: None,
+            session: SessionConfig::default(),
+            source: source.to_string(),
+            origin: Origin::Store,
+            slug: None,
+            description: None,
+            spec: VirtualModelSpec::default(),
+        }
+    }
+
     /// Whether session pins apply: affinity is on and the strategy is one that spreads load
     /// (round_robin, latency); cost and priority always pick the same target anyway.
     pub fn uses_affinity(&self) -> bool {

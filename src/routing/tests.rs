@@ -4,41 +4,22 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use super::model::{Kind, Operation, Origin, SessionConfig, Strategy, Target, VirtualModel};
+use super::model::{Operation, SessionConfig, Strategy, Target, VirtualModel};
 use super::plan::{
     eligibility, plan, Availability, Conditions, Ineligible, Plan, Request, RouteError, TargetState,
 };
 use super::schedule;
 use super::table::Table;
 use super::user_path::UserPath;
-use crate::routing::model::{RetryPolicy, DEFAULT_FALLBACK_ON};
 
 const PROVIDERS: [&str; 4] = ["a", "b", "c", "d"];
 
 /// A target `provider/model` with every policy at its default.
 fn t(name: &str) -> Target {
     let (p, m) = name.split_once('/').expect("provider/model");
-    Target {
-        provider: PROVIDERS.iter().position(|x| *x == p),
-        model: m.into(),
-        name: name.to_string(),
-        weight: 1.0,
-        priority: i64::MAX,
-        retry: RetryPolicy::default(),
-        fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
-        fallback_candidate: true,
-        override_params: None,
-        headers_set: vec![],
-        headers_remove: vec![],
-        metadata_match: vec![],
-        sla: None,
-        backend_format: None,
-        price: None,
-        policy: None,
-    }
+    Target::new(PROVIDERS.iter().position(|x| *x == p), m, name)
 }
 
 fn weighted(name: &str, weight: f64) -> Target {
@@ -60,27 +41,7 @@ fn prio(name: &str, priority: i64) -> Target {
 }
 
 fn vm(source: &str, strategy: Strategy, targets: Vec<Target>) -> VirtualModel {
-    let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
-    VirtualModel {
-        source: source.to_string(),
-        origin: Origin::Store,
-        kind: if targets.is_empty() {
-            Kind::Policy
-        } else {
-            Kind::Redirect
-        },
-        strategy,
-        schedule: schedule::build(&weights),
-        targets,
-        session: SessionConfig::default(),
-        slug: None,
-        model_types: None,
-        user_paths: None,
-        description: None,
-        enabled: true,
-        counter: Arc::new(AtomicU64::new(0)),
-        spec: Default::default(),
-    }
+    VirtualModel::new(source, strategy, targets)
 }
 
 /// An access policy (no targets) for a concrete model.
