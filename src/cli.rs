@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::config::providers::ProviderKind;
-use crate::routing::model::{Kind, Operation};
+use crate::routing::model::{Kind, Operation, Strategy, Target};
 use crate::routing::plan::{self, Availability, Conditions, TargetState};
-use crate::routing::user_path::UserPath;
+use crate::routing::user_path::{list_admits, UserPath};
 use crate::snapshot::Snapshot;
 
 /// Conditions for offline explanations: no catalog was fetched, so a model of a provider with a
@@ -132,36 +132,79 @@ pub fn check_table(snap: &Snapshot) -> String {
     out
 }
 
-/// The explanation `modelgate resolve` prints for `n` consecutive requests.
-pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: usize) -> String {
+/// What `modelgate resolve` is asked about.
+pub struct Question<'a> {
+    pub model: &'a str,
+    pub user_path: Option<&'a UserPath>,
+    /// Request metadata, for `metadata_match` (`X-Modelgate-Metadata` on a real request).
+    pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// How many consecutive requests to plan.
+    pub n: usize,
+}
+
+/// The explanation `modelgate resolve` prints: the virtual model and its settings, every
+/// target's eligibility and why, then for each of `n` consecutive requests the target it would
+/// go to, why that one, and the fallback order.
+pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
     let mut out = String::new();
     let cond = Offline { snap };
     let req = plan::Request {
-        model,
+        model: q.model,
         provider: None,
-        user_path,
+        user_path: q.user_path,
         operation: Operation::Chat,
-        metadata: None,
+        metadata: q.metadata,
         session_key: None,
     };
-    if let Some(vi) = snap.table.redirect_any(model.trim()) {
+    let vi = snap.table.redirect_any(q.model.trim());
+    let mut checks = Vec::new();
+    // Why the virtual model would not apply to this caller, if it would not.
+    let mut skipped: Option<String> = None;
+    if let Some(vi) = vi {
         let vm = &snap.table.models[vi];
         let _ = writeln!(
             out,
-            "{model}: virtual model from {} ({}), strategy {}{}",
+            "{}: virtual model from {} ({}), strategy {}",
+            q.model,
             vm.origin.location(),
             vm.origin.label(),
             vm.strategy.name(),
-            if vm.enabled {
-                ""
-            } else {
-                ", DISABLED: the literal name is used"
-            }
         );
-        for (ti, (provider, r)) in plan::eligibility(&snap.table, vi, &req, &cond)
-            .iter()
-            .enumerate()
-        {
+        let affinity = if vm.uses_affinity() {
+            format!(
+                "on (headers {}, ttl {} s)",
+                vm.session.headers.join(", "),
+                vm.session.ttl_seconds
+            )
+        } else if vm.session.enabled {
+            format!("not used by strategy {}", vm.strategy.name())
+        } else {
+            "off".to_string()
+        };
+        let _ = writeln!(out, "  session affinity: {affinity}");
+        if let Some(types) = &vm.model_types {
+            let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+            let _ = writeln!(out, "  model_types: {}", names.join(", "));
+        }
+        if let Some(paths) = &vm.user_paths {
+            let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+            let caller = q.user_path.map_or("(none)", |p| p.as_str());
+            let covered = list_admits(paths, q.user_path);
+            let _ = writeln!(
+                out,
+                "  user_paths: {} (caller {caller}: {})",
+                names.join(", "),
+                if covered { "covered" } else { "not covered" }
+            );
+            if !covered {
+                skipped = Some(format!("caller {caller} is outside its user_paths"));
+            }
+        }
+        if !vm.enabled {
+            skipped = Some("it is disabled".to_string());
+        }
+        checks = plan::eligibility(&snap.table, vi, &req, &cond);
+        for (ti, (provider, r)) in checks.iter().enumerate() {
             let t = &vm.targets[ti];
             let why = match r {
                 Ok(_) => format!(
@@ -175,7 +218,7 @@ pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: us
                 .map_or("unpriced".to_string(), |p| format!("${p}/Mtok in+out"));
             let _ = writeln!(
                 out,
-                "  target {:<36} weight={} priority={} {} {}",
+                "  target {:<36} weight={} priority={} {} {}{}",
                 t.name,
                 t.weight,
                 if t.priority == i64::MAX {
@@ -184,16 +227,32 @@ pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: us
                     t.priority.to_string()
                 },
                 price,
-                why
+                why,
+                if t.fallback_candidate {
+                    ""
+                } else {
+                    " [never a fallback]"
+                }
+            );
+        }
+        if skipped.is_none() && checks.iter().all(|(_, r)| r.is_err()) {
+            skipped = Some("no target is eligible".to_string());
+        }
+        if let Some(why) = &skipped {
+            let _ = writeln!(
+                out,
+                "  not applied: {why}; the literal name {:?} is resolved instead",
+                q.model.trim()
             );
         }
     } else {
         let _ = writeln!(
             out,
-            "{model}: no virtual model by that name; resolved as a concrete model"
+            "{}: no virtual model by that name; resolved as a concrete model",
+            q.model
         );
     }
-    for i in 1..=n {
+    for i in 1..=q.n {
         match plan::plan(&snap.table, &req, &cond) {
             Ok(p) => {
                 let names: Vec<String> = p
@@ -201,14 +260,21 @@ pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: us
                     .iter()
                     .map(|a| format!("{}/{}", snap.providers[a.provider].config.name, a.model))
                     .collect();
+                let why = match (p.virtual_model, p.attempts[0].target) {
+                    (Some(vi), Some(ti)) => pick_reason(snap, vi, ti, &checks),
+                    _ => match &skipped {
+                        Some(s) => format!("virtual model not applied: {s}"),
+                        None => "concrete model".to_string(),
+                    },
+                };
                 let _ = writeln!(
                     out,
-                    "request {i}: {}{}",
+                    "request {i}: {}  ({why}){}",
                     names[0],
                     if names.len() > 1 {
                         format!("   fallbacks: {}", names[1..].join(" -> "))
                     } else {
-                        String::new()
+                        "   fallbacks: none".to_string()
                     }
                 );
             }
@@ -218,4 +284,46 @@ pub fn explain(snap: &Snapshot, model: &str, user_path: Option<&UserPath>, n: us
         }
     }
     out
+}
+
+/// Why the strategy picked target `ti` first (offline: no latency samples, no sessions).
+fn pick_reason(
+    snap: &Snapshot,
+    vi: usize,
+    ti: usize,
+    checks: &[(Option<usize>, Result<TargetState, plan::Ineligible>)],
+) -> String {
+    let vm = &snap.table.models[vi];
+    let t = &vm.targets[ti];
+    let eligible = || {
+        checks
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| r.is_ok())
+            .map(|(i, _)| &vm.targets[i])
+    };
+    match vm.strategy {
+        Strategy::RoundRobin => {
+            let weighted: Vec<&Target> = eligible().filter(|x| x.weight > 0.0).collect();
+            if t.weight <= 0.0 {
+                "round_robin: no weighted target is eligible, so a fallback-only one".to_string()
+            } else if weighted.len() == 1 {
+                "round_robin: the only eligible weighted target".to_string()
+            } else {
+                let total: f64 = weighted.iter().map(|x| x.weight).sum();
+                format!("round_robin: weight {} of {total}, in turn", t.weight)
+            }
+        }
+        Strategy::Cost => match t.price {
+            Some(p) => format!("cost: cheapest eligible, ${p}/Mtok in+out"),
+            None => "cost: no eligible target is priced, so the first declared".to_string(),
+        },
+        Strategy::Priority if t.priority == i64::MAX => {
+            "priority: first eligible in list order (no priority set)".to_string()
+        }
+        Strategy::Priority => format!("priority: {} is the lowest eligible", t.priority),
+        Strategy::Latency => {
+            "latency: no samples offline, so targets are explored in declared order".to_string()
+        }
+    }
 }

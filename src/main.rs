@@ -51,6 +51,9 @@ enum Command {
         /// Number of consecutive requests to plan.
         #[arg(long, default_value_t = 1)]
         n: usize,
+        /// Request metadata as a JSON object, for targets with metadata_match.
+        #[arg(long)]
+        metadata: Option<String>,
     },
     /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
     Reload,
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             user_path,
             n,
+            metadata,
         } => {
             let store = open_store(&src, false)?;
             let app = App::start(src, store).map_err(anyhow::Error::msg)?;
@@ -188,10 +192,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            print!(
-                "{}",
-                modelgate::cli::explain(&app.snapshot(), &model, up.as_ref(), n.max(1))
-            );
+            let metadata = match metadata.as_deref() {
+                None => None,
+                Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(serde_json::Value::Object(m)) => Some(m),
+                    _ => anyhow::bail!(
+                        "--metadata {raw:?} is not a JSON object; write it as on the X-Modelgate-Metadata header, e.g. '{{\"tier\": \"gold\"}}'"
+                    ),
+                },
+            };
+            let question = modelgate::cli::Question {
+                model: &model,
+                user_path: up.as_ref(),
+                metadata: metadata.as_ref(),
+                n: n.max(1),
+            };
+            print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
             Ok(())
         }
         Command::Reload => {

@@ -214,14 +214,113 @@ fn resolve_explains_the_plan_without_sending() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("strategy round_robin"), "{out}");
     assert!(
-        out.contains("request 1: openai/gpt-4o   fallbacks: anthropic/claude-sonnet-4-6"),
+        out.contains("request 1: openai/gpt-4o  (round_robin: weight 2 of 3, in turn)   fallbacks: anthropic/claude-sonnet-4-6"),
         "{out}"
     );
     assert!(
-        out.contains("request 2: anthropic/claude-sonnet-4-6"),
+        out.contains("request 2: anthropic/claude-sonnet-4-6  (round_robin: weight 1 of 3, in turn)   fallbacks: openai/gpt-4o"),
         "{out}"
     );
-    assert!(out.contains("request 3: openai/gpt-4o"), "{out}");
+    assert!(out.contains("request 3: openai/gpt-4o  ("), "{out}");
+}
+
+const RESOLVE_PROVIDERS: &str = "providers:\n  openai:\n    type: openai\n    api_key: k\n    models:\n      - gpt-4o\n      - {id: gpt-4o-mini, pricing: {input_per_mtok: 0.15, output_per_mtok: 0.6}}\n  anthropic:\n    type: anthropic\n    api_key: k\n  groq:\n    type: groq\n";
+
+#[test]
+fn resolve_shows_eligibility_and_why_per_target_and_the_fallback_order() {
+    let cfg = format!(
+        "{RESOLVE_PROVIDERS}virtual_models:\n  - source: c\n    strategy: cost\n    targets:\n      - openai/gpt-4o\n      - {{model: anthropic/claude-sonnet-4-6, fallback_candidate: false}}\n      - groq/llama-3\n      - {{model: openai/gpt-4o-mini, metadata_match: {{tier: gold}}}}\n"
+    );
+    let (code, out) = run_cli(&cfg, &["resolve", "c"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("strategy cost"), "{out}");
+    assert!(
+        out.contains("session affinity: not used by strategy cost"),
+        "{out}"
+    );
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("target {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in {out}"))
+            .to_string()
+    };
+    assert!(
+        line("openai/gpt-4o").contains("$12.5/Mtok in+out eligible"),
+        "{out}"
+    );
+    assert!(
+        line("anthropic/claude-sonnet-4-6").contains("[never a fallback]"),
+        "{out}"
+    );
+    assert!(
+        line("groq/llama-3").contains("not eligible: provider has no API key"),
+        "{out}"
+    );
+    assert!(
+        line("openai/gpt-4o-mini").contains("not eligible: metadata_match does not hold"),
+        "{out}"
+    );
+    // gpt-4o-mini is out, claude is never a fallback, groq has no key.
+    assert!(
+        out.contains("request 1: openai/gpt-4o  (cost: cheapest eligible, $12.5/Mtok in+out)   fallbacks: none"),
+        "{out}"
+    );
+    let (code, out) = run_cli(
+        &cfg,
+        &["resolve", "c", "--metadata", r#"{"tier": "gold"}"#],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("request 1: openai/gpt-4o-mini  (cost: cheapest eligible, $0.75/Mtok in+out)   fallbacks: openai/gpt-4o"),
+        "{out}"
+    );
+}
+
+#[test]
+fn resolve_says_when_a_virtual_model_does_not_apply() {
+    let cfg = format!(
+        "{RESOLVE_PROVIDERS}virtual_models:\n  - source: openai/gpt-4o-mini\n    strategy: priority\n    user_paths: [/team]\n    targets: [{{model: anthropic/claude-sonnet-4-6, priority: 1}}, openai/gpt-4o]\n"
+    );
+    let (code, out) = run_cli(
+        &cfg,
+        &["resolve", "openai/gpt-4o-mini", "--user-path", "/team/a"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("user_paths: /team (caller /team/a: covered)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("request 1: anthropic/claude-sonnet-4-6  (priority: 1 is the lowest eligible)   fallbacks: openai/gpt-4o"),
+        "{out}"
+    );
+    let (code, out) = run_cli(
+        &cfg,
+        &["resolve", "openai/gpt-4o-mini", "--user-path", "/other"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("not applied: caller /other is outside its user_paths"),
+        "{out}"
+    );
+    assert!(
+        out.contains("request 1: openai/gpt-4o-mini  (virtual model not applied: caller /other is outside its user_paths)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn resolve_refuses_metadata_that_is_not_an_object() {
+    let cfg = format!("{RESOLVE_PROVIDERS}virtual_models: []\n");
+    let (code, out) = run_cli(&cfg, &["resolve", "x", "--metadata", "[1]"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--metadata \"[1]\" is not a JSON object"),
+        "{out}"
+    );
 }
 
 #[test]

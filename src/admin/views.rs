@@ -105,7 +105,7 @@ fn target_statuses(snap: &Snapshot, vm: &VirtualModel) -> Vec<TargetStatus> {
         .map(|t| TargetStatus {
             name: t.name.clone(),
             provider: t.provider.map(|p| snap.table.providers[p].clone()),
-            model: t.model.clone(),
+            model: t.model.to_string(),
             weight: t.weight,
             available: available(snap, t),
         })

@@ -509,7 +509,7 @@ fn build_target(
     });
     Ok(Target {
         provider,
-        model,
+        model: model.into(),
         name,
         weight,
         priority: t.priority.unwrap_or(i64::MAX),
@@ -531,6 +531,7 @@ fn build_target(
         sla,
         backend_format,
         price: None,
+        policy: None,
     })
 }
 

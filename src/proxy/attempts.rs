@@ -77,25 +77,11 @@ mod tests {
 
     fn target(attempts: u32) -> Target {
         Target {
-            provider: Some(0),
-            model: "m".into(),
-            name: "p/m".into(),
-            weight: 1.0,
-            priority: 0,
             retry: RetryPolicy {
                 attempts,
-                delay_ms: 100,
-                on_status: vec![429, 500, 502, 503],
+                ..RetryPolicy::default()
             },
-            fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
-            fallback_candidate: true,
-            override_params: None,
-            headers_set: vec![],
-            headers_remove: vec![],
-            metadata_match: vec![],
-            sla: None,
-            backend_format: None,
-            price: None,
+            ..Target::new(Some(0), "m", "p/m")
         }
     }
 

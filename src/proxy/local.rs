@@ -255,7 +255,8 @@ pub fn metadata_header(
 }
 
 /// The session key for affinity: the first session header present, scoped by the caller's
-/// (normalized) user path.
+/// (normalized) user path, so that `/team/x` and `team/x/` are one caller. None when the model
+/// is no virtual model that uses pins.
 pub fn session_key(
     session: &Session,
     snap: &Snapshot,
@@ -264,7 +265,7 @@ pub fn session_key(
 ) -> Option<String> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
-    if !vm.session.enabled {
+    if !vm.uses_affinity() {
         return None;
     }
     let h = &session.req_header().headers;

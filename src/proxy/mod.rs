@@ -238,6 +238,7 @@ impl Gateway {
             .zip(attempt.target)
             .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
         let now = now_ms();
+        let mut tries = ctx.tries_on_target;
         if let Some(t) = target {
             if let Some(h) = self.app.health.get(&t.name) {
                 let cfg = t
@@ -245,16 +246,15 @@ impl Gateway {
                     .map(|p| snap.providers[p].config.breaker)
                     .unwrap_or_default();
                 h.breaker.record_failure(&cfg, now);
+                if !h.breaker.allows(now) {
+                    // This failure opened the breaker: the target gets no further try now,
+                    // not even the retry its policy would allow.
+                    tries = u32::MAX;
+                }
             }
         }
         let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-        let next = attempts::decide(
-            failure,
-            target,
-            ctx.tries_on_target,
-            has_next,
-            retry_after_s,
-        );
+        let next = attempts::decide(failure, target, tries, has_next, retry_after_s);
         ctx.pending = Some(next);
         next
     }
@@ -274,14 +274,23 @@ impl Gateway {
             .map_or(1, |ms| ms.div_ceil(1000).max(1))
     }
 
-    /// The index of the next attempt whose provider can take a proxied request.
+    /// The index of the next attempt whose provider can take a proxied request and whose
+    /// circuit has not opened since the plan was made (by this request or a concurrent one).
     fn next_usable(&self, ctx: &Ctx, from: usize) -> Option<usize> {
         let snap = ctx.snap.as_ref()?;
         let plan = ctx.plan.as_ref()?;
+        let now = now_ms();
         (from..plan.attempts.len()).find(|i| {
             let a = &plan.attempts[*i];
             let p = &snap.providers[a.provider];
-            p.config.kind != ProviderKind::Mock && p.addr().is_some()
+            let closed = plan.virtual_model.zip(a.target).is_none_or(|(vi, ti)| {
+                let name = &snap.table.models[vi].targets[ti].name;
+                self.app
+                    .health
+                    .get(name)
+                    .is_none_or(|h| h.breaker.allows(now))
+            });
+            p.config.kind != ProviderKind::Mock && p.addr().is_some() && closed
         })
     }
 }
@@ -609,6 +618,11 @@ impl ProxyHttp for Gateway {
                 ctx.stream_events += b.windows(6).filter(|w| w == b"data: ").count() as u64;
             }
         }
+        if end_of_stream {
+            // Here, not in `logging`: the last bytes have not reached the client yet, so the
+            // client's next request is planned with this one's timings (SLA, latency).
+            self.record_timings(ctx);
+        }
         Ok(None)
     }
 
@@ -816,37 +830,44 @@ impl Gateway {
         }
     }
 
-    /// After the response: latency windows and the access log.
-    fn observe(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    /// A successful answer's timings into the target's windows: time to first byte, and time
+    /// per output token for streams or total time otherwise. Called once, at the end of the
+    /// answer's body.
+    fn record_timings(&self, ctx: &mut Ctx) {
+        if ctx.status.is_none_or(|s| s >= 400) {
+            return;
+        }
+        let (Some(start), Some(first)) = (ctx.attempt_started, ctx.first_byte_at) else {
+            return;
+        };
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return;
+        };
+        let a = &plan.attempts[ctx.attempt];
+        let Some((vi, ti)) = plan.virtual_model.zip(a.target) else {
+            return;
+        };
+        let Some(h) = self.app.health.get(&snap.table.models[vi].targets[ti].name) else {
+            return;
+        };
+        let now = now_ms();
+        let total = start.elapsed();
+        let ttft = first.saturating_duration_since(start);
+        h.ttft_ms.record(now, ttft.as_millis() as u64);
+        if ctx.stream {
+            let per = total.saturating_sub(ttft).as_micros() as u64 / ctx.stream_events.max(1);
+            h.tpot_us.record(now, per);
+            h.latency_us.record(now, per);
+        } else {
+            h.latency_us.record(now, total.as_micros() as u64);
+        }
+    }
+
+    /// After the response: metrics and the access log.
+    fn observe(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let elapsed = ctx.started.elapsed();
         let snap = ctx.snapshot(&self.app);
-        let ok = e.is_none() && ctx.status.is_some_and(|s| s < 400);
-        if ok {
-            if let Some(plan) = ctx.plan.as_ref() {
-                let a = &plan.attempts[ctx.attempt];
-                if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
-                    let t = &snap.table.models[vi].targets[ti];
-                    if let (Some(h), Some(start)) =
-                        (self.app.health.get(&t.name), ctx.attempt_started)
-                    {
-                        let now = now_ms();
-                        let total = start.elapsed();
-                        if let Some(first) = ctx.first_byte_at {
-                            let ttft = first.saturating_duration_since(start);
-                            h.ttft_ms.record(now, ttft.as_millis() as u64);
-                            if ctx.stream {
-                                let per = total.saturating_sub(ttft).as_micros() as u64
-                                    / ctx.stream_events.max(1);
-                                h.tpot_us.record(now, per);
-                                h.latency_us.record(now, per);
-                            } else {
-                                h.latency_us.record(now, total.as_micros() as u64);
-                            }
-                        }
-                    }
-                }
-            }
-        }
         let ttft = ctx
             .first_byte_at
             .zip(ctx.attempt_started)

@@ -8,3 +8,6 @@ pub mod plan;
 pub mod schedule;
 pub mod table;
 pub mod user_path;
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,9 @@
 //! in through the `Conditions` trait, so tests and benchmarks are exact. This module must never
 //! do I/O, read a clock or take a lock.
 
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
 use super::model::{Kind, Operation, Strategy, Target, VirtualModel};
 use super::table::{Access, Table};
 use super::user_path::{list_admits, UserPath};
@@ -65,7 +68,7 @@ pub struct Attempt {
     /// Index into the virtual model's targets, when one applied.
     pub target: Option<usize>,
     /// Upstream model id.
-    pub model: String,
+    pub model: SmolStr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +230,7 @@ fn concrete<C: Conditions>(
             attempts: vec![Attempt {
                 provider,
                 target: None,
-                model: model.to_string(),
+                model: model.into(),
             }],
         }),
         Access::Denied => Err(RouteError::AccessDenied {
@@ -253,6 +256,16 @@ pub fn eligibility<C: Conditions>(
     req: &Request<'_>,
     cond: &C,
 ) -> Vec<(Option<usize>, Result<TargetState, Ineligible>)> {
+    checks(table, vi, req, cond).into_vec()
+}
+
+/// Per-request scratch lists live on the stack up to this many targets: planning allocates
+/// nothing but the plan itself.
+const INLINE_TARGETS: usize = 8;
+type Checks = SmallVec<[(Option<usize>, Result<TargetState, Ineligible>); INLINE_TARGETS]>;
+type Order = SmallVec<[usize; INLINE_TARGETS]>;
+
+fn checks<C: Conditions>(table: &Table, vi: usize, req: &Request<'_>, cond: &C) -> Checks {
     let vm = &table.models[vi];
     vm.targets
         .iter()
@@ -295,7 +308,7 @@ fn check_target<C: Conditions>(
             return Err(Ineligible::MetadataMismatch);
         }
     }
-    if table.access(&table.providers[p], &t.model, req.user_path) != Access::Allowed {
+    if table.target_access(vi, ti, p, &t.model, req.user_path) != Access::Allowed {
         return Err(Ineligible::AccessDenied);
     }
     let state = cond.target_state(vi, ti);
@@ -316,8 +329,8 @@ fn plan_redirect<C: Conditions>(
 ) -> RedirectOutcome {
     let vm = &table.models[vi];
     debug_assert_eq!(vm.kind, Kind::Redirect);
-    let checks = eligibility(table, vi, req, cond);
-    let eligible: Vec<usize> = (0..checks.len()).filter(|i| checks[*i].1.is_ok()).collect();
+    let checks = checks(table, vi, req, cond);
+    let eligible: Order = (0..checks.len()).filter(|i| checks[*i].1.is_ok()).collect();
     if eligible.is_empty() {
         let reasons = || checks.iter().filter_map(|(_, r)| r.err());
         if !checks.is_empty() && reasons().all(|r| r == Ineligible::AccessDenied) {
@@ -358,18 +371,16 @@ fn order_targets<C: Conditions>(
     state: &dyn Fn(usize) -> TargetState,
     req: &Request<'_>,
     cond: &C,
-) -> Vec<usize> {
-    let pinned = match (vm.session.enabled, req.session_key) {
-        (true, Some(key)) if matches!(vm.strategy, Strategy::RoundRobin | Strategy::Latency) => {
-            cond.pinned(vi, key).filter(|t| eligible.contains(t))
-        }
+) -> Order {
+    let pinned = match req.session_key {
+        Some(key) if vm.uses_affinity() => cond.pinned(vi, key).filter(|t| eligible.contains(t)),
         _ => None,
     };
-    let mut order: Vec<usize> = match vm.strategy {
+    let mut order: Order = match vm.strategy {
         Strategy::RoundRobin => round_robin(vm, eligible, pinned),
         Strategy::Cost => by_cost(vm, eligible),
         Strategy::Priority => {
-            let mut v = eligible.to_vec();
+            let mut v = Order::from_slice(eligible);
             v.sort_by_key(|i| (vm.targets[*i].priority, *i));
             v
         }
@@ -379,12 +390,15 @@ fn order_targets<C: Conditions>(
     order
 }
 
-fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> Vec<usize> {
-    let weighted: Vec<usize> = eligible
+fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> Order {
+    let weighted: Order = eligible
         .iter()
         .copied()
         .filter(|i| vm.targets[*i].weight > 0.0)
         .collect();
+    // A session pinned to a fallback-only target (while every weighted one was out) returns to
+    // the rotation once a weighted target is eligible again: weight 0 never serves first then.
+    let pinned = pinned.filter(|p| vm.targets[*p].weight > 0.0 || weighted.is_empty());
     let first = if let Some(p) = pinned {
         p
     } else if weighted.len() == 1 {
@@ -393,16 +407,12 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
     } else if weighted.is_empty() {
         eligible[0]
     } else {
-        let len = vm.schedule.len() as u64;
         let start = vm
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (0..len)
-            .map(|k| vm.schedule[((start + k) % len) as usize] as usize)
-            .find(|t| weighted.contains(t))
-            .unwrap_or(weighted[0])
+        scheduled(vm, start, &weighted)
     };
-    let mut out = Vec::with_capacity(eligible.len());
+    let mut out = Order::new();
     out.push(first);
     // Fallbacks: the other weighted targets in declared order after the pick, then weight 0.
     let pos = weighted.iter().position(|t| *t == first).unwrap_or(0);
@@ -421,9 +431,35 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
     out
 }
 
+/// The rotation's pick at position `start` among the eligible weighted targets.
+///
+/// With every weighted target eligible this is the schedule entry itself. Otherwise it is the
+/// schedule with the ineligible entries left out, which is still a smooth interleaving in which
+/// every remaining target keeps its exact share: 5:1:1 without the first serves b c b c. (Taking
+/// the next eligible entry instead hands each skipped slot to whoever follows it in the
+/// schedule: a 5:2 split of what should be 1:1.) That costs two passes over the schedule, only
+/// while a target is out.
+fn scheduled(vm: &VirtualModel, start: u64, weighted: &[usize]) -> usize {
+    let schedule = &vm.schedule;
+    let all_in = vm.targets.iter().filter(|t| t.weight > 0.0).count() == weighted.len();
+    if all_in && !schedule.is_empty() {
+        return schedule[(start % schedule.len() as u64) as usize] as usize;
+    }
+    let kept = || {
+        schedule
+            .iter()
+            .map(|t| *t as usize)
+            .filter(|t| weighted.contains(t))
+    };
+    match kept().count() as u64 {
+        0 => weighted[0],
+        n => kept().nth((start % n) as usize).unwrap_or(weighted[0]),
+    }
+}
+
 /// Cheapest first by input+output price; unpriced after every priced target, in declared order.
-fn by_cost(vm: &VirtualModel, eligible: &[usize]) -> Vec<usize> {
-    let mut v = eligible.to_vec();
+fn by_cost(vm: &VirtualModel, eligible: &[usize]) -> Order {
+    let mut v = Order::from_slice(eligible);
     v.sort_by(|a, b| {
         let pa = vm.targets[*a].price;
         let pb = vm.targets[*b].price;
@@ -448,9 +484,9 @@ fn by_latency<C: Conditions>(
     state: &dyn Fn(usize) -> TargetState,
     pinned: Option<usize>,
     cond: &C,
-) -> Vec<usize> {
+) -> Order {
     // Unexplored targets first (declared order), then the measured ones fastest first.
-    let (mut unexplored, mut measured): (Vec<usize>, Vec<usize>) = eligible
+    let (mut unexplored, mut measured): (Order, Order) = eligible
         .iter()
         .copied()
         .partition(|i| state(*i).samples < LATENCY_MIN_SAMPLES || state(*i).latency_ms.is_none());

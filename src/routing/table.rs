@@ -2,8 +2,15 @@
 //!
 //! Built once per snapshot (precedence already applied), read by every request. Lookups are
 //! hash-map gets on pre-trimmed keys; the table is never mutated after `Table::new`.
+//!
+//! The maps hash with foldhash rather than SipHash: their keys come from the configuration, not
+//! from clients, so flooding them is not possible, and a lookup is the largest single cost of
+//! planning a request. Keys are `SmolStr`s, so a name up to 23 bytes is compared inside the
+//! map's own bucket rather than behind one more pointer. For the same reason the access policy of every target whose provider is
+//! declared is resolved here, once, into `Target::policy`, instead of per request.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use smol_str::SmolStr;
 
 use super::model::{Kind, VirtualModel};
 use super::user_path::{list_admits, UserPath};
@@ -13,12 +20,13 @@ pub struct Table {
     pub models: Vec<VirtualModel>,
     /// Provider instance names; a `Target.provider` indexes this.
     pub providers: Vec<String>,
-    provider_index: HashMap<String, usize>,
-    by_source: HashMap<String, usize>,
-    by_slug: HashMap<String, usize>,
-    policy_exact: HashMap<String, usize>,
-    policy_provider: HashMap<String, usize>,
-    policy_bare: HashMap<String, usize>,
+    provider_index: HashMap<SmolStr, usize>,
+    by_source: HashMap<SmolStr, usize>,
+    by_slug: HashMap<SmolStr, usize>,
+    /// Exact `provider/model` policies, keyed by declared provider, then model id.
+    policy_exact: HashMap<SmolStr, HashMap<SmolStr, usize>>,
+    policy_provider: HashMap<SmolStr, usize>,
+    policy_bare: HashMap<SmolStr, usize>,
     policy_root: Option<usize>,
     pub models_enabled_by_default: bool,
 }
@@ -35,14 +43,14 @@ pub enum Access {
 
 impl Table {
     pub fn new(
-        models: Vec<VirtualModel>,
+        mut models: Vec<VirtualModel>,
         providers: Vec<String>,
         models_enabled_by_default: bool,
     ) -> Table {
         let provider_index = providers
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.clone(), i))
+            .map(|(i, p)| (SmolStr::from(p), i))
             .collect();
         let mut t = Table {
             providers,
@@ -53,9 +61,9 @@ impl Table {
         for (i, vm) in models.iter().enumerate() {
             match vm.kind {
                 Kind::Redirect => {
-                    t.by_source.insert(vm.source.clone(), i);
+                    t.by_source.insert(SmolStr::from(&vm.source), i);
                     if let Some(slug) = &vm.slug {
-                        t.by_slug.insert(slug.clone(), i);
+                        t.by_slug.insert(SmolStr::from(slug), i);
                     }
                 }
                 Kind::Policy => {
@@ -63,13 +71,29 @@ impl Table {
                     if s == "/" || s == "*" {
                         t.policy_root = Some(i);
                     } else if let Some(p) = s.strip_suffix('/') {
-                        t.policy_provider.insert(p.to_string(), i);
+                        t.policy_provider.insert(SmolStr::from(p), i);
                     } else if s.contains('/') {
-                        t.policy_exact.insert(s.to_string(), i);
+                        // Split after every declared provider the source starts with, so that
+                        // a lookup by (provider, model) needs no joined key.
+                        for p in &t.providers {
+                            if let Some(m) =
+                                s.strip_prefix(p.as_str()).and_then(|r| r.strip_prefix('/'))
+                            {
+                                t.policy_exact
+                                    .entry(SmolStr::from(p))
+                                    .or_default()
+                                    .insert(SmolStr::from(m), i);
+                            }
+                        }
                     } else {
-                        t.policy_bare.insert(s.to_string(), i);
+                        t.policy_bare.insert(SmolStr::from(s), i);
                     }
                 }
+            }
+        }
+        for vm in models.iter_mut() {
+            for x in vm.targets.iter_mut() {
+                x.policy = x.provider.map(|p| t.policy_for(&t.providers[p], &x.model));
             }
         }
         t.models = models;
@@ -101,15 +125,10 @@ impl Table {
     /// The most specific access policy for a concrete model:
     /// exact `provider/model` > `provider/` > bare model id > `/`.
     pub fn policy_for(&self, provider: &str, model: &str) -> Option<usize> {
-        if !self.policy_exact.is_empty() {
-            // Avoids building the joined key when there is nothing to find.
-            let key = format!("{provider}/{model}");
-            if let Some(i) = self.policy_exact.get(&key) {
-                return Some(*i);
-            }
-        }
-        self.policy_provider
+        self.policy_exact
             .get(provider)
+            .and_then(|m| m.get(model))
+            .or_else(|| self.policy_provider.get(provider))
             .or_else(|| self.policy_bare.get(model))
             .copied()
             .or(self.policy_root)
@@ -117,7 +136,29 @@ impl Table {
 
     /// Whether the caller may use a concrete model.
     pub fn access(&self, provider: &str, model: &str, caller: Option<&UserPath>) -> Access {
-        match self.policy_for(provider, model) {
+        self.access_by(self.policy_for(provider, model), caller)
+    }
+
+    /// `access` for target `ti` of redirect `vi`, served by `provider` (an index into
+    /// `providers`), with the policy resolved at build time when there is one.
+    pub fn target_access(
+        &self,
+        vi: usize,
+        ti: usize,
+        provider: usize,
+        model: &str,
+        caller: Option<&UserPath>,
+    ) -> Access {
+        let t = &self.models[vi].targets[ti];
+        let policy = match t.policy {
+            Some(resolved) if t.provider == Some(provider) => resolved,
+            _ => self.policy_for(&self.providers[provider], model),
+        };
+        self.access_by(policy, caller)
+    }
+
+    fn access_by(&self, policy: Option<usize>, caller: Option<&UserPath>) -> Access {
+        match policy {
             None if self.models_enabled_by_default => Access::Allowed,
             None => Access::Disabled,
             Some(i) => {

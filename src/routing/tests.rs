@@ -1,0 +1,1041 @@
+//! The routing core as a specification: one small table, one injected world, one expectation per
+//! test. The world (`World`) stands in for catalogs, health and session pins, and its random
+//! numbers are a counter, so every plan here is exact.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::model::{Operation, SessionConfig, Strategy, Target, VirtualModel};
+use super::plan::{
+    eligibility, plan, Availability, Conditions, Ineligible, Plan, Request, RouteError, TargetState,
+};
+use super::schedule;
+use super::table::Table;
+use super::user_path::UserPath;
+
+const PROVIDERS: [&str; 4] = ["a", "b", "c", "d"];
+
+/// A target `provider/model` with every policy at its default.
+fn t(name: &str) -> Target {
+    let (p, m) = name.split_once('/').expect("provider/model");
+    Target::new(PROVIDERS.iter().position(|x| *x == p), m, name)
+}
+
+fn weighted(name: &str, weight: f64) -> Target {
+    Target { weight, ..t(name) }
+}
+
+fn priced(name: &str, price: f64) -> Target {
+    Target {
+        price: Some(price),
+        ..t(name)
+    }
+}
+
+fn prio(name: &str, priority: i64) -> Target {
+    Target {
+        priority,
+        ..t(name)
+    }
+}
+
+fn vm(source: &str, strategy: Strategy, targets: Vec<Target>) -> VirtualModel {
+    VirtualModel::new(source, strategy, targets)
+}
+
+/// An access policy (no targets) for a concrete model.
+fn policy(source: &str, paths: &[&str]) -> VirtualModel {
+    VirtualModel {
+        user_paths: Some(paths.iter().map(|p| up(p)).collect()),
+        ..vm(source, Strategy::RoundRobin, vec![])
+    }
+}
+
+fn table(models: Vec<VirtualModel>) -> Table {
+    Table::new(
+        models,
+        PROVIDERS.iter().map(|s| s.to_string()).collect(),
+        true,
+    )
+}
+
+fn up(s: &str) -> UserPath {
+    UserPath::parse(s).unwrap()
+}
+
+fn req(model: &str) -> Request<'_> {
+    Request {
+        model,
+        provider: None,
+        user_path: None,
+        operation: Operation::Chat,
+        metadata: None,
+        session_key: None,
+    }
+}
+
+/// The world outside the routing core, injected.
+#[derive(Default)]
+struct World {
+    /// `provider/model` -> availability; absent = available.
+    availability: HashMap<String, Availability>,
+    /// (virtual model, target) -> observed state; absent = healthy and unmeasured.
+    state: HashMap<(usize, usize), TargetState>,
+    /// (virtual model, session) -> pinned target.
+    pins: HashMap<(usize, String), usize>,
+    /// Bare model id -> provider whose catalog lists it.
+    located: HashMap<String, usize>,
+    /// Successive "random" numbers: 0, 1, 2, ...
+    dice: Cell<u64>,
+}
+
+impl World {
+    fn down(mut self, name: &str, a: Availability) -> World {
+        self.availability.insert(name.to_string(), a);
+        self
+    }
+    fn circuit_open(mut self, vm: usize, t: usize) -> World {
+        self.state.entry((vm, t)).or_default().circuit_open = true;
+        self
+    }
+    fn sla_breached(mut self, vm: usize, t: usize) -> World {
+        self.state.entry((vm, t)).or_default().sla_breached = true;
+        self
+    }
+    fn latency(mut self, vm: usize, t: usize, ms: f64, samples: u32) -> World {
+        let s = self.state.entry((vm, t)).or_default();
+        s.latency_ms = Some(ms);
+        s.samples = samples;
+        self
+    }
+    fn pin(mut self, vm: usize, session: &str, t: usize) -> World {
+        self.pins.insert((vm, session.to_string()), t);
+        self
+    }
+}
+
+impl Conditions for World {
+    fn availability(&self, provider: usize, model: &str) -> Availability {
+        let name = format!("{}/{model}", PROVIDERS[provider]);
+        self.availability
+            .get(&name)
+            .copied()
+            .unwrap_or(Availability::Available)
+    }
+    fn locate(&self, model: &str) -> Option<usize> {
+        self.located.get(model).copied()
+    }
+    fn target_state(&self, vm: usize, target: usize) -> TargetState {
+        self.state.get(&(vm, target)).copied().unwrap_or_default()
+    }
+    fn pinned(&self, vm: usize, session: &str) -> Option<usize> {
+        self.pins.get(&(vm, session.to_string())).copied()
+    }
+    fn random(&self) -> u64 {
+        let n = self.dice.get();
+        self.dice.set(n + 1);
+        n
+    }
+}
+
+/// `provider/model` of every attempt, first to last.
+fn names(table: &Table, p: &Plan) -> Vec<String> {
+    p.attempts
+        .iter()
+        .map(|a| format!("{}/{}", table.providers[a.provider], a.model))
+        .collect()
+}
+
+fn plan_names(table: &Table, r: &Request<'_>, w: &World) -> Vec<String> {
+    names(table, &plan(table, r, w).expect("a plan"))
+}
+
+/// The first attempt of `n` consecutive plans.
+fn firsts(table: &Table, r: &Request<'_>, w: &World, n: usize) -> Vec<String> {
+    (0..n).map(|_| plan_names(table, r, w).remove(0)).collect()
+}
+
+fn counter(table: &Table, vi: usize) -> u64 {
+    table.models[vi].counter.load(Ordering::Relaxed)
+}
+
+// ---- round_robin ----
+
+#[test]
+fn round_robin_two_to_one_interleaves_a_b_a() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![weighted("a/m", 2.0), weighted("b/m", 1.0)],
+    )]);
+    let w = World::default();
+    assert_eq!(
+        firsts(&tb, &req("lb"), &w, 6),
+        ["a/m", "b/m", "a/m", "a/m", "b/m", "a/m"]
+    );
+}
+
+#[test]
+fn round_robin_fallbacks_are_the_other_weighted_targets_then_weight_zero() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), weighted("c/m", 0.0), t("b/m")],
+    )]);
+    let w = World::default();
+    assert_eq!(plan_names(&tb, &req("lb"), &w), ["a/m", "b/m", "c/m"]);
+    assert_eq!(plan_names(&tb, &req("lb"), &w), ["b/m", "a/m", "c/m"]);
+}
+
+#[test]
+fn round_robin_weight_zero_is_never_picked_while_a_weighted_target_is_eligible() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![weighted("a/m", 0.0), t("b/m")],
+    )]);
+    let w = World::default();
+    assert_eq!(firsts(&tb, &req("lb"), &w, 4), ["b/m"; 4]);
+    assert_eq!(plan_names(&tb, &req("lb"), &w), ["b/m", "a/m"]);
+}
+
+#[test]
+fn round_robin_weight_zero_target_serves_when_every_weighted_one_is_ineligible() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), weighted("b/m", 0.0)],
+    )]);
+    let w = World::default().circuit_open(0, 0);
+    assert_eq!(plan_names(&tb, &req("lb"), &w), ["b/m"]);
+    assert_eq!(counter(&tb, 0), 0, "no rotation happened");
+}
+
+#[test]
+fn round_robin_one_eligible_target_does_not_advance_the_counter() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m")],
+    )]);
+    let b_down = World::default().circuit_open(0, 1);
+    assert_eq!(firsts(&tb, &req("lb"), &b_down, 3), ["a/m"; 3]);
+    assert_eq!(counter(&tb, 0), 0);
+    // Once b is back the rotation resumes where it stood: a first.
+    let w = World::default();
+    assert_eq!(firsts(&tb, &req("lb"), &w, 2), ["a/m", "b/m"]);
+}
+
+#[test]
+fn round_robin_shares_stay_proportional_among_the_eligible_targets() {
+    // 5:1:1 with the heavy target out: the two others must split its slots evenly, in turn.
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![weighted("a/m", 5.0), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default().circuit_open(0, 0);
+    let picks = firsts(&tb, &req("lb"), &w, 70);
+    assert_eq!(picks.iter().filter(|p| *p == "b/m").count(), 35);
+    assert_eq!(picks.iter().filter(|p| *p == "c/m").count(), 35);
+    assert!(
+        picks.windows(2).all(|w| w[0] != w[1]),
+        "equal weights alternate: {picks:?}"
+    );
+}
+
+#[test]
+fn round_robin_counter_is_shared_across_plans_of_the_same_source() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default();
+    assert_eq!(firsts(&tb, &req("lb"), &w, 4), ["a/m", "b/m", "c/m", "a/m"]);
+    assert_eq!(counter(&tb, 0), 4);
+}
+
+// ---- cost ----
+
+#[test]
+fn cost_orders_by_input_plus_output_price() {
+    let tb = table(vec![vm(
+        "c",
+        Strategy::Cost,
+        vec![priced("a/m", 10.0), priced("b/m", 3.0), priced("c/m", 5.0)],
+    )]);
+    assert_eq!(
+        plan_names(&tb, &req("c"), &World::default()),
+        ["b/m", "c/m", "a/m"]
+    );
+}
+
+#[test]
+fn cost_never_picks_an_unpriced_target_while_a_priced_one_is_eligible() {
+    let tb = table(vec![vm(
+        "c",
+        Strategy::Cost,
+        vec![t("a/m"), priced("b/m", 30.0), t("c/m")],
+    )]);
+    // Unpriced targets stay as the last fallbacks, in declared order.
+    assert_eq!(
+        plan_names(&tb, &req("c"), &World::default()),
+        ["b/m", "a/m", "c/m"]
+    );
+    let b_down = World::default().circuit_open(0, 1);
+    assert_eq!(plan_names(&tb, &req("c"), &b_down), ["a/m", "c/m"]);
+}
+
+#[test]
+fn cost_ties_keep_declared_order() {
+    let tb = table(vec![vm(
+        "c",
+        Strategy::Cost,
+        vec![priced("c/m", 2.0), priced("a/m", 1.0), priced("b/m", 2.0)],
+    )]);
+    assert_eq!(
+        plan_names(&tb, &req("c"), &World::default()),
+        ["a/m", "c/m", "b/m"]
+    );
+}
+
+#[test]
+fn cost_with_nothing_priced_uses_the_first_declared() {
+    let tb = table(vec![vm("c", Strategy::Cost, vec![t("b/m"), t("a/m")])]);
+    let w = World::default();
+    assert_eq!(firsts(&tb, &req("c"), &w, 3), ["b/m"; 3]);
+    assert_eq!(plan_names(&tb, &req("c"), &w), ["b/m", "a/m"]);
+}
+
+#[test]
+fn cost_skips_an_ineligible_cheapest_target() {
+    let tb = table(vec![vm(
+        "c",
+        Strategy::Cost,
+        vec![priced("a/m", 1.0), priced("b/m", 2.0)],
+    )]);
+    let w = World::default().down("a/m", Availability::NotListed);
+    assert_eq!(plan_names(&tb, &req("c"), &w), ["b/m"]);
+}
+
+// ---- latency ----
+
+#[test]
+fn latency_picks_the_fastest_and_orders_the_rest_fastest_first() {
+    let tb = table(vec![vm(
+        "l",
+        Strategy::Latency,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default()
+        .latency(0, 0, 300.0, 10)
+        .latency(0, 1, 100.0, 10)
+        .latency(0, 2, 200.0, 10);
+    assert_eq!(plan_names(&tb, &req("l"), &w), ["b/m", "c/m", "a/m"]);
+}
+
+#[test]
+fn latency_targets_within_the_band_share_traffic() {
+    let tb = table(vec![vm(
+        "l",
+        Strategy::Latency,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    // b is exactly 1.2x a: inside the band; c is outside and never first.
+    let w = World::default()
+        .latency(0, 0, 100.0, 10)
+        .latency(0, 1, 120.0, 10)
+        .latency(0, 2, 121.0, 10);
+    assert_eq!(firsts(&tb, &req("l"), &w, 4), ["a/m", "b/m", "a/m", "b/m"]);
+    assert_eq!(plan_names(&tb, &req("l"), &w).last().unwrap(), "c/m");
+}
+
+#[test]
+fn latency_explores_targets_with_fewer_than_three_samples_first() {
+    let tb = table(vec![vm(
+        "l",
+        Strategy::Latency,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default()
+        .latency(0, 0, 10.0, 50)
+        .latency(0, 1, 900.0, 2)
+        .latency(0, 2, 50.0, 3);
+    assert_eq!(plan_names(&tb, &req("l"), &w), ["b/m", "a/m", "c/m"]);
+    let none_measured = World::default();
+    assert_eq!(
+        plan_names(&tb, &req("l"), &none_measured),
+        ["a/m", "b/m", "c/m"]
+    );
+}
+
+// ---- priority ----
+
+#[test]
+fn priority_lower_first_then_list_order() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![prio("a/m", 2), prio("b/m", 1), prio("c/m", 2), t("d/m")],
+    )]);
+    // Unset priorities come after every set one, in list order.
+    assert_eq!(
+        plan_names(&tb, &req("p"), &World::default()),
+        ["b/m", "a/m", "c/m", "d/m"]
+    );
+}
+
+#[test]
+fn priority_without_priorities_is_a_failover_chain_in_list_order() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![t("c/m"), t("a/m"), t("b/m")],
+    )]);
+    let w = World::default();
+    assert_eq!(firsts(&tb, &req("p"), &w, 3), ["c/m"; 3]);
+    let c_down = World::default().circuit_open(0, 0);
+    assert_eq!(plan_names(&tb, &req("p"), &c_down), ["a/m", "b/m"]);
+}
+
+// ---- eligibility ----
+
+#[test]
+fn fallback_candidate_false_is_never_a_fallback_but_may_be_picked() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![
+            t("a/m"),
+            Target {
+                fallback_candidate: false,
+                ..t("b/m")
+            },
+            t("c/m"),
+        ],
+    )]);
+    assert_eq!(
+        plan_names(&tb, &req("p"), &World::default()),
+        ["a/m", "c/m"]
+    );
+    let a_down = World::default().circuit_open(0, 0);
+    assert_eq!(plan_names(&tb, &req("p"), &a_down), ["b/m", "c/m"]);
+}
+
+#[test]
+fn metadata_match_needs_every_pair_in_the_request_metadata() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![
+            Target {
+                metadata_match: vec![
+                    ("tier".into(), "enterprise".into()),
+                    ("eu".into(), "true".into()),
+                ],
+                ..t("a/m")
+            },
+            t("b/m"),
+        ],
+    )]);
+    let w = World::default();
+    let meta = |v: serde_json::Value| v.as_object().unwrap().clone();
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m"]);
+    let partial = meta(serde_json::json!({"tier": "enterprise"}));
+    let r = Request {
+        metadata: Some(&partial),
+        ..req("p")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["b/m"]);
+    let full = meta(serde_json::json!({"tier": "enterprise", "eu": true, "x": 1}));
+    let r = Request {
+        metadata: Some(&full),
+        ..req("p")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["a/m", "b/m"]);
+    let wrong = meta(serde_json::json!({"tier": "free", "eu": true}));
+    let r = Request {
+        metadata: Some(&wrong),
+        ..req("p")
+    };
+    let why = eligibility(&tb, 0, &r, &w);
+    assert_eq!(why[0].1.unwrap_err(), Ineligible::MetadataMismatch);
+}
+
+#[test]
+fn access_denied_targets_are_left_out() {
+    let tb = table(vec![
+        vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")]),
+        policy("a/m", &["/team"]),
+    ]);
+    let w = World::default();
+    let outsider = up("/other");
+    let r = Request {
+        user_path: Some(&outsider),
+        ..req("p")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["b/m"]);
+    assert_eq!(
+        eligibility(&tb, 0, &r, &w)[0].1.unwrap_err(),
+        Ineligible::AccessDenied
+    );
+    let member = up("/team/x");
+    let r = Request {
+        user_path: Some(&member),
+        ..req("p")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["a/m", "b/m"]);
+}
+
+#[test]
+fn every_target_denied_is_access_denied() {
+    let tb = table(vec![
+        vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")]),
+        policy("a/", &["/team"]),
+        policy("b/", &["/team"]),
+    ]);
+    let outsider = up("/other");
+    let r = Request {
+        user_path: Some(&outsider),
+        ..req("p")
+    };
+    assert_eq!(
+        plan(&tb, &r, &World::default()),
+        Err(RouteError::AccessDenied { model: "p".into() })
+    );
+}
+
+#[test]
+fn unavailable_targets_are_left_out_with_their_reason() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![t("a/m"), t("b/m"), t("c/m"), t("d/m")],
+    )]);
+    let w = World::default()
+        .down("a/m", Availability::NoKey)
+        .down("b/m", Availability::NotListed)
+        .down("c/m", Availability::Unreachable);
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["d/m"]);
+    let why: Vec<_> = eligibility(&tb, 0, &req("p"), &w)
+        .into_iter()
+        .map(|(_, r)| r.err())
+        .collect();
+    assert_eq!(
+        why,
+        [
+            Some(Ineligible::Unavailable(Availability::NoKey)),
+            Some(Ineligible::Unavailable(Availability::NotListed)),
+            Some(Ineligible::Unavailable(Availability::Unreachable)),
+            None
+        ]
+    );
+}
+
+#[test]
+fn sla_breach_makes_a_target_ineligible() {
+    let tb = table(vec![vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")])]);
+    let w = World::default().sla_breached(0, 0);
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m"]);
+}
+
+#[test]
+fn all_circuits_open_is_its_own_error() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m")],
+    )]);
+    let w = World::default().circuit_open(0, 0).circuit_open(0, 1);
+    assert_eq!(
+        plan(&tb, &req("p"), &w),
+        Err(RouteError::AllCircuitsOpen {
+            virtual_model: "p".into()
+        })
+    );
+    // Open circuits and breached SLAs together: still nothing healthy to try.
+    let w = World::default().circuit_open(0, 0).sla_breached(0, 1);
+    assert!(matches!(
+        plan(&tb, &req("p"), &w),
+        Err(RouteError::AllCircuitsOpen { .. })
+    ));
+}
+
+#[test]
+fn all_circuits_open_on_a_shadow_falls_through_to_the_shadowed_model() {
+    let tb = table(vec![vm(
+        "a/m",
+        Strategy::Priority,
+        vec![t("b/m"), t("c/m")],
+    )]);
+    let w = World::default().circuit_open(0, 0).circuit_open(0, 1);
+    let p = plan(&tb, &req("a/m"), &w).unwrap();
+    assert_eq!(p.virtual_model, None);
+    assert_eq!(names(&tb, &p), ["a/m"]);
+}
+
+// ---- resolution and fall-through ----
+
+#[test]
+fn redirect_outside_its_user_paths_falls_through_to_the_literal_name() {
+    let tb = table(vec![VirtualModel {
+        user_paths: Some(vec![up("/team")]),
+        ..vm("a/m", Strategy::RoundRobin, vec![t("b/m")])
+    }]);
+    let w = World::default();
+    let outsider = up("/team-x");
+    let p = plan(
+        &tb,
+        &Request {
+            user_path: Some(&outsider),
+            ..req("a/m")
+        },
+        &w,
+    )
+    .unwrap();
+    assert_eq!(
+        (p.virtual_model, names(&tb, &p)),
+        (None, vec!["a/m".into()])
+    );
+    let member = up("/team/x");
+    let p = plan(
+        &tb,
+        &Request {
+            user_path: Some(&member),
+            ..req("a/m")
+        },
+        &w,
+    )
+    .unwrap();
+    assert_eq!(
+        (p.virtual_model, names(&tb, &p)),
+        (Some(0), vec!["b/m".into()])
+    );
+}
+
+#[test]
+fn redirect_with_no_eligible_target_falls_through_or_is_not_found() {
+    let tb = table(vec![
+        vm("a/m", Strategy::RoundRobin, vec![t("b/m")]),
+        vm("smart", Strategy::RoundRobin, vec![t("b/m")]),
+    ]);
+    let w = World::default().down("b/m", Availability::NotListed);
+    assert_eq!(plan_names(&tb, &req("a/m"), &w), ["a/m"]);
+    assert!(matches!(
+        plan(&tb, &req("smart"), &w),
+        Err(RouteError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn disabled_redirects_are_ignored_and_slugs_are_second_names() {
+    let tb = table(vec![
+        VirtualModel {
+            enabled: false,
+            ..vm("a/m", Strategy::RoundRobin, vec![t("b/m")])
+        },
+        VirtualModel {
+            slug: Some("smart-v1".into()),
+            ..vm("smart", Strategy::RoundRobin, vec![t("c/m")])
+        },
+    ]);
+    let w = World::default();
+    assert_eq!(plan_names(&tb, &req("a/m"), &w), ["a/m"]);
+    assert_eq!(plan_names(&tb, &req(" smart-v1 "), &w), ["c/m"]);
+}
+
+#[test]
+fn model_types_refuse_other_operations_naming_the_operation() {
+    let tb = table(vec![VirtualModel {
+        model_types: Some(vec![Operation::Chat, Operation::Messages]),
+        ..vm("smart", Strategy::RoundRobin, vec![t("a/m")])
+    }]);
+    let r = Request {
+        operation: Operation::Embedding,
+        ..req("smart")
+    };
+    let e = plan(&tb, &r, &World::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "virtual model smart does not serve embedding requests (model_types: chat, messages)"
+    );
+}
+
+#[test]
+fn body_provider_bypasses_virtual_models() {
+    let tb = table(vec![vm("m", Strategy::RoundRobin, vec![t("a/x")])]);
+    let r = Request {
+        provider: Some("b"),
+        ..req("m")
+    };
+    let p = plan(&tb, &r, &World::default()).unwrap();
+    assert_eq!(
+        (p.virtual_model, names(&tb, &p)),
+        (None, vec!["b/m".into()])
+    );
+}
+
+#[test]
+fn bare_target_models_are_located_in_the_catalogs() {
+    let tb = table(vec![vm(
+        "smart",
+        Strategy::Priority,
+        vec![Target {
+            provider: None,
+            model: "llama".into(),
+            name: "llama".into(),
+            ..t("a/llama")
+        }],
+    )]);
+    let mut w = World::default();
+    assert_eq!(
+        eligibility(&tb, 0, &req("smart"), &w)[0].1.unwrap_err(),
+        Ineligible::NoProvider
+    );
+    w.located.insert("llama".into(), 2);
+    assert_eq!(plan_names(&tb, &req("smart"), &w), ["c/llama"]);
+}
+
+#[test]
+fn unknown_model_is_not_found_and_unusable_concrete_models_say_why() {
+    let tb = table(vec![]);
+    let w = World::default().down("a/m", Availability::NoKey);
+    assert_eq!(
+        plan(&tb, &req("nope"), &w),
+        Err(RouteError::NotFound {
+            model: "nope".into()
+        })
+    );
+    assert_eq!(
+        plan(&tb, &req("a/m"), &w).unwrap_err().to_string(),
+        "model a/m is not available: provider has no API key"
+    );
+}
+
+// ---- session affinity ----
+
+#[test]
+fn sessions_keep_their_pinned_target_under_round_robin_without_rotating() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m")],
+    )]);
+    let w = World::default().pin(0, "s1", 1);
+    let r = Request {
+        session_key: Some("s1"),
+        ..req("lb")
+    };
+    assert_eq!(firsts(&tb, &r, &w, 3), ["b/m"; 3]);
+    assert_eq!(plan_names(&tb, &r, &w), ["b/m", "a/m"]);
+    assert_eq!(counter(&tb, 0), 0);
+    // Another session is not affected.
+    let other = Request {
+        session_key: Some("s2"),
+        ..req("lb")
+    };
+    assert_eq!(firsts(&tb, &other, &w, 2), ["a/m", "b/m"]);
+}
+
+#[test]
+fn a_pin_to_an_ineligible_target_is_ignored() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default().pin(0, "s1", 1).circuit_open(0, 1);
+    let r = Request {
+        session_key: Some("s1"),
+        ..req("lb")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["a/m", "c/m"]);
+}
+
+#[test]
+fn a_round_robin_pin_to_a_fallback_only_target_is_ignored() {
+    // A session pinned while every weighted target was down must return to them.
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), weighted("b/m", 0.0)],
+    )]);
+    let w = World::default().pin(0, "s1", 1);
+    let r = Request {
+        session_key: Some("s1"),
+        ..req("lb")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["a/m", "b/m"]);
+}
+
+#[test]
+fn sessions_are_honoured_by_latency() {
+    let tb = table(vec![vm("l", Strategy::Latency, vec![t("a/m"), t("b/m")])]);
+    let w = World::default()
+        .latency(0, 0, 10.0, 10)
+        .latency(0, 1, 500.0, 10)
+        .pin(0, "s1", 1);
+    let r = Request {
+        session_key: Some("s1"),
+        ..req("l")
+    };
+    assert_eq!(plan_names(&tb, &r, &w), ["b/m", "a/m"]);
+}
+
+#[test]
+fn sessions_are_ignored_by_cost_and_priority() {
+    for strategy in [Strategy::Cost, Strategy::Priority] {
+        let tb = table(vec![vm(
+            "x",
+            strategy,
+            vec![priced("a/m", 1.0), priced("b/m", 2.0)],
+        )]);
+        let w = World::default().pin(0, "s1", 1);
+        let r = Request {
+            session_key: Some("s1"),
+            ..req("x")
+        };
+        assert_eq!(plan_names(&tb, &r, &w), ["a/m", "b/m"], "{strategy:?}");
+    }
+}
+
+#[test]
+fn sessions_are_ignored_when_affinity_is_off() {
+    let tb = table(vec![VirtualModel {
+        session: SessionConfig {
+            enabled: false,
+            ..SessionConfig::default()
+        },
+        ..vm("lb", Strategy::RoundRobin, vec![t("a/m"), t("b/m")])
+    }]);
+    let w = World::default().pin(0, "s1", 1);
+    let r = Request {
+        session_key: Some("s1"),
+        ..req("lb")
+    };
+    assert_eq!(firsts(&tb, &r, &w, 2), ["a/m", "b/m"]);
+}
+
+// ---- properties ----
+
+mod properties {
+    use super::*;
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_assume, prop_oneof};
+    use proptest::prelude::{proptest, Just};
+    use proptest::strategy::Strategy as Gen;
+
+    /// The integer share `schedule::build` gives a weight: three decimals, at least 1.
+    fn milli(w: f64) -> u64 {
+        if w > 0.0 {
+            ((w * 1000.0).round() as u64).max(1)
+        } else {
+            0
+        }
+    }
+
+    fn weight() -> impl Gen<Value = f64> {
+        prop_oneof![
+            1 => Just(0.0),
+            4 => 0.001f64..1000.0,
+            2 => (1u32..20).prop_map(f64::from),
+        ]
+    }
+
+    fn rr_table(weights: &[f64]) -> Table {
+        let targets = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| weighted(&format!("{}/m{i}", PROVIDERS[i % 4]), *w))
+            .collect();
+        table(vec![vm("lb", Strategy::RoundRobin, targets)])
+    }
+
+    proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(128))]
+
+        /// Over one period of the schedule every weighted target is picked in proportion to
+        /// its weight: exactly (at three decimals) when the period fits `MAX_PERIOD`, within
+        /// the documented down-scaling otherwise; weight 0 is never picked first.
+        #[test]
+        fn round_robin_long_run_shares_match_weights(
+            weights in prop::collection::vec(weight(), 1..7)
+                .prop_filter("one weight above 0", |w| w.iter().any(|x| *x > 0.0))
+        ) {
+            let tb = rr_table(&weights);
+            let period = tb.models[0].schedule.len();
+            prop_assert!(period as u64 <= schedule::MAX_PERIOD + weights.len() as u64);
+            let w = World::default();
+            let mut counts = vec![0usize; weights.len()];
+            // Two whole periods: the second must repeat the first exactly.
+            for _ in 0..2 * period {
+                let p = plan(&tb, &req("lb"), &w).unwrap();
+                counts[p.attempts[0].target.unwrap()] += 1;
+            }
+            let ints: Vec<u64> = weights.iter().map(|w| milli(*w)).collect();
+            let total: u64 = ints.iter().sum();
+            let n = weights.len() as f64;
+            for (i, c) in counts.iter().enumerate() {
+                prop_assert_eq!(c % 2, 0, "each period repeats");
+                if ints[i] == 0 {
+                    prop_assert_eq!(*c, 0);
+                    continue;
+                }
+                prop_assert!(*c > 0, "every weighted target serves");
+                let got = *c as f64 / (2 * period) as f64;
+                let want = ints[i] as f64 / total as f64;
+                let slack = if total / gcd_all(&ints) <= schedule::MAX_PERIOD {
+                    1e-9
+                } else {
+                    (n + 1.0) / period as f64
+                };
+                prop_assert!(
+                    (got - want).abs() <= slack,
+                    "target {} got {} want {} (period {})", i, got, want, period
+                );
+            }
+        }
+
+        /// With some weighted targets out, the others split the traffic in proportion to
+        /// their own weights, exactly, over one period of what is left.
+        #[test]
+        fn round_robin_shares_stay_exact_among_the_eligible(
+            weights in prop::collection::vec(1u32..6, 2..6),
+            out in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            let weights: Vec<f64> = weights.into_iter().map(f64::from).collect();
+            let tb = rr_table(&weights);
+            let mut w = World::default();
+            for (i, o) in out.iter().take(weights.len()).enumerate() {
+                if *o {
+                    w = w.circuit_open(0, i);
+                }
+            }
+            let eligible: Vec<usize> = (0..weights.len()).filter(|i| !out[*i]).collect();
+            prop_assume!(eligible.len() >= 2);
+            let total: f64 = eligible.iter().map(|i| weights[*i]).sum();
+            let rounds = total as usize * 3;
+            let mut counts = vec![0usize; weights.len()];
+            for _ in 0..rounds {
+                let p = plan(&tb, &req("lb"), &w).unwrap();
+                counts[p.attempts[0].target.unwrap()] += 1;
+            }
+            for i in 0..weights.len() {
+                let want = if out[i] { 0 } else { weights[i] as usize * 3 };
+                prop_assert_eq!(counts[i], want, "target {}: {:?}", i, counts);
+            }
+        }
+
+        /// Whatever the world, a plan holds only eligible targets, each once, the first being
+        /// the strategy's pick and every other one a fallback candidate; and no eligible
+        /// fallback candidate is left out.
+        #[test]
+        fn a_plan_never_contains_an_ineligible_target(
+            spec in prop::collection::vec(
+                (0usize..4, 0usize..3, weight(), any::<bool>(), prop::option::of(0.0f64..50.0),
+                 0i64..3, any::<bool>()),
+                1..7,
+            ),
+            strategy in 0usize..4,
+            world in prop::collection::vec((0usize..8, 0usize..4, 0.0f64..300.0, 0u32..6), 7),
+            pin in prop::option::of(0usize..7),
+            deny_b in any::<bool>(),
+            gold in any::<bool>(),
+        ) {
+            let strategies = [
+                Strategy::RoundRobin,
+                Strategy::Cost,
+                Strategy::Latency,
+                Strategy::Priority,
+            ];
+            let mut targets: Vec<Target> = Vec::new();
+            for (p, m, weight, fc, price, priority, meta) in &spec {
+                let name = format!("{}/m{m}", PROVIDERS[*p]);
+                if targets.iter().any(|t| t.name == name) {
+                    continue;
+                }
+                targets.push(Target {
+                    weight: *weight,
+                    fallback_candidate: *fc,
+                    price: *price,
+                    priority: *priority,
+                    metadata_match: if *meta {
+                        vec![("tier".into(), "gold".into())]
+                    } else {
+                        vec![]
+                    },
+                    ..t(&name)
+                });
+            }
+            let n = targets.len();
+            let mut models = vec![vm("x", strategies[strategy], targets)];
+            if deny_b {
+                models.push(policy("b/", &["/team"]));
+            }
+            let tb = table(models);
+            let mut w = World::default();
+            for (ti, (avail, health, ms, samples)) in world.iter().take(n).enumerate() {
+                let name = tb.models[0].targets[ti].name.clone();
+                match avail {
+                    0 => { w = w.down(&name, Availability::NoKey); }
+                    1 => { w = w.down(&name, Availability::NotListed); }
+                    2 => { w = w.down(&name, Availability::Unreachable); }
+                    _ => {}
+                }
+                match health {
+                    0 => { w = w.circuit_open(0, ti); }
+                    1 => { w = w.sla_breached(0, ti); }
+                    _ => {}
+                }
+                w = w.latency(0, ti, *ms, *samples);
+            }
+            if let Some(p) = pin {
+                w = w.pin(0, "s", p % n);
+            }
+            let caller = up("/other");
+            let meta = serde_json::json!({"tier": if gold { "gold" } else { "silver" }});
+            let r = Request {
+                user_path: Some(&caller),
+                session_key: Some("s"),
+                metadata: meta.as_object(),
+                ..req("x")
+            };
+            let checks = eligibility(&tb, 0, &r, &w);
+            let eligible: Vec<usize> = (0..n).filter(|i| checks[*i].1.is_ok()).collect();
+            match plan(&tb, &r, &w) {
+                Ok(p) if p.virtual_model == Some(0) => {
+                    let picked: Vec<usize> =
+                        p.attempts.iter().map(|a| a.target.unwrap()).collect();
+                    for ti in &picked {
+                        prop_assert!(checks[*ti].1.is_ok(), "ineligible {} in {:?}", ti, picked);
+                    }
+                    let mut sorted = picked.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    prop_assert_eq!(sorted.len(), picked.len(), "duplicates in {:?}", picked);
+                    for ti in &picked[1..] {
+                        prop_assert!(tb.models[0].targets[*ti].fallback_candidate);
+                    }
+                    for ti in &eligible {
+                        if *ti != picked[0] && tb.models[0].targets[*ti].fallback_candidate {
+                            prop_assert!(picked.contains(ti), "{} left out of {:?}", ti, picked);
+                        }
+                    }
+                }
+                _ => prop_assert!(eligible.is_empty(), "a plan was due: {:?}", eligible),
+            }
+        }
+    }
+
+    fn gcd_all(v: &[u64]) -> u64 {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        v.iter().copied().filter(|x| *x > 0).fold(0, gcd)
+    }
+}

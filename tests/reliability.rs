@@ -1,0 +1,407 @@
+//! Reliability per target, black box: the real binary against mock upstreams on 127.0.0.1 that
+//! fail on command. Each test asserts on what the client got and what every upstream saw;
+//! none asserts on time (slow or silent upstreams only make the gateway's timers fire).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Providers `a` (models m1, m2) and `b` (m3) at two mock upstreams, plus `extra` YAML at the
+/// top level and the given virtual models.
+fn config(a: &Upstream, b: &Upstream, extra: &str, vms: &str) -> String {
+    format!(
+        "{extra}providers:\n{}{}virtual_models:\n{vms}",
+        provider_block("a", a, &["m1", "m2"]),
+        provider_block("b", b, &["m3"])
+    )
+}
+
+fn failing(status: u16, message: &str) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    let message = message.to_string();
+    move |_| Reply::Json(status, json!({"error": {"message": message, "type": "x"}}))
+}
+
+fn chat_body(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn served(r: &Resp) -> &str {
+    r.header("x-modelgate-model").unwrap_or("")
+}
+
+#[test]
+fn a_500_is_retried_once_then_falls_back() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    strategy: priority\n    targets: [a/m1, b/m3]\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "b/m3");
+    // Default retry: 2 tries on a, then b.
+    assert_eq!(r.header("x-modelgate-attempts"), Some("3"));
+    assert_eq!(a.requests().len(), 2);
+    assert_eq!(b.requests().len(), 1);
+    assert_eq!(b.requests()[0].json()["model"], "m3");
+}
+
+#[test]
+fn a_400_goes_to_the_client_without_retry_or_fallback() {
+    let a = Upstream::start(&[], failing(400, "temperature is out of range"));
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    strategy: priority\n    targets: [a/m1, b/m3]\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["message"], "temperature is out of range");
+    assert_eq!(r.header("x-modelgate-attempts"), Some("1"));
+    assert_eq!(a.requests().len(), 1);
+    assert!(b.requests().is_empty());
+}
+
+#[test]
+fn a_retry_that_succeeds_stays_on_the_same_target() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let a = Upstream::start(&[], move |s| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::Json(503, json!({"error": {"message": "busy"}}))
+        } else {
+            Reply::Json(200, chat_reply(s.json()["model"].as_str().unwrap(), "ok"))
+        }
+    });
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    strategy: priority\n    targets: [a/m1, b/m3]\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "a/m1");
+    assert_eq!(r.header("x-modelgate-attempts"), Some("2"));
+    let seen = a.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body, seen[1].body, "the retry sends the same body");
+    assert!(b.requests().is_empty());
+}
+
+#[test]
+fn connection_refused_falls_back() {
+    let closed = free_port();
+    let b = Upstream::echo(&[]);
+    let cfg = format!(
+        "providers:\n  dead:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{closed}/v1\n    api_key: k\n    models: [m]\n{}virtual_models:\n  - source: smart\n    strategy: priority\n    targets: [dead/m, b/m3]\n",
+        provider_block("b", &b, &["m3"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "b/m3");
+    assert_eq!(b.requests().len(), 1);
+}
+
+#[test]
+fn when_every_target_answers_429_the_client_gets_the_last_one_whole() {
+    let a = Upstream::start(&[], |_| {
+        Reply::Raw(
+            429,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("retry-after".into(), "7".into()),
+            ],
+            br#"{"error":{"message":"a: slow down"}}"#.to_vec(),
+        )
+    });
+    let b = Upstream::start(&[], |_| {
+        Reply::Raw(
+            429,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("retry-after".into(), "9".into()),
+            ],
+            br#"{"error":{"message":"b: slow down"}}"#.to_vec(),
+        )
+    });
+    let vms = "  - source: smart\n    strategy: priority\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n      - {model: b/m3, retry: {attempts: 1}}\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("9"));
+    assert_eq!(r.json()["error"]["message"], "b: slow down");
+    assert_eq!(r.header("x-modelgate-attempts"), Some("2"));
+    assert_eq!((a.requests().len(), b.requests().len()), (1, 1));
+}
+
+#[test]
+fn an_open_breaker_stops_contacting_a_dead_target() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    strategy: priority\n    targets: [a/m1, b/m3]\n";
+    let breaker = "circuit_breaker: {failure_threshold: 5, open_seconds: 3600}\n";
+    let g = Gateway::start(&config(&a, &b, breaker, vms), &[]);
+    // With the default retry each request tries a twice: 2 + 2 + 1 = 5 consecutive failures,
+    // and the try that opens the breaker is not retried.
+    for _ in 0..3 {
+        let r = g.chat("smart");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 5);
+    for _ in 0..4 {
+        let r = g.chat("smart");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"));
+        assert_eq!(r.header("x-modelgate-attempts"), Some("1"));
+    }
+    assert_eq!(
+        a.requests().len(),
+        5,
+        "no request reaches a while its breaker is open"
+    );
+    assert_eq!(b.requests().len(), 7);
+}
+
+#[test]
+fn every_breaker_open_is_a_503_with_retry_after() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::start(&[], failing(502, "b is down"));
+    let vms = "  - source: smart\n    strategy: round_robin\n    targets: [a/m1, b/m3]\n";
+    let breaker = "circuit_breaker: {failure_threshold: 1, open_seconds: 3600}\n";
+    let g = Gateway::start(&config(&a, &b, breaker, vms), &[]);
+    // The first request opens both breakers and gets the last upstream error, whole.
+    let r = g.chat("smart");
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.json()["error"]["message"], "b is down");
+    let r = g.chat("smart");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "circuit_open"),
+        "{}",
+        r.body
+    );
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    // The breakers half-open in an hour, not in some fixed default.
+    assert!(after > 3000 && after <= 3600, "Retry-After {after}");
+    assert_eq!((a.requests().len(), b.requests().len()), (1, 1));
+}
+
+#[test]
+fn an_sla_breach_makes_a_target_ineligible() {
+    // a answers correctly but its first byte comes long after the SLA's 5 ms.
+    let a = Upstream::start(&[], |s| {
+        std::thread::sleep(Duration::from_millis(60));
+        Reply::Json(200, chat_reply(s.json()["model"].as_str().unwrap(), "slow"))
+    });
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    strategy: priority\n    targets:\n      - {model: a/m1, sla: {time_to_first_token_ms: 5}}\n      - b/m3\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    // A verdict needs 3 samples; each is recorded before its response ends.
+    for _ in 0..3 {
+        let r = g.chat("smart");
+        assert_eq!((r.status, served(&r)), (200, "a/m1"), "{}", r.body);
+    }
+    for _ in 0..2 {
+        let r = g.chat("smart");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 3);
+}
+
+#[test]
+fn sessions_stick_to_their_target_and_move_when_it_becomes_ineligible() {
+    let a = Upstream::echo(&[]);
+    let b = Upstream::echo(&[]);
+    // a serves only requests whose metadata says region=eu; b serves everyone.
+    let vms = "  - source: lb\n    targets:\n      - {model: a/m1, metadata_match: {region: eu}}\n      - b/m3\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let send = |session: Option<&str>, eu: bool, path: Option<&str>| -> String {
+        let mut h: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = session {
+            h.push(("x-session-id", s));
+        }
+        if eu {
+            h.push(("x-modelgate-metadata", r#"{"region":"eu"}"#));
+        }
+        if let Some(p) = path {
+            h.push(("x-modelgate-user-path", p));
+        }
+        let r = g.post("/v1/chat/completions", &chat_body("lb"), &h);
+        assert_eq!(r.status, 200, "{}", r.body);
+        served(&r).to_string()
+    };
+    // Without a session, round-robin spreads.
+    assert_eq!(
+        [send(None, true, None), send(None, true, None)],
+        ["a/m1", "b/m3"]
+    );
+    // A session keeps the target it started on.
+    let first = send(Some("s1"), true, None);
+    assert_eq!(first, "a/m1");
+    for _ in 0..3 {
+        assert_eq!(send(Some("s1"), true, None), "a/m1");
+    }
+    // a is ineligible for a request without the metadata: the session moves to b...
+    assert_eq!(send(Some("s1"), false, None), "b/m3");
+    // ...and stays there once a is eligible again.
+    for _ in 0..3 {
+        assert_eq!(send(Some("s1"), true, None), "b/m3");
+    }
+    // The same session id from another caller is another session; path spellings of one
+    // caller are one session.
+    let x = send(Some("s2"), true, Some("/team/x"));
+    let y = send(Some("s2"), true, Some("/team/y"));
+    assert_ne!(x, y, "round-robin gave the second caller the other target");
+    // (The rotation's next pick is x's target: only the pin can give y's.)
+    assert_eq!(send(Some("s2"), true, Some("team/y/")), y);
+    assert_eq!(send(Some("s2"), true, Some("/team/x")), x);
+}
+
+#[test]
+fn override_params_and_header_rules_reach_the_upstream() {
+    let a = Upstream::echo(&[]);
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    targets:\n      - model: a/m1\n        override_params: {temperature: 0.2, max_tokens: 5}\n        headers: {set: {x-team: alpha}, remove: [x-debug]}\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "smart", "temperature": 1.0, "top_p": 0.5, "messages": [{"role": "user", "content": "hi"}]}),
+        &[("x-debug", "1"), ("x-keep", "k"), ("x-team", "client")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = &a.requests()[0];
+    let body = seen.json();
+    assert_eq!(body["temperature"], json!(0.2), "override wins");
+    assert_eq!(body["max_tokens"], json!(5));
+    assert_eq!(body["top_p"], json!(0.5), "the client's other fields stay");
+    assert_eq!(body["model"], "m1");
+    assert_eq!(body["messages"][0]["content"], "hi");
+    assert_eq!(seen.header("x-team"), Some("alpha"));
+    assert_eq!(seen.header("x-debug"), None);
+    assert_eq!(seen.header("x-keep"), Some("k"));
+}
+
+#[test]
+fn a_stream_falls_back_when_the_first_target_fails_before_streaming() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::start(&[], |_| {
+        Reply::Stream(
+            vec![
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"from b\"}}]}\n\n".to_vec(),
+                b"data: [DONE]\n\n".to_vec(),
+            ],
+            None,
+        )
+    });
+    let vms = "  - source: smart\n    strategy: priority\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n      - b/m3\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "smart", "stream": true, "messages": []}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert_eq!(served(&r), "b/m3");
+    assert!(
+        r.body.contains("from b") && r.body.ends_with("data: [DONE]\n\n"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("a is down"));
+    assert_eq!((a.requests().len(), b.requests().len()), (1, 1));
+    assert_eq!(b.requests()[0].json()["stream"], true);
+}
+
+#[test]
+fn model_types_refuse_other_operations_with_422() {
+    let a = Upstream::echo(&[]);
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: chatty\n    target: a/m1\n    model_types: [chat]\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.post(
+        "/v1/embeddings",
+        &json!({"model": "chatty", "input": "x"}),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (422, "unsupported_operation"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.json()["error"]["message"],
+        "virtual model chatty does not serve embedding requests (model_types: chat)"
+    );
+    assert!(a.requests().is_empty());
+    assert_eq!(g.chat("chatty").status, 200);
+}
+
+#[test]
+fn cost_routes_to_the_cheapest_priced_target_and_falls_back_by_price() {
+    let cheap_ok = Arc::new(AtomicBool::new(true));
+    let flag = cheap_ok.clone();
+    let a = Upstream::echo(&[]);
+    let b = Upstream::start(&[], move |s| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::Json(200, chat_reply(s.json()["model"].as_str().unwrap(), "ok"))
+        } else {
+            Reply::Json(500, json!({"error": {"message": "down"}}))
+        }
+    });
+    let cfg = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m1, pricing: {{input_per_mtok: 5, output_per_mtok: 15}}}}\n      - m2\n  b:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m3, pricing: {{input_per_mtok: 0.1, output_per_mtok: 0.4}}}}\nvirtual_models:\n  - source: thrifty\n    strategy: cost\n    targets: [a/m2, a/m1, {{model: b/m3, retry: {{attempts: 1}}}}]\n",
+        a.base_url(),
+        b.base_url()
+    );
+    let g = Gateway::start(&cfg, &[]);
+    for _ in 0..3 {
+        assert_eq!(served(&g.chat("thrifty")), "b/m3");
+    }
+    // The cheapest fails: the next by price answers; the unpriced m2 is the last resort.
+    cheap_ok.store(false, Ordering::SeqCst);
+    let r = g.chat("thrifty");
+    assert_eq!((r.status, served(&r)), (200, "a/m1"), "{}", r.body);
+    assert!(a.requests().iter().all(|s| s.json()["model"] == "m1"));
+}
+
+#[test]
+fn priority_serves_the_lowest_priority_and_falls_back_up_the_chain() {
+    let a = Upstream::echo(&[]);
+    let b = Upstream::start(&[], failing(503, "b is down"));
+    let vms = "  - source: chain\n    strategy: priority\n    targets:\n      - {model: a/m1, priority: 2}\n      - {model: a/m2, priority: 3}\n      - {model: b/m3, priority: 1, retry: {attempts: 1}}\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let r = g.chat("chain");
+    assert_eq!((r.status, served(&r)), (200, "a/m1"), "{}", r.body);
+    assert_eq!(b.requests().len(), 1, "priority 1 is tried first");
+    assert_eq!(a.requests()[0].json()["model"], "m1");
+}
+
+#[test]
+fn a_silent_upstream_times_out_per_provider_then_falls_back_or_gets_504() {
+    let (release, wait) = gate();
+    let a = Upstream::start(&[], move |_| {
+        // Never answers while the test runs; the test's end drops `release` and frees it.
+        let _ = wait.lock().unwrap().recv_timeout(Duration::from_secs(30));
+        Reply::Drop
+    });
+    let b = Upstream::echo(&[]);
+    let cfg = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models: [m1]\n    timeouts: {{connect_ms: 2000, first_byte_ms: 300, idle_ms: 300}}\n{}virtual_models:\n  - source: smart\n    strategy: priority\n    targets:\n      - {{model: a/m1, retry: {{attempts: 1}}}}\n      - b/m3\n",
+        a.base_url(),
+        provider_block("b", &b, &["m3"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.chat("smart");
+    assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    assert_eq!(a.requests().len(), 1);
+    let r = g.chat("a/m1");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (504, "upstream_timeout"),
+        "{}",
+        r.body
+    );
+    drop(release);
+}
