@@ -33,21 +33,7 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
     );
 
-    let tmp = std::env::temp_dir();
-    let conf = ServerConf {
-        threads: settings.threads,
-        grace_period_seconds: Some(settings.grace_period_s),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp
-            .join(format!("modelgate-{}.pid", std::process::id()))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("modelgate-{}.sock", std::process::id()))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(settings.threads, settings.grace_period_s);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(
@@ -77,6 +63,26 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(pid_file);
     }
     Ok(())
+}
+
+/// The Pingora server settings. Public so that the benchmark's bare Pingora pass-through runs
+/// with exactly the same ones.
+pub fn server_conf(threads: usize, grace_period_s: u64) -> ServerConf {
+    let tmp = std::env::temp_dir();
+    ServerConf {
+        threads,
+        grace_period_seconds: Some(grace_period_s),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: tmp
+            .join(format!("modelgate-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("modelgate-{}.sock", std::process::id()))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    }
 }
 
 /// SIGTERM: graceful, with an early exit once drained; SIGINT: fast; SIGQUIT: upgrade.
