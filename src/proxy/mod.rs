@@ -24,7 +24,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::app::App;
 use crate::catalog::discovery::now_ms;
@@ -650,7 +650,8 @@ impl ProxyHttp for Gateway {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer {}", peer.sni));
-        if session.response_written().is_some() {
+        // A client that went away says nothing about the target: no retry, no breaker failure.
+        if session.response_written().is_some() || *e.esource() == ErrorSource::Downstream {
             e.set_retry(false);
             return e;
         }
@@ -669,6 +670,19 @@ impl ProxyHttp for Gateway {
     /// A clean JSON error; never the raw error text (it names internal addresses).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if session.response_written().is_some() {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let client_gone = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if *e.esource() == ErrorSource::Downstream && client_gone {
+            // Nobody to answer; logged and counted as nginx's 499, not as an upstream failure.
+            ctx.status = Some(499);
+            ctx.error_code = Some("client_closed_request");
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
