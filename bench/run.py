@@ -238,6 +238,8 @@ def measure(args, name, proc, body, conns, duration):
     cpu0 = cpu_seconds(pid)
     r = wrk(args, port, body, conns, duration, auth)
     cpu = cpu_seconds(pid) - cpu0
+    with open("/proc/loadavg") as f:
+        r["loadavg_1m"] = float(f.read().split()[0])
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1)
     return r
@@ -342,14 +344,14 @@ def machine(venv):
 def report(res):
     lines = []
     direct = {(r["body"], r["conns"]): r for r in res["matrix"] if r["target"] == "direct"}
-    lines.append("| body | c | target | req/s | p50 µs | p99 µs | added p50 µs | CPU µs/req | errors |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| body | c | target | req/s | p50 µs | p99 µs | added p50 µs | CPU µs/req | errors | load |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in res["matrix"]:
         d = direct.get((r["body"], r["conns"]))
         added = "" if r["target"] == "direct" or not d else f"{r['p50_us'] - d['p50_us']:+d}"
         lines.append(f"| {r['body']} | {r['conns']} | {r['target']} | {r['rps']:.0f} | "
                      f"{r['p50_us']} | {r['p99_us']} | {added} | {r['cpu_us_per_req']:.1f} | "
-                     f"{r['non2xx'] + r['socket_errors']} |")
+                     f"{r['non2xx'] + r['socket_errors']} | {r['loadavg_1m']:.1f} |")
     if res.get("ttfb"):
         lines += ["", "| target | TTFB p50 µs | TTFB p99 µs | p50 over direct µs |", "|---|---|---|---|"]
         d = res["ttfb"].get("direct")

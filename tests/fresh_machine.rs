@@ -117,11 +117,11 @@ const READS: [&str; 5] = [
     "env=\"",
 ];
 
-/// Environment variable names read in `source`: literal calls, and `${VAR}` references.
-fn env_reads(source: &str) -> BTreeSet<String> {
-    let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
+/// Upper-case names following any of `patterns` in `text`, whitespace ignored.
+fn names_after(text: &str, patterns: &[&str]) -> BTreeSet<String> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let mut out = BTreeSet::new();
-    for pat in READS.iter().chain(["${"].iter()) {
+    for pat in patterns {
         for (at, _) in compact.match_indices(pat) {
             let name: String = compact[at + pat.len()..]
                 .chars()
@@ -136,6 +136,28 @@ fn env_reads(source: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Variables a Rust source reads, ignoring comments and its `#[cfg(test)]` module (tests set
+/// made-up variables).
+fn env_reads(source: &str) -> BTreeSet<String> {
+    let code = source.split("#[cfg(test)]").next().unwrap_or("");
+    let code: String = code
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    names_after(&code, &READS)
+}
+
+/// Variables a config file references as `${VAR}` or `${VAR:-default}`.
+fn config_refs(text: &str) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    names_after(&code, &["${"])
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -168,10 +190,14 @@ fn the_reader_scan_finds_every_call_shape() {
             .bool("SOME_FLAG")?;
         let c = std::env::var("RAW_VAR");
         let h = headers.get("x-request-id");
-        let t = "${FROM_CONFIG:-x}";
+        // env.get("IN_A_COMMENT")
     "#;
     let found: Vec<String> = env_reads(src).into_iter().collect();
-    assert_eq!(found, ["FROM_CONFIG", "PORT", "RAW_VAR", "SOME_FLAG"]);
+    assert_eq!(found, ["PORT", "RAW_VAR", "SOME_FLAG"]);
+    let refs: Vec<String> = config_refs("a: ${FROM_CONFIG:-x} # ${NOT_THIS}\nb: ${BEE}")
+        .into_iter()
+        .collect();
+    assert_eq!(refs, ["BEE", "FROM_CONFIG"]);
 }
 
 #[test]
@@ -186,7 +212,7 @@ fn env_template_lists_every_variable_the_code_reads() {
             read_at.entry(name).or_insert_with(|| rel.clone());
         }
     }
-    for name in env_reads(&read("config.example.yaml")) {
+    for name in config_refs(&read("config.example.yaml")) {
         read_at
             .entry(name)
             .or_insert_with(|| "config.example.yaml".into());

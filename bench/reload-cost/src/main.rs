@@ -1,8 +1,9 @@
 //! Reload cost: generates a config with `--models` virtual models (each a weighted round-robin
-//! over two targets), then times, over `--runs` runs, the three steps of a reload: reading and
-//! checking the file (`config::load`), building the snapshot (`Snapshot::build`, handing over the
-//! previous snapshot's counters as a reload does), and the whole `App::reload` (both, plus the
-//! health sync and the swap). Prints a table and one JSON line.
+//! over two targets), then times, over `--runs` runs, the steps of a reload: reading and checking
+//! the file (`config::load`; of which the YAML parser alone is timed apart), building the
+//! snapshot (`Snapshot::build`, handing over the previous snapshot's counters as a reload does),
+//! and the whole `App::reload` (both, plus the health sync and the swap). Prints a table and one
+//! JSON line.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -60,6 +61,14 @@ fn main() -> Result<(), String> {
     std::fs::write(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     let env = Env::default();
 
+    let mut yaml = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| format!("generated YAML: {e}"))?;
+        yaml.push(t.elapsed());
+        drop(v);
+    }
     let mut load = Vec::new();
     let mut build = Vec::new();
     let registry = StateRegistry::default();
@@ -97,19 +106,20 @@ fn main() -> Result<(), String> {
         reload.push(t.elapsed());
     }
 
-    let (l, b, r) = (stats(load), stats(build), stats(reload));
+    let (y, l, b, r) = (stats(yaml), stats(load), stats(build), stats(reload));
     println!(
         "{} virtual models, {} KiB of YAML, {} runs (ms: min / median / max)",
         args.models,
         text.len() / 1024,
         args.runs
     );
+    println!("  YAML parse only  {:8.1} {:8.1} {:8.1}", y.0, y.1, y.2);
     println!("  config::load     {:8.1} {:8.1} {:8.1}", l.0, l.1, l.2);
     println!("  Snapshot::build  {:8.1} {:8.1} {:8.1}", b.0, b.1, b.2);
     println!("  App::reload      {:8.1} {:8.1} {:8.1}", r.0, r.1, r.2);
     println!(
-        r#"{{"models":{},"load_ms_median":{:.1},"build_ms_median":{:.1},"reload_ms_median":{:.1},"reload_ms_max":{:.1}}}"#,
-        args.models, l.1, b.1, r.1, r.2
+        r#"{{"models":{},"yaml_ms_median":{:.1},"load_ms_median":{:.1},"build_ms_median":{:.1},"reload_ms_median":{:.1},"reload_ms_max":{:.1}}}"#,
+        args.models, y.1, l.1, b.1, r.1, r.2
     );
     Ok(())
 }
