@@ -31,7 +31,8 @@ RELEASE = ROOT / "target" / "release"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 MOCK_PORT, MOCK_SLOW_PORT = 19100, 19101
-PORTS = {"direct": MOCK_PORT, "nginx": 19200, "pingora": 19300, "modelgate": 19400, "litellm": 19500}
+PORTS = {"direct": MOCK_PORT, "nginx": 19200, "pingora": 19300, "modelgate": 19400,
+         "modelgate-nolog": 19410, "litellm": 19500}
 LITELLM_KEY = "sk-bench"
 
 
@@ -55,7 +56,17 @@ def wait_port(port, proc, timeout=120.0):
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
+def port_busy(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def start(name, cmd, log, port, env=None, cwd=None):
+    if port_busy(port):
+        raise RuntimeError(f"{name}: port {port} is already in use (a leftover run?)")
     full_env = dict(os.environ)
     full_env.update(env or {})
     out = open(log, "wb")
@@ -143,12 +154,15 @@ def start_target(name, args, upstream_port, phase):
     port = PORTS[name]
     upstream = f"127.0.0.1:{upstream_port}"
     run_dir = args.out / name
-    run_dir.mkdir(exist_ok=True)
+    # Configs live apart from logs: modelgate watches its config's directory, and a log written
+    # there would wake the watcher on every request.
+    conf_dir = run_dir / "conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / f"{phase}.log"
     if name == "direct":
         return None
     if name == "nginx":
-        conf = fill("nginx.conf.template", run_dir / "nginx.conf", WORKERS=args.workers,
+        conf = fill("nginx.conf.template", conf_dir / "nginx.conf", WORKERS=args.workers,
                     PREFIX=run_dir, UPSTREAM=upstream, LISTEN=f"127.0.0.1:{port}")
         cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
         return start(name, pinned(cmd, 1, args), log, port)
@@ -156,15 +170,17 @@ def start_target(name, args, upstream_port, phase):
         cmd = [str(RELEASE / "pingora-passthrough"), "--listen", f"127.0.0.1:{port}",
                "--upstream", upstream, "--threads", str(args.workers)]
         return start(name, pinned(cmd, 1, args), log, port)
-    if name == "modelgate":
-        conf = fill("modelgate.yaml.template", run_dir / "config.yaml", UPSTREAM=upstream)
+    if name in ("modelgate", "modelgate-nolog"):
+        conf = fill("modelgate.yaml.template", conf_dir / "config.yaml", UPSTREAM=upstream)
         cmd = [str(RELEASE / "modelgate"), "--config", str(conf), "--listen",
                f"127.0.0.1:{port}", "serve"]
         # cwd = run_dir so no stray .env is read.
         return start(name, pinned(cmd, 1, args), log, port, cwd=run_dir,
-                     env={"MODELGATE_THREADS": str(args.workers), "RUST_LOG": "info,pingora=warn"})
+                     env={"MODELGATE_THREADS": str(args.workers),
+                          # modelgate-nolog: the same with the access log off.
+                          "RUST_LOG": "info,pingora=warn" + (",access=off" if name.endswith("nolog") else "")})
     if name == "litellm":
-        conf = fill("litellm.yaml.template", run_dir / "litellm.yaml", UPSTREAM=upstream)
+        conf = fill("litellm.yaml.template", conf_dir / "litellm.yaml", UPSTREAM=upstream)
         cmd = [str(args.venv / "bin" / "litellm"), "--config", str(conf), "--host", "127.0.0.1",
                "--port", str(port), "--num_workers", str(args.workers)]
         env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
@@ -252,13 +268,16 @@ def matrix(args, paths):
     results = []
     cases = [(mode, c) for mode in ("small", "stream") for c in (1, 16, 64)]
     cases += [("big", c) for c in (1, 64)]
+    if args.cases:
+        wanted = {(b, int(c)) for b, c in (x.split(":") for x in args.cases.split(","))}
+        cases = [x for x in cases if x in wanted]
     for name in args.targets:
         proc = start_target(name, args, MOCK_PORT, "matrix")
         try:
             for mode, c in cases:
                 r = measure(args, name, proc, paths[mode], c, args.duration)
                 r.update(target=name, body=mode, conns=c)
-                if proc and name == "modelgate":
+                if proc and name.startswith("modelgate"):
                     r["rss_kb"], r["hwm_kb"] = memory_kb(proc.pid)
                 print(json.dumps(r), flush=True)
                 results.append(r)
@@ -369,6 +388,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--targets", default="direct,nginx,pingora,modelgate,litellm")
     p.add_argument("--duration", type=int, default=10, help="seconds per case")
+    p.add_argument("--cases", default="",
+                   help="matrix cases to run, e.g. small:64,big:1 (default: all)")
     p.add_argument("--warmup", type=int, default=2, help="seconds before each case")
     p.add_argument("--workers", type=int, default=1, help="worker threads/processes per proxy")
     p.add_argument("--no-pin", dest="pin", action="store_false")
