@@ -102,6 +102,98 @@ fn dockerfile_copies_paths_that_exist_and_are_in_the_build_context() {
     );
 }
 
+/// Paths cargo must find to read the workspace manifest: explicit targets (a missing
+/// `[[bench]]` file fails even `cargo build -p modelgate`) and workspace members.
+fn manifest_paths() -> Vec<String> {
+    let value = |l: &str| {
+        l.split_once('=')
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+    };
+    let mut out = vec![
+        "Cargo.toml".to_string(),
+        "Cargo.lock".to_string(),
+        "src".to_string(),
+    ];
+    // (section, name, path) of each `[[kind]]` table.
+    let mut targets: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    let mut section = String::new();
+    for line in read("Cargo.toml").lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            if line.starts_with("[[") {
+                targets.push((section.clone(), None, None));
+            }
+        } else if let Some(t) = targets.last_mut().filter(|t| t.0 == section) {
+            if line.starts_with("name") {
+                t.1 = value(line);
+            } else if line.starts_with("path") {
+                t.2 = value(line);
+            }
+        } else if section == "[workspace]" && line.starts_with("members") {
+            let list = value(line).unwrap_or_default();
+            out.extend(
+                list.trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|m| m.trim().trim_matches('"').to_string())
+                    .filter(|m| !m.is_empty()),
+            );
+        }
+    }
+    for (kind, name, path) in targets {
+        let dir = match kind.as_str() {
+            "[[bench]]" => "benches",
+            "[[test]]" => "tests",
+            "[[example]]" => "examples",
+            "[[bin]]" => "src/bin",
+            _ => continue,
+        };
+        match (path, name) {
+            (Some(p), _) => out.push(p),
+            (None, Some(n)) => out.push(format!("{dir}/{n}.rs")),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn dockerfile_copies_everything_cargo_needs_to_read_the_manifest() {
+    let all = dockerfile();
+    let start = all
+        .iter()
+        .position(|(k, a)| k == "FROM" && a.ends_with("AS build"))
+        .expect("a build stage named `build`");
+    let copied: BTreeSet<String> = all[start + 1..]
+        .iter()
+        .take_while(|(k, _)| k != "FROM")
+        .filter(|(k, _)| k == "COPY")
+        .flat_map(|(_, a)| {
+            let words: Vec<&str> = a
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            words[..words.len() - 1]
+                .iter()
+                .map(|w| w.trim_start_matches("./").trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for needed in manifest_paths() {
+        assert!(
+            root().join(&needed).exists(),
+            "Cargo.toml names {needed}, which is missing"
+        );
+        let covered = copied
+            .iter()
+            .any(|c| needed == *c || needed.starts_with(&format!("{c}/")));
+        assert!(
+            covered,
+            "cargo needs {needed} to read Cargo.toml, but the Dockerfile's build stage does not \
+             copy it (it copies {copied:?})"
+        );
+    }
+}
+
 #[test]
 fn dockerfile_runtime_stage_is_small_non_root_and_health_checked() {
     let all = dockerfile();
