@@ -135,8 +135,10 @@ pub fn merge(decl: &Declarations) -> Result<Vec<Merged>, Vec<String>> {
         }
     }
     let managed: HashSet<String> = out.iter().map(|m| src(&m.spec)).collect();
+    // A set, so that a large store does not make this quadratic.
+    let store_sources: HashSet<String> = decl.store.iter().map(src).collect();
     for m in out.iter_mut() {
-        m.overrides_store = decl.store.iter().any(|s| src(s) == src(&m.spec));
+        m.overrides_store = store_sources.contains(&src(&m.spec));
     }
     for (origin, spec) in &store {
         if !managed.contains(&src(spec)) {

@@ -252,9 +252,7 @@ impl Shaper {
                     copy.extend_from_slice(&chunk);
                 }
                 if end {
-                    self.usage = serde_json::from_slice::<Value>(copy)
-                        .ok()
-                        .and_then(|v| usage_of(&v));
+                    self.usage = usage_only(copy);
                 }
                 Some(chunk)
             }
@@ -324,6 +322,25 @@ impl Shaper {
     }
 }
 
+/// Reads only `usage` from a whole answer: every other field is skipped without being built
+/// into a `Value`, which keeps the tap cheap on the pass-through path.
+fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        prompt_tokens: Option<u64>,
+        input_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Counts>,
+    }
+    let u = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+    let input = u.prompt_tokens.or(u.input_tokens)?;
+    Some((input, u.completion_tokens.or(u.output_tokens).unwrap_or(0)))
+}
+
 /// (input, output) tokens from an OpenAI or Anthropic `usage` object.
 pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
     let u = v.get("usage")?;
@@ -344,6 +361,17 @@ mod tests {
 
     fn peek_of(b: &[u8]) -> Peek {
         body::peek(b).unwrap()
+    }
+
+    #[test]
+    fn the_tap_reads_usage_of_both_dialects() {
+        assert_eq!(usage_only(br#"{"id":"x","choices":[{"a":[1,{"b":2}]}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#), Some((3, 4)));
+        assert_eq!(
+            usage_only(br#"{"content":[],"usage":{"input_tokens":5,"output_tokens":6}}"#),
+            Some((5, 6))
+        );
+        assert_eq!(usage_only(br#"{"usage":null}"#), None);
+        assert_eq!(usage_only(b"not json"), None);
     }
 
     #[test]
