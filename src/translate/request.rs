@@ -726,28 +726,19 @@ pub fn anthropic_to_openai_chat(body: &Map<String, Value>) -> Result<Map<String,
 /// own `tool` message right after the assistant's tool calls, so those go first and the
 /// rest follows as one user message.
 fn anthropic_user_to_openai(content: &Value, path: &str, messages: &mut Vec<Value>) -> Result<()> {
-    let blocks = match content {
-        Value::String(s) => {
+    let blocks = match content_blocks(content, path)? {
+        Content::Text(s) => {
             messages.push(json!({ "role": "user", "content": s }));
             return Ok(());
         }
-        Value::Array(blocks) => blocks,
-        _ => {
-            return Err(TranslateError::wrong_type(
-                path,
-                "a string or an array of content blocks",
-            ))
-        }
+        Content::Blocks(blocks) => blocks,
     };
     // Images returned by tools cannot ride in a `tool` message (text only there), so they
     // are shown to the model in the user message that follows, ahead of the user's own parts.
     let mut tool_images = Vec::new();
     let mut parts = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{j}]");
-        let block = block
-            .as_object()
-            .ok_or_else(|| TranslateError::wrong_type(&block_path, "an object"))?;
+        let (block_path, block) = block_object(block, path, j)?;
         match get_str(block, "type", &block_path)? {
             "text" => parts.push(text_part(get_str(block, "text", &block_path)?)),
             "image" => parts.push(anthropic_image_to_part(block, &block_path)?),
@@ -837,26 +828,47 @@ fn anthropic_image_to_part(block: &Map<String, Value>, path: &str) -> Result<Val
     Ok(json!({ "type": "image_url", "image_url": { "url": url } }))
 }
 
+/// Anthropic message content: a plain string or a list of content blocks.
+enum Content<'a> {
+    Text(&'a str),
+    Blocks(&'a [Value]),
+}
+
+fn content_blocks<'a>(content: &'a Value, path: &str) -> Result<Content<'a>> {
+    match content {
+        Value::String(s) => Ok(Content::Text(s)),
+        Value::Array(blocks) => Ok(Content::Blocks(blocks)),
+        _ => Err(TranslateError::wrong_type(
+            path,
+            "a string or an array of content blocks",
+        )),
+    }
+}
+
+/// Block `j` of a content list as an object, with its path for messages.
+fn block_object<'a>(
+    block: &'a Value,
+    path: &str,
+    j: usize,
+) -> Result<(String, &'a Map<String, Value>)> {
+    let block_path = format!("{path}[{j}]");
+    match block.as_object() {
+        Some(b) => Ok((block_path, b)),
+        None => Err(TranslateError::wrong_type(&block_path, "an object")),
+    }
+}
+
 fn anthropic_assistant_to_openai(content: &Value, path: &str) -> Result<Value> {
-    let blocks = match content {
-        Value::String(s) => return Ok(json!({ "role": "assistant", "content": s })),
-        Value::Array(blocks) => blocks,
-        _ => {
-            return Err(TranslateError::wrong_type(
-                path,
-                "a string or an array of content blocks",
-            ))
-        }
+    let blocks = match content_blocks(content, path)? {
+        Content::Text(s) => return Ok(json!({ "role": "assistant", "content": s })),
+        Content::Blocks(blocks) => blocks,
     };
     // Text blocks of one assistant turn are consecutive pieces of the same output (split
     // around tool calls or citations), so they are concatenated without separators.
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{j}]");
-        let block = block
-            .as_object()
-            .ok_or_else(|| TranslateError::wrong_type(&block_path, "an object"))?;
+        let (block_path, block) = block_object(block, path, j)?;
         match get_str(block, "type", &block_path)? {
             "text" => text.push_str(get_str(block, "text", &block_path)?),
             "tool_use" => {
