@@ -45,11 +45,25 @@ pub fn expand(input: &str, env: &Env) -> Result<String, String> {
     Ok(out)
 }
 
-/// Expands every string scalar of a YAML document in place; `path` names the failing value.
+/// Expands every string scalar of a YAML document in place; the error names the failing value's
+/// path (`providers.openai.api_key`).
 pub fn expand_yaml(value: &mut serde_yaml::Value, env: &Env, path: &str) -> Result<(), String> {
+    expand_node(value, env).map_err(|(at, e)| {
+        let full = match (path.is_empty(), at.is_empty()) {
+            (true, _) => at,
+            (false, true) => path.to_string(),
+            (false, false) => format!("{path}.{at}"),
+        };
+        format!("{full}: {e}")
+    })
+}
+
+/// The walk behind `expand_yaml`. Paths are built only on the way out of an error, so a large
+/// config (10,000 virtual models) allocates nothing for values without `$`.
+fn expand_node(value: &mut serde_yaml::Value, env: &Env) -> Result<(), (String, String)> {
     match value {
-        serde_yaml::Value::String(s) => {
-            let expanded = expand(s, env).map_err(|e| format!("{path}: {e}"))?;
+        serde_yaml::Value::String(s) if s.contains('$') => {
+            let expanded = expand(s, env).map_err(|e| (String::new(), e))?;
             // `port: ${PORT:-8080}` must stay a number: re-type values made by substitution.
             if s.contains("${") {
                 if let Ok(v @ (serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_))) =
@@ -63,18 +77,29 @@ pub fn expand_yaml(value: &mut serde_yaml::Value, env: &Env, path: &str) -> Resu
         }
         serde_yaml::Value::Sequence(seq) => {
             for (i, v) in seq.iter_mut().enumerate() {
-                expand_yaml(v, env, &format!("{path}[{i}]"))?;
+                expand_node(v, env).map_err(|(at, e)| {
+                    let sep = if at.is_empty() || at.starts_with('[') {
+                        ""
+                    } else {
+                        "."
+                    };
+                    (format!("[{i}]{sep}{at}"), e)
+                })?;
             }
         }
         serde_yaml::Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
-                let key = k.as_str().unwrap_or("?");
-                let child = if path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
-                expand_yaml(v, env, &child)?;
+                expand_node(v, env).map_err(|(at, e)| {
+                    let key = k.as_str().unwrap_or("?");
+                    let joined = if at.is_empty() {
+                        key.to_string()
+                    } else if at.starts_with('[') {
+                        format!("{key}{at}")
+                    } else {
+                        format!("{key}.{at}")
+                    };
+                    (joined, e)
+                })?;
             }
         }
         _ => {}
@@ -110,6 +135,24 @@ mod tests {
     #[test]
     fn dollar_dollar_is_literal() {
         assert_eq!(expand("$${KEY}", &env()).unwrap(), "${KEY}");
+    }
+
+    #[test]
+    fn errors_name_the_path_of_the_value() {
+        let mut doc: serde_yaml::Value =
+            serde_yaml::from_str("providers:\n  openai:\n    models: [a, \"${BAD\"]\n").unwrap();
+        let err = expand_yaml(&mut doc, &env(), "").unwrap_err();
+        assert!(
+            err.starts_with("providers.openai.models[1]: unclosed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn substituted_numbers_stay_numbers() {
+        let mut doc: serde_yaml::Value = serde_yaml::from_str("port: ${NOPE:-8080}\n").unwrap();
+        expand_yaml(&mut doc, &env(), "").unwrap();
+        assert_eq!(doc["port"], serde_yaml::Value::from(8080));
     }
 
     #[test]
