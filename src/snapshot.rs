@@ -68,10 +68,10 @@ impl Snapshot {
         let mut warnings = loaded.warnings.clone();
         let names: Vec<String> = loaded.providers.iter().map(|p| p.name.clone()).collect();
         let decl = Declarations {
-            store: store_rows.to_vec(),
-            config: loaded.file_virtual_models.clone(),
-            config_path: loaded.label.clone(),
-            env: loaded.env_virtual_models.clone(),
+            store: store_rows,
+            config: &loaded.file_virtual_models,
+            config_path: &loaded.label,
+            env: &loaded.env_virtual_models,
         };
         let merged = validate::merge(&decl)?;
         let counters: HashMap<String, Arc<AtomicU64>> = previous

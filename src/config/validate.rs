@@ -20,12 +20,12 @@ use crate::routing::schedule;
 use crate::routing::user_path::UserPath;
 
 /// Declarations from the three origins.
-#[derive(Debug, Default, Clone)]
-pub struct Declarations {
-    pub store: Vec<VirtualModelSpec>,
-    pub config: Vec<VirtualModelSpec>,
-    pub config_path: String,
-    pub env: Vec<VirtualModelSpec>,
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Declarations<'a> {
+    pub store: &'a [VirtualModelSpec],
+    pub config: &'a [VirtualModelSpec],
+    pub config_path: &'a str,
+    pub env: &'a [VirtualModelSpec],
 }
 
 /// One merged entry before validation.
@@ -54,7 +54,7 @@ fn label(origin: &Origin, spec: &VirtualModelSpec) -> String {
 }
 
 /// Applies precedence. Errors: missing source, duplicate source within one origin.
-pub fn merge(decl: &Declarations) -> Result<Vec<Merged>, Vec<String>> {
+pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
     let mut errors = Vec::new();
     let store: Vec<(Origin, &VirtualModelSpec)> =
         decl.store.iter().map(|s| (Origin::Store, s)).collect();
@@ -65,7 +65,7 @@ pub fn merge(decl: &Declarations) -> Result<Vec<Merged>, Vec<String>> {
         .map(|(index, s)| {
             (
                 Origin::Config {
-                    path: decl.config_path.clone(),
+                    path: decl.config_path.to_string(),
                     index,
                 },
                 s,
