@@ -443,28 +443,7 @@ fn tool_call_to_tool_use(call: &Value, path: &str) -> Result<Value> {
         .as_object()
         .ok_or_else(|| TranslateError::wrong_type(&function_path, "an object"))?;
     let name = get_str(function, "name", &function_path)?;
-    let arguments_path = format!("{function_path}.arguments");
-    let input = match function.get("arguments") {
-        // Models calling a function without parameters sometimes emit no arguments at all;
-        // Anthropic needs an object, and the empty one means the same thing.
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
-        Some(Value::String(s)) => {
-            serde_json::from_str(s).map_err(|e| TranslateError::InvalidJson {
-                field: arguments_path.clone(),
-                detail: e.to_string(),
-            })?
-        }
-        // Not what the reference specifies, but an already-decoded object is unambiguous.
-        Some(object @ Value::Object(_)) => object.clone(),
-        Some(_) => return Err(TranslateError::wrong_type(arguments_path, "a JSON string")),
-    };
-    if !input.is_object() {
-        return Err(TranslateError::invalid(
-            arguments_path,
-            "must encode a JSON object, as Anthropic tool input is always an object",
-        ));
-    }
+    let input = tool_arguments(function, &function_path)?;
     Ok(json!({ "type": "tool_use", "id": id, "name": name, "input": input }))
 }
 
@@ -491,16 +470,56 @@ fn tool_result_block(message: &Map<String, Value>, path: &str) -> Result<Value> 
     Ok(block)
 }
 
-fn openai_tools_to_anthropic(tools: &Value) -> Result<Vec<Value>> {
+/// A tool call's `function.arguments` (a JSON string) as the object Anthropic's `input` must be.
+/// Shared by request and response translation.
+pub(super) fn tool_arguments(function: &Map<String, Value>, function_path: &str) -> Result<Value> {
+    let arguments_path = format!("{function_path}.arguments");
+    let input = match function.get("arguments") {
+        // Models calling a function without parameters sometimes emit no arguments at all;
+        // Anthropic needs an object, and the empty one means the same thing.
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).map_err(|e| TranslateError::InvalidJson {
+                field: arguments_path.clone(),
+                detail: e.to_string(),
+            })?
+        }
+        // Not what the reference specifies, but an already-decoded object is unambiguous.
+        Some(object @ Value::Object(_)) => object.clone(),
+        Some(_) => return Err(TranslateError::wrong_type(arguments_path, "a JSON string")),
+    };
+    if !input.is_object() {
+        return Err(TranslateError::invalid(
+            arguments_path,
+            "must encode a JSON object, as Anthropic tool input is always an object",
+        ));
+    }
+    Ok(input)
+}
+
+/// `tools` as a list of objects, each with its path for messages.
+fn tool_list(tools: &Value) -> Result<Vec<(String, &Map<String, Value>)>> {
     let tools = tools
         .as_array()
         .ok_or_else(|| TranslateError::wrong_type("tools", "an array"))?;
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let path = format!("tools[{i}]");
+            match tool.as_object() {
+                Some(t) => Ok((path, t)),
+                None => Err(TranslateError::wrong_type(&path, "an object")),
+            }
+        })
+        .collect()
+}
+
+fn openai_tools_to_anthropic(tools: &Value) -> Result<Vec<Value>> {
+    let tools = tool_list(tools)?;
     let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let path = format!("tools[{i}]");
-        let tool = tool
-            .as_object()
-            .ok_or_else(|| TranslateError::wrong_type(&path, "an object"))?;
+    for (path, tool) in tools {
         if let Some(kind) = present(tool, "type") {
             if kind.as_str() != Some("function") {
                 return Err(TranslateError::unsupported(
@@ -914,15 +933,9 @@ fn anthropic_assistant_to_openai(content: &Value, path: &str) -> Result<Value> {
 }
 
 fn anthropic_tools_to_openai(tools: &Value) -> Result<Vec<Value>> {
-    let tools = tools
-        .as_array()
-        .ok_or_else(|| TranslateError::wrong_type("tools", "an array"))?;
+    let tools = tool_list(tools)?;
     let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let path = format!("tools[{i}]");
-        let tool = tool
-            .as_object()
-            .ok_or_else(|| TranslateError::wrong_type(&path, "an object"))?;
+    for (path, tool) in tools {
         // Client tools have no type or `custom`; anything else is an Anthropic-hosted tool
         // (web search, code execution, computer use) that an OpenAI upstream cannot run.
         if let Some(kind) = present(tool, "type") {

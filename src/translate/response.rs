@@ -245,25 +245,7 @@ fn tool_call_to_tool_use(call: &Value, path: &str) -> Result<Value> {
         .ok_or_else(|| TranslateError::missing(&function_path))?
         .as_object()
         .ok_or_else(|| TranslateError::wrong_type(&function_path, "an object"))?;
-    let arguments_path = format!("{function_path}.arguments");
-    let input = match function.get("arguments") {
-        // A function without parameters may come back with no arguments at all.
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
-        Some(Value::String(s)) => {
-            serde_json::from_str(s).map_err(|e| TranslateError::InvalidJson {
-                field: arguments_path.clone(),
-                detail: e.to_string(),
-            })?
-        }
-        Some(_) => return Err(TranslateError::wrong_type(arguments_path, "a JSON string")),
-    };
-    if !input.is_object() {
-        return Err(TranslateError::invalid(
-            arguments_path,
-            "must encode a JSON object, as Anthropic tool input is always an object",
-        ));
-    }
+    let input = super::request::tool_arguments(function, &function_path)?;
     Ok(json!({
         "type": "tool_use",
         "id": str_field_at(call, "id", path)?,
