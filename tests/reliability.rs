@@ -405,3 +405,127 @@ fn a_silent_upstream_times_out_per_provider_then_falls_back_or_gets_504() {
     );
     drop(release);
 }
+
+/// The SSE events of one chat stream, as the upstream paces them.
+fn sse(events: &[(u64, &str)]) -> Vec<(Duration, Vec<u8>)> {
+    events
+        .iter()
+        .map(|(ms, text)| {
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m1",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+            (
+                Duration::from_millis(*ms),
+                format!("data: {chunk}\n\n").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Posts a streaming chat request over a plain socket and reads until the gateway closes it:
+/// the raw response, so a stream cut in the middle is visible as such.
+fn raw_stream(g: &Gateway, model: &str) -> String {
+    use std::io::{Read, Write};
+    let body =
+        json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+    let addr = g
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect to the gateway");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn timeouts_config(a: &Upstream, b: &Upstream, timeouts: &str) -> String {
+    format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models: [m1]\n    timeouts: {timeouts}\n{}virtual_models:\n  - source: smart\n    strategy: priority\n    targets:\n      - {{model: a/m1, retry: {{attempts: 1}}}}\n      - b/m3\n",
+        a.base_url(),
+        provider_block("b", b, &["m3"])
+    )
+}
+
+#[test]
+fn first_byte_bound_applies_before_the_header_even_when_idle_is_longer() {
+    // The header comes after 3 s: inside idle_ms (10 s), outside first_byte_ms (300 ms).
+    let a = Upstream::start(&[], |_| Reply::Paced {
+        head_after: Duration::from_secs(3),
+        chunks: sse(&[(0, "late")]),
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &timeouts_config(&a, &b, "{first_byte_ms: 300, idle_ms: 10000}"),
+        &[],
+    );
+    let r = g.chat("smart");
+    assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    assert_eq!(r.header("x-modelgate-attempts"), Some("2"));
+    let r = g.chat("a/m1");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (504, "upstream_timeout"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn idle_bound_cuts_a_stream_that_stalls_between_chunks() {
+    // The header and the first chunk at once, then 3 s of silence: inside first_byte_ms (10 s),
+    // outside idle_ms (300 ms).
+    let a = Upstream::start(&[], |_| Reply::Paced {
+        head_after: Duration::ZERO,
+        chunks: sse(&[(0, "first"), (3000, "second")]),
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &timeouts_config(&a, &b, "{first_byte_ms: 10000, idle_ms: 300}"),
+        &[],
+    );
+    let out = raw_stream(&g, "a/m1");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("first"), "{out}");
+    assert!(
+        !out.contains("second"),
+        "the stalled stream was not cut: {out}"
+    );
+    assert!(
+        !out.ends_with("0\r\n\r\n"),
+        "a cut stream must not look complete: {out}"
+    );
+    // The gateway keeps serving, and the cut connection was a failure of that target only.
+    assert_eq!(g.chat("b/m3").status, 200);
+}
+
+#[test]
+fn a_slow_first_byte_within_its_bound_is_not_cut_by_a_shorter_idle_bound() {
+    // The header after 1.2 s (inside first_byte_ms, outside idle_ms), then chunks back to back.
+    let a = Upstream::start(&[], |_| Reply::Paced {
+        head_after: Duration::from_millis(1200),
+        chunks: sse(&[(0, "one"), (0, "two"), (0, "three")]),
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(
+        &timeouts_config(&a, &b, "{first_byte_ms: 10000, idle_ms: 600}"),
+        &[],
+    );
+    let out = raw_stream(&g, "a/m1");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("x-modelgate-model: a/m1"), "{out}");
+    for word in ["one", "two", "three"] {
+        assert!(out.contains(word), "{word} missing: {out}");
+    }
+    assert!(
+        out.ends_with("0\r\n\r\n"),
+        "the stream must end cleanly: {out}"
+    );
+}

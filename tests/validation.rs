@@ -343,3 +343,14 @@ fn missing_config_file_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config file nope.yaml does not exist"));
 }
+
+#[test]
+fn a_zero_timeout_names_the_provider_and_field() {
+    let cfg = "providers:\n  local:\n    type: vllm\n    base_url: http://127.0.0.1:9/v1\n    timeouts: {connect_ms: 1000, idle_ms: 0}\n";
+    let (code, out) = run_cli(cfg, &["check"], &[]);
+    assert_eq!(code, 1, "expected failure, got: {out}");
+    assert!(
+        out.contains("providers.local: timeouts.idle_ms: must be at least 1 (milliseconds)"),
+        "{out}"
+    );
+}

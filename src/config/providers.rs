@@ -160,6 +160,22 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
+    /// Each bound must be at least 1 ms: 0 would fail every request at once.
+    fn check(t: &TimeoutSpec, at: &str) -> Result<(), String> {
+        for (field, v) in [
+            ("connect_ms", t.connect_ms),
+            ("first_byte_ms", t.first_byte_ms),
+            ("idle_ms", t.idle_ms),
+        ] {
+            if v == Some(0) {
+                return Err(format!(
+                    "{at}: timeouts.{field}: must be at least 1 (milliseconds); leave it out for the default"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn from_spec(t: &TimeoutSpec) -> Timeouts {
         Timeouts {
             connect_ms: t.connect_ms.unwrap_or(5_000),
@@ -287,6 +303,7 @@ pub fn resolve(
                 .map_err(|_| format!("{at}: headers.{k}: not a valid header value"))?;
             headers.push((lower, v.clone()));
         }
+        Timeouts::check(&spec.timeouts, &at)?;
         let api_key = spec
             .api_key
             .as_deref()

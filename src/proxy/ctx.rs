@@ -51,6 +51,8 @@ pub struct Ctx {
     pub usage: Option<(u64, u64)>,
     /// A client error found while preparing an attempt.
     pub client_error: Option<super::respond::ApiError>,
+    /// The current attempt's first-byte/idle watch, when the provider's two bounds differ.
+    pub read_watch: Option<super::read_watch::ReadWatch>,
 }
 
 impl Ctx {
@@ -88,6 +90,7 @@ impl Ctx {
             shaper: None,
             usage: None,
             client_error: None,
+            read_watch: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ctx;
 pub mod dialect;
 pub mod local;
 pub mod mock;
+pub mod read_watch;
 pub mod respond;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::routing::plan::{self, RouteError};
 use crate::snapshot::View;
 use attempts::{Failure, Next};
 use ctx::Ctx;
+use read_watch::ReadWatch;
 use respond::{ApiError, Tags};
 
 pub struct Gateway {
@@ -412,6 +414,35 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
+    /// Starts the first-byte/idle watch of this attempt when the provider's bounds differ
+    /// (Pingora's own per-read timeout is the larger of the two).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.read_watch = None;
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Ok(());
+        };
+        let t = snap.providers[plan.attempts[ctx.attempt].provider]
+            .config
+            .timeouts;
+        if t.first_byte_ms != t.idle_ms {
+            ctx.read_watch = ReadWatch::start(
+                fd,
+                Duration::from_millis(t.first_byte_ms),
+                Duration::from_millis(t.idle_ms),
+            );
+        }
+        Ok(())
+    }
+
     /// Path, host, the provider's auth and headers, the target's header rules, Content-Length.
     async fn upstream_request_filter(
         &self,
@@ -521,6 +552,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        if let Some(w) = &ctx.read_watch {
+            w.progress();
+        }
         if let Some(shaper) = ctx.shaper.as_mut() {
             shaper.on_status(status);
             if shaper.rewrites() {
@@ -597,6 +631,23 @@ impl ProxyHttp for Gateway {
         respond::add_tags(resp, &tags)
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(w) = &ctx.read_watch {
+            if end_of_stream {
+                w.disarm();
+            } else {
+                w.progress();
+            }
+        }
+        Ok(None)
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -649,6 +700,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         _client_reused: bool,
     ) -> Box<Error> {
+        // The attempt's connection is gone: let it close (the watch holds a duplicate).
+        if let Some(w) = &ctx.read_watch {
+            w.disarm();
+        }
         let mut e = e.more_context(format!("peer {}", peer.sni));
         // A client that went away says nothing about the target: no retry, no breaker failure.
         if session.response_written().is_some() || *e.esource() == ErrorSource::Downstream {
@@ -670,6 +725,9 @@ impl ProxyHttp for Gateway {
     /// A clean JSON error; never the raw error text (it names internal addresses).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if session.response_written().is_some() {
+            if ctx.read_watch.as_ref().is_some_and(ReadWatch::fired) {
+                ctx.error_code = Some("upstream_timeout");
+            }
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -688,6 +746,11 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
+        // Pingora's own timeout, or the first-byte/idle watch that cut the connection.
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) || ctx.read_watch.as_ref().is_some_and(ReadWatch::fired);
         let err = match (e.etype(), ctx.upstream_status) {
             _ if ctx.client_error.is_some() => ctx
                 .client_error
@@ -710,10 +773,7 @@ impl ProxyHttp for Gateway {
                 }
                 a
             }
-            (
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-                _,
-            ) => ApiError::new(
+            _ if timed_out => ApiError::new(
                 504,
                 "upstream_error",
                 "upstream_timeout",

@@ -38,6 +38,12 @@ pub enum Reply {
     /// An SSE stream: each chunk is written and flushed; `gate` (if any) is awaited before the
     /// last chunk.
     Stream(Vec<Vec<u8>>, Option<Arc<Mutex<Receiver<()>>>>),
+    /// An SSE stream written slowly: the header after `head_after`, then each chunk after its
+    /// own pause.
+    Paced {
+        head_after: Duration,
+        chunks: Vec<(Duration, Vec<u8>)>,
+    },
     /// Close the connection without answering.
     Drop,
 }
@@ -185,6 +191,26 @@ fn serve(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>, model
                         return;
                     }
                     let _ = out.flush();
+                }
+                let _ = out.write_all(b"0\r\n\r\n");
+                return;
+            }
+            Reply::Paced { head_after, chunks } => {
+                std::thread::sleep(head_after);
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                if out.write_all(head.as_bytes()).is_err() || out.flush().is_err() {
+                    return;
+                }
+                for (pause, c) in &chunks {
+                    std::thread::sleep(*pause);
+                    let frame = format!("{:x}\r\n", c.len());
+                    if out.write_all(frame.as_bytes()).is_err()
+                        || out.write_all(c).is_err()
+                        || out.write_all(b"\r\n").is_err()
+                        || out.flush().is_err()
+                    {
+                        return;
+                    }
                 }
                 let _ = out.write_all(b"0\r\n\r\n");
                 return;
