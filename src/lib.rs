@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod log_sink;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -99,7 +99,10 @@ fn open_store(src: &ConfigSource, create: bool) -> anyhow::Result<Option<Arc<dyn
 
 fn main() {
     let cli = Cli::parse();
-    let code = match run(cli) {
+    let result = run(cli);
+    // Everything logged before the exit (and before the error below) reaches stderr first.
+    modelgate::log_sink::flush();
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("modelgate: {e:#}");
@@ -123,6 +126,11 @@ fn init_logging(json: bool) {
                 writeln!(buf, "{line}")
             }
         });
+    }
+    // Lines go to a writer thread (one write per burst, none on the request path); without it
+    // (it could not start), straight to stderr.
+    if let Ok(w) = modelgate::log_sink::start(std::io::stderr()) {
+        b.target(env_logger::Target::Pipe(Box::new(w)));
     }
     let _ = b.try_init();
 }

@@ -125,7 +125,7 @@ fn exit_when_drained(grace: Duration) {
             while start.elapsed() < grace {
                 if IN_FLIGHT.load(Ordering::Acquire) == 0 {
                     log::info!("drained; exiting");
-                    log::logger().flush();
+                    crate::log_sink::flush();
                     std::process::exit(0);
                 }
                 std::thread::sleep(Duration::from_millis(50));
