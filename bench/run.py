@@ -172,7 +172,7 @@ def start_target(name, args, upstream_port, phase):
         return start(name, pinned(cmd, 1, args), log, port)
     if name in ("modelgate", "modelgate-nolog"):
         conf = fill("modelgate.yaml.template", conf_dir / "config.yaml", UPSTREAM=upstream)
-        cmd = [str(RELEASE / "modelgate"), "--config", str(conf), "--listen",
+        cmd = [os.environ.get("MODELGATE_BIN", str(RELEASE / "modelgate")), "--config", str(conf), "--listen",
                f"127.0.0.1:{port}", "serve"]
         # cwd = run_dir so no stray .env is read.
         return start(name, pinned(cmd, 1, args), log, port, cwd=run_dir,

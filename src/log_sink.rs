@@ -1,21 +1,26 @@
 //! Log output off the request path: formatted lines go through a channel to one writer thread,
-//! which writes them to stderr in batches (one `write(2)` per burst instead of one per line).
+//! which writes them to stderr in batches (one `write(2)` per batch instead of one per line).
 //!
-//! A line is on its way to stderr as soon as it is logged; the writer flushes whenever the
-//! channel runs empty, so an idle gateway's log is always current. `flush` waits (bounded) for
-//! everything logged so far, and runs before the process exits.
+//! Sending a line never wakes the writer (no system call on the request path): it wakes every
+//! `PERIOD` and writes what has arrived. Lines that matter at once (anything but the access log:
+//! warnings, reload results, start-up) wake it immediately through `wake`. `flush` waits
+//! (bounded) for everything logged so far, and runs before the process exits.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::Duration;
+
+/// How long an access line may wait for the writer.
+const PERIOD: Duration = Duration::from_millis(10);
 
 enum Msg {
     Line(Vec<u8>),
     Flush(SyncSender<()>),
 }
 
-static SINK: OnceLock<Sender<Msg>> = OnceLock::new();
+static SINK: OnceLock<(Sender<Msg>, Thread)> = OnceLock::new();
 
 /// A `Write` that hands each write to the writer thread.
 pub struct ChannelWriter {
@@ -36,43 +41,83 @@ impl Write for ChannelWriter {
 
 /// Starts the writer thread (once) writing to `out`, and returns a writer for the logger.
 pub fn start(out: impl Write + Send + 'static) -> io::Result<ChannelWriter> {
-    if let Some(tx) = SINK.get() {
+    if let Some((tx, _)) = SINK.get() {
         return Ok(ChannelWriter { tx: tx.clone() });
     }
     let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || write_loop(rx, io::BufWriter::with_capacity(64 * 1024, out)))?;
-    let tx = SINK.get_or_init(|| tx).clone();
-    Ok(ChannelWriter { tx })
+        .spawn(move || write_loop(rx, io::BufWriter::with_capacity(64 * 1024, out), PERIOD))?;
+    let (tx, _) = SINK.get_or_init(|| (tx, handle.thread().clone()));
+    Ok(ChannelWriter { tx: tx.clone() })
 }
 
-fn write_loop(rx: Receiver<Msg>, mut out: impl Write) {
-    let handle = |m: Msg, out: &mut dyn Write| match m {
-        Msg::Line(line) => {
-            let _ = out.write_all(&line);
-        }
-        Msg::Flush(ack) => {
-            let _ = out.flush();
-            let _ = ack.send(());
-        }
-    };
-    while let Ok(first) = rx.recv() {
-        handle(first, &mut out);
-        while let Ok(m) = rx.try_recv() {
-            handle(m, &mut out);
-        }
-        let _ = out.flush();
+/// Has the writer write what it holds now rather than at its next period.
+pub fn wake() {
+    if let Some((_, writer)) = SINK.get() {
+        writer.unpark();
     }
-    let _ = out.flush();
+}
+
+fn write_loop(rx: Receiver<Msg>, mut out: impl Write, period: Duration) {
+    loop {
+        std::thread::park_timeout(period);
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Line(line)) => {
+                    let _ = out.write_all(&line);
+                    wrote = true;
+                }
+                Ok(Msg::Flush(ack)) => {
+                    let _ = out.flush();
+                    let _ = ack.send(());
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
+        }
+        if wrote {
+            let _ = out.flush();
+        }
+    }
 }
 
 /// Waits until every line logged so far is written (at most one second).
 pub fn flush() {
-    let Some(tx) = SINK.get() else { return };
+    let Some((tx, writer)) = SINK.get() else {
+        return;
+    };
     let (ack_tx, ack_rx) = mpsc::sync_channel(1);
     if tx.send(Msg::Flush(ack_tx)).is_ok() {
+        writer.unpark();
         let _ = ack_rx.recv_timeout(Duration::from_secs(1));
+    }
+}
+
+/// The process's logger: env_logger's filter and format, writing through the sink, waking the
+/// writer for every line that is not an access line.
+pub struct Logger(pub env_logger::Logger);
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.0.matches(record) {
+            self.0.log(record);
+            if record.target() != "access" {
+                wake();
+            }
+        }
+    }
+
+    fn flush(&self) {
+        flush();
     }
 }
 
@@ -102,7 +147,7 @@ mod tests {
         let out = Shared::default();
         let (tx, rx) = mpsc::channel();
         let seen = out.clone();
-        let writer = std::thread::spawn(move || write_loop(rx, out));
+        let writer = std::thread::spawn(move || write_loop(rx, out, Duration::from_millis(1)));
         let mut w = ChannelWriter { tx: tx.clone() };
         for i in 0..1000 {
             w.write_all(format!("line {i}\n").as_bytes())
@@ -110,6 +155,7 @@ mod tests {
         }
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         tx.send(Msg::Flush(ack_tx)).expect("send");
+        writer.thread().unpark();
         ack_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("flushed");
