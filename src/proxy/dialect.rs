@@ -256,6 +256,12 @@ impl Shaper {
                 }
                 Some(chunk)
             }
+            Mode::StreamTap { parser, .. }
+                if !end && parser.is_idle() && chunk.ends_with(b"\n\n") && !has_usage(&chunk) =>
+            {
+                // Whole events, none carrying usage: they pass untouched, unparsed.
+                Some(chunk)
+            }
             Mode::StreamTap {
                 parser,
                 strip_usage,
@@ -355,6 +361,23 @@ pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
     Some((input, output))
 }
 
+/// Whether `chunk` may carry a usage object: some `"usage"` key not followed by `null`.
+fn has_usage(chunk: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut rest = chunk;
+    while let Some(at) = memchr::memmem::find(rest, KEY) {
+        rest = &rest[at + KEY.len()..];
+        let value = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b':'))
+            .map_or(&[][..], |i| &rest[i..]);
+        if !value.starts_with(b"null") {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +395,59 @@ mod tests {
         );
         assert_eq!(usage_only(br#"{"usage":null}"#), None);
         assert_eq!(usage_only(b"not json"), None);
+    }
+
+    #[test]
+    fn usage_is_found_unless_null() {
+        assert!(!has_usage(
+            br#"data: {"choices":[{"delta":{}}],"usage":null}"#
+        ));
+        assert!(!has_usage(br#"data: {"choices":[],"usage" : null}"#));
+        assert!(!has_usage(b"data: {\"choices\":[]}\n\n"));
+        assert!(has_usage(
+            br#"data: {"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(has_usage(br#"{"usage":null} {"usage": {"a":1}}"#));
+        assert!(has_usage(br#"{"usage":"#));
+    }
+
+    #[test]
+    fn whole_events_without_usage_pass_untouched_and_the_usage_chunk_is_still_stripped() {
+        let mut s = Shaper::new(
+            Operation::Chat,
+            WireFormat::OpenAiChat,
+            true,
+            true,
+            "id",
+            "m",
+            0,
+        );
+        let chunks: [&[u8]; 6] = [
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}],\"usage\":null}\n\n",
+            // Odd spacing the parser would normalise: passed as the upstream wrote it.
+            b"data:{\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            // An event split across two chunks goes through the parser.
+            b"data: {\"choices\":[{\"delta\":{\"content\":",
+            b"\"b\"}}]}\n\n",
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let mut body = Some(Bytes::copy_from_slice(c));
+            s.on_body(&mut body, i + 1 == chunks.len());
+            out.push(body.unwrap_or_default());
+        }
+        assert_eq!(&out[1][..], chunks[1], "passed byte for byte");
+        let text: Vec<u8> = out.concat();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("\"content\":\"b\""), "{text}");
+        assert!(
+            !text.contains("prompt_tokens"),
+            "usage chunk stripped: {text}"
+        );
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(s.usage, Some((3, 2)));
     }
 
     #[test]

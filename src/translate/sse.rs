@@ -115,6 +115,17 @@ impl SseParser {
         Self::default()
     }
 
+    /// Whether the parser sits between two events with nothing held (after the first line), so
+    /// a chunk that is itself whole events can be looked at without it.
+    pub fn is_idle(&self) -> bool {
+        self.seen_first_line
+            && self.line.is_empty()
+            && !self.after_cr
+            && self.event.is_none()
+            && self.data.is_empty()
+            && !self.has_data
+    }
+
     /// Consumes `bytes` and returns the events they complete, in order.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         let mut events = Vec::new();
