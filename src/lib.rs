@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod retire;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
