@@ -10,6 +10,9 @@ use modelgate::app::{App, ConfigSource};
 use modelgate::config;
 use modelgate::store::{SqliteStore, Store};
 
+#[global_allocator]
+static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
+
 #[derive(Parser)]
 #[command(
     name = "modelgate",
