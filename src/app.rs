@@ -4,6 +4,7 @@
 //! `App::reload` is the only writer of the snapshot: it builds a complete new snapshot off the
 //! request path and swaps it in, or keeps the old one and records why.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,7 @@ use crate::config::env::Env;
 use crate::config::schema::VirtualModelSpec;
 use crate::config::{self, LoadedConfig};
 use crate::health::Health;
+use crate::retire::Retirer;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 
@@ -74,6 +76,8 @@ pub struct App {
     /// a broken file on disk does not block them).
     loaded: ArcSwap<LoadedConfig>,
     pub refresh_wakeup: tokio::sync::Notify,
+    /// Frees replaced snapshots and configs off the reload path.
+    retirer: Retirer,
 }
 
 impl App {
@@ -102,6 +106,7 @@ impl App {
             store,
             loaded: ArcSwap::from_pointee(loaded),
             refresh_wakeup: tokio::sync::Notify::new(),
+            retirer: Retirer::new(),
         })
     }
 
@@ -118,7 +123,7 @@ impl App {
                 Some(s) => s.rows()?,
                 None => Vec::new(),
             };
-            self.build_and_swap(&loaded, &rows)
+            self.build_and_swap(Arc::new(loaded), &rows)
         });
         let prev = self.reload_status.load();
         let status = match &result {
@@ -148,11 +153,11 @@ impl App {
     /// `rebuild_lock`.
     pub fn build_and_swap(
         &self,
-        loaded: &LoadedConfig,
+        loaded: Arc<LoadedConfig>,
         rows: &[VirtualModelSpec],
     ) -> Result<(), String> {
         let snap = self
-            .build_snapshot(loaded, rows)
+            .build_snapshot(&loaded, rows)
             .map_err(|e| e.join("\n"))?;
         self.install(loaded, snap);
         Ok(())
@@ -169,16 +174,20 @@ impl App {
     }
 
     /// Swaps in a snapshot built from `loaded`. Callers hold `rebuild_lock`.
-    pub fn install(&self, loaded: &LoadedConfig, snap: Snapshot) {
-        let prev = self.snapshot.load_full();
-        for w in &snap.warnings {
-            if !prev.warnings.contains(w) {
+    ///
+    /// The replaced snapshot and config are freed on the retirer's thread: the caller returns
+    /// once the new snapshot is live, and requests still holding the old one finish on it.
+    pub fn install(&self, loaded: Arc<LoadedConfig>, snap: Snapshot) {
+        {
+            let prev = self.snapshot.load();
+            let known: HashSet<&str> = prev.warnings.iter().map(String::as_str).collect();
+            for w in snap.warnings.iter().filter(|w| !known.contains(w.as_str())) {
                 log::warn!("{w}");
             }
         }
         self.health.sync(&snap);
-        self.snapshot.store(Arc::new(snap));
-        self.loaded.store(Arc::new(loaded.clone()));
+        self.retirer.retire(self.snapshot.swap(Arc::new(snap)));
+        self.retirer.retire(self.loaded.swap(loaded));
         self.refresh_wakeup.notify_one();
     }
 

@@ -10,10 +10,8 @@ use modelgate::app::{App, ConfigSource};
 use modelgate::config;
 use modelgate::store::{SqliteStore, Store};
 
-/// mimalloc: the request path allocates many small short-lived buffers (headers, bodies, JSON);
-/// measured faster than the system allocator under load (see BENCHMARKS.md).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
 
 #[derive(Parser)]
 #[command(

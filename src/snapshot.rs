@@ -74,12 +74,12 @@ impl Snapshot {
             env: &loaded.env_virtual_models,
         };
         let merged = validate::merge(&decl)?;
-        let counters: HashMap<String, Arc<AtomicU64>> = previous
+        let counters: HashMap<&str, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.table
                     .models
                     .iter()
-                    .map(|vm| (vm.source.clone(), vm.counter.clone()))
+                    .map(|vm| (vm.source.as_str(), vm.counter.clone()))
                     .collect()
             })
             .unwrap_or_default();

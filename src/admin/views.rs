@@ -134,16 +134,16 @@ fn check_hidden(
     snap: &Snapshot,
     spec: &VirtualModelSpec,
 ) -> (Kind, Vec<TargetStatus>, bool, Option<String>) {
-    let redirects: HashSet<String> = snap
+    let redirects: HashSet<&str> = snap
         .table
         .models
         .iter()
         .filter(|m| m.kind == Kind::Redirect)
-        .map(|m| m.source.clone())
+        .map(|m| m.source.as_str())
         .collect();
     let merged = Merged {
         origin: Origin::Store,
-        spec: spec.clone(),
+        spec,
         overrides_store: false,
     };
     let mut warnings = Vec::new();

@@ -279,7 +279,7 @@ pub fn commit(
     store
         .apply(&decision.changes)
         .map_err(|e| internal(format!("writing the store: {e}")))?;
-    app.install(&loaded, built);
+    app.install(loaded, built);
     if let Some(r) = &decision.row {
         log::info!("admin: wrote virtual model {:?} to the store", r.source());
     } else if let Some(Change::Delete(s)) = decision.changes.first() {

@@ -6,6 +6,7 @@
 //! sources match trimmed and case-insensitively; a file entry replaces a store row with the exact
 //! same source. This module never reads files or the environment itself.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -28,17 +29,25 @@ pub struct Declarations<'a> {
     pub env: &'a [VirtualModelSpec],
 }
 
-/// One merged entry before validation.
+/// One merged entry before validation; borrows its declaration (only the built virtual model
+/// keeps a copy of it).
 #[derive(Debug, Clone)]
-pub struct Merged {
+pub struct Merged<'a> {
     pub origin: Origin,
-    pub spec: VirtualModelSpec,
+    pub spec: &'a VirtualModelSpec,
     /// Whether a store row with the same source is hidden by this entry.
     pub overrides_store: bool,
 }
 
-fn key(source: &str) -> String {
-    source.trim().to_lowercase()
+/// The key sources are compared by; borrowed when lowering would not change it (the common
+/// case, which then allocates nothing).
+fn key(source: &str) -> Cow<'_, str> {
+    let s = source.trim();
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
 }
 
 fn label(origin: &Origin, spec: &VirtualModelSpec) -> String {
@@ -54,8 +63,10 @@ fn label(origin: &Origin, spec: &VirtualModelSpec) -> String {
 }
 
 /// Applies precedence. Errors: missing source, duplicate source within one origin.
-pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
+pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>> {
     let mut errors = Vec::new();
+    // One path shared by every entry of the file, not a copy each.
+    let config_path: Arc<str> = Arc::from(decl.config_path);
     let store: Vec<(Origin, &VirtualModelSpec)> =
         decl.store.iter().map(|s| (Origin::Store, s)).collect();
     let config: Vec<(Origin, &VirtualModelSpec)> = decl
@@ -65,7 +76,7 @@ pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
         .map(|(index, s)| {
             (
                 Origin::Config {
-                    path: decl.config_path.to_string(),
+                    path: config_path.clone(),
                     index,
                 },
                 s,
@@ -79,7 +90,7 @@ pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
         .map(|(index, s)| (Origin::Env { index }, s))
         .collect();
     for group in [&store, &config, &env] {
-        let mut seen: HashMap<String, &Origin> = HashMap::new();
+        let mut seen: HashMap<Cow<'_, str>, &Origin> = HashMap::with_capacity(group.len());
         for (origin, spec) in group.iter() {
             match spec.source.as_deref().map(str::trim) {
                 None | Some("") => {
@@ -100,53 +111,61 @@ pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    let src = |s: &VirtualModelSpec| s.source.as_deref().unwrap_or("").trim().to_string();
-    let env_keys: HashMap<String, usize> = env
+    let src = |s: &'a VirtualModelSpec| s.source.as_deref().unwrap_or("").trim();
+    let env_keys: HashMap<Cow<'a, str>, usize> = env
         .iter()
         .enumerate()
-        .map(|(i, (_, s))| (key(&src(s)), i))
+        .map(|(i, (_, s))| (key(src(s)), i))
         .collect();
-    let mut used_env = HashSet::new();
-    let mut out: Vec<Merged> = Vec::new();
-    for (origin, spec) in &config {
-        match env_keys.get(&key(&src(spec))) {
-            Some(i) => {
-                used_env.insert(*i);
+    let mut used_env = vec![false; env.len()];
+    let mut out: Vec<Merged<'a>> = Vec::with_capacity(config.len() + env.len() + store.len());
+    for (origin, spec) in config {
+        // Sources are compared case-insensitively; an env-free config skips the lowering.
+        let from_env = if env_keys.is_empty() {
+            None
+        } else {
+            env_keys.get(&key(src(spec)))
+        };
+        match from_env {
+            Some(&i) => {
+                used_env[i] = true;
                 out.push(Merged {
-                    origin: env[*i].0.clone(),
-                    spec: env[*i].1.clone(),
+                    origin: env[i].0.clone(),
+                    spec: env[i].1,
                     overrides_store: false,
                 });
             }
             None => out.push(Merged {
-                origin: origin.clone(),
-                spec: (*spec).clone(),
+                origin,
+                spec,
                 overrides_store: false,
             }),
         }
     }
-    for (i, (origin, spec)) in env.iter().enumerate() {
-        if !used_env.contains(&i) {
+    for ((origin, spec), used) in env.into_iter().zip(used_env) {
+        if !used {
             out.push(Merged {
-                origin: origin.clone(),
-                spec: (*spec).clone(),
+                origin,
+                spec,
                 overrides_store: false,
             });
         }
     }
-    let managed: HashSet<String> = out.iter().map(|m| src(&m.spec)).collect();
-    // A set, so that a large store does not make this quadratic.
-    let store_sources: HashSet<String> = decl.store.iter().map(src).collect();
-    for m in out.iter_mut() {
-        m.overrides_store = store_sources.contains(&src(&m.spec));
-    }
-    for (origin, spec) in &store {
-        if !managed.contains(&src(spec)) {
-            out.push(Merged {
-                origin: origin.clone(),
-                spec: (*spec).clone(),
-                overrides_store: false,
-            });
+    if !store.is_empty() {
+        // Sets, so that a large store does not make this quadratic.
+        let managed: HashSet<&str> = out.iter().map(|m| src(m.spec)).collect();
+        let store_sources: HashSet<&str> = decl.store.iter().map(src).collect();
+        for m in out.iter_mut() {
+            m.overrides_store = store_sources.contains(src(m.spec));
+        }
+        for (origin, spec) in store {
+            if !managed.contains(src(spec)) {
+                out.push(Merged {
+                    origin,
+                    spec,
+                    overrides_store: false,
+                });
+            }
         }
     }
     Ok(out)
@@ -154,18 +173,18 @@ pub fn merge(decl: &Declarations<'_>) -> Result<Vec<Merged>, Vec<String>> {
 
 /// Validates merged entries into virtual models. `previous` hands over round-robin counters.
 pub fn build(
-    merged: &[Merged],
+    merged: &[Merged<'_>],
     providers: &[String],
-    previous: &HashMap<String, Arc<AtomicU64>>,
+    previous: &HashMap<&str, Arc<AtomicU64>>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<VirtualModel>, Vec<String>> {
-    let redirect_sources: HashSet<String> = merged
+    let redirect_sources: HashSet<&str> = merged
         .iter()
-        .filter(|m| has_targets(&m.spec))
-        .map(|m| m.spec.source.as_deref().unwrap_or("").trim().to_string())
+        .filter(|m| has_targets(m.spec))
+        .map(|m| m.spec.source.as_deref().unwrap_or("").trim())
         .collect();
     let mut errors = Vec::new();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(merged.len());
     let mut slugs: HashMap<String, String> = HashMap::new();
     for m in merged {
         match build_one(m, providers, &redirect_sources, previous, warnings) {
@@ -174,12 +193,12 @@ pub fn build(
                     if let Some(other) = slugs.insert(slug.clone(), vm.source.clone()) {
                         errors.push(format!(
                             "{}: slug {slug:?} is already used by {other:?}",
-                            label(&m.origin, &m.spec)
+                            label(&m.origin, m.spec)
                         ));
-                    } else if redirect_sources.contains(slug) && *slug != vm.source {
+                    } else if redirect_sources.contains(slug.as_str()) && *slug != vm.source {
                         errors.push(format!(
                             "{}: slug {slug:?} equals the source of another virtual model",
-                            label(&m.origin, &m.spec)
+                            label(&m.origin, m.spec)
                         ));
                     }
                 }
@@ -213,13 +232,13 @@ fn is_concrete(source: &str, providers: &[String]) -> bool {
 
 /// Validates one entry. The error names origin, source and field.
 pub fn build_one(
-    m: &Merged,
+    m: &Merged<'_>,
     providers: &[String],
-    redirect_sources: &HashSet<String>,
-    previous: &HashMap<String, Arc<AtomicU64>>,
+    redirect_sources: &HashSet<&str>,
+    previous: &HashMap<&str, Arc<AtomicU64>>,
     warnings: &mut Vec<String>,
 ) -> Result<VirtualModel, String> {
-    let spec = &m.spec;
+    let spec = m.spec;
     let at = label(&m.origin, spec);
     let source = spec.source.as_deref().unwrap_or("").trim().to_string();
     if source.is_empty() {
@@ -233,17 +252,17 @@ pub fn build_one(
     let from_rc = spec
         .routing_config
         .as_ref()
-        .and_then(|r| r.load_balance_targets.clone());
-    let target_specs: Vec<TargetSpec> = match (&spec.target, &spec.targets, from_rc) {
+        .and_then(|r| r.load_balance_targets.as_deref());
+    let target_specs: &[TargetSpec] = match (&spec.target, &spec.targets, from_rc) {
         (Some(_), Some(t), _) if !t.is_empty() => {
             return Err(format!(
                 "{at}: target and targets are both set; use one of them"
             ))
         }
-        (Some(t), _, _) => vec![t.clone()],
-        (None, Some(t), _) if !t.is_empty() => t.clone(),
+        (Some(t), _, _) => std::slice::from_ref(t),
+        (None, Some(t), _) if !t.is_empty() => t,
         (None, _, Some(t)) => t,
-        _ => Vec::new(),
+        _ => &[],
     };
     let strategy_raw = spec
         .strategy
@@ -362,7 +381,7 @@ pub fn build_one(
     }
     let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
     let counter = previous
-        .get(&source)
+        .get(source.as_str())
         .cloned()
         .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
     Ok(VirtualModel {
@@ -391,7 +410,7 @@ fn build_target(
     source: &str,
     concrete_source: bool,
     providers: &[String],
-    redirect_sources: &HashSet<String>,
+    redirect_sources: &HashSet<&str>,
     strategy: Strategy,
     warnings: &mut Vec<String>,
 ) -> Result<Target, String> {
@@ -442,7 +461,7 @@ fn build_target(
                 "{at}: {field}.model {model_raw:?} equals the source; a redirect may target itself only when its source is a concrete provider/model"
             ));
         }
-    } else if redirect_sources.contains(model_raw) || redirect_sources.contains(&name) {
+    } else if redirect_sources.contains(model_raw) || redirect_sources.contains(name.as_str()) {
         return Err(format!(
             "{at}: {field}.model {model_raw:?} is another virtual model; targets must be concrete models (chains are not allowed)"
         ));

@@ -8,7 +8,7 @@ pub mod breaker;
 pub mod sessions;
 pub mod window;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -55,15 +55,25 @@ pub struct Health {
 
 impl Health {
     /// Makes sure every concrete target of `snap` has state, keeping existing state.
+    ///
+    /// Thousands of virtual models usually share far fewer targets, and a reload usually keeps
+    /// them all: the names are collected borrowed, and the map is rebuilt only when the set of
+    /// targets changed.
     pub fn sync(&self, snap: &Snapshot) {
         let old = self.targets.load_full();
-        let mut next: HashMap<String, Arc<TargetHealth>> = HashMap::new();
-        for vm in &snap.table.models {
-            for t in &vm.targets {
-                let e = old.get(&t.name).cloned().unwrap_or_default();
-                next.insert(t.name.clone(), e);
-            }
+        let names: HashSet<&str> = snap
+            .table
+            .models
+            .iter()
+            .flat_map(|vm| vm.targets.iter().map(|t| t.name.as_str()))
+            .collect();
+        if names.len() == old.len() && names.iter().all(|n| old.contains_key(*n)) {
+            return;
         }
+        let next: HashMap<String, Arc<TargetHealth>> = names
+            .into_iter()
+            .map(|n| (n.to_string(), old.get(n).cloned().unwrap_or_default()))
+            .collect();
         self.targets.store(Arc::new(next));
     }
 
@@ -108,5 +118,40 @@ impl Health {
         let v = &snap.table.models[vm];
         let name = self.sessions.get(&v.source, session, now_ms)?;
         v.targets.iter().position(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::StateRegistry;
+    use crate::config::env::Env;
+
+    fn snapshot(targets: &str) -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let text = format!(
+            "providers:\n  p:\n    type: mock\n    models: [a, b, c]\nvirtual_models:\n  - source: one\n    targets: [{targets}]\n  - source: two\n    targets: [{targets}]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
+        Snapshot::build(&loaded, &[], None, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn sync_keeps_state_of_surviving_targets_and_forgets_removed_ones() {
+        let health = Health::default();
+        health.sync(&snapshot("p/a, p/b"));
+        let a = health.get("p/a").unwrap();
+        assert_eq!(health.all().len(), 2);
+
+        health.sync(&snapshot("p/a, p/b"));
+        assert!(Arc::ptr_eq(&a, &health.get("p/a").unwrap()));
+
+        health.sync(&snapshot("p/a, p/c"));
+        assert!(Arc::ptr_eq(&a, &health.get("p/a").unwrap()));
+        assert!(health.get("p/b").is_none());
+        assert!(health.get("p/c").is_some());
+        assert_eq!(health.all().len(), 2);
     }
 }

@@ -15,8 +15,14 @@ use crate::config::schema::VirtualModelSpec;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Store,
-    Config { path: String, index: usize },
-    Env { index: usize },
+    /// `path` is shared by every entry of one file.
+    Config {
+        path: Arc<str>,
+        index: usize,
+    },
+    Env {
+        index: usize,
+    },
 }
 
 impl Origin {

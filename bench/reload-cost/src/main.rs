@@ -14,6 +14,10 @@ use modelgate::catalog::StateRegistry;
 use modelgate::config::{self, env::Env};
 use modelgate::snapshot::Snapshot;
 
+/// The gateway binary's allocator, so that the timings are the gateway's.
+#[global_allocator]
+static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
+
 #[derive(Parser)]
 #[command(about = "Time a config reload with many virtual models")]
 struct Args {
