@@ -167,7 +167,7 @@ def start_target(name, args, upstream_port, phase):
         cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
         return start(name, pinned(cmd, 1, args), log, port)
     if name == "pingora":
-        cmd = [str(RELEASE / "pingora-passthrough"), "--listen", f"127.0.0.1:{port}",
+        cmd = [os.environ.get("PINGORA_BIN", str(RELEASE / "pingora-passthrough")), "--listen", f"127.0.0.1:{port}",
                "--upstream", upstream, "--threads", str(args.workers)]
         return start(name, pinned(cmd, 1, args), log, port)
     if name in ("modelgate", "modelgate-nolog"):

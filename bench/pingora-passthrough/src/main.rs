@@ -46,6 +46,12 @@ impl ProxyHttp for PassThrough {
     }
 }
 
+/// With `--features same-allocator`, the allocator modelgate ships with (the default build keeps
+/// the system allocator: the framework's floor as Pingora users get it).
+#[cfg(feature = "same-allocator")]
+#[global_allocator]
+static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
     if !args.listen.ip().is_loopback() || !args.upstream.ip().is_loopback() {
