@@ -12,6 +12,9 @@
 //! received chunk re-arms the deadline to `idle`. The end of the body, a new attempt or the end of
 //! the request disarms it.
 //!
+//! Upstream connections speak HTTP/1.1 (peers offer no h2), so a connection carries one request
+//! at a time and cutting it touches this attempt only.
+//!
 //! The watch holds its own duplicate of the socket's descriptor, taken out exactly once (by the
 //! timer when it fires, or by disarming), so it can never act on a descriptor number the process
 //! has since reused for another connection, and it never keeps a closed connection open past the
