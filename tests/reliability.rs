@@ -446,6 +446,22 @@ fn raw_stream(g: &Gateway, model: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A gateway over provider `a` (a paced stream, with `timeouts`) and `b` (an echo), plus the
+/// two upstreams (kept alive with it).
+fn paced_gateway(
+    head_after: Duration,
+    chunks: Vec<(Duration, Vec<u8>)>,
+    timeouts: &str,
+) -> (Gateway, Upstream, Upstream) {
+    let a = Upstream::start(&[], move |_| Reply::Paced {
+        head_after,
+        chunks: chunks.clone(),
+    });
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&timeouts_config(&a, &b, timeouts), &[]);
+    (g, a, b)
+}
+
 fn timeouts_config(a: &Upstream, b: &Upstream, timeouts: &str) -> String {
     format!(
         "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models: [m1]\n    timeouts: {timeouts}\n{}virtual_models:\n  - source: smart\n    strategy: priority\n    targets:\n      - {{model: a/m1, retry: {{attempts: 1}}}}\n      - b/m3\n",
@@ -457,14 +473,10 @@ fn timeouts_config(a: &Upstream, b: &Upstream, timeouts: &str) -> String {
 #[test]
 fn first_byte_bound_applies_before_the_header_even_when_idle_is_longer() {
     // The header comes after 3 s: inside idle_ms (10 s), outside first_byte_ms (300 ms).
-    let a = Upstream::start(&[], |_| Reply::Paced {
-        head_after: Duration::from_secs(3),
-        chunks: sse(&[(0, "late")]),
-    });
-    let b = Upstream::echo(&[]);
-    let g = Gateway::start(
-        &timeouts_config(&a, &b, "{first_byte_ms: 300, idle_ms: 10000}"),
-        &[],
+    let (g, _a, _b) = paced_gateway(
+        Duration::from_secs(3),
+        sse(&[(0, "late")]),
+        "{first_byte_ms: 300, idle_ms: 10000}",
     );
     let r = g.chat("smart");
     assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
@@ -482,14 +494,10 @@ fn first_byte_bound_applies_before_the_header_even_when_idle_is_longer() {
 fn idle_bound_cuts_a_stream_that_stalls_between_chunks() {
     // The header and the first chunk at once, then 3 s of silence: inside first_byte_ms (10 s),
     // outside idle_ms (300 ms).
-    let a = Upstream::start(&[], |_| Reply::Paced {
-        head_after: Duration::ZERO,
-        chunks: sse(&[(0, "first"), (3000, "second")]),
-    });
-    let b = Upstream::echo(&[]);
-    let g = Gateway::start(
-        &timeouts_config(&a, &b, "{first_byte_ms: 10000, idle_ms: 300}"),
-        &[],
+    let (g, _a, _b) = paced_gateway(
+        Duration::ZERO,
+        sse(&[(0, "first"), (3000, "second")]),
+        "{first_byte_ms: 10000, idle_ms: 300}",
     );
     let out = raw_stream(&g, "a/m1");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -509,14 +517,10 @@ fn idle_bound_cuts_a_stream_that_stalls_between_chunks() {
 #[test]
 fn a_slow_first_byte_within_its_bound_is_not_cut_by_a_shorter_idle_bound() {
     // The header after 1.2 s (inside first_byte_ms, outside idle_ms), then chunks back to back.
-    let a = Upstream::start(&[], |_| Reply::Paced {
-        head_after: Duration::from_millis(1200),
-        chunks: sse(&[(0, "one"), (0, "two"), (0, "three")]),
-    });
-    let b = Upstream::echo(&[]);
-    let g = Gateway::start(
-        &timeouts_config(&a, &b, "{first_byte_ms: 10000, idle_ms: 600}"),
-        &[],
+    let (g, _a, _b) = paced_gateway(
+        Duration::from_millis(1200),
+        sse(&[(0, "one"), (0, "two"), (0, "three")]),
+        "{first_byte_ms: 10000, idle_ms: 600}",
     );
     let out = raw_stream(&g, "a/m1");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");

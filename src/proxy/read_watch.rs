@@ -155,28 +155,32 @@ mod tests {
         (client, server)
     }
 
+    /// A blocking read on a connection whose peer never writes: it would block for ever unless
+    /// the watch shuts the socket down, which ends it with EOF (0 bytes).
+    async fn read_until_cut(mut client: TcpStream) -> usize {
+        let mut buf = [0u8; 8];
+        tokio::task::spawn_blocking(move || client.read(&mut buf))
+            .await
+            .expect("join")
+            .expect("read")
+    }
+
     #[tokio::test]
     async fn a_silent_upstream_is_cut_after_the_first_byte_bound() {
-        let (mut client, _server) = pair();
+        let (client, _server) = pair();
         let watch = ReadWatch::start(
             client.as_raw_fd(),
             Duration::from_millis(20),
             Duration::from_secs(60),
         )
         .expect("watch");
-        let mut buf = [0u8; 8];
-        // The read would block for ever without the watch; the shutdown ends it with EOF.
-        let n = tokio::task::spawn_blocking(move || client.read(&mut buf))
-            .await
-            .expect("join")
-            .expect("read");
-        assert_eq!(n, 0);
+        assert_eq!(read_until_cut(client).await, 0);
         assert!(watch.fired());
     }
 
     #[tokio::test]
     async fn progress_switches_to_the_idle_bound() {
-        let (mut client, _server) = pair();
+        let (client, _server) = pair();
         let watch = ReadWatch::start(
             client.as_raw_fd(),
             Duration::from_secs(60),
@@ -184,12 +188,7 @@ mod tests {
         )
         .expect("watch");
         watch.progress();
-        let mut buf = [0u8; 8];
-        let n = tokio::task::spawn_blocking(move || client.read(&mut buf))
-            .await
-            .expect("join")
-            .expect("read");
-        assert_eq!(n, 0);
+        assert_eq!(read_until_cut(client).await, 0);
         assert!(watch.fired());
     }
 
