@@ -397,6 +397,19 @@ mod tests {
         assert_eq!(usage_only(b"not json"), None);
     }
 
+    /// The shaper of an OpenAI stream to an OpenAI target whose client did not ask for usage.
+    fn openai_stream_shaper() -> Shaper {
+        Shaper::new(
+            Operation::Chat,
+            WireFormat::OpenAiChat,
+            true,
+            true,
+            "id",
+            "m",
+            0,
+        )
+    }
+
     #[test]
     fn usage_is_found_unless_null() {
         assert!(!has_usage(
@@ -413,15 +426,7 @@ mod tests {
 
     #[test]
     fn whole_events_without_usage_pass_untouched_and_the_usage_chunk_is_still_stripped() {
-        let mut s = Shaper::new(
-            Operation::Chat,
-            WireFormat::OpenAiChat,
-            true,
-            true,
-            "id",
-            "m",
-            0,
-        );
+        let mut s = openai_stream_shaper();
         let chunks: [&[u8]; 6] = [
             b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}],\"usage\":null}\n\n",
             // Odd spacing the parser would normalise: passed as the upstream wrote it.
@@ -481,15 +486,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert!(injected);
-        let mut s = Shaper::new(
-            Operation::Chat,
-            WireFormat::OpenAiChat,
-            true,
-            true,
-            "id",
-            "m",
-            0,
-        );
+        let mut s = openai_stream_shaper();
         let mut body = Some(Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
         ));
