@@ -6,12 +6,15 @@
 //! the whole rewritten body there. Rewriting touches only the `model` value's bytes unless the
 //! target sets `override_params`, so a same-dialect request passes through byte for byte.
 
+use super::json_scan::{self, Member, ScanError};
+use super::respond::ApiError;
 use bytes::Bytes;
 use pingora::proxy::Session;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::respond::ApiError;
+#[cfg(test)]
+mod oracle;
+#[cfg(test)]
+mod peek_tests;
 
 /// Pingora's fixed retry buffer size.
 const RETRY_BUFFER: u64 = 64 * 1024;
@@ -75,19 +78,8 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// The routing fields of a body, borrowed from it.
-#[derive(Deserialize)]
-struct PeekFields<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<serde_json::Value>,
-    #[serde(default)]
-    provider: Option<serde_json::Value>,
-}
-
 /// What routing needs from a body, plus where the `model` value sits in it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peek {
     pub model: String,
     pub stream: bool,
@@ -96,7 +88,23 @@ pub struct Peek {
     pub model_span: (usize, usize),
 }
 
-/// Parses the body once: invalid JSON, a non-object or a missing `model` are 400s.
+/// The routing fields as JSON gives them, before their types are checked.
+#[derive(Default)]
+struct Fields {
+    model: Option<(usize, usize)>,
+    stream: Option<serde_json::Value>,
+    provider: Option<serde_json::Value>,
+}
+
+/// serde_json's recursion limit, less the level the body's own object takes.
+const VALUE_DEPTH_LIMIT: usize = 127;
+
+/// Reads the body once: invalid JSON, a non-object or a missing `model` are 400s.
+///
+/// Accepts and refuses exactly what `serde_json::from_slice` into a struct of `model` (a raw
+/// value), `stream` and `provider` (values) did, but skips everything else with
+/// `json_scan`, which is several times faster on long strings full of escapes. The three fields
+/// are small, so they are still read by serde_json.
 pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request(
@@ -104,34 +112,30 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             "request body is empty; send a JSON object with a model",
         ));
     }
-    // A derived struct would also accept a JSON array; a request body must be an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid_request(
-            "invalid_json",
-            "request body must be a JSON object",
-        ));
+        return Err(not_an_object());
     }
-    let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_data() {
-            "request body must be a JSON object".to_string()
-        } else {
-            format!("request body is not valid JSON: {e}")
-        };
-        ApiError::invalid_request("invalid_json", what)
+    let mut f = Fields::default();
+    json_scan::scan_object(body, ["model", "stream", "provider"], |k, m| {
+        read_field(body, k, m, &mut f)
+    })
+    .map_err(|e| match e {
+        ScanError::Shape { .. } => not_an_object(),
+        ScanError::Syntax { reason, at } => {
+            let (line, column) = json_scan::line_column(body, at);
+            ApiError::invalid_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {reason} at line {line} column {column}"),
+            )
+        }
     })?;
-    let raw = p.model.ok_or_else(|| {
-        ApiError::invalid_request("missing_model", "you must provide a model parameter")
-    })?;
-    let model: String = serde_json::from_str(raw.get())
+    let (start, end) = f.model.ok_or_else(missing_model)?;
+    let model: String = serde_json::from_slice(&body[start..end])
         .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
     if model.trim().is_empty() {
-        return Err(ApiError::invalid_request(
-            "missing_model",
-            "you must provide a model parameter",
-        ));
+        return Err(missing_model());
     }
-    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    let stream = match p.stream {
+    let stream = match f.stream {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => b,
         Some(_) => {
@@ -141,7 +145,7 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             ))
         }
     };
-    let provider = match p.provider {
+    let provider = match f.provider {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Some(_) => {
@@ -155,8 +159,53 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
         model,
         stream,
         provider,
-        model_span: (start, start + raw.get().len()),
+        model_span: (start, end),
     })
+}
+
+/// Reads one routing field as serde_json did: `null` is an absent field; `model` is kept raw
+/// (but must be UTF-8); `stream` and `provider` become values, nested no deeper than the
+/// recursion limit left inside the body's object.
+fn read_field(body: &[u8], k: usize, m: Member, f: &mut Fields) -> Result<(), ScanError> {
+    let (start, end) = m.span;
+    let raw = &body[start..end];
+    if raw == b"null" {
+        return Ok(());
+    }
+    if k == 0 {
+        if let Err(e) = std::str::from_utf8(raw) {
+            return Err(ScanError::Syntax {
+                reason: "invalid unicode code point".into(),
+                at: start + e.valid_up_to(),
+            });
+        }
+        f.model = Some(m.span);
+        return Ok(());
+    }
+    if m.depth >= VALUE_DEPTH_LIMIT {
+        return Err(ScanError::Syntax {
+            reason: "recursion limit exceeded".into(),
+            at: start,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| ScanError::Syntax {
+        reason: json_scan::reason_of(&e).into(),
+        at: start,
+    })?;
+    if k == 1 {
+        f.stream = Some(value);
+    } else {
+        f.provider = Some(value);
+    }
+    Ok(())
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::invalid_request("invalid_json", "request body must be a JSON object")
+}
+
+fn missing_model() -> ApiError {
+    ApiError::invalid_request("missing_model", "you must provide a model parameter")
 }
 
 /// The body for one attempt: `model` replaced; `override_params` merged over the client's values.

@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod body;
 pub mod ctx;
 pub mod dialect;
+pub mod json_scan;
 pub mod local;
 pub mod mock;
 pub mod read_watch;

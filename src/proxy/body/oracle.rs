@@ -1,0 +1,80 @@
+//! The former `peek`, kept for tests as the oracle the scanner must agree with: one
+//! `serde_json::from_slice` into a derived struct.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::super::respond::ApiError;
+use super::Peek;
+
+/// The routing fields of a body, borrowed from it.
+#[derive(Deserialize)]
+struct PeekFields<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    provider: Option<serde_json::Value>,
+}
+
+pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            "request body is empty; send a JSON object with a model",
+        ));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_request(
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    }
+    let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_data() {
+            "request body must be a JSON object".to_string()
+        } else {
+            format!("request body is not valid JSON: {e}")
+        };
+        ApiError::invalid_request("invalid_json", what)
+    })?;
+    let raw = p.model.ok_or_else(|| {
+        ApiError::invalid_request("missing_model", "you must provide a model parameter")
+    })?;
+    let model: String = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
+    if model.trim().is_empty() {
+        return Err(ApiError::invalid_request(
+            "missing_model",
+            "you must provide a model parameter",
+        ));
+    }
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let stream = match p.stream {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_stream",
+                "stream must be a boolean",
+            ))
+        }
+    };
+    let provider = match p.provider {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "invalid_provider",
+                "provider must be a non-empty string",
+            ))
+        }
+    };
+    Ok(Peek {
+        model,
+        stream,
+        provider,
+        model_span: (start, start + raw.get().len()),
+    })
+}

@@ -1,0 +1,550 @@
+//! A single-pass validating scanner for request bodies: it checks that a body is one JSON object
+//! exactly as serde_json's `from_slice` into a derived struct would, and hands back the top-level
+//! members whose keys are asked for, as byte spans. It never builds a value and never allocates
+//! for what it skips.
+//!
+//! It exists because parsing a 200 KB coding-agent body with serde_json spent most of its time
+//! skipping long strings full of escapes; here strings are skipped 64 bytes at a time with a
+//! bit mask of the bytes that matter (`"`, `\` and control characters), and an escape costs a
+//! shift of that mask rather than a new search.
+//!
+//! What it must accept and reject is serde_json's behaviour for a derived struct whose unknown
+//! fields are ignored, and that differs from RFC 8259 in places on purpose:
+//! - skipped values have no nesting limit (serde_json ignores them without recursion);
+//! - skipped strings are not checked for UTF-8 or for paired surrogate escapes;
+//! - top-level keys are decoded, so they must be UTF-8 with paired surrogates;
+//! - a top-level key asked for twice is an error (serde's "duplicate field").
+//!
+//! Deciding what a member's value means is the caller's job (`on_member`), called in document
+//! order so that the first error in the body is the one reported.
+
+use std::borrow::Cow;
+
+/// Why a body was refused, and the byte offset where that was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not JSON.
+    Syntax {
+        reason: Cow<'static, str>,
+        at: usize,
+    },
+    /// JSON, but not the shape of a request body (not an object, a duplicate field).
+    Shape {
+        reason: Cow<'static, str>,
+        at: usize,
+    },
+}
+
+impl ScanError {
+    fn syntax(reason: &'static str, at: usize) -> ScanError {
+        ScanError::Syntax {
+            reason: Cow::Borrowed(reason),
+            at,
+        }
+    }
+
+    /// The byte offset the error points at.
+    pub fn at(&self) -> usize {
+        match self {
+            ScanError::Syntax { at, .. } | ScanError::Shape { at, .. } => *at,
+        }
+    }
+}
+
+/// One top-level member whose key was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Byte range of the value, without the whitespace around it.
+    pub span: (usize, usize),
+    /// How deeply arrays and objects nest inside the value (0 for a scalar).
+    pub depth: usize,
+}
+
+/// The 1-based line and column of the byte at offset `at`, for error messages.
+pub fn line_column(body: &[u8], at: usize) -> (usize, usize) {
+    let at = at.min(body.len());
+    let start_of_line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |p| p + 1);
+    let line = 1 + memchr::memchr_iter(b'\n', &body[..start_of_line]).count();
+    (line, at - start_of_line + 1)
+}
+
+/// Scans `body` as one JSON object with nothing but whitespace around it. For each top-level
+/// member whose decoded key is `keys[k]`, calls `on_member(k, member)` once the value has been
+/// scanned; its error stops the scan.
+pub fn scan_object<const N: usize>(
+    body: &[u8],
+    keys: [&str; N],
+    mut on_member: impl FnMut(usize, Member) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    let mut s = Scanner { b: body, i: 0 };
+    match s.ws() {
+        Some(b'{') => s.i += 1,
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ScanError::Shape {
+                reason: Cow::Borrowed("expected a JSON object"),
+                at: s.i,
+            })
+        }
+        Some(_) => return Err(ScanError::syntax("expected value", s.i)),
+        None => return Err(ScanError::syntax("EOF while parsing a value", s.i)),
+    }
+    let mut seen = [false; N];
+    let mut first = true;
+    loop {
+        match s.ws() {
+            Some(b'}') => {
+                s.i += 1;
+                break;
+            }
+            Some(b'"') if first => {}
+            Some(b',') if !first => {
+                s.i += 1;
+                match s.ws() {
+                    Some(b'"') => {}
+                    Some(b'}') => return Err(ScanError::syntax("trailing comma", s.i)),
+                    Some(_) => return Err(ScanError::syntax("key must be a string", s.i)),
+                    None => return Err(ScanError::syntax("EOF while parsing a value", s.i)),
+                }
+            }
+            Some(_) if first => return Err(ScanError::syntax("key must be a string", s.i)),
+            Some(_) => return Err(ScanError::syntax("expected `,` or `}`", s.i)),
+            None => return Err(ScanError::syntax("EOF while parsing an object", s.i)),
+        }
+        first = false;
+        let key_start = s.i;
+        s.i += 1;
+        let escaped = s.skip_str()?;
+        let wanted = key_index(&body[key_start..s.i], escaped, &keys, key_start)?;
+        if let Some(k) = wanted {
+            if seen[k] {
+                return Err(ScanError::Shape {
+                    reason: Cow::Owned(format!("duplicate field `{}`", keys[k])),
+                    at: key_start,
+                });
+            }
+            seen[k] = true;
+        }
+        s.colon()?;
+        s.ws();
+        let start = s.i;
+        let depth = s.skip_value()?;
+        if let Some(k) = wanted {
+            on_member(
+                k,
+                Member {
+                    span: (start, s.i),
+                    depth,
+                },
+            )?;
+        }
+    }
+    match s.ws() {
+        None => Ok(()),
+        Some(_) => Err(ScanError::syntax("trailing characters", s.i)),
+    }
+}
+
+/// Which of `keys` a top-level key (quotes included) is. The key is decoded as serde_json
+/// decodes a field name: it must be UTF-8, and its escapes must pair surrogates.
+fn key_index<const N: usize>(
+    quoted: &[u8],
+    escaped: bool,
+    keys: &[&str; N],
+    at: usize,
+) -> Result<Option<usize>, ScanError> {
+    let decoded: Cow<'_, str> = if escaped {
+        // Rare; serde_json's own string decoding keeps the rules identical.
+        match serde_json::from_slice::<String>(quoted) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => {
+                return Err(ScanError::Syntax {
+                    reason: Cow::Owned(reason_of(&e)),
+                    at,
+                })
+            }
+        }
+    } else {
+        match std::str::from_utf8(&quoted[1..quoted.len() - 1]) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(e) => {
+                return Err(ScanError::syntax(
+                    "invalid unicode code point",
+                    at + 1 + e.valid_up_to(),
+                ))
+            }
+        }
+    };
+    Ok(keys.iter().position(|k| *k == decoded))
+}
+
+/// serde_json's error text without its position (which is relative to what it was given).
+pub fn reason_of(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(p) => text[..p].to_string(),
+        None => text,
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    /// Skips JSON whitespace and peeks at the next byte.
+    #[inline]
+    fn ws(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => self.i += 1,
+                _ => return Some(c),
+            }
+        }
+        None
+    }
+
+    fn colon(&mut self) -> Result<(), ScanError> {
+        match self.ws() {
+            Some(b':') => {
+                self.i += 1;
+                Ok(())
+            }
+            Some(_) => Err(ScanError::syntax("expected `:`", self.i)),
+            None => Err(ScanError::syntax("EOF while parsing an object", self.i)),
+        }
+    }
+
+    /// Skips one value of any kind; returns how deeply containers nest in it. Iterative, with
+    /// the enclosing containers on a heap stack, so nesting is bounded by memory only.
+    fn skip_value(&mut self) -> Result<usize, ScanError> {
+        let mut stack: Vec<u8> = Vec::new();
+        let mut depth = 0;
+        'value: loop {
+            let Some(c) = self.ws() else {
+                return Err(ScanError::syntax("EOF while parsing a value", self.i));
+            };
+            match c {
+                b'{' | b'[' => {
+                    self.i += 1;
+                    depth = depth.max(stack.len() + 1);
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.ws() == Some(close) {
+                        self.i += 1;
+                    } else {
+                        stack.push(c);
+                        if c == b'{' {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b'"' => {
+                    self.i += 1;
+                    self.skip_str()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return Err(ScanError::syntax("expected value", self.i)),
+            }
+            // A value ended: close containers until one expects another element.
+            loop {
+                let Some(&frame) = stack.last() else {
+                    return Ok(depth);
+                };
+                let close = if frame == b'{' { b'}' } else { b']' };
+                match self.ws() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if frame == b'{' {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    Some(c) if c == close => {
+                        self.i += 1;
+                        stack.pop();
+                    }
+                    Some(_) if frame == b'{' => {
+                        return Err(ScanError::syntax("expected `,` or `}`", self.i))
+                    }
+                    Some(_) => return Err(ScanError::syntax("expected `,` or `]`", self.i)),
+                    None if frame == b'{' => {
+                        return Err(ScanError::syntax("EOF while parsing an object", self.i))
+                    }
+                    None => return Err(ScanError::syntax("EOF while parsing a list", self.i)),
+                }
+            }
+        }
+    }
+
+    /// A key of a nested object and its colon.
+    fn key(&mut self) -> Result<(), ScanError> {
+        match self.ws() {
+            Some(b'"') => {
+                self.i += 1;
+                self.skip_str()?;
+                self.colon()
+            }
+            Some(_) => Err(ScanError::syntax("key must be a string", self.i)),
+            None => Err(ScanError::syntax("EOF while parsing an object", self.i)),
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), ScanError> {
+        for (k, &w) in word.iter().enumerate() {
+            match self.b.get(self.i + k) {
+                Some(&c) if c == w => {}
+                Some(_) => return Err(ScanError::syntax("expected ident", self.i + k)),
+                None => return Err(ScanError::syntax("EOF while parsing a value", self.i + k)),
+            }
+        }
+        self.i += word.len();
+        Ok(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`; its value is not looked at.
+    fn number(&mut self) -> Result<(), ScanError> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return Err(ScanError::syntax("invalid number", self.i));
+                }
+            }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(ScanError::syntax("invalid number", self.i)),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(ScanError::syntax("invalid number", self.i));
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(ScanError::syntax("invalid number", self.i));
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    /// Skips the rest of a string (the opening quote is behind us); returns whether it held an
+    /// escape. Checks escapes and control characters, not UTF-8.
+    fn skip_str(&mut self) -> Result<bool, ScanError> {
+        let b = self.b;
+        let mut i = self.i;
+        let mut escaped = false;
+        // Whole 64-byte blocks: one mask of the bytes that matter, consumed bit by bit.
+        while let Some(block) = b.get(i..i + 64) {
+            let base = i;
+            let mut mask = special_mask(block.try_into().unwrap_or(&[0; 64]));
+            loop {
+                if mask == 0 {
+                    i = base + 64;
+                    break;
+                }
+                let j = base + mask.trailing_zeros() as usize;
+                match b[j] {
+                    b'"' => {
+                        self.i = j + 1;
+                        return Ok(escaped);
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        let next = escape_end(b, j)?;
+                        let off = next - base;
+                        if off >= 64 {
+                            i = next;
+                            break;
+                        }
+                        mask &= !0u64 << off;
+                    }
+                    _ => return Err(control_character(j)),
+                }
+            }
+        }
+        // The tail, byte by byte.
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => {
+                    self.i = i + 1;
+                    return Ok(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    i = escape_end(b, i)?;
+                }
+                0..=0x1F => return Err(control_character(i)),
+                _ => i += 1,
+            }
+        }
+        Err(ScanError::syntax("EOF while parsing a string", b.len()))
+    }
+}
+
+fn control_character(at: usize) -> ScanError {
+    ScanError::syntax(
+        "control character (\\u0000-\\u001F) found while parsing a string",
+        at,
+    )
+}
+
+/// Where the escape starting with the backslash at `at` ends. `\u` needs four hex digits; what
+/// they encode is not checked (serde_json does not check it in strings it skips).
+#[inline]
+fn escape_end(b: &[u8], at: usize) -> Result<usize, ScanError> {
+    match b.get(at + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+        Some(b'u') => match b.get(at + 2..at + 6) {
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Ok(at + 6),
+            Some(_) => Err(ScanError::syntax("invalid escape", at + 6)),
+            None => Err(ScanError::syntax("EOF while parsing a string", b.len())),
+        },
+        Some(_) => Err(ScanError::syntax("invalid escape", at + 2)),
+        None => Err(ScanError::syntax("EOF while parsing a string", b.len())),
+    }
+}
+
+/// Bit k is set when `block[k]` is `"`, `\\` or a control character. SSE2 is part of every
+/// x86_64 CPU, so this is four 16-byte compares; elsewhere, a plain loop.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn special_mask(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let mut mask = 0u64;
+    // SAFETY: SSE2 is in the x86_64 baseline; each load reads 16 bytes inside `block`, and
+    // `_mm_loadu_si128` has no alignment requirement.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let control_max = _mm_set1_epi8(0x1F);
+        for k in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+            // A byte is a control character when min(byte, 0x1F) is the byte itself.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, control_max), v);
+            let special = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                control,
+            );
+            mask |= u64::from(_mm_movemask_epi8(special) as u16) << (16 * k);
+        }
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn special_mask(block: &[u8; 64]) -> u64 {
+    portable_special_mask(block)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn portable_special_mask(block: &[u8; 64]) -> u64 {
+    let mut mask = 0u64;
+    for (k, &c) in block.iter().enumerate() {
+        mask |= u64::from(c == b'"' || c == b'\\' || c < 0x20) << k;
+    }
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(body: &str) -> Result<Vec<(usize, Member)>, ScanError> {
+        let mut found = Vec::new();
+        scan_object(body.as_bytes(), ["model", "stream"], |k, m| {
+            found.push((k, m));
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    #[test]
+    fn finds_members_after_long_escaped_strings() {
+        let text = "line \\\"quoted\\\"\\n".repeat(200);
+        let body = format!(r#"{{"messages":["{text}"], "model" : "m", "stream":[[1]]}}"#);
+        let found = scan(&body).unwrap();
+        assert_eq!(found.len(), 2);
+        let (s, e) = found[0].1.span;
+        assert_eq!(&body[s..e], r#""m""#);
+        assert_eq!(found[1].1.depth, 2);
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        let found = scan(r#"{"mo\u0064el":"m"}"#).unwrap();
+        assert_eq!(found[0].0, 0);
+    }
+
+    #[test]
+    fn a_control_character_in_a_long_string_is_refused() {
+        let body = format!("{{\"a\":\"{}\u{1}{}\"}}", "x".repeat(70), "y".repeat(70));
+        assert!(matches!(scan(&body), Err(ScanError::Syntax { at: 76, .. })));
+    }
+
+    #[test]
+    fn duplicate_wanted_keys_are_a_shape_error() {
+        assert!(matches!(
+            scan(r#"{"model":null,"model":"m"}"#),
+            Err(ScanError::Shape { .. })
+        ));
+        assert!(scan(r#"{"other":1,"other":2,"model":"m"}"#).is_ok());
+    }
+
+    #[test]
+    fn skipped_values_nest_without_limit() {
+        let body = format!(r#"{{"a":{}{}}}"#, "[".repeat(1000), "]".repeat(1000));
+        assert!(scan(&body).is_ok());
+    }
+
+    #[test]
+    fn the_block_mask_marks_quotes_backslashes_and_control_characters() {
+        let mut block = [b'a'; 64];
+        for (k, c) in [
+            (0, b'"'),
+            (5, b'\\'),
+            (17, 0x1F),
+            (33, 0x00),
+            (63, b'\n'),
+            (40, 0x20),
+        ] {
+            block[k] = c;
+        }
+        block[50] = 0xFF;
+        let want = (1u64 << 0) | (1 << 5) | (1 << 17) | (1 << 33) | (1 << 63);
+        assert_eq!(special_mask(&block), want);
+        assert_eq!(portable_special_mask(&block), want);
+    }
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        assert_eq!(line_column(b"{\n  x", 4), (2, 3));
+    }
+}
