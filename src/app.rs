@@ -118,35 +118,43 @@ impl App {
     /// Re-reads the config and the store and swaps in a new snapshot, or keeps the old one.
     pub fn reload(&self) -> Result<(), String> {
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.source.load().and_then(|loaded| {
+        let built = self.source.load().and_then(|loaded| {
             let rows = match &self.store {
                 Some(s) => s.rows()?,
                 None => Vec::new(),
             };
-            self.build_and_swap(Arc::new(loaded), &rows)
+            let snap = self
+                .build_snapshot(&loaded, &rows)
+                .map_err(|e| e.join("\n"))?;
+            Ok((Arc::new(loaded), snap))
         });
         let prev = self.reload_status.load();
-        let status = match &result {
-            Ok(()) => ReloadStatus {
-                at_ms: Some(now_ms()),
-                ok: true,
-                error: None,
-                ok_count: prev.ok_count + 1,
-                failed_count: prev.failed_count,
-            },
+        // The status is recorded before the new snapshot goes live, so whoever sees the new
+        // routing also sees the reload that brought it.
+        match built {
+            Ok((loaded, snap)) => {
+                self.reload_status.store(Arc::new(ReloadStatus {
+                    at_ms: Some(now_ms()),
+                    ok: true,
+                    error: None,
+                    ok_count: prev.ok_count + 1,
+                    failed_count: prev.failed_count,
+                }));
+                self.install(loaded, snap);
+                Ok(())
+            }
             Err(e) => {
                 log::error!("reload failed, keeping the last good config: {e}");
-                ReloadStatus {
+                self.reload_status.store(Arc::new(ReloadStatus {
                     at_ms: Some(now_ms()),
                     ok: false,
                     error: Some(e.clone()),
                     ok_count: prev.ok_count,
                     failed_count: prev.failed_count + 1,
-                }
+                }));
+                Err(e)
             }
-        };
-        self.reload_status.store(Arc::new(status));
-        result
+        }
     }
 
     /// Builds a snapshot from a loaded config and store rows and swaps it in. Callers hold
