@@ -130,12 +130,28 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
         }
     })?;
     let (start, end) = f.model.ok_or_else(missing_model)?;
-    let model: String = serde_json::from_slice(&body[start..end])
+    let (model, stream, provider) = routing_values(&body[start..end], f.stream, f.provider)?;
+    Ok(Peek {
+        model,
+        stream,
+        provider,
+        model_span: (start, end),
+    })
+}
+
+/// The routing fields' values, checked: `model` (its raw JSON) a non-blank string, `stream` a
+/// boolean or null, `provider` a non-blank string or null.
+fn routing_values(
+    model_raw: &[u8],
+    stream: Option<serde_json::Value>,
+    provider: Option<serde_json::Value>,
+) -> Result<(String, bool, Option<String>), ApiError> {
+    let model: String = serde_json::from_slice(model_raw)
         .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
     if model.trim().is_empty() {
         return Err(missing_model());
     }
-    let stream = match f.stream {
+    let stream = match stream {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => b,
         Some(_) => {
@@ -145,7 +161,7 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             ))
         }
     };
-    let provider = match f.provider {
+    let provider = match provider {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Some(_) => {
@@ -155,12 +171,7 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             ))
         }
     };
-    Ok(Peek {
-        model,
-        stream,
-        provider,
-        model_span: (start, end),
-    })
+    Ok((model, stream, provider))
 }
 
 /// Reads one routing field as serde_json did: `null` is an absent field; `model` is kept raw

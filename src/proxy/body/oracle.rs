@@ -42,39 +42,16 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     let raw = p.model.ok_or_else(|| {
         ApiError::invalid_request("missing_model", "you must provide a model parameter")
     })?;
-    let model: String = serde_json::from_str(raw.get())
-        .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
-    if model.trim().is_empty() {
-        return Err(ApiError::invalid_request(
-            "missing_model",
-            "you must provide a model parameter",
-        ));
-    }
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    let stream = match p.stream {
-        None | Some(serde_json::Value::Null) => false,
-        Some(serde_json::Value::Bool(b)) => b,
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "invalid_stream",
-                "stream must be a boolean",
-            ))
-        }
-    };
-    let provider = match p.provider {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "invalid_provider",
-                "provider must be a non-empty string",
-            ))
-        }
-    };
+    let end = start + raw.get().len();
+    // How the three values are judged is shared; what this oracle checks is the parse around
+    // them (validation, locating the fields, duplicates, nulls).
+    let (model, stream, provider) =
+        super::routing_values(raw.get().as_bytes(), p.stream, p.provider)?;
     Ok(Peek {
         model,
         stream,
         provider,
-        model_span: (start, start + raw.get().len()),
+        model_span: (start, end),
     })
 }
