@@ -98,27 +98,96 @@ pub fn flush() {
     }
 }
 
+/// The target of access lines.
+pub const ACCESS: &str = "access";
+
 /// The process's logger: env_logger's filter and format, writing through the sink, waking the
 /// writer for every line that is not an access line.
-pub struct Logger(pub env_logger::Logger);
+///
+/// Access lines (one per request) skip env_logger's formatter: they are written here, in the
+/// same layout (`[<time> INFO  access] <line>`, or the bare line in JSON mode), with the
+/// timestamp formatted once per second instead of once per line.
+pub struct Logger {
+    inner: env_logger::Logger,
+    json: bool,
+}
+
+impl Logger {
+    /// `json`: access lines are JSON documents and go out without the text prefix.
+    pub fn new(inner: env_logger::Logger, json: bool) -> Logger {
+        Logger { inner, json }
+    }
+}
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        self.0.enabled(metadata)
+        self.inner.enabled(metadata)
     }
 
     fn log(&self, record: &log::Record) {
-        if self.0.matches(record) {
-            self.0.log(record);
-            if record.target() != "access" {
-                wake();
+        if !self.inner.matches(record) {
+            return;
+        }
+        if record.target() == ACCESS {
+            if let Some((tx, _)) = SINK.get() {
+                let _ = tx.send(Msg::Line(access_line(self.json, record)));
+                return;
             }
+        }
+        self.inner.log(record);
+        if record.target() != ACCESS {
+            wake();
         }
     }
 
     fn flush(&self) {
         flush();
     }
+}
+
+/// One access line, laid out as env_logger's default format lays it out.
+fn access_line(json: bool, record: &log::Record) -> Vec<u8> {
+    let mut line = Vec::with_capacity(256);
+    if !json {
+        line.push(b'[');
+        push_timestamp(&mut line);
+        let level = record.level().as_str();
+        line.push(b' ');
+        line.extend_from_slice(level.as_bytes());
+        line.extend(std::iter::repeat_n(
+            b' ',
+            5usize.saturating_sub(level.len()),
+        ));
+        line.push(b' ');
+        line.extend_from_slice(record.target().as_bytes());
+        line.extend_from_slice(b"] ");
+    }
+    let _ = write!(line, "{}", record.args());
+    line.push(b'\n');
+    line
+}
+
+/// Appends the current time as RFC 3339 in whole seconds, UTC (`2026-01-02T03:04:05Z`), as
+/// env_logger writes it. Formatted once per second per thread.
+fn push_timestamp(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            text.clear();
+            if let Ok(ts) = jiff::Timestamp::try_from(now) {
+                let _ = std::fmt::Write::write_fmt(text, format_args!("{ts:.0}"));
+            }
+            *at = secs;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
 }
 
 #[cfg(test)]
@@ -140,6 +209,57 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// An access line from env_logger's own formatter, for comparison.
+    fn env_logger_line(args: std::fmt::Arguments<'_>) -> Vec<u8> {
+        let out = Shared::default();
+        let logger = env_logger::Builder::new()
+            .parse_filters("info")
+            .target(env_logger::Target::Pipe(Box::new(out.clone())))
+            .build();
+        log::Log::log(
+            &logger,
+            &log::Record::builder()
+                .args(args)
+                .target(ACCESS)
+                .level(log::Level::Info)
+                .build(),
+        );
+        let line = out.0.lock().expect("lock").clone();
+        line
+    }
+
+    #[test]
+    fn access_lines_match_env_logger_default_format() {
+        // Bounded: the two lines can straddle a second boundary, never three times in a row.
+        let mut same = false;
+        for _ in 0..3 {
+            let ours = access_line(
+                false,
+                &log::Record::builder()
+                    .args(format_args!("mg-1 /v1/chat/completions status={}", 200))
+                    .target(ACCESS)
+                    .level(log::Level::Info)
+                    .build(),
+            );
+            let theirs = env_logger_line(format_args!("mg-1 /v1/chat/completions status={}", 200));
+            if ours == theirs {
+                same = true;
+                break;
+            }
+            assert_eq!(ours.len(), theirs.len(), "{ours:?} vs {theirs:?}");
+        }
+        assert!(same);
+        let json = access_line(
+            true,
+            &log::Record::builder()
+                .args(format_args!("{{\"status\":200}}"))
+                .target(ACCESS)
+                .level(log::Level::Info)
+                .build(),
+        );
+        assert_eq!(json, b"{\"status\":200}\n");
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn init_logging(json: bool) {
     if json {
         b.format(|buf, rec| {
             use std::io::Write;
-            if rec.target() == "access" {
+            if rec.target() == modelgate::log_sink::ACCESS {
                 writeln!(buf, "{}", rec.args())
             } else {
                 let line = serde_json::json!({"level": rec.level().to_string(), "target": rec.target(), "message": rec.args().to_string()});
@@ -137,7 +137,9 @@ fn init_logging(json: bool) {
             b.target(env_logger::Target::Pipe(Box::new(w)));
             let logger = b.build();
             let level = logger.filter();
-            if log::set_boxed_logger(Box::new(modelgate::log_sink::Logger(logger))).is_ok() {
+            if log::set_boxed_logger(Box::new(modelgate::log_sink::Logger::new(logger, json)))
+                .is_ok()
+            {
                 log::set_max_level(level);
             }
         }

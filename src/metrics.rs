@@ -8,13 +8,15 @@
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Upper bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// A latency histogram. Each observation increments one bucket (the first whose bound holds
+/// it); the cumulative counts Prometheus expects are summed when rendering.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; 14],
@@ -24,14 +26,23 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&self, seconds: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative count per bucket bound.
+    fn cumulative(&self) -> [u64; 14] {
+        let mut out = [0; 14];
+        let mut total = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            out[i] = total;
+        }
+        out
     }
 }
 
@@ -61,8 +72,29 @@ pub struct Outcome<'a> {
 
 type Pair = (String, String);
 
+type Fast = foldhash::fast::RandomState;
+
+/// Every series one (virtual model, served model) pair records into, found with one lookup per
+/// request instead of one per metric. The label strings are built once, here.
+struct Handles {
+    virtual_model: String,
+    provider: String,
+    model: String,
+    by_status: papaya::HashMap<u16, Arc<AtomicU64>, Fast>,
+    duration: Arc<Histogram>,
+    ttft: OnceLock<Arc<Histogram>>,
+    attempts: OnceLock<Arc<AtomicU64>>,
+    retries: OnceLock<Arc<AtomicU64>>,
+    fallbacks: OnceLock<Arc<AtomicU64>>,
+    tokens_in: OnceLock<Arc<AtomicU64>>,
+    tokens_out: OnceLock<Arc<AtomicU64>>,
+    cost_micro: OnceLock<Arc<AtomicU64>>,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    /// virtual model -> served model -> the series they record into.
+    handles: papaya::HashMap<String, papaya::HashMap<String, Arc<Handles>, Fast>, Fast>,
     requests: papaya::HashMap<RequestLabels, Arc<AtomicU64>>,
     duration: papaya::HashMap<Pair, Arc<Histogram>>,
     ttft: papaya::HashMap<Pair, Arc<Histogram>>,
@@ -92,40 +124,94 @@ fn split(served: Option<&str>) -> (String, String) {
 
 impl Metrics {
     pub fn record(&self, o: &Outcome<'_>) {
-        let (provider, model) = split(o.served);
-        let vm = o.virtual_model.unwrap_or("").to_string();
-        slot(
-            &self.requests,
-            RequestLabels {
-                virtual_model: vm.clone(),
-                model: model.clone(),
-                provider: provider.clone(),
-                status: o.status,
-            },
-        )
-        .fetch_add(1, Ordering::Relaxed);
-        slot(&self.duration, (vm.clone(), provider.clone())).observe(o.duration_s);
+        let h = self.handles(o.virtual_model.unwrap_or(""), o.served.unwrap_or(""));
+        let requests = {
+            let m = h.by_status.pin();
+            match m.get(&o.status) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = slot(
+                        &self.requests,
+                        RequestLabels {
+                            virtual_model: h.virtual_model.clone(),
+                            model: h.model.clone(),
+                            provider: h.provider.clone(),
+                            status: o.status,
+                        },
+                    );
+                    m.get_or_insert(o.status, c).clone()
+                }
+            }
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        h.duration.observe(o.duration_s);
         if let Some(t) = o.ttft_s {
-            slot(&self.ttft, (vm.clone(), provider.clone())).observe(t);
+            h.ttft
+                .get_or_init(|| slot(&self.ttft, (h.virtual_model.clone(), h.provider.clone())))
+                .observe(t);
         }
         if o.attempts > 0 {
-            slot(&self.attempts, provider.clone()).fetch_add(o.attempts as u64, Ordering::Relaxed);
+            h.attempts
+                .get_or_init(|| slot(&self.attempts, h.provider.clone()))
+                .fetch_add(o.attempts as u64, Ordering::Relaxed);
             let retries = o.attempts.saturating_sub(1 + o.fallbacks);
             if retries > 0 {
-                slot(&self.retries, provider.clone()).fetch_add(retries as u64, Ordering::Relaxed);
+                h.retries
+                    .get_or_init(|| slot(&self.retries, h.provider.clone()))
+                    .fetch_add(retries as u64, Ordering::Relaxed);
             }
         }
         if o.fallbacks > 0 {
-            slot(&self.fallbacks, vm.clone()).fetch_add(o.fallbacks as u64, Ordering::Relaxed);
+            h.fallbacks
+                .get_or_init(|| slot(&self.fallbacks, h.virtual_model.clone()))
+                .fetch_add(o.fallbacks as u64, Ordering::Relaxed);
         }
         if let Some((i, out)) = o.tokens {
-            let key = (provider.clone(), model.clone());
-            slot(&self.tokens_in, key.clone()).fetch_add(i, Ordering::Relaxed);
-            slot(&self.tokens_out, key.clone()).fetch_add(out, Ordering::Relaxed);
+            let key = || (h.provider.clone(), h.model.clone());
+            h.tokens_in
+                .get_or_init(|| slot(&self.tokens_in, key()))
+                .fetch_add(i, Ordering::Relaxed);
+            h.tokens_out
+                .get_or_init(|| slot(&self.tokens_out, key()))
+                .fetch_add(out, Ordering::Relaxed);
             if let Some(c) = o.cost_usd {
-                slot(&self.cost_micro, key).fetch_add((c * 1e6).round() as u64, Ordering::Relaxed);
+                h.cost_micro
+                    .get_or_init(|| slot(&self.cost_micro, key()))
+                    .fetch_add((c * 1e6).round() as u64, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The series of one (virtual model, served model) pair; created on first use.
+    fn handles(&self, vm: &str, served: &str) -> Arc<Handles> {
+        let outer = self.handles.pin();
+        if let Some(h) = outer
+            .get(vm)
+            .and_then(|inner| inner.pin().get(served).cloned())
+        {
+            return h;
+        }
+        let inner = outer.get_or_insert_with(vm.to_string(), papaya::HashMap::default);
+        let inner = inner.pin();
+        inner
+            .get_or_insert_with(served.to_string(), || {
+                let (provider, model) = split(Some(served));
+                Arc::new(Handles {
+                    duration: slot(&self.duration, (vm.to_string(), provider.clone())),
+                    virtual_model: vm.to_string(),
+                    provider,
+                    model,
+                    by_status: papaya::HashMap::default(),
+                    ttft: OnceLock::new(),
+                    attempts: OnceLock::new(),
+                    retries: OnceLock::new(),
+                    fallbacks: OnceLock::new(),
+                    tokens_in: OnceLock::new(),
+                    tokens_out: OnceLock::new(),
+                    cost_micro: OnceLock::new(),
+                })
+            })
+            .clone()
     }
 
     /// The text exposition. `extra` appends gauges owned elsewhere (breakers, reloads).
@@ -347,14 +433,12 @@ fn histograms(
     rows.sort_by(|a, b| a.0.cmp(b.0));
     for ((vm, p), h) in rows {
         let labels = format!("virtual_model=\"{}\",provider=\"{}\"", esc(vm), esc(p));
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{b}\"}} {}",
-                h.buckets[i].load(Ordering::Relaxed)
-            );
-        }
+        // Count first, buckets clamped to it: a request recorded while this renders may reach
+        // a bucket before the count, and a bucket must never exceed `+Inf`.
         let count = h.count.load(Ordering::Relaxed);
+        for (b, n) in BUCKETS.iter().zip(h.cumulative()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", n.min(count));
+        }
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
@@ -394,6 +478,52 @@ mod tests {
         );
         assert!(text
             .contains("modelgate_cost_usd_total{provider=\"openai\",model=\"gpt-4o\"} 0.000075"));
+    }
+
+    #[test]
+    fn buckets_render_cumulative_and_series_split_by_status() {
+        let m = Metrics::default();
+        for (status, seconds) in [
+            (200, 0.003),
+            (200, 0.04),
+            (200, 0.04),
+            (500, 3.0),
+            (200, 500.0),
+        ] {
+            m.record(&Outcome {
+                virtual_model: Some("smart"),
+                served: Some("openai/gpt-4o"),
+                status,
+                duration_s: seconds,
+                attempts: 1,
+                ..Outcome::default()
+            });
+        }
+        let text = m.render(&Gauges::default());
+        let bucket = |le: &str| {
+            format!("modelgate_request_duration_seconds_bucket{{virtual_model=\"smart\",provider=\"openai\",le=\"{le}\"}} ")
+        };
+        for (le, n) in [
+            ("0.005", 1),
+            ("0.025", 1),
+            ("0.05", 3),
+            ("2.5", 3),
+            ("5", 4),
+            ("120", 4),
+            ("+Inf", 5),
+        ] {
+            assert!(
+                text.contains(&format!("{}{n}\n", bucket(le))),
+                "le={le}:\n{text}"
+            );
+        }
+        assert!(text.contains("modelgate_request_duration_seconds_count{virtual_model=\"smart\",provider=\"openai\"} 5"));
+        assert!(text.contains("modelgate_requests_total{virtual_model=\"smart\",model=\"gpt-4o\",provider=\"openai\",status=\"200\"} 4"));
+        assert!(text.contains("modelgate_requests_total{virtual_model=\"smart\",model=\"gpt-4o\",provider=\"openai\",status=\"500\"} 1"));
+        assert!(text.contains("modelgate_upstream_attempts_total{provider=\"openai\"} 5"));
+        // Never recorded: no series.
+        assert!(!text.contains("modelgate_retries_total{"));
+        assert!(!text.contains("modelgate_time_to_first_token_seconds_count{"));
     }
 
     #[test]

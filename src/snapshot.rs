@@ -27,6 +27,17 @@ pub struct ProviderRuntime {
     pub configured: HashSet<String>,
     /// The address known when the snapshot was built (discovery may learn a newer one).
     pub addr_at_build: Option<SocketAddr>,
+    /// The `Host` header upstream requests carry (the port only when it is not the scheme's).
+    pub host_header: String,
+}
+
+/// `host[:port]` for a provider's base URL; empty for a provider without one.
+fn host_header(p: &ProviderConfig) -> String {
+    match &p.base {
+        Some(b) if (b.tls && b.port == 443) || (!b.tls && b.port == 80) => b.host.clone(),
+        Some(b) => format!("{}:{}", b.host, b.port),
+        None => String::new(),
+    }
 }
 
 impl ProviderRuntime {
@@ -108,6 +119,7 @@ impl Snapshot {
                     None
                 };
                 ProviderRuntime {
+                    host_header: host_header(p),
                     configured: catalog::configured_set(p),
                     config: p.clone(),
                     state,

@@ -248,11 +248,16 @@ impl Shaper {
         let chunk = body.take().unwrap_or_default();
         let out: Option<Bytes> = match &mut self.mode {
             Mode::Tap { copy } => {
-                if copy.len() + chunk.len() <= TAP_LIMIT {
-                    copy.extend_from_slice(&chunk);
-                }
-                if end {
-                    self.usage = usage_only(copy);
+                if end && copy.is_empty() {
+                    // The whole answer in one piece (the usual case): read it in place.
+                    self.usage = usage_only(&chunk);
+                } else {
+                    if copy.len() + chunk.len() <= TAP_LIMIT {
+                        copy.extend_from_slice(&chunk);
+                    }
+                    if end {
+                        self.usage = usage_only(copy);
+                    }
                 }
                 Some(chunk)
             }
@@ -329,7 +334,7 @@ impl Shaper {
 }
 
 /// Reads only `usage` from a whole answer: every other field is skipped without being built
-/// into a `Value`, which keeps the tap cheap on the pass-through path.
+/// into a value, which keeps the tap cheap on the pass-through path.
 fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
     #[derive(serde::Deserialize)]
     struct Counts {
@@ -338,11 +343,16 @@ fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
         completion_tokens: Option<u64>,
         output_tokens: Option<u64>,
     }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        usage: Option<Counts>,
-    }
-    let u = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+    // The scanner finds the top-level `usage` member without building anything else; only
+    // that member goes through serde.
+    let mut span = None;
+    super::json_scan::scan_object(body, ["usage"], |_, m| {
+        span = Some(m.span);
+        Ok(())
+    })
+    .ok()?;
+    let (start, end) = span?;
+    let u = serde_json::from_slice::<Option<Counts>>(&body[start..end]).ok()??;
     let input = u.prompt_tokens.or(u.input_tokens)?;
     Some((input, u.completion_tokens.or(u.output_tokens).unwrap_or(0)))
 }

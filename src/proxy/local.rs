@@ -379,23 +379,63 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
 
 /// One access-log line per request: never keys or bodies.
 pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
+    if !log::log_enabled!(target: crate::log_sink::ACCESS, log::Level::Info) {
+        return;
+    }
     let requested = ctx.peek.as_ref().map(|p| p.model.as_str()).unwrap_or("");
     let up = ctx.user_path.as_ref().map_or("", |p| p.as_str());
     let status = ctx.status.unwrap_or(0);
     let ms = elapsed.as_secs_f64() * 1000.0;
     if settings.log_json {
-        let line = json!({
-            "request_id": ctx.request_id, "path": ctx.path, "user_path": up,
-            "model": requested, "virtual_model": ctx.virtual_model, "served_model": ctx.served,
-            "attempts": ctx.attempts_made, "status": status, "duration_ms": (ms * 1000.0).round() / 1000.0,
-            "stream": ctx.stream, "error": ctx.error_code,
-            "tokens_in": ctx.usage.map(|u| u.0), "tokens_out": ctx.usage.map(|u| u.1),
-        });
-        log::info!(target: "access", "{line}");
+        /// Field order is the line's key order.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            request_id: &'a str,
+            path: &'a str,
+            user_path: &'a str,
+            model: &'a str,
+            virtual_model: Option<&'a str>,
+            served_model: Option<&'a str>,
+            attempts: u32,
+            status: u16,
+            duration_ms: f64,
+            stream: bool,
+            error: Option<&'static str>,
+            tokens_in: Option<u64>,
+            tokens_out: Option<u64>,
+        }
+        let line = Line {
+            request_id: &ctx.request_id,
+            path: &ctx.path,
+            user_path: up,
+            model: requested,
+            virtual_model: ctx.virtual_model.as_deref(),
+            served_model: ctx.served.as_deref(),
+            attempts: ctx.attempts_made,
+            status,
+            duration_ms: (ms * 1000.0).round() / 1000.0,
+            stream: ctx.stream,
+            error: ctx.error_code,
+            tokens_in: ctx.usage.map(|u| u.0),
+            tokens_out: ctx.usage.map(|u| u.1),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            log::info!(target: crate::log_sink::ACCESS, "{text}");
+        }
     } else {
+        /// `-` for absent tokens, `in/out` otherwise.
+        struct Tokens(Option<(u64, u64)>);
+        impl std::fmt::Display for Tokens {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some((i, o)) => write!(f, "{i}/{o}"),
+                    None => f.write_str("-"),
+                }
+            }
+        }
         log::info!(
-            target: "access",
-            "{} {} user_path={} model={} virtual={} served={} attempts={} status={} duration_ms={:.3} tokens={}{}",
+            target: crate::log_sink::ACCESS,
+            "{} {} user_path={} model={} virtual={} served={} attempts={} status={} duration_ms={:.3} tokens={}{}{}",
             ctx.request_id,
             ctx.path,
             if up.is_empty() { "-" } else { up },
@@ -405,8 +445,9 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             ctx.attempts_made,
             status,
             ms,
-            ctx.usage.map_or("-".to_string(), |(i, o)| format!("{i}/{o}")),
-            ctx.error_code.map(|c| format!(" error={c}")).unwrap_or_default(),
+            Tokens(ctx.usage),
+            if ctx.error_code.is_some() { " error=" } else { "" },
+            ctx.error_code.unwrap_or(""),
         );
     }
 }

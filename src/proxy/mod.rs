@@ -476,26 +476,21 @@ impl ProxyHttp for Gateway {
             .parse()
             .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
         req.set_uri(uri);
-        let host = if (base.tls && base.port == 443) || (!base.tls && base.port == 80) {
-            base.host.clone()
-        } else {
-            format!("{}:{}", base.host, base.port)
-        };
-        req.insert_header("host", host)?;
-        for h in [
-            "authorization",
-            "x-api-key",
-            "proxy-authorization",
-            "cookie",
-            "transfer-encoding",
-            "accept-encoding",
-            "connection",
-            "x-modelgate-metadata",
-        ] {
+        req.insert_header("host", provider.host_header.as_str())?;
+        // One pass over the client's headers finds the few to drop; most requests carry none
+        // of them, and each removal costs two hashed lookups.
+        let up = snap.settings.user_path_header.as_str();
+        let dropped: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| {
+                DROPPED_HEADERS.contains(&k.as_str()) || k.as_str().eq_ignore_ascii_case(up)
+            })
+            .cloned()
+            .collect();
+        for h in &dropped {
             req.remove_header(h);
         }
-        let up = snap.settings.user_path_header.as_str();
-        req.remove_header(up);
         if let Some(key) = &provider.config.api_key {
             match format {
                 WireFormat::AnthropicMessages => {
@@ -521,7 +516,7 @@ impl ProxyHttp for Gateway {
             }
         }
         let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
-        req.insert_header("content-length", len.to_string())?;
+        req.insert_header("content-length", http::HeaderValue::from(len))?;
         Ok(())
     }
 
@@ -839,6 +834,20 @@ fn attempt_format(
         .and_then(|(vi, ti)| snap.table.models[vi].targets[ti].backend_format)
         .unwrap_or(snap.providers[a.provider].config.kind.wire_format())
 }
+
+/// Client headers never forwarded upstream: credentials meant for the gateway, hop-by-hop
+/// framing (the gateway frames the body itself), and the gateway's own request metadata. The
+/// configured user-path header is dropped as well.
+const DROPPED_HEADERS: [&str; 8] = [
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "cookie",
+    "transfer-encoding",
+    "accept-encoding",
+    "connection",
+    "x-modelgate-metadata",
+];
 
 fn retryable(status: u16) -> Box<Error> {
     let mut e = Error::explain(
