@@ -10,6 +10,7 @@ use pingora::Result;
 use serde_json::{json, Value};
 
 use super::ctx::Ctx;
+use super::headers;
 use super::respond::{self, ApiError, Tags};
 use super::{mock, Gateway};
 use crate::app::App;
@@ -24,18 +25,27 @@ use crate::snapshot::{Snapshot, View};
 
 /// Echoes a sane client `X-Request-Id`, else makes one.
 pub fn request_id(session: &Session) -> String {
-    if let Some(v) = session
-        .req_header()
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+    if let Some(v) =
+        headers::find(&session.req_header().headers, "x-request-id").and_then(|v| v.to_str().ok())
     {
         let v = v.trim();
         if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
             return v.to_string();
         }
     }
-    format!("mg-{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+    let mut id = String::with_capacity(27);
+    id.push_str("mg-");
+    push_hex(&mut id, fastrand::u64(..), 16);
+    push_hex(&mut id, u64::from(fastrand::u32(..)), 8);
+    id
+}
+
+/// Appends the low `digits` hex digits of `v`, zero-padded, lower case.
+fn push_hex(out: &mut String, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+    }
 }
 
 /// Routes open to everyone: liveness and readiness.
@@ -183,13 +193,12 @@ pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Resul
         return Ok(());
     };
     let h = &session.req_header().headers;
-    let bearer = h
-        .get("authorization")
+    let bearer = headers::find(h, "authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
         .map(str::trim);
     let api_key = if path.trim_end_matches('/').ends_with("/messages") {
-        h.get("x-api-key")
+        headers::find(h, "x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     } else {
@@ -216,10 +225,9 @@ pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Resul
 /// The caller's user path from the configured header (or `X-GoModel-User-Path`).
 pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPath>, ApiError> {
     let h = &session.req_header().headers;
-    let raw = h
-        .get(settings.user_path_header.as_str())
-        .or_else(|| h.get("x-modelgate-user-path"))
-        .or_else(|| h.get("x-gomodel-user-path"));
+    let raw = headers::find(h, &settings.user_path_header)
+        .or_else(|| headers::find(h, "x-modelgate-user-path"))
+        .or_else(|| headers::find(h, "x-gomodel-user-path"));
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -238,7 +246,7 @@ pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPa
 pub fn metadata_header(
     session: &Session,
 ) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
-    let Some(v) = session.req_header().headers.get("x-modelgate-metadata") else {
+    let Some(v) = headers::find(&session.req_header().headers, "x-modelgate-metadata") else {
         return Ok(None);
     };
     let bad = || {
@@ -273,7 +281,7 @@ pub fn session_key(
         .session
         .headers
         .iter()
-        .find_map(|name| h.get(name.as_str()).and_then(|v| v.to_str().ok()))
+        .find_map(|name| headers::find(h, name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())?;
     Some(format!("{}\u{0}{value}", caller.map_or("", |p| p.as_str())))
@@ -449,5 +457,29 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             if ctx.error_code.is_some() { " error=" } else { "" },
             ctx.error_code.unwrap_or(""),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_hex;
+
+    #[test]
+    fn hex_matches_format() {
+        for v in [
+            0u64,
+            1,
+            0xabc,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+            fastrand::u64(..),
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, v, 16);
+            assert_eq!(s, format!("{v:016x}"));
+            let mut s = String::new();
+            push_hex(&mut s, v, 8);
+            assert_eq!(s, format!("{:08x}", v & 0xffff_ffff));
+        }
     }
 }

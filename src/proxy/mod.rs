@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod body;
 pub mod ctx;
 pub mod dialect;
+pub mod headers;
 pub mod json_scan;
 pub mod local;
 pub mod mock;
@@ -495,7 +496,7 @@ impl ProxyHttp for Gateway {
             match format {
                 WireFormat::AnthropicMessages => {
                     req.insert_header("x-api-key", key.as_str())?;
-                    if req.headers.get("anthropic-version").is_none() {
+                    if headers::find(&req.headers, "anthropic-version").is_none() {
                         req.insert_header("anthropic-version", "2023-06-01")?;
                     }
                 }
