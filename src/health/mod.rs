@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::routing::model::Strategy;
 use crate::routing::plan::TargetState;
 use crate::snapshot::Snapshot;
 use breaker::Breaker;
@@ -47,9 +48,13 @@ impl Default for TargetHealth {
     }
 }
 
+/// Target name -> state, hashed with a fast non-cryptographic hasher: names come from the
+/// configuration, not from requests.
+pub type TargetMap = HashMap<String, Arc<TargetHealth>, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct Health {
-    targets: ArcSwap<HashMap<String, Arc<TargetHealth>>>,
+    targets: ArcSwap<TargetMap>,
     pub sessions: Sessions,
 }
 
@@ -70,7 +75,7 @@ impl Health {
         if names.len() == old.len() && names.iter().all(|n| old.contains_key(*n)) {
             return;
         }
-        let next: HashMap<String, Arc<TargetHealth>> = names
+        let next: TargetMap = names
             .into_iter()
             .map(|n| (n.to_string(), old.get(n).cloned().unwrap_or_default()))
             .collect();
@@ -82,17 +87,21 @@ impl Health {
     }
 
     /// All tracked targets (for metrics).
-    pub fn all(&self) -> Arc<HashMap<String, Arc<TargetHealth>>> {
+    pub fn all(&self) -> Arc<TargetMap> {
         self.targets.load_full()
     }
 
     pub fn target_state(&self, snap: &Snapshot, vm: usize, t: usize, now_ms: u64) -> TargetState {
-        let target = &snap.table.models[vm].targets[t];
+        let model = &snap.table.models[vm];
+        let target = &model.targets[t];
         let map = self.targets.load();
         let Some(h) = map.get(&target.name) else {
             return TargetState::default();
         };
-        let latency = h.latency_us.mean(now_ms, LATENCY_SPAN_MS);
+        // Only the latency strategy ranks by it: other plans skip the window's scan.
+        let latency = (model.strategy == Strategy::Latency)
+            .then(|| h.latency_us.mean(now_ms, LATENCY_SPAN_MS))
+            .flatten();
         let mut sla_breached = false;
         if let Some(sla) = target.sla {
             if let Some(limit) = sla.time_to_first_token_ms {
