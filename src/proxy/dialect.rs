@@ -333,18 +333,58 @@ impl Shaper {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct Counts {
+    prompt_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl Counts {
+    fn pair(self) -> Option<(u64, u64)> {
+        let input = self.prompt_tokens.or(self.input_tokens)?;
+        Some((
+            input,
+            self.completion_tokens.or(self.output_tokens).unwrap_or(0),
+        ))
+    }
+}
+
 /// Reads only `usage` from a whole answer: every other field is skipped without being built
 /// into a value, which keeps the tap cheap on the pass-through path.
 fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
-    #[derive(serde::Deserialize)]
-    struct Counts {
-        prompt_tokens: Option<u64>,
-        input_tokens: Option<u64>,
-        completion_tokens: Option<u64>,
-        output_tokens: Option<u64>,
+    match usage_at_end(body) {
+        Some(found) => found,
+        None => usage_scanned(body),
     }
-    // The scanner finds the top-level `usage` member without building anything else; only
-    // that member goes through serde.
+}
+
+/// The common case without a scan: the answer ends with its `usage` member, as OpenAI's and
+/// Anthropic's answers usually do. `None` when that is not certain (a `usage` key elsewhere,
+/// members after it, an escaped quote before it): the caller then scans the whole answer.
+fn usage_at_end(body: &[u8]) -> Option<Option<(u64, u64)>> {
+    const KEY: &[u8] = b"\"usage\"";
+    let at = memchr::memmem::rfind(body, KEY)?;
+    // A key starts a member: `{` or `,` before it.
+    let before = body[..at].iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if !matches!(body[before], b'{' | b',') {
+        return None;
+    }
+    let rest = body[at + KEY.len()..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Option<Counts>>();
+    let counts = values.next()?.ok()?;
+    // Then only the top-level object's end: a nested `usage` would be followed by its
+    // parents' ends as well.
+    let tail = rest[values.byte_offset()..].trim_ascii();
+    (tail == b"}").then(|| counts.and_then(Counts::pair))
+}
+
+/// The top-level `usage` member, found by the validating scanner; only that member goes
+/// through serde.
+fn usage_scanned(body: &[u8]) -> Option<(u64, u64)> {
     let mut span = None;
     super::json_scan::scan_object(body, ["usage"], |_, m| {
         span = Some(m.span);
@@ -352,9 +392,9 @@ fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
     })
     .ok()?;
     let (start, end) = span?;
-    let u = serde_json::from_slice::<Option<Counts>>(&body[start..end]).ok()??;
-    let input = u.prompt_tokens.or(u.input_tokens)?;
-    Some((input, u.completion_tokens.or(u.output_tokens).unwrap_or(0)))
+    serde_json::from_slice::<Option<Counts>>(&body[start..end])
+        .ok()??
+        .pair()
 }
 
 /// (input, output) tokens from an OpenAI or Anthropic `usage` object.
@@ -405,6 +445,35 @@ mod tests {
         );
         assert_eq!(usage_only(br#"{"usage":null}"#), None);
         assert_eq!(usage_only(b"not json"), None);
+    }
+
+    #[test]
+    fn usage_at_the_end_is_read_without_a_scan_and_everything_else_is_scanned() {
+        let at_end =
+            br#"{"id":"x","choices":[],"usage": {"prompt_tokens":3,"completion_tokens":4} }
+"#;
+        assert_eq!(usage_at_end(at_end), Some(Some((3, 4))));
+        assert_eq!(usage_only(at_end), Some((3, 4)));
+        assert_eq!(usage_at_end(br#"{"id":"x","usage":null}"#), Some(None));
+        // Members after usage (OpenAI's system_fingerprint): the scan finds it.
+        let before_more =
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"system_fingerprint":"fp"}"#;
+        assert_eq!(usage_at_end(before_more), None);
+        assert_eq!(usage_only(before_more), Some((1, 2)));
+        // A nested `usage` last (a tool's input) is not the answer's.
+        let nested = br#"{"usage":{"input_tokens":7,"output_tokens":8},"content":[{"type":"tool_use","input":{"usage":{"input_tokens":1}}}]}"#;
+        assert_eq!(usage_at_end(nested), None);
+        assert_eq!(usage_only(nested), Some((7, 8)));
+        let nested_only = br#"{"content":[{"input":{"usage":{"input_tokens":1}}}]}"#;
+        assert_eq!(usage_at_end(nested_only), None);
+        assert_eq!(usage_only(nested_only), None);
+        // Text that quotes a usage object is a string, not a member.
+        let quoted =
+            br#"{"usage":{"prompt_tokens":5},"text":"see \"usage\":{\"prompt_tokens\":9}"}"#;
+        assert_eq!(usage_only(quoted), Some((5, 0)));
+        let quoted_end = br#"{"text":"a \"usage\": {\"prompt_tokens\":9}}"}"#;
+        assert_eq!(usage_at_end(quoted_end), None);
+        assert_eq!(usage_only(quoted_end), None);
     }
 
     /// The shaper of an OpenAI stream to an OpenAI target whose client did not ask for usage.
