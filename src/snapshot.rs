@@ -15,7 +15,7 @@ use crate::config::schema::VirtualModelSpec;
 use crate::config::settings::Settings;
 use crate::config::validate::{self, Declarations};
 use crate::config::LoadedConfig;
-use crate::routing::model::Origin;
+use crate::routing::model::{Operation, Origin, WireFormat};
 use crate::routing::plan::{Availability, Conditions, TargetState};
 use crate::routing::table::Table;
 
@@ -29,6 +29,10 @@ pub struct ProviderRuntime {
     pub addr_at_build: Option<SocketAddr>,
     /// The `Host` header upstream requests carry (the port only when it is not the scheme's).
     pub host_header: String,
+    /// `Bearer <key>` for OpenAI-dialect requests (empty without a key).
+    pub bearer: String,
+    /// The upstream request URI of each (operation, dialect), built once.
+    pub upstream_uris: Vec<(Operation, WireFormat, http::Uri)>,
 }
 
 /// `host[:port]` for a provider's base URL; empty for a provider without one.
@@ -40,7 +44,30 @@ fn host_header(p: &ProviderConfig) -> String {
     }
 }
 
+/// The upstream URI of every (operation, dialect) pair, for providers with a base URL.
+fn upstream_uris(p: &ProviderConfig) -> Vec<(Operation, WireFormat, http::Uri)> {
+    let Some(base) = &p.base else {
+        return Vec::new();
+    };
+    Operation::ALL
+        .iter()
+        .flat_map(|op| WireFormat::ALL.iter().map(move |f| (*op, *f)))
+        .filter_map(|(op, f)| {
+            let path = format!("{}{}", base.path, op.upstream_suffix(f));
+            path.parse().ok().map(|uri| (op, f, uri))
+        })
+        .collect()
+}
+
 impl ProviderRuntime {
+    /// The prebuilt upstream URI for `op` in `format`'s dialect, without a query string.
+    pub fn upstream_uri(&self, op: Operation, format: WireFormat) -> Option<&http::Uri> {
+        self.upstream_uris
+            .iter()
+            .find(|(o, f, _)| *o == op && *f == format)
+            .map(|(_, _, uri)| uri)
+    }
+
     pub fn addr(&self) -> Option<SocketAddr> {
         self.state.addr().or(self.addr_at_build)
     }
@@ -120,6 +147,11 @@ impl Snapshot {
                 };
                 ProviderRuntime {
                     host_header: host_header(p),
+                    bearer: p
+                        .api_key
+                        .as_ref()
+                        .map_or_else(String::new, |k| format!("Bearer {k}")),
+                    upstream_uris: upstream_uris(p),
                     configured: catalog::configured_set(p),
                     config: p.clone(),
                     state,

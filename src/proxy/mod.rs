@@ -57,17 +57,6 @@ fn operation_for(path: &str) -> Option<Operation> {
     }
 }
 
-fn upstream_suffix(op: Operation, format: WireFormat) -> &'static str {
-    match (op, format) {
-        (Operation::Chat | Operation::Messages, WireFormat::AnthropicMessages) => "/messages",
-        (Operation::Messages, WireFormat::OpenAiChat) => "/chat/completions",
-        (Operation::Chat, _) => "/chat/completions",
-        (Operation::Completion, _) => "/completions",
-        (Operation::Embedding, _) => "/embeddings",
-        (Operation::Responses, _) => "/responses",
-    }
-}
-
 fn route_error(e: &RouteError) -> ApiError {
     match e {
         RouteError::NotFound { .. } => ApiError::new(
@@ -388,7 +377,12 @@ impl ProxyHttp for Gateway {
         };
         let attempt = plan.attempts[ctx.attempt].clone();
         let provider = &snap.providers[attempt.provider];
-        ctx.served = Some(format!("{}/{}", provider.config.name, attempt.model));
+        let mut served =
+            String::with_capacity(provider.config.name.len() + 1 + attempt.model.len());
+        served.push_str(&provider.config.name);
+        served.push('/');
+        served.push_str(&attempt.model);
+        ctx.served = Some(served);
         let Some(addr) = provider.addr() else {
             return Error::e_explain(
                 ErrorType::ConnectNoRoute,
@@ -466,16 +460,21 @@ impl ProxyHttp for Gateway {
             .zip(attempt.target)
             .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
         let format = attempt_format(&snap, plan.virtual_model, attempt);
-        let mut path = String::with_capacity(base.path.len() + 24);
-        path.push_str(&base.path);
-        path.push_str(upstream_suffix(ctx.operation, format));
-        if let Some(q) = session.req_header().uri.query() {
-            path.push('?');
-            path.push_str(q);
-        }
-        let uri: http::Uri = path
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
+        let query = session.req_header().uri.query();
+        let uri = match (query, provider.upstream_uri(ctx.operation, format)) {
+            (None, Some(uri)) => uri.clone(),
+            _ => {
+                let mut path = String::with_capacity(base.path.len() + 24);
+                path.push_str(&base.path);
+                path.push_str(ctx.operation.upstream_suffix(format));
+                if let Some(q) = query {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                path.parse()
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?
+            }
+        };
         req.set_uri(uri);
         req.insert_header("host", provider.host_header.as_str())?;
         // One pass over the client's headers finds the few to drop; most requests carry none
@@ -501,7 +500,7 @@ impl ProxyHttp for Gateway {
                     }
                 }
                 WireFormat::OpenAiChat => {
-                    req.insert_header("authorization", format!("Bearer {key}"))?;
+                    req.insert_header("authorization", provider.bearer.as_str())?;
                 }
             }
         }

@@ -104,6 +104,26 @@ impl Operation {
         }
     }
 
+    pub const ALL: [Operation; 5] = [
+        Operation::Chat,
+        Operation::Completion,
+        Operation::Embedding,
+        Operation::Responses,
+        Operation::Messages,
+    ];
+
+    /// The upstream path under a provider's base URL for this operation in `format`'s dialect.
+    pub fn upstream_suffix(self, format: WireFormat) -> &'static str {
+        match (self, format) {
+            (Operation::Chat | Operation::Messages, WireFormat::AnthropicMessages) => "/messages",
+            (Operation::Messages, WireFormat::OpenAiChat) => "/chat/completions",
+            (Operation::Chat, _) => "/chat/completions",
+            (Operation::Completion, _) => "/completions",
+            (Operation::Embedding, _) => "/embeddings",
+            (Operation::Responses, _) => "/responses",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Operation::Chat => "chat",
@@ -123,6 +143,8 @@ pub enum WireFormat {
 }
 
 impl WireFormat {
+    pub const ALL: [WireFormat; 2] = [WireFormat::OpenAiChat, WireFormat::AnthropicMessages];
+
     pub fn parse(s: &str) -> Option<WireFormat> {
         match s.trim().to_ascii_uppercase().as_str() {
             "OPENAI_CHAT" | "OPENAI" => Some(WireFormat::OpenAiChat),

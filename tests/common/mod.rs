@@ -306,7 +306,7 @@ impl Gateway {
             if let Ok(Some(status)) = g.child.try_wait() {
                 return Err(format!("exited with {status}: {}", g.logs()));
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && g.get("/health").0 == 200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && g.healthy() {
                 return Ok(g);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -316,6 +316,17 @@ impl Gateway {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether `/health` answers 200 now. A connection refused or reset while the gateway is
+    /// still starting is "not yet", not a failure.
+    fn healthy(&self) -> bool {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .get(&self.url("/health"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
     }
 
     pub fn url(&self, path: &str) -> String {
