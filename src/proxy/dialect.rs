@@ -61,6 +61,11 @@ pub fn upstream_body(
             false,
         ));
     }
+    if wants_usage_tap && ingress == spec.target {
+        if let Some(body) = with_usage_requested(raw, peek, spec) {
+            return Ok((body, true));
+        }
+    }
     let map: Map<String, Value> = serde_json::from_slice(raw).map_err(|e| {
         ApiError::invalid_request(
             "invalid_json",
@@ -107,6 +112,36 @@ pub fn upstream_body(
         Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
         injected,
     ))
+}
+
+/// The same-dialect streaming body with `model` replaced and
+/// `"stream_options":{"include_usage":true}` added, by splicing bytes rather than parsing and
+/// writing the whole body again. `None` when splicing is not certain to be right: parameters
+/// to merge, a provider field to drop, or a body that may already carry `stream_options` (the
+/// bytes appear, or an escape could spell them).
+fn with_usage_requested(raw: &[u8], peek: &Peek, spec: &BodySpec<'_>) -> Option<Bytes> {
+    const ADDED: &[u8] = br#","stream_options":{"include_usage":true}"#;
+    if spec.override_params.is_some()
+        || spec.drop_provider
+        || memchr::memmem::find(raw, b"stream_options").is_some()
+        || memchr::memmem::find(raw, b"\\u").is_some()
+    {
+        return None;
+    }
+    // The body is one validated object: its last `}` closes it, and it has a member (model).
+    let close = raw.iter().rposition(|b| *b == b'}')?;
+    let (s, e) = peek.model_span;
+    if e > close {
+        return None;
+    }
+    let quoted = serde_json::to_string(spec.upstream_model).ok()?;
+    let mut out = Vec::with_capacity(raw.len() + quoted.len() + ADDED.len());
+    out.extend_from_slice(&raw[..s]);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&raw[e..close]);
+    out.extend_from_slice(ADDED);
+    out.extend_from_slice(&raw[close..]);
+    Some(Bytes::from(out))
 }
 
 enum Mode {
@@ -411,11 +446,21 @@ pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
     Some((input, output))
 }
 
+/// How many SSE `data:` lines start in `chunk` (events of a stream, for time per token).
+pub fn count_events(chunk: &[u8]) -> u64 {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"data: "));
+    FINDER.find_iter(chunk).count() as u64
+}
+
 /// Whether `chunk` may carry a usage object: some `"usage"` key not followed by `null`.
 fn has_usage(chunk: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
     let mut rest = chunk;
-    while let Some(at) = memchr::memmem::find(rest, KEY) {
+    // One searcher for every chunk of every stream (building one costs more than a search).
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    while let Some(at) = FINDER.find(rest) {
         rest = &rest[at + KEY.len()..];
         let value = rest
             .iter()
@@ -487,6 +532,14 @@ mod tests {
             "m",
             0,
         )
+    }
+
+    #[test]
+    fn events_are_counted_by_their_data_lines() {
+        assert_eq!(count_events(b""), 0);
+        assert_eq!(count_events(b"data: {}\n\ndata: [DONE]\n\n"), 2);
+        assert_eq!(count_events(b"event: x\ndata: {\"a\":\"data: \"}\n\n"), 2);
+        assert_eq!(count_events(b"data:"), 0);
     }
 
     #[test]
@@ -577,6 +630,50 @@ mod tests {
             "{out}"
         );
         assert_eq!(s.usage, Some((3, 1)));
+    }
+
+    #[test]
+    fn usage_request_is_spliced_when_certain_and_matches_the_parsed_path() {
+        let spec = |params: Option<&'static Map<String, Value>>| BodySpec {
+            op: Operation::Chat,
+            target: WireFormat::OpenAiChat,
+            upstream_model: "up\"model",
+            override_params: params,
+            drop_provider: false,
+            default_max_tokens: 10,
+        };
+        for raw in [
+            &br#"{"model":"x","stream":true,"messages":[{"role":"user","content":"hi }"}]}"#[..],
+            br#" { "messages" : [] , "stream" : true , "model" : "x" }  "#,
+            br#"{"stream":true,"model":"x"}"#,
+        ] {
+            let p = peek_of(raw);
+            let spliced = with_usage_requested(raw, &p, &spec(None)).expect("spliced");
+            let parsed: Value = serde_json::from_slice(&spliced).expect("valid JSON");
+            let mut expected: Value = serde_json::from_slice(raw).unwrap();
+            expected["model"] = Value::String("up\"model".into());
+            expected["stream_options"] = serde_json::json!({"include_usage": true});
+            assert_eq!(parsed, expected, "{}", String::from_utf8_lossy(&spliced));
+            let (b, injected) = upstream_body(raw, &p, &spec(None)).unwrap();
+            assert_eq!(b, spliced);
+            assert!(injected);
+        }
+        // Not certain: the parsed path runs, and keeps the client's own stream_options.
+        for raw in [
+            &br#"{"model":"x","stream":true,"stream_options":{"include_usage":false}}"#[..],
+            br#"{"model":"x","stream":true,"stream\u005foptions":{"include_usage":false}}"#,
+        ] {
+            let p = peek_of(raw);
+            assert!(with_usage_requested(raw, &p, &spec(None)).is_none());
+            let (b, injected) = upstream_body(raw, &p, &spec(None)).unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], false);
+            assert!(!injected);
+        }
+        static PARAMS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let params = PARAMS.get_or_init(|| serde_json::from_str(r#"{"temperature":0.1}"#).unwrap());
+        let raw = br#"{"model":"x","stream":true}"#;
+        assert!(with_usage_requested(raw, &peek_of(raw), &spec(Some(params))).is_none());
     }
 
     #[test]

@@ -662,7 +662,7 @@ impl ProxyHttp for Gateway {
                 ctx.first_byte_at = Some(Instant::now());
             }
             if ctx.stream {
-                ctx.stream_events += b.windows(6).filter(|w| w == b"data: ").count() as u64;
+                ctx.stream_events += dialect::count_events(b);
             }
         }
         if end_of_stream {

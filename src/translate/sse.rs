@@ -129,22 +129,24 @@ impl SseParser {
     /// Consumes `bytes` and returns the events they complete, in order.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         let mut events = Vec::new();
-        for &byte in bytes {
-            match byte {
-                b'\n' if self.after_cr => {
-                    // Second half of a `\r\n` whose line was already ended at the `\r`.
-                    self.after_cr = false;
-                }
-                b'\n' => self.end_line(&mut events),
-                b'\r' => {
-                    self.end_line(&mut events);
-                    self.after_cr = true;
-                }
-                _ => {
-                    self.after_cr = false;
-                    self.line.push(byte);
-                }
+        let mut rest = bytes;
+        while let Some((&first, tail)) = rest.split_first() {
+            if self.after_cr && first == b'\n' {
+                // Second half of a `\r\n` whose line was already ended at the `\r`.
+                self.after_cr = false;
+                rest = tail;
+                continue;
             }
+            // Whole runs of line content at once, up to the next line ending.
+            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.after_cr = false;
+                self.line.extend_from_slice(rest);
+                break;
+            };
+            self.line.extend_from_slice(&rest[..i]);
+            self.end_line(&mut events);
+            self.after_cr = rest[i] == b'\r';
+            rest = &rest[i + 1..];
         }
         events
     }
@@ -164,6 +166,13 @@ impl SseParser {
 
     fn end_line(&mut self, events: &mut Vec<SseEvent>) {
         let mut raw = std::mem::take(&mut self.line);
+        self.take_line(&mut raw, events);
+        // The buffer keeps its capacity for the next line.
+        raw.clear();
+        self.line = raw;
+    }
+
+    fn take_line(&mut self, raw: &mut Vec<u8>, events: &mut Vec<SseEvent>) {
         if !self.seen_first_line {
             self.seen_first_line = true;
             if raw.starts_with(BOM) {
@@ -172,7 +181,7 @@ impl SseParser {
         }
         // Invalid UTF-8 becomes U+FFFD, as the standard's decoding step prescribes, rather
         // than failing the whole stream over one bad byte.
-        let line = String::from_utf8_lossy(&raw);
+        let line = String::from_utf8_lossy(raw);
         if line.is_empty() {
             self.dispatch(events);
             return;
@@ -321,6 +330,48 @@ mod tests {
             parse_all(&[b"data: a\xFFb\n\n"]),
             vec![SseEvent::data("a\u{FFFD}b")]
         );
+    }
+
+    /// The former byte-at-a-time `push`: the reference the run-at-a-time one must agree with.
+    fn push_bytewise(p: &mut SseParser, bytes: &[u8]) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        for &byte in bytes {
+            match byte {
+                b'\n' if p.after_cr => p.after_cr = false,
+                b'\n' => p.end_line(&mut events),
+                b'\r' => {
+                    p.end_line(&mut events);
+                    p.after_cr = true;
+                }
+                _ => {
+                    p.after_cr = false;
+                    p.line.push(byte);
+                }
+            }
+        }
+        events
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn runs_parse_as_single_bytes_did(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(
+                    b"ad: ev\r\n\xef\xbb\xbf\xc3\xa9".to_vec()), 0..24),
+                0..6)
+        ) {
+            let (mut fast, mut slow) = (SseParser::new(), SseParser::new());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for c in &chunks {
+                a.extend(fast.push(c));
+                b.extend(push_bytewise(&mut slow, c));
+                proptest::prop_assert_eq!(fast.is_idle(), slow.is_idle());
+            }
+            a.extend(fast.finish());
+            b.extend(slow.finish());
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 
     /// Splitting anywhere, including inside `\r\n` and inside a multi-byte character,
