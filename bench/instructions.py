@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""User-space instructions per request, counted by valgrind's callgrind (run by hand).
+
+Wall-clock throughput on a shared 2-core machine moves by 10% from run to run; instruction
+counts do not. Each target runs under callgrind in front of the mock upstream and gets N1, then
+(a fresh process) N2 sequential keep-alive requests with the same body; the cost of one request
+is (I(N2) - I(N1)) / (N2 - N1), which cancels start-up and shutdown. Only user-space
+instructions are counted (system calls are not), so this measures the gateway's own work and
+the framework's, not the kernel's socket path.
+
+    cargo build --release -p modelgate -p mock-upstream -p pingora-passthrough
+    python3 bench/instructions.py                     # modelgate and the bare Pingora floor
+    python3 bench/instructions.py --body stream --targets modelgate
+    MODELGATE_BIN=/path/to/other/modelgate python3 bench/instructions.py --targets modelgate
+
+Needs valgrind (Debian package `valgrind`). Everything listens on 127.0.0.1.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+MOCK_PORT, TARGET_PORT = 19600, 19601
+
+BODIES = {
+    "small": {"model": "bench", "messages": [
+        {"role": "user", "content": "Write a haiku about load balancers."}]},
+    "stream": {"model": "bench", "stream": True, "messages": [
+        {"role": "user", "content": "Write a haiku about load balancers."}]},
+}
+
+
+def wait_port(port, proc, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def requests(port, n, body):
+    """n sequential requests on one keep-alive connection; every answer must be a 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for i in range(n):
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"request {i}: status {resp.status}")
+    conn.close()
+
+
+def target_cmd(name, work):
+    upstream = f"127.0.0.1:{MOCK_PORT}"
+    listen = f"127.0.0.1:{TARGET_PORT}"
+    if name == "pingora":
+        binary = os.environ.get("PINGORA_BIN", str(RELEASE / "pingora-passthrough"))
+        return [binary, "--listen", listen, "--upstream", upstream, "--threads", "1"], {}
+    conf = work / "conf"
+    conf.mkdir(exist_ok=True)
+    text = (ROOT / "bench" / "modelgate.yaml.template").read_text()
+    (conf / "config.yaml").write_text(text.replace("{{UPSTREAM}}", upstream))
+    binary = os.environ.get("MODELGATE_BIN", str(RELEASE / "modelgate"))
+    return ([binary, "--config", str(conf / "config.yaml"), "--listen", listen, "serve"],
+            {"MODELGATE_THREADS": "1", "RUST_LOG": "info,pingora=warn"})
+
+
+def count(name, n, body, work):
+    """Total instructions of one process that served n requests."""
+    out = work / f"callgrind.{name}.{n}.out"
+    cmd, env = target_cmd(name, work)
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
+        cwd=work, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.{n}.log", "w"))
+    try:
+        wait_port(TARGET_PORT, proc)
+        requests(TARGET_PORT, n, body)
+    finally:
+        # SIGINT: both stop at once (modelgate drains nothing: no request is in flight).
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    totals = [int(m.group(1)) for m in re.finditer(r"^totals:\s+(\d+)", out.read_text(), re.M)]
+    if not totals:
+        raise RuntimeError(f"no totals in {out}")
+    return sum(totals)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--targets", default="pingora,modelgate")
+    ap.add_argument("--body", choices=sorted(BODIES), default="small")
+    ap.add_argument("--n1", type=int, default=500)
+    ap.add_argument("--n2", type=int, default=2500)
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is needed (Debian package `valgrind`)")
+    body = json.dumps(BODIES[args.body]).encode()
+    with tempfile.TemporaryDirectory(prefix="modelgate-instructions-") as tmp:
+        work = Path(tmp)
+        mock = subprocess.Popen(
+            [str(RELEASE / "mock-upstream"), "--listen", f"127.0.0.1:{MOCK_PORT}",
+             "--chunk-delay-us", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(MOCK_PORT, mock)
+            rows = []
+            for name in args.targets.split(","):
+                a = count(name, args.n1, body, work)
+                b = count(name, args.n2, body, work)
+                rows.append((name, (b - a) / (args.n2 - args.n1)))
+        finally:
+            mock.terminate()
+            mock.wait()
+    print(f"\n| target | body | instructions per request |\n|---|---|---|")
+    for name, per in rows:
+        print(f"| {name} | {args.body} | {per:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
