@@ -58,6 +58,16 @@ def wait_port(port, proc, timeout=120.0):
 def requests(port, n, body):
     """n sequential requests on one keep-alive connection; every answer must be a 200."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    deadline = time.time() + 30
+    while True:
+        try:
+            conn.connect()
+            break
+        except ConnectionRefusedError:
+            # Under valgrind the listener can take a moment after the port first answered.
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
     for i in range(n):
         conn.request("POST", "/v1/chat/completions", body=body,
                      headers={"Content-Type": "application/json"})
