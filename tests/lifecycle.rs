@@ -317,6 +317,32 @@ fn metrics_move_with_requests_and_parse() {
 }
 
 #[test]
+fn cost_and_tokens_are_counted_for_the_target_that_answered() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    // a/m1 is priced and answers; b/m3 is priced too but never asked.
+    let config = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m1, pricing: {{input_per_mtok: 5, output_per_mtok: 15}}}}\n  b:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m3, pricing: {{input_per_mtok: 1000, output_per_mtok: 1000}}}}\nvirtual_models:\n  - source: v\n    target: a/m1\n",
+        a.base_url(),
+        b.base_url()
+    );
+    let g = Gateway::start(&config, &[]);
+    for _ in 0..3 {
+        assert_eq!(g.chat("v").status, 200);
+    }
+    // Each answer reports 3 input and 2 output tokens: 3 x (3 x 5 + 2 x 15) / 1e6 USD.
+    let (_, text) = g.get("/metrics");
+    assert!(
+        text.contains("modelgate_cost_usd_total{provider=\"a\",model=\"m1\"} 0.000135"),
+        "{text}"
+    );
+    assert!(
+        text.contains("modelgate_tokens_output_total{provider=\"a\",model=\"m1\"} 6"),
+        "{text}"
+    );
+    assert!(!text.contains("model=\"m3\""), "{text}");
+}
+
+#[test]
 fn access_log_has_one_json_line_per_request_without_secrets() {
     let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
     let g = Gateway::start(

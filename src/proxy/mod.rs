@@ -956,15 +956,12 @@ impl Gateway {
             .first_byte_at
             .zip(ctx.attempt_started)
             .map(|(f, s)| f.saturating_duration_since(s).as_secs_f64());
-        let cost = ctx
-            .usage
-            .zip(ctx.served.as_deref())
-            .and_then(|((i, o), served)| {
-                let (p, m) = served.split_once('/')?;
-                let pi = snap.table.provider(p)?;
-                let price = crate::catalog::price(&snap.providers[pi].config, m)?;
-                Some((i as f64 * price.input_per_mtok + o as f64 * price.output_per_mtok) / 1e6)
-            });
+        // Priced by the attempt that answered (the one `served` names).
+        let answered = ctx.plan.as_ref().and_then(|p| p.attempts.get(ctx.attempt));
+        let cost = ctx.usage.zip(answered).and_then(|((i, o), a)| {
+            let price = crate::catalog::price(&snap.providers[a.provider].config, &a.model)?;
+            Some((i as f64 * price.input_per_mtok + o as f64 * price.output_per_mtok) / 1e6)
+        });
         // Only names the gateway knows go into labels: a 404 for an arbitrary name records none.
         let known = ctx.attempts_made > 0;
         if ctx.api {
