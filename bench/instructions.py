@@ -2,7 +2,7 @@
 """User-space instructions per request, counted by valgrind's callgrind (run by hand).
 
 Wall-clock throughput on a shared 2-core machine moves by 10% from run to run; instruction
-counts do not. Each target runs under callgrind in front of the mock upstream and gets N1, then
+counts repeat within about 50 per request (threads that wake on a timer add a little). Each target runs under callgrind in front of the mock upstream and gets N1, then
 (a fresh process) N2 sequential keep-alive requests with the same body; the cost of one request
 is (I(N2) - I(N1)) / (N2 - N1), which cancels start-up and shutdown. Only user-space
 instructions are counted (system calls are not), so this measures the gateway's own work and
