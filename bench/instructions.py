@@ -23,15 +23,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RELEASE, ROOT, wait_port  # noqa: E402  (the load benchmark's helpers)
+
 MOCK_PORT, TARGET_PORT = 19600, 19601
 
 BODIES = {
@@ -40,19 +40,6 @@ BODIES = {
     "stream": {"model": "bench", "stream": True, "messages": [
         {"role": "user", "content": "Write a haiku about load balancers."}]},
 }
-
-
-def wait_port(port, proc, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
 def requests(port, n, body):
