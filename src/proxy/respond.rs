@@ -4,9 +4,10 @@
 //! Anthropic-shaped for `/v1/messages`. They never contain upstream addresses or secrets.
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 
 /// A client-visible error.
 #[derive(Debug, Clone)]
@@ -82,17 +83,52 @@ pub struct Tags<'a> {
     pub attempts: Option<u32>,
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
+const X_VIRTUAL_MODEL: HeaderName = HeaderName::from_static("x-modelgate-virtual-model");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelgate-attempts");
+
+/// Adds the tags to a response header.
+///
+/// The header block is taken apart and put back without its original-case name map: the
+/// tags then go into one map under prebuilt names, where `insert_header` would parse and
+/// allocate each name and insert it into two maps. Names are written in their canonical case
+/// (as HTTP/2 always does); values are unchanged.
 pub fn add_tags(h: &mut ResponseHeader, tags: &Tags<'_>) -> Result<()> {
-    h.insert_header("x-request-id", tags.request_id)?;
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(h, placeholder).into();
+    let result = insert_tags(&mut parts.headers, tags);
+    *h = ResponseHeader::from(parts);
+    result
+}
+
+fn insert_tags(map: &mut HeaderMap, tags: &Tags<'_>) -> Result<()> {
+    let _ = map.try_reserve(4);
+    put(map, X_REQUEST_ID, value(tags.request_id)?)?;
     if let Some(m) = tags.model {
-        h.insert_header("x-modelgate-model", m)?;
+        put(map, X_MODEL, value(m)?)?;
     }
     if let Some(v) = tags.virtual_model {
-        h.insert_header("x-modelgate-virtual-model", v)?;
+        put(map, X_VIRTUAL_MODEL, value(v)?)?;
     }
     if let Some(a) = tags.attempts {
-        h.insert_header("x-modelgate-attempts", a.to_string())?;
+        const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let v = match SMALL.get(a as usize) {
+            Some(s) => HeaderValue::from_static(s),
+            None => HeaderValue::from(a),
+        };
+        put(map, X_ATTEMPTS, v)?;
     }
+    Ok(())
+}
+
+fn value(s: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(s).or_err(InvalidHTTPHeader, "invalid response tag value")
+}
+
+fn put(map: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<()> {
+    map.try_insert(name, value)
+        .or_err(InvalidHTTPHeader, "too many response headers")?;
     Ok(())
 }
 
@@ -161,4 +197,79 @@ pub async fn write_error(
         &extra,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(h: &ResponseHeader) -> String {
+        let mut buf = Vec::new();
+        h.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn upstream() -> ResponseHeader {
+        let mut h = ResponseHeader::build(201, Some(4)).unwrap();
+        h.append_header("Content-Type", "application/json").unwrap();
+        h.append_header("OpenAI-Processing-Ms", "12").unwrap();
+        h.append_header("set-cookie", "a=1").unwrap();
+        h.append_header("set-cookie", "b=2").unwrap();
+        h
+    }
+
+    #[test]
+    fn tags_join_the_upstream_headers() {
+        let mut h = upstream();
+        let tags = Tags {
+            request_id: "req-1",
+            model: Some("mock/a"),
+            virtual_model: Some("smart"),
+            attempts: Some(2),
+        };
+        add_tags(&mut h, &tags).unwrap();
+        assert_eq!(h.status.as_u16(), 201);
+        let got = wire(&h);
+        for line in [
+            "Content-Type: application/json\r\n",
+            "openai-processing-ms: 12\r\n",
+            "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+            "x-request-id: req-1\r\n",
+            "x-modelgate-model: mock/a\r\n",
+            "x-modelgate-virtual-model: smart\r\n",
+            "x-modelgate-attempts: 2\r\n",
+        ] {
+            assert!(got.contains(line), "{line:?} missing from {got:?}");
+        }
+        assert_eq!(h.headers.len(), 8);
+    }
+
+    #[test]
+    fn tags_replace_an_upstream_request_id_and_skip_absent_ones() {
+        let mut h = upstream();
+        h.append_header("X-Request-Id", "upstream-id").unwrap();
+        let tags = Tags {
+            request_id: "req-2",
+            attempts: Some(12),
+            ..Tags::default()
+        };
+        add_tags(&mut h, &tags).unwrap();
+        let ids: Vec<_> = h.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["req-2"]);
+        assert_eq!(h.headers["x-modelgate-attempts"], "12");
+        assert!(h.headers.get("x-modelgate-model").is_none());
+        assert!(h.headers.get("x-modelgate-virtual-model").is_none());
+    }
+
+    #[test]
+    fn a_tag_value_that_cannot_be_a_header_is_an_error_and_keeps_the_rest() {
+        let mut h = upstream();
+        let tags = Tags {
+            request_id: "bad\r\nvalue",
+            ..Tags::default()
+        };
+        assert!(add_tags(&mut h, &tags).is_err());
+        assert_eq!(h.status.as_u16(), 201);
+        assert_eq!(h.headers.len(), 4);
+    }
 }
