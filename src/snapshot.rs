@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue};
+
 use crate::catalog::{self, ProviderState, StateRegistry};
 use crate::config::providers::{ProviderConfig, ProviderKind};
 use crate::config::schema::VirtualModelSpec;
@@ -27,21 +29,73 @@ pub struct ProviderRuntime {
     pub configured: HashSet<String>,
     /// The address known when the snapshot was built (discovery may learn a newer one).
     pub addr_at_build: Option<SocketAddr>,
-    /// The `Host` header upstream requests carry (the port only when it is not the scheme's).
-    pub host_header: String,
-    /// `Bearer <key>` for OpenAI-dialect requests (empty without a key).
-    pub bearer: String,
+    /// The `Host` header upstream requests carry (the port only when it is not the scheme's);
+    /// `None` for a provider without a base URL.
+    pub host: Option<HeaderValue>,
+    /// The provider's key as the header values upstream requests carry.
+    pub key: KeyHeaders,
+    /// The provider's configured `headers` (validated at load).
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// The upstream request URI of each (operation, dialect), built once.
     pub upstream_uris: Vec<(Operation, WireFormat, http::Uri)>,
 }
 
-/// `host[:port]` for a provider's base URL; empty for a provider without one.
-fn host_header(p: &ProviderConfig) -> String {
-    match &p.base {
-        Some(b) if (b.tls && b.port == 443) || (!b.tls && b.port == 80) => b.host.clone(),
-        Some(b) => format!("{}:{}", b.host, b.port),
-        None => String::new(),
+/// A provider key as header values, built once per snapshot.
+#[derive(Debug, Clone)]
+pub enum KeyHeaders {
+    None,
+    /// The key has bytes a header cannot carry (say, a newline pasted into the variable):
+    /// requests to the provider fail with that message instead of going out without it.
+    Invalid,
+    Valid {
+        /// `Bearer <key>`, for `authorization` (OpenAI dialect).
+        bearer: HeaderValue,
+        /// The key itself, for `x-api-key` (Anthropic dialect).
+        api_key: HeaderValue,
+    },
+}
+
+impl KeyHeaders {
+    fn new(key: Option<&str>) -> KeyHeaders {
+        let Some(key) = key else {
+            return KeyHeaders::None;
+        };
+        match (
+            HeaderValue::from_str(&format!("Bearer {key}")),
+            HeaderValue::from_str(key),
+        ) {
+            (Ok(mut bearer), Ok(mut api_key)) => {
+                bearer.set_sensitive(true);
+                api_key.set_sensitive(true);
+                KeyHeaders::Valid { bearer, api_key }
+            }
+            _ => KeyHeaders::Invalid,
+        }
     }
+}
+
+/// `host[:port]` for a provider's base URL; `None` for a provider without one.
+fn host_header(p: &ProviderConfig) -> Option<HeaderValue> {
+    let b = p.base.as_ref()?;
+    let text = if (b.tls && b.port == 443) || (!b.tls && b.port == 80) {
+        b.host.clone()
+    } else {
+        format!("{}:{}", b.host, b.port)
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+/// The provider's configured headers; load-time validation admitted every name and value.
+fn extra_headers(p: &ProviderConfig) -> Vec<(HeaderName, HeaderValue)> {
+    p.headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// The upstream URI of every (operation, dialect) pair, for providers with a base URL.
@@ -146,11 +200,9 @@ impl Snapshot {
                     None
                 };
                 ProviderRuntime {
-                    host_header: host_header(p),
-                    bearer: p
-                        .api_key
-                        .as_ref()
-                        .map_or_else(String::new, |k| format!("Bearer {k}")),
+                    host: host_header(p),
+                    key: KeyHeaders::new(p.api_key.as_deref()),
+                    extra_headers: extra_headers(p),
                     upstream_uris: upstream_uris(p),
                     configured: catalog::configured_set(p),
                     config: p.clone(),

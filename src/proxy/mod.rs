@@ -18,6 +18,7 @@ pub mod local;
 pub mod mock;
 pub mod read_watch;
 pub mod respond;
+pub mod upstream_headers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,49 +476,23 @@ impl ProxyHttp for Gateway {
                     .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?
             }
         };
-        req.set_uri(uri);
-        req.insert_header("host", provider.host_header.as_str())?;
-        // One pass over the client's headers finds the few to drop; most requests carry none
-        // of them, and each removal costs two hashed lookups.
-        let up = snap.settings.user_path_header.as_str();
-        let dropped: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|k| {
-                DROPPED_HEADERS.contains(&k.as_str()) || k.as_str().eq_ignore_ascii_case(up)
-            })
-            .cloned()
-            .collect();
-        for h in &dropped {
-            req.remove_header(h);
-        }
-        if let Some(key) = &provider.config.api_key {
-            match format {
-                WireFormat::AnthropicMessages => {
-                    req.insert_header("x-api-key", key.as_str())?;
-                    if headers::find(&req.headers, "anthropic-version").is_none() {
-                        req.insert_header("anthropic-version", "2023-06-01")?;
-                    }
-                }
-                WireFormat::OpenAiChat => {
-                    req.insert_header("authorization", provider.bearer.as_str())?;
-                }
-            }
-        }
-        for (k, v) in &provider.config.headers {
-            req.insert_header(k.clone(), v.as_str())?;
-        }
-        if let Some(t) = target {
-            for k in &t.headers_remove {
-                req.remove_header(k.as_str());
-            }
-            for (k, v) in &t.headers_set {
-                req.insert_header(k.clone(), v.as_str())?;
-            }
-        }
+        // The header block is rebuilt as plain parts: one map, prebuilt names and values,
+        // instead of `insert_header`'s name parsing and second (original-case) map. Client
+        // headers keep their values; names go upstream in canonical case.
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
+        parts.uri = uri;
         let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
-        req.insert_header("content-length", http::HeaderValue::from(len))?;
-        Ok(())
+        let result = upstream_headers::build(
+            &mut parts.headers,
+            provider,
+            target,
+            format,
+            &snap.settings.user_path_header,
+            len,
+        );
+        *req = RequestHeader::from(parts);
+        result
     }
 
     /// Swaps the replayed retry buffer for this attempt's whole rewritten body.
@@ -834,20 +809,6 @@ fn attempt_format(
         .and_then(|(vi, ti)| snap.table.models[vi].targets[ti].backend_format)
         .unwrap_or(snap.providers[a.provider].config.kind.wire_format())
 }
-
-/// Client headers never forwarded upstream: credentials meant for the gateway, hop-by-hop
-/// framing (the gateway frames the body itself), and the gateway's own request metadata. The
-/// configured user-path header is dropped as well.
-const DROPPED_HEADERS: [&str; 8] = [
-    "authorization",
-    "x-api-key",
-    "proxy-authorization",
-    "cookie",
-    "transfer-encoding",
-    "accept-encoding",
-    "connection",
-    "x-modelgate-metadata",
-];
 
 fn retryable(status: u16) -> Box<Error> {
     let mut e = Error::explain(
