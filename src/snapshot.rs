@@ -26,7 +26,7 @@ use crate::routing::table::Table;
 pub struct ProviderRuntime {
     pub config: ProviderConfig,
     pub state: Arc<ProviderState>,
-    pub configured: HashSet<String>,
+    pub configured: catalog::ModelSet,
     /// The address known when the snapshot was built (discovery may learn a newer one).
     pub addr_at_build: Option<SocketAddr>,
     /// The `Host` header upstream requests carry (the port only when it is not the scheme's);
@@ -283,7 +283,7 @@ impl Snapshot {
     /// Every concrete model id a provider serves now, sorted.
     pub fn models_of(&self, provider: usize) -> Vec<String> {
         let p = &self.providers[provider];
-        let mut set: HashSet<String> = p.configured.clone();
+        let mut set: catalog::ModelSet = p.configured.clone();
         if !self.settings.allowlist_mode {
             if let Some(m) = &p.state.discovered.load().models {
                 set.extend(m.iter().cloned());

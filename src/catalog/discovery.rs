@@ -3,7 +3,6 @@
 //! Runs on blocking threads (`spawn_blocking`) with bounded timeouts. A failure keeps the
 //! previous list and marks it stale; it never empties a catalog that was good.
 
-use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -30,9 +29,9 @@ pub fn resolve_addr(p: &ProviderConfig) -> Result<Option<SocketAddr>, String> {
 }
 
 /// GETs `{base_url}/models` and returns the ids it lists.
-pub fn fetch_models(p: &ProviderConfig) -> Result<HashSet<String>, String> {
+pub fn fetch_models(p: &ProviderConfig) -> Result<super::ModelSet, String> {
     let Some(base) = &p.base else {
-        return Ok(HashSet::new());
+        return Ok(super::ModelSet::default());
     };
     let url = format!("{}/models", base.display());
     let agent = ureq::AgentBuilder::new()

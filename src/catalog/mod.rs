@@ -6,7 +6,7 @@
 
 pub mod discovery;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,10 +44,14 @@ pub fn price(provider: &ProviderConfig, model: &str) -> Option<PricingSpec> {
     })
 }
 
+/// A set of model ids. Hashed with foldhash: a membership test runs for every target of every
+/// request, and the ids come from the configuration and the provider's own model list.
+pub type ModelSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
+
 /// What discovery last learned about a provider.
 #[derive(Debug, Default, Clone)]
 pub struct Discovered {
-    pub models: Option<HashSet<String>>,
+    pub models: Option<ModelSet>,
     pub addr: Option<SocketAddr>,
     /// The last refresh failed; `models` is the previous list.
     pub stale: bool,
@@ -97,7 +101,7 @@ impl StateRegistry {
 }
 
 /// The configured model ids of a provider, as a set.
-pub fn configured_set(p: &ProviderConfig) -> HashSet<String> {
+pub fn configured_set(p: &ProviderConfig) -> ModelSet {
     p.models.iter().map(|m| m.id.clone()).collect()
 }
 

@@ -10,6 +10,7 @@ use super::json_scan::{self, Member, ScanError};
 use super::respond::ApiError;
 use bytes::Bytes;
 use pingora::proxy::Session;
+use smol_str::SmolStr;
 
 #[cfg(test)]
 mod oracle;
@@ -81,7 +82,8 @@ fn too_large(limit: u64) -> ApiError {
 /// What routing needs from a body, plus where the `model` value sits in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peek {
-    pub model: String,
+    /// Inline (no allocation) up to 23 bytes.
+    pub model: SmolStr,
     pub stream: bool,
     pub provider: Option<String>,
     /// Byte range of the `model` value (quotes included).
@@ -145,9 +147,9 @@ fn routing_values(
     model_raw: &[u8],
     stream: Option<serde_json::Value>,
     provider: Option<serde_json::Value>,
-) -> Result<(String, bool, Option<String>), ApiError> {
-    let model: String = serde_json::from_slice(model_raw)
-        .map_err(|_| ApiError::invalid_request("invalid_model", "model must be a string"))?;
+) -> Result<(SmolStr, bool, Option<String>), ApiError> {
+    let model = model_string(model_raw)
+        .ok_or_else(|| ApiError::invalid_request("invalid_model", "model must be a string"))?;
     if model.trim().is_empty() {
         return Err(missing_model());
     }
@@ -172,6 +174,20 @@ fn routing_values(
         }
     };
     Ok((model, stream, provider))
+}
+
+/// The `model` value as a string, `None` when it is not a JSON string. Without escapes (the
+/// usual case) the text between the quotes is the value: the scanner has already checked it
+/// is a well-formed JSON string (no control characters) of UTF-8; escapes go through serde_json.
+fn model_string(raw: &[u8]) -> Option<SmolStr> {
+    if let [b'"', inner @ .., b'"'] = raw {
+        if !inner.contains(&b'\\') {
+            return std::str::from_utf8(inner).ok().map(SmolStr::new);
+        }
+    }
+    serde_json::from_slice::<String>(raw)
+        .ok()
+        .map(SmolStr::from)
 }
 
 /// Reads one routing field as serde_json did: `null` is an absent field; `model` is kept raw

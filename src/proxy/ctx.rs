@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use smol_str::SmolStr;
 
 use super::attempts::Next;
 use super::body::Peek;
@@ -15,7 +16,8 @@ use crate::snapshot::Snapshot;
 
 pub struct Ctx {
     pub request_id: String,
-    pub path: String,
+    /// Inline (no allocation) for every API route.
+    pub path: SmolStr,
     /// A client API route (counted in metrics), as opposed to health, metrics or admin.
     pub api: bool,
     pub started: Instant,
@@ -44,8 +46,9 @@ pub struct Ctx {
     pub retry_after: Option<String>,
     pub status: Option<u16>,
     pub error_code: Option<&'static str>,
-    pub served: Option<String>,
-    pub virtual_model: Option<String>,
+    /// `provider/model` of the current attempt (inline up to 23 bytes).
+    pub served: Option<SmolStr>,
+    pub virtual_model: Option<SmolStr>,
     pub shaper: Option<super::dialect::Shaper>,
     /// (input, output) tokens the upstream reported.
     pub usage: Option<(u64, u64)>,
@@ -60,7 +63,7 @@ impl Ctx {
         crate::server::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ctx {
             request_id: String::new(),
-            path: String::new(),
+            path: SmolStr::default(),
             api: false,
             started: Instant::now(),
             snap: None,

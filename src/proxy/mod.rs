@@ -29,6 +29,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use smol_str::SmolStr;
 
 use crate::app::App;
 use crate::catalog::discovery::now_ms;
@@ -189,7 +190,7 @@ impl Gateway {
         }
         ctx.virtual_model = plan
             .virtual_model
-            .map(|vi| snap.table.models[vi].source.clone());
+            .map(|vi| SmolStr::new(&snap.table.models[vi].source));
         ctx.body = raw;
         ctx.peek = Some(peek);
         ctx.plan = Some(plan);
@@ -199,9 +200,9 @@ impl Gateway {
         if let Some(a) = first {
             if snap.providers[a.provider].config.kind == ProviderKind::Mock {
                 ctx.attempts_made = 1;
-                ctx.served = Some(format!(
-                    "{}/{}",
-                    snap.providers[a.provider].config.name, a.model
+                ctx.served = Some(served_name(
+                    &snap.providers[a.provider].config.name,
+                    &a.model,
                 ));
                 return local::answer_mock(session, ctx, a).await.map(|_| true);
             }
@@ -300,8 +301,8 @@ impl ProxyHttp for Gateway {
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = local::request_id(session);
-        let path = session.req_header().uri.path().to_string();
-        ctx.path = path.clone();
+        ctx.path = SmolStr::new(session.req_header().uri.path());
+        let path = ctx.path.clone();
         let snap = ctx.snapshot(&self.app);
         let method = session.req_header().method.clone();
         ctx.api = operation_for(&path).is_some();
@@ -378,12 +379,7 @@ impl ProxyHttp for Gateway {
         };
         let attempt = plan.attempts[ctx.attempt].clone();
         let provider = &snap.providers[attempt.provider];
-        let mut served =
-            String::with_capacity(provider.config.name.len() + 1 + attempt.model.len());
-        served.push_str(&provider.config.name);
-        served.push('/');
-        served.push_str(&attempt.model);
-        ctx.served = Some(served);
+        ctx.served = Some(served_name(&provider.config.name, &attempt.model));
         let Some(addr) = provider.addr() else {
             return Error::e_explain(
                 ErrorType::ConnectNoRoute,
@@ -808,6 +804,15 @@ fn attempt_format(
     vm.zip(a.target)
         .and_then(|(vi, ti)| snap.table.models[vi].targets[ti].backend_format)
         .unwrap_or(snap.providers[a.provider].config.kind.wire_format())
+}
+
+/// `provider/model`, without an allocation when it fits inline.
+fn served_name(provider: &str, model: &str) -> SmolStr {
+    let mut b = smol_str::SmolStrBuilder::new();
+    b.push_str(provider);
+    b.push('/');
+    b.push_str(model);
+    b.finish()
 }
 
 fn retryable(status: u16) -> Box<Error> {
