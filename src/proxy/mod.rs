@@ -292,14 +292,14 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new())
     }
 
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.request_id = local::request_id(session);
         ctx.path = SmolStr::new(session.req_header().uri.path());
         let path = ctx.path.clone();
@@ -350,7 +350,11 @@ impl ProxyHttp for Gateway {
     }
 
     /// The peer for the current attempt; applies a pending retry delay or fallback first.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         match ctx.pending.take() {
             Some(Next::Retry { delay_ms }) => {
                 ctx.tries_on_target += 1;
@@ -416,7 +420,7 @@ impl ProxyHttp for Gateway {
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         ctx.read_watch = None;
         let snap = ctx.snapshot(&self.app);
@@ -441,7 +445,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let snap = ctx.snapshot(&self.app);
         let Some(plan) = ctx.plan.as_ref() else {
@@ -497,7 +501,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if ctx.body_sent {
             *body = None;
@@ -515,7 +519,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
@@ -586,7 +590,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         ctx.status = Some(resp.status.as_u16());
         let tags = Tags {
@@ -603,7 +607,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Duration>> {
         if let Some(w) = &ctx.read_watch {
             if end_of_stream {
@@ -620,7 +624,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Duration>> {
         if let Some(shaper) = ctx.shaper.as_mut() {
             shaper.on_body(body, end_of_stream);
@@ -648,7 +652,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.connect_failures += 1;
@@ -664,7 +668,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         _client_reused: bool,
     ) -> Box<Error> {
         // The attempt's connection is gone: let it close (the watch holds a duplicate).
@@ -690,7 +694,12 @@ impl ProxyHttp for Gateway {
     }
 
     /// A clean JSON error; never the raw error text (it names internal addresses).
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         if session.response_written().is_some() {
             if ctx.read_watch.as_ref().is_some_and(ReadWatch::fired) {
                 ctx.error_code = Some("upstream_timeout");
@@ -783,14 +792,14 @@ impl ProxyHttp for Gateway {
     fn suppress_proxy_warn_log(
         &self,
         _s: &Session,
-        _c: &Ctx,
+        _c: &Box<Ctx>,
         _e: &Error,
         _x: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
         true
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
         self.observe(session, e, ctx);
     }
 }
