@@ -164,7 +164,12 @@ fn key_index<const N: usize>(
             }
         }
     } else {
-        match std::str::from_utf8(&quoted[1..quoted.len() - 1]) {
+        let inner = &quoted[1..quoted.len() - 1];
+        // Bytes equal to a wanted key are that key (and so valid UTF-8).
+        if let Some(k) = keys.iter().position(|k| k.as_bytes() == inner) {
+            return Ok(Some(k));
+        }
+        match std::str::from_utf8(inner) {
             Ok(s) => Cow::Borrowed(s),
             Err(e) => {
                 return Err(ScanError::syntax(
@@ -216,9 +221,10 @@ impl Scanner<'_> {
     }
 
     /// Skips one value of any kind; returns how deeply containers nest in it. Iterative, with
-    /// the enclosing containers on a heap stack, so nesting is bounded by memory only.
+    /// the enclosing containers on a stack that spills to the heap past 32 levels, so nesting
+    /// is bounded by memory only.
     fn skip_value(&mut self) -> Result<usize, ScanError> {
-        let mut stack: Vec<u8> = Vec::new();
+        let mut stack: smallvec::SmallVec<[u8; 32]> = smallvec::SmallVec::new();
         let mut depth = 0;
         'value: loop {
             let Some(c) = self.ws() else {
@@ -353,46 +359,38 @@ impl Scanner<'_> {
 
     /// Skips the rest of a string (the opening quote is behind us); returns whether it held an
     /// escape. Checks escapes and control characters, not UTF-8.
+    ///
+    /// Bytes are taken in blocks, each turned into one mask of the bytes that matter and
+    /// consumed bit by bit: first one 16-byte block (most strings of a chat body end there),
+    /// then 64-byte blocks (long strings), then 16-byte blocks and single bytes for the tail.
     fn skip_str(&mut self) -> Result<bool, ScanError> {
         let b = self.b;
         let mut i = self.i;
         let mut escaped = false;
-        // Whole 64-byte blocks: one mask of the bytes that matter, consumed bit by bit.
-        while let Some(block) = b.get(i..i + 64) {
-            let base = i;
-            let mut mask = special_mask(block.try_into().unwrap_or(&[0; 64]));
-            loop {
-                if mask == 0 {
-                    i = base + 64;
-                    break;
-                }
-                let j = base + mask.trailing_zeros() as usize;
-                match b[j] {
-                    b'"' => {
-                        self.i = j + 1;
-                        return Ok(escaped);
-                    }
-                    b'\\' => {
-                        escaped = true;
-                        let next = escape_end(b, j)?;
-                        let off = next - base;
-                        if off >= 64 {
-                            i = next;
-                            break;
-                        }
-                        mask &= !0u64 << off;
-                    }
-                    _ => return Err(control_character(j)),
-                }
+        if let Some(block) = b.get(i..i + 16) {
+            let mask = u64::from(mask16(block.try_into().unwrap_or(&[0; 16])));
+            match walk(b, i, 16, mask, &mut escaped)? {
+                Step::End(end) => return self.end_str(end, escaped),
+                Step::Next(next) => i = next,
             }
         }
-        // The tail, byte by byte.
+        while let Some(block) = b.get(i..i + 64) {
+            let mask = mask64(block.try_into().unwrap_or(&[0; 64]));
+            match walk(b, i, 64, mask, &mut escaped)? {
+                Step::End(end) => return self.end_str(end, escaped),
+                Step::Next(next) => i = next,
+            }
+        }
+        while let Some(block) = b.get(i..i + 16) {
+            let mask = u64::from(mask16(block.try_into().unwrap_or(&[0; 16])));
+            match walk(b, i, 16, mask, &mut escaped)? {
+                Step::End(end) => return self.end_str(end, escaped),
+                Step::Next(next) => i = next,
+            }
+        }
         while let Some(&c) = b.get(i) {
             match c {
-                b'"' => {
-                    self.i = i + 1;
-                    return Ok(escaped);
-                }
+                b'"' => return self.end_str(i + 1, escaped),
                 b'\\' => {
                     escaped = true;
                     i = escape_end(b, i)?;
@@ -402,6 +400,52 @@ impl Scanner<'_> {
             }
         }
         Err(ScanError::syntax("EOF while parsing a string", b.len()))
+    }
+
+    #[inline]
+    fn end_str(&mut self, end: usize, escaped: bool) -> Result<bool, ScanError> {
+        self.i = end;
+        Ok(escaped)
+    }
+}
+
+/// Where a string's block walk stopped.
+enum Step {
+    /// The string ends before this offset (its closing quote is the byte before).
+    End(usize),
+    /// The string goes on from this offset.
+    Next(usize),
+}
+
+/// Walks the special bytes (bits of `mask`) of the `width`-byte block at `base`: the closing
+/// quote ends the string, an escape is checked and its bytes masked off, a control character
+/// is an error.
+#[inline(always)]
+fn walk(
+    b: &[u8],
+    base: usize,
+    width: usize,
+    mut mask: u64,
+    escaped: &mut bool,
+) -> Result<Step, ScanError> {
+    loop {
+        if mask == 0 {
+            return Ok(Step::Next(base + width));
+        }
+        let j = base + mask.trailing_zeros() as usize;
+        match b[j] {
+            b'"' => return Ok(Step::End(j + 1)),
+            b'\\' => {
+                *escaped = true;
+                let next = escape_end(b, j)?;
+                let off = next - base;
+                if off >= width {
+                    return Ok(Step::Next(next));
+                }
+                mask &= !0u64 << off;
+            }
+            _ => return Err(control_character(j)),
+        }
     }
 }
 
@@ -429,46 +473,52 @@ fn escape_end(b: &[u8], at: usize) -> Result<usize, ScanError> {
 }
 
 /// Bit k is set when `block[k]` is `"`, `\\` or a control character. SSE2 is part of every
-/// x86_64 CPU, so this is four 16-byte compares; elsewhere, a plain loop.
+/// x86_64 CPU, so this is one 16-byte compare of each kind; elsewhere, a plain loop.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-fn special_mask(block: &[u8; 64]) -> u64 {
+#[inline(always)]
+fn mask16(block: &[u8; 16]) -> u16 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    let mut mask = 0u64;
-    // SAFETY: SSE2 is in the x86_64 baseline; each load reads 16 bytes inside `block`, and
+    // SAFETY: SSE2 is in the x86_64 baseline; the load reads the 16 bytes of `block`, and
     // `_mm_loadu_si128` has no alignment requirement.
     unsafe {
-        let quote = _mm_set1_epi8(b'"' as i8);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let control_max = _mm_set1_epi8(0x1F);
-        for k in 0..4 {
-            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
-            // A byte is a control character when min(byte, 0x1F) is the byte itself.
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, control_max), v);
-            let special = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                control,
-            );
-            mask |= u64::from(_mm_movemask_epi8(special) as u16) << (16 * k);
-        }
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        // A byte is a control character when min(byte, 0x1F) is the byte itself.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+        let special = _mm_or_si128(
+            _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+            ),
+            control,
+        );
+        _mm_movemask_epi8(special) as u16
     }
-    mask
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn special_mask(block: &[u8; 64]) -> u64 {
-    portable_special_mask(block)
+fn mask16(block: &[u8; 16]) -> u16 {
+    portable_mask16(block)
 }
 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn portable_special_mask(block: &[u8; 64]) -> u64 {
-    let mut mask = 0u64;
+fn portable_mask16(block: &[u8; 16]) -> u16 {
+    let mut mask = 0u16;
     for (k, &c) in block.iter().enumerate() {
-        mask |= u64::from(c == b'"' || c == b'\\' || c < 0x20) << k;
+        mask |= u16::from(c == b'"' || c == b'\\' || c < 0x20) << k;
+    }
+    mask
+}
+
+/// The same for 64 bytes: four 16-byte masks side by side.
+#[inline(always)]
+fn mask64(block: &[u8; 64]) -> u64 {
+    let mut mask = 0u64;
+    for (k, part) in block.chunks_exact(16).enumerate() {
+        mask |= u64::from(mask16(part.try_into().unwrap_or(&[0; 16]))) << (16 * k);
     }
     mask
 }
@@ -538,9 +588,39 @@ mod tests {
             block[k] = c;
         }
         block[50] = 0xFF;
+        block[51] = 0x80;
         let want = (1u64 << 0) | (1 << 5) | (1 << 17) | (1 << 33) | (1 << 63);
-        assert_eq!(special_mask(&block), want);
-        assert_eq!(portable_special_mask(&block), want);
+        assert_eq!(mask64(&block), want);
+        let first: &[u8; 16] = block[..16].try_into().unwrap();
+        assert_eq!(mask16(first), want as u16);
+        assert_eq!(portable_mask16(first), want as u16);
+        for k in 0..4 {
+            let part: &[u8; 16] = block[16 * k..16 * (k + 1)].try_into().unwrap();
+            assert_eq!(
+                u64::from(portable_mask16(part)),
+                (want >> (16 * k)) & 0xFFFF
+            );
+        }
+    }
+
+    #[test]
+    fn escapes_at_every_offset_across_block_edges() {
+        // An escape (short or \\u) starting at each offset of the first blocks, with the
+        // string's end, another escape or a control character right behind it.
+        for esc in [r#"\""#, r"\\", r"\u00e9", r"\uZZ00", r"\x"] {
+            for pad in 0..100 {
+                for after in ["", r"\n", "\u{1}", "tail"] {
+                    let value = format!("\"{}{esc}{after}\"", "a".repeat(pad));
+                    let doc = format!(r#"{{"skip":{value},"model":"m"}}"#);
+                    let ours = scan(&doc).map(|m| m.len());
+                    let serde = serde_json::from_str::<serde::de::IgnoredAny>(&doc);
+                    assert_eq!(ours.is_ok(), serde.is_ok(), "{doc:?}: {ours:?}");
+                    if let Ok(n) = ours {
+                        assert_eq!(n, 1, "{doc:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
