@@ -406,15 +406,67 @@ fn usage_at_end(body: &[u8]) -> Option<Option<(u64, u64)>> {
     if !matches!(body[before], b'{' | b',') {
         return None;
     }
-    let rest = body[at + KEY.len()..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?;
-    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Option<Counts>>();
-    let counts = values.next()?.ok()?;
+    let after_key = at + KEY.len();
+    let colon = after_key
+        + body[after_key..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    if body[colon] != b':' {
+        return None;
+    }
+    let start = colon
+        + 1
+        + body[colon + 1..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    let (counts, end) = if body[start..].starts_with(b"null") {
+        (None, start + 4)
+    } else {
+        let (counts, end) = counts_at(body, start)?;
+        (Some(counts), end)
+    };
     // Then only the top-level object's end: a nested `usage` would be followed by its
     // parents' ends as well.
-    let tail = rest[values.byte_offset()..].trim_ascii();
-    (tail == b"}").then(|| counts.and_then(Counts::pair))
+    (body[end..].trim_ascii() == b"}").then(|| counts.and_then(Counts::pair))
+}
+
+/// The token counts of the `usage` object at `start` and the offset past it, read by the
+/// scanner. `None` unless every count is a plain integer or `null` (anything else, such as a
+/// fraction or a string, is left to serde_json and its exact rules).
+fn counts_at(body: &[u8], start: usize) -> Option<(Counts, usize)> {
+    let mut found: [Option<u64>; 4] = [None; 4];
+    let mut plain = true;
+    let end = super::json_scan::scan_object_at(
+        body,
+        start,
+        [
+            "prompt_tokens",
+            "input_tokens",
+            "completion_tokens",
+            "output_tokens",
+        ],
+        |k, m| {
+            let v = &body[m.span.0..m.span.1];
+            if v != b"null" {
+                let n = (!v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                    .flatten();
+                plain &= n.is_some();
+                found[k] = n;
+            }
+            Ok(())
+        },
+    )
+    .ok()?;
+    plain.then_some((
+        Counts {
+            prompt_tokens: found[0],
+            input_tokens: found[1],
+            completion_tokens: found[2],
+            output_tokens: found[3],
+        },
+        end,
+    ))
 }
 
 /// The top-level `usage` member, found by the validating scanner; only that member goes
@@ -522,6 +574,49 @@ mod tests {
     }
 
     /// The shaper of an OpenAI stream to an OpenAI target whose client did not ask for usage.
+    /// `usage_only` against the whole answer parsed by serde_json: the top-level `usage` member
+    /// into `Counts` (so a duplicate count is an error, as serde makes it).
+    fn serde_usage(body: &[u8]) -> Option<(u64, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow)]
+            usage: Option<&'a serde_json::value::RawValue>,
+        }
+        let top: Top<'_> = serde_json::from_slice(body).ok()?;
+        serde_json::from_str::<Option<Counts>>(top.usage?.get())
+            .ok()??
+            .pair()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+        #[test]
+        fn usage_only_agrees_with_a_full_parse(
+            before in proptest::collection::vec(0usize..4, 0..3),
+            counts in proptest::collection::vec((0usize..6, 0usize..7), 0..6),
+            after in proptest::bool::ANY,
+            ws in proptest::sample::select(vec!["", " ", "\n  "]),
+        ) {
+            let keys = ["prompt_tokens", "input_tokens", "completion_tokens", "output_tokens",
+                "total_tokens", "prompt_tokens_details"];
+            let values = ["12", "0", "null", "1.5", "-3", "\"7\"", "{\"cached_tokens\":2}"];
+            let members: Vec<String> = counts
+                .iter()
+                .map(|(k, v)| format!("\"{}\":{ws}{}", keys[*k], values[*v]))
+                .collect();
+            let usage = format!("{{{ws}{}{ws}}}", members.join(","));
+            let fillers = ["\"id\":\"x\"", "\"usage_note\":\"usage\"",
+                "\"choices\":[{\"usage\":{\"prompt_tokens\":99}}]", "\"n\":1"];
+            let mut parts: Vec<String> = before.iter().map(|i| fillers[*i].to_string()).collect();
+            parts.push(format!("\"usage\"{ws}:{ws}{usage}"));
+            if after {
+                parts.push("\"tail\":true".to_string());
+            }
+            let body = format!("{{{ws}{}{ws}}}", parts.join(&format!(",{ws}")));
+            proptest::prop_assert_eq!(usage_only(body.as_bytes()), serde_usage(body.as_bytes()), "{}", body);
+        }
+    }
+
     fn openai_stream_shaper() -> Shaper {
         Shaper::new(
             Operation::Chat,

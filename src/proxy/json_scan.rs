@@ -74,9 +74,26 @@ pub fn line_column(body: &[u8], at: usize) -> (usize, usize) {
 pub fn scan_object<const N: usize>(
     body: &[u8],
     keys: [&str; N],
-    mut on_member: impl FnMut(usize, Member) -> Result<(), ScanError>,
+    on_member: impl FnMut(usize, Member) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
-    let mut s = Scanner { b: body, i: 0 };
+    let end = scan_object_at(body, 0, keys, on_member)?;
+    let mut s = Scanner { b: body, i: end };
+    match s.ws() {
+        None => Ok(()),
+        Some(_) => Err(ScanError::syntax("trailing characters", s.i)),
+    }
+}
+
+/// Scans one JSON object that starts at `start` (after optional whitespace), like
+/// `scan_object`, and returns the offset just past its closing brace; what follows is not
+/// looked at.
+pub fn scan_object_at<const N: usize>(
+    body: &[u8],
+    start: usize,
+    keys: [&str; N],
+    mut on_member: impl FnMut(usize, Member) -> Result<(), ScanError>,
+) -> Result<usize, ScanError> {
+    let mut s = Scanner { b: body, i: start };
     match s.ws() {
         Some(b'{') => s.i += 1,
         Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
@@ -138,10 +155,7 @@ pub fn scan_object<const N: usize>(
             )?;
         }
     }
-    match s.ws() {
-        None => Ok(()),
-        Some(_) => Err(ScanError::syntax("trailing characters", s.i)),
-    }
+    Ok(s.i)
 }
 
 /// Which of `keys` a top-level key (quotes included) is. The key is decoded as serde_json
