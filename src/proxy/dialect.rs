@@ -145,8 +145,9 @@ fn with_usage_requested(raw: &[u8], peek: &Peek, spec: &BodySpec<'_>) -> Option<
 }
 
 enum Mode {
-    /// Same dialect, whole body: copy up to a bound to read `usage` at the end.
-    Tap { copy: Vec<u8> },
+    /// Same dialect, whole body: keep it (up to a bound) to read `usage` at the end. A body in
+    /// one piece is held by reference; only a body in several pieces is copied together.
+    Tap { first: Option<Bytes>, copy: Vec<u8> },
     /// Same dialect stream: watch events for usage; drop the usage chunk we asked for.
     StreamTap {
         parser: SseParser,
@@ -232,7 +233,10 @@ impl Shaper {
     ) -> Shaper {
         let ingress = ingress_format(op);
         let mode = match (ingress == target, stream) {
-            (true, false) => Mode::Tap { copy: Vec::new() },
+            (true, false) => Mode::Tap {
+                first: None,
+                copy: Vec::new(),
+            },
             (true, true) => Mode::StreamTap {
                 parser: SseParser::new(),
                 strip_usage,
@@ -282,16 +286,27 @@ impl Shaper {
     pub fn on_body(&mut self, body: &mut Option<Bytes>, end: bool) {
         let chunk = body.take().unwrap_or_default();
         let out: Option<Bytes> = match &mut self.mode {
-            Mode::Tap { copy } => {
-                if end && copy.is_empty() {
-                    // The whole answer in one piece (the usual case): read it in place.
+            Mode::Tap { first, copy } => {
+                if end && first.is_none() && copy.is_empty() {
+                    // The whole answer in one call: read it in place.
                     self.usage = usage_only(&chunk);
                 } else {
-                    if copy.len() + chunk.len() <= TAP_LIMIT {
-                        copy.extend_from_slice(&chunk);
+                    let held = first.as_ref().map_or(0, Bytes::len) + copy.len();
+                    if !chunk.is_empty() && held + chunk.len() <= TAP_LIMIT {
+                        if held == 0 {
+                            *first = Some(chunk.clone());
+                        } else {
+                            if let Some(f) = first.take() {
+                                copy.extend_from_slice(&f);
+                            }
+                            copy.extend_from_slice(&chunk);
+                        }
                     }
                     if end {
-                        self.usage = usage_only(copy);
+                        self.usage = match first.take() {
+                            Some(f) => usage_only(&f),
+                            None => usage_only(copy),
+                        };
                     }
                 }
                 Some(chunk)
@@ -400,7 +415,10 @@ fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
 /// members after it, an escaped quote before it): the caller then scans the whole answer.
 fn usage_at_end(body: &[u8]) -> Option<Option<(u64, u64)>> {
     const KEY: &[u8] = b"\"usage\"";
-    let at = memchr::memmem::rfind(body, KEY)?;
+    // One searcher for every answer (building one costs more than a search).
+    static FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
+    let at = FINDER.rfind(body)?;
     // A key starts a member: `{` or `,` before it.
     let before = body[..at].iter().rposition(|b| !b.is_ascii_whitespace())?;
     if !matches!(body[before], b'{' | b',') {
@@ -430,43 +448,102 @@ fn usage_at_end(body: &[u8]) -> Option<Option<(u64, u64)>> {
     (body[end..].trim_ascii() == b"}").then(|| counts.and_then(Counts::pair))
 }
 
-/// The token counts of the `usage` object at `start` and the offset past it, read by the
-/// scanner. `None` unless every count is a plain integer or `null` (anything else, such as a
-/// fraction or a string, is left to serde_json and its exact rules).
-fn counts_at(body: &[u8], start: usize) -> Option<(Counts, usize)> {
-    let mut found: [Option<u64>; 4] = [None; 4];
-    let mut plain = true;
-    let end = super::json_scan::scan_object_at(
-        body,
-        start,
-        [
-            "prompt_tokens",
-            "input_tokens",
-            "completion_tokens",
-            "output_tokens",
-        ],
-        |k, m| {
-            let v = &body[m.span.0..m.span.1];
-            if v != b"null" {
-                let n = (!v.is_empty() && v.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-                    .flatten();
-                plain &= n.is_some();
-                found[k] = n;
+/// The token counts of the `usage` object at `start` and the offset past it. `None` unless the
+/// object is plainly what serde_json would read the same way: unescaped keys, each count at
+/// most once and a plain integer or `null`; other members' values are skipped by the
+/// validating scanner. Anything else is left to serde_json and its exact rules.
+fn counts_at(b: &[u8], start: usize) -> Option<(Counts, usize)> {
+    const KEYS: [&[u8]; 4] = [
+        b"prompt_tokens",
+        b"input_tokens",
+        b"completion_tokens",
+        b"output_tokens",
+    ];
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut found: [Option<Option<u64>>; 4] = [None; 4];
+    let mut i = ws(start);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
             }
-            Ok(())
-        },
-    )
-    .ok()?;
-    plain.then_some((
+            let key_len = b.get(i + 1..)?.iter().position(|c| *c == b'"')?;
+            let key = &b[i + 1..i + 1 + key_len];
+            if key.iter().any(|c| *c == b'\\' || *c < 0x20)
+                || (!key.is_ascii() && std::str::from_utf8(key).is_err())
+            {
+                return None;
+            }
+            i = ws(i + 2 + key_len);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(i + 1);
+            match KEYS.iter().position(|k| *k == key) {
+                Some(k) => {
+                    if found[k].is_some() {
+                        return None;
+                    }
+                    let (value, end) = plain_count(b, i)?;
+                    found[k] = Some(value);
+                    i = end;
+                }
+                None => i = super::json_scan::skip_value_at(b, i).ok()?,
+            }
+            i = ws(i);
+            match b.get(i) {
+                Some(b',') => i = ws(i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    let count = |k: usize| found[k].flatten();
+    Some((
         Counts {
-            prompt_tokens: found[0],
-            input_tokens: found[1],
-            completion_tokens: found[2],
-            output_tokens: found[3],
+            prompt_tokens: count(0),
+            input_tokens: count(1),
+            completion_tokens: count(2),
+            output_tokens: count(3),
         },
-        end,
+        i,
     ))
+}
+
+/// A count at `i`: `null`, or an integer without sign, fraction or exponent that fits a u64.
+fn plain_count(b: &[u8], i: usize) -> Option<(Option<u64>, usize)> {
+    if b.get(i..i + 4) == Some(b"null") {
+        return Some((None, i + 4));
+    }
+    let digits = b
+        .get(i..)?
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let end = i + digits;
+    if digits == 0 || (digits > 1 && b[i] == b'0') || matches!(b.get(end), Some(b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in &b[i..end] {
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some((Some(n), end))
 }
 
 /// The top-level `usage` member, found by the validating scanner; only that member goes
@@ -588,18 +665,29 @@ mod tests {
             .pair()
     }
 
+    #[test]
+    fn usage_with_a_key_that_is_not_utf8_is_refused_as_serde_refuses_it() {
+        let body = b"{\"usage\":{\"\xff\":1,\"prompt_tokens\":2}}";
+        assert_eq!(serde_usage(body), None);
+        assert_eq!(usage_only(body), None);
+        let fine = b"{\"usage\":{\"\xc3\xa9\":1,\"prompt_tokens\":2}}";
+        assert_eq!(usage_only(fine), Some((2, 0)));
+        assert_eq!(serde_usage(fine), Some((2, 0)));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
         #[test]
         fn usage_only_agrees_with_a_full_parse(
             before in proptest::collection::vec(0usize..4, 0..3),
-            counts in proptest::collection::vec((0usize..6, 0usize..7), 0..6),
+            counts in proptest::collection::vec((0usize..8, 0usize..13), 0..6),
             after in proptest::bool::ANY,
             ws in proptest::sample::select(vec!["", " ", "\n  "]),
         ) {
             let keys = ["prompt_tokens", "input_tokens", "completion_tokens", "output_tokens",
-                "total_tokens", "prompt_tokens_details"];
-            let values = ["12", "0", "null", "1.5", "-3", "\"7\"", "{\"cached_tokens\":2}"];
+                "total_tokens", "prompt_tokens_details", "prompt\\u005ftokens", "caf\u{e9}"];
+            let values = ["12", "0", "null", "1.5", "-3", "\"7\"", "{\"cached_tokens\":2}",
+                "012", "1e3", "18446744073709551616", "18446744073709551615", "[1,{}]", "nul"];
             let members: Vec<String> = counts
                 .iter()
                 .map(|(k, v)| format!("\"{}\":{ws}{}", keys[*k], values[*v]))
@@ -627,6 +715,47 @@ mod tests {
             "m",
             0,
         )
+    }
+
+    #[test]
+    fn the_whole_body_tap_reads_usage_however_the_body_is_cut() {
+        let answer: &[u8] =
+            br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        for cuts in [vec![], vec![10], vec![1, 40], vec![0, 20, 20, 60]] {
+            for trailing_empty_end in [false, true] {
+                let mut tap = Shaper::new(
+                    Operation::Chat,
+                    WireFormat::OpenAiChat,
+                    false,
+                    false,
+                    "id",
+                    "m",
+                    0,
+                );
+                let mut pieces = Vec::new();
+                let mut at = 0;
+                for c in &cuts {
+                    pieces.push(&answer[at..*c.max(&at)]);
+                    at = *c.max(&at);
+                }
+                pieces.push(&answer[at..]);
+                let mut out = Vec::new();
+                let n = pieces.len();
+                for (k, p) in pieces.into_iter().enumerate() {
+                    let end = k + 1 == n && !trailing_empty_end;
+                    let mut body = Some(Bytes::copy_from_slice(p));
+                    tap.on_body(&mut body, end);
+                    out.extend_from_slice(&body.unwrap_or_default());
+                }
+                if trailing_empty_end {
+                    let mut body = None;
+                    tap.on_body(&mut body, true);
+                    out.extend_from_slice(&body.unwrap_or_default());
+                }
+                assert_eq!(out, answer, "{cuts:?}");
+                assert_eq!(tap.usage, Some((3, 4)), "{cuts:?} {trailing_empty_end}");
+            }
+        }
     }
 
     #[test]

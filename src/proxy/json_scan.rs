@@ -205,6 +205,14 @@ pub fn reason_of(e: &serde_json::Error) -> String {
     }
 }
 
+/// Skips the one JSON value that starts at `start` (after optional whitespace) and returns the
+/// offset just past it; what follows is not looked at.
+pub fn skip_value_at(body: &[u8], start: usize) -> Result<usize, ScanError> {
+    let mut s = Scanner { b: body, i: start };
+    s.skip_value()?;
+    Ok(s.i)
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
