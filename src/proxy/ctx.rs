@@ -16,6 +16,8 @@ use crate::snapshot::Snapshot;
 
 pub struct Ctx {
     pub request_id: String,
+    /// Which header names the client's request may carry (`Names::ALL` until it is read).
+    pub header_names: super::headers::Names,
     /// Inline (no allocation) for every API route.
     pub path: SmolStr,
     /// A client API route (counted in metrics), as opposed to health, metrics or admin.
@@ -63,6 +65,7 @@ impl Ctx {
         crate::server::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ctx {
             request_id: String::new(),
+            header_names: super::headers::Names::ALL,
             path: SmolStr::default(),
             api: false,
             started: Instant::now(),

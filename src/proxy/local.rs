@@ -10,7 +10,7 @@ use pingora::Result;
 use serde_json::{json, Value};
 
 use super::ctx::Ctx;
-use super::headers;
+use super::headers::Names;
 use super::respond::{self, ApiError, Tags};
 use super::{mock, Gateway};
 use crate::app::App;
@@ -24,9 +24,10 @@ use crate::routing::user_path::{list_admits, UserPath};
 use crate::snapshot::{Snapshot, View};
 
 /// Echoes a sane client `X-Request-Id`, else makes one.
-pub fn request_id(session: &Session) -> String {
-    if let Some(v) =
-        headers::find(&session.req_header().headers, "x-request-id").and_then(|v| v.to_str().ok())
+pub fn request_id(session: &Session, names: Names) -> String {
+    if let Some(v) = names
+        .find(&session.req_header().headers, "x-request-id")
+        .and_then(|v| v.to_str().ok())
     {
         let v = v.trim();
         if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
@@ -188,17 +189,24 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
 }
 
 /// Checks the master key (`Authorization: Bearer`, or `x-api-key` on `/v1/messages`).
-pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Result<(), ApiError> {
+pub fn authenticate(
+    session: &Session,
+    settings: &Settings,
+    path: &str,
+    names: Names,
+) -> Result<(), ApiError> {
     let Some(master) = settings.master_key.as_deref() else {
         return Ok(());
     };
     let h = &session.req_header().headers;
-    let bearer = headers::find(h, "authorization")
+    let bearer = names
+        .find(h, "authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
         .map(str::trim);
     let api_key = if path.trim_end_matches('/').ends_with("/messages") {
-        headers::find(h, "x-api-key")
+        names
+            .find(h, "x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     } else {
@@ -223,11 +231,16 @@ pub fn authenticate(session: &Session, settings: &Settings, path: &str) -> Resul
 }
 
 /// The caller's user path from the configured header (or `X-GoModel-User-Path`).
-pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPath>, ApiError> {
+pub fn user_path(
+    session: &Session,
+    settings: &Settings,
+    names: Names,
+) -> Result<Option<UserPath>, ApiError> {
     let h = &session.req_header().headers;
-    let raw = headers::find(h, &settings.user_path_header)
-        .or_else(|| headers::find(h, "x-modelgate-user-path"))
-        .or_else(|| headers::find(h, "x-gomodel-user-path"));
+    let raw = names
+        .find(h, &settings.user_path_header)
+        .or_else(|| names.find(h, "x-modelgate-user-path"))
+        .or_else(|| names.find(h, "x-gomodel-user-path"));
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -245,8 +258,9 @@ pub fn user_path(session: &Session, settings: &Settings) -> Result<Option<UserPa
 /// Request metadata from the `X-Modelgate-Metadata` JSON header, for `metadata_match`.
 pub fn metadata_header(
     session: &Session,
+    names: Names,
 ) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
-    let Some(v) = headers::find(&session.req_header().headers, "x-modelgate-metadata") else {
+    let Some(v) = names.find(&session.req_header().headers, "x-modelgate-metadata") else {
         return Ok(None);
     };
     let bad = || {
@@ -270,6 +284,7 @@ pub fn session_key(
     snap: &Snapshot,
     model: &str,
     caller: Option<&UserPath>,
+    names: Names,
 ) -> Option<String> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
@@ -281,7 +296,7 @@ pub fn session_key(
         .session
         .headers
         .iter()
-        .find_map(|name| headers::find(h, name).and_then(|v| v.to_str().ok()))
+        .find_map(|name| names.find(h, name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty())?;
     Some(format!("{}\u{0}{value}", caller.map_or("", |p| p.as_str())))

@@ -114,11 +114,17 @@ impl Gateway {
         };
         ctx.stream = peek.stream;
         ctx.peek = Some(peek.clone());
-        let metadata = match local::metadata_header(session) {
+        let metadata = match local::metadata_header(session, ctx.header_names) {
             Ok(m) => m,
             Err(e) => return self.fail(session, ctx, &e).await,
         };
-        let session_key = local::session_key(session, &snap, &peek.model, ctx.user_path.as_ref());
+        let session_key = local::session_key(
+            session,
+            &snap,
+            &peek.model,
+            ctx.user_path.as_ref(),
+            ctx.header_names,
+        );
         let req = plan::Request {
             model: &peek.model,
             provider: peek.provider.as_deref(),
@@ -300,7 +306,8 @@ impl ProxyHttp for Gateway {
 
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
-        ctx.request_id = local::request_id(session);
+        ctx.header_names = headers::Names::of(&session.req_header().headers);
+        ctx.request_id = local::request_id(session, ctx.header_names);
         ctx.path = SmolStr::new(session.req_header().uri.path());
         let path = ctx.path.clone();
         let snap = ctx.snapshot(&self.app);
@@ -313,10 +320,10 @@ impl ProxyHttp for Gateway {
         if crate::admin::is_admin_path(&path) {
             return crate::admin::http::serve(&self.app, session, ctx).await;
         }
-        if let Err(e) = local::authenticate(session, &snap.settings, &path) {
+        if let Err(e) = local::authenticate(session, &snap.settings, &path, ctx.header_names) {
             return self.fail(session, ctx, &e).await;
         }
-        match local::user_path(session, &snap.settings) {
+        match local::user_path(session, &snap.settings, ctx.header_names) {
             Ok(p) => ctx.user_path = p,
             Err(e) => return self.fail(session, ctx, &e).await,
         }
