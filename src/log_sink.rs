@@ -115,8 +115,46 @@ pub struct Logger {
 impl Logger {
     /// `json`: access lines are JSON documents and go out without the text prefix.
     pub fn new(inner: env_logger::Logger, json: bool) -> Logger {
+        JSON_ACCESS.store(json, std::sync::atomic::Ordering::Relaxed);
         Logger { inner, json }
     }
+}
+
+/// The installed `Logger`'s `json`.
+static JSON_ACCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs one access line that `body` writes (without the newline), when access lines are
+/// enabled. With the sink running, the line is laid out here and handed to the writer
+/// directly: one buffer, no trip through `log`'s formatting. Otherwise it goes through `log`.
+pub fn access(body: impl FnOnce(&mut String)) {
+    if !log::log_enabled!(target: ACCESS, log::Level::Info) {
+        return;
+    }
+    match SINK.get() {
+        Some((tx, _)) => {
+            let mut line = String::with_capacity(256);
+            if !JSON_ACCESS.load(std::sync::atomic::Ordering::Relaxed) {
+                push_prefix(&mut line);
+            }
+            body(&mut line);
+            line.push('\n');
+            let _ = tx.send(Msg::Line(line.into_bytes()));
+        }
+        None => {
+            let mut line = String::new();
+            body(&mut line);
+            log::info!(target: ACCESS, "{line}");
+        }
+    }
+}
+
+/// `[<time> INFO  access] `, as env_logger's default format starts an access line.
+fn push_prefix(line: &mut String) {
+    line.push('[');
+    push_timestamp(line);
+    line.push_str(" INFO  ");
+    line.push_str(ACCESS);
+    line.push_str("] ");
 }
 
 impl log::Log for Logger {
@@ -147,29 +185,26 @@ impl log::Log for Logger {
 
 /// One access line, laid out as env_logger's default format lays it out.
 fn access_line(json: bool, record: &log::Record) -> Vec<u8> {
-    let mut line = Vec::with_capacity(256);
+    let mut line = String::with_capacity(256);
     if !json {
-        line.push(b'[');
+        line.push('[');
         push_timestamp(&mut line);
         let level = record.level().as_str();
-        line.push(b' ');
-        line.extend_from_slice(level.as_bytes());
-        line.extend(std::iter::repeat_n(
-            b' ',
-            5usize.saturating_sub(level.len()),
-        ));
-        line.push(b' ');
-        line.extend_from_slice(record.target().as_bytes());
-        line.extend_from_slice(b"] ");
+        line.push(' ');
+        line.push_str(level);
+        line.extend(std::iter::repeat_n(' ', 5usize.saturating_sub(level.len())));
+        line.push(' ');
+        line.push_str(record.target());
+        line.push_str("] ");
     }
-    let _ = write!(line, "{}", record.args());
-    line.push(b'\n');
-    line
+    let _ = std::fmt::Write::write_fmt(&mut line, format_args!("{}", record.args()));
+    line.push('\n');
+    line.into_bytes()
 }
 
 /// Appends the current time as RFC 3339 in whole seconds, UTC (`2026-01-02T03:04:05Z`), as
 /// env_logger writes it. Formatted once per second per thread.
-fn push_timestamp(out: &mut Vec<u8>) {
+fn push_timestamp(out: &mut String) {
     use std::cell::RefCell;
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -186,7 +221,7 @@ fn push_timestamp(out: &mut Vec<u8>) {
             }
             *at = secs;
         }
-        out.extend_from_slice(text.as_bytes());
+        out.push_str(text);
     });
 }
 
@@ -228,6 +263,26 @@ mod tests {
         );
         let line = out.0.lock().expect("lock").clone();
         line
+    }
+
+    #[test]
+    fn the_direct_access_prefix_is_the_logged_one() {
+        // Bounded: the two lines can straddle a second boundary, never three times in a row.
+        let same = (0..3).any(|_| {
+            let mut direct = String::new();
+            push_prefix(&mut direct);
+            direct.push_str("mg-1 /v1/chat/completions status=200\n");
+            let logged = access_line(
+                false,
+                &log::Record::builder()
+                    .args(format_args!("mg-1 /v1/chat/completions status=200"))
+                    .target(ACCESS)
+                    .level(log::Level::Info)
+                    .build(),
+            );
+            direct.into_bytes() == logged
+        });
+        assert!(same);
     }
 
     #[test]

@@ -402,9 +402,6 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
 
 /// One access-log line per request: never keys or bodies.
 pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
-    if !log::log_enabled!(target: crate::log_sink::ACCESS, log::Level::Info) {
-        return;
-    }
     let requested = ctx.peek.as_ref().map(|p| p.model.as_str()).unwrap_or("");
     let up = ctx.user_path.as_ref().map_or("", |p| p.as_str());
     let status = ctx.status.unwrap_or(0);
@@ -442,23 +439,30 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             tokens_in: ctx.usage.map(|u| u.0),
             tokens_out: ctx.usage.map(|u| u.1),
         };
-        if let Ok(text) = serde_json::to_string(&line) {
-            log::info!(target: crate::log_sink::ACCESS, "{text}");
-        }
+        crate::log_sink::access(|out| {
+            // Serializing plain strings, numbers and booleans cannot fail.
+            if let Ok(text) = serde_json::to_string(&line) {
+                out.push_str(&text);
+            }
+        });
     } else {
-        let line = text_line(ctx, requested, up, status, elapsed);
-        log::info!(target: crate::log_sink::ACCESS, "{line}");
+        crate::log_sink::access(|out| text_line(out, ctx, requested, up, status, elapsed));
     }
 }
 
 /// The text access line: `<request id> <path> user_path=.. model=.. virtual=.. served=..
 /// attempts=.. status=.. duration_ms=.. tokens=in/out [error=..]`, `-` for what is absent.
-fn text_line(ctx: &Ctx, requested: &str, up: &str, status: u16, elapsed: Duration) -> String {
+fn text_line(
+    line: &mut String,
+    ctx: &Ctx,
+    requested: &str,
+    up: &str,
+    status: u16,
+    elapsed: Duration,
+) {
     // Written piece by piece: this runs once per request, and the formatter's generic
     // machinery (float formatting above all) cost more than the line itself.
-    let mut line = String::with_capacity(
-        160 + ctx.request_id.len() + ctx.path.len() + up.len() + 3 * requested.len(),
-    );
+    line.reserve(160 + ctx.request_id.len() + ctx.path.len() + up.len() + 3 * requested.len());
     let mut n = itoa::Buffer::new();
     line.push_str(&ctx.request_id);
     line.push(' ');
@@ -476,7 +480,7 @@ fn text_line(ctx: &Ctx, requested: &str, up: &str, status: u16, elapsed: Duratio
     line.push_str(" status=");
     line.push_str(n.format(status));
     line.push_str(" duration_ms=");
-    push_millis(&mut line, elapsed);
+    push_millis(line, elapsed);
     line.push_str(" tokens=");
     match ctx.usage {
         Some((i, o)) => {
@@ -490,7 +494,6 @@ fn text_line(ctx: &Ctx, requested: &str, up: &str, status: u16, elapsed: Duratio
         line.push_str(" error=");
         line.push_str(code);
     }
-    line
 }
 
 /// The value, or `-` when it is empty.
@@ -520,9 +523,15 @@ fn push_millis(out: &mut String, d: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{push_hex, push_millis, text_line};
+    use super::{push_hex, push_millis};
     use crate::proxy::ctx::Ctx;
     use std::time::Duration;
+
+    fn text_line(ctx: &Ctx, requested: &str, up: &str, status: u16, d: Duration) -> String {
+        let mut line = String::new();
+        super::text_line(&mut line, ctx, requested, up, status, d);
+        line
+    }
 
     #[test]
     fn text_access_line() {
