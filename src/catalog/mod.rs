@@ -17,7 +17,8 @@ use once_cell::sync::Lazy;
 use crate::config::providers::ProviderConfig;
 use crate::config::schema::PricingSpec;
 
-static BUNDLED_PRICES: Lazy<HashMap<String, (f64, f64)>> = Lazy::new(|| {
+/// Looked up for every answered request (its cost); foldhash, as the keys are compiled in.
+static BUNDLED_PRICES: Lazy<foldhash::HashMap<String, (f64, f64)>> = Lazy::new(|| {
     let raw: HashMap<String, serde_json::Value> =
         serde_json::from_str(include_str!("prices.json")).unwrap_or_default();
     raw.into_iter()
