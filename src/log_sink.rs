@@ -132,7 +132,8 @@ pub fn access(body: impl FnOnce(&mut String)) {
     }
     match SINK.get() {
         Some((tx, _)) => {
-            let mut line = String::with_capacity(256);
+            // Room for the prefix and a text line with long names, without a regrowth.
+            let mut line = String::with_capacity(384);
             if !JSON_ACCESS.load(std::sync::atomic::Ordering::Relaxed) {
                 push_prefix(&mut line);
             }
