@@ -139,6 +139,36 @@ pub struct Snapshot {
     pub overridden_store_rows: HashSet<String>,
     /// The store rows this snapshot was built from.
     pub store_rows: Vec<VirtualModelSpec>,
+    /// Response tag values per virtual model, built once (see `TagValues`).
+    pub tag_values: Vec<TagValues>,
+}
+
+/// A virtual model's response tag values as header values: its source (for
+/// `X-Modelgate-Virtual-Model`) and, per target whose provider is declared, the
+/// `provider/model` it is served as (for `X-Modelgate-Model`).
+#[derive(Debug, Clone)]
+pub struct TagValues {
+    pub source: Option<HeaderValue>,
+    pub served: Vec<Option<(usize, HeaderValue)>>,
+}
+
+fn tag_values(table: &Table, providers: &[ProviderRuntime]) -> Vec<TagValues> {
+    table
+        .models
+        .iter()
+        .map(|vm| TagValues {
+            source: HeaderValue::from_str(&vm.source).ok(),
+            served: vm
+                .targets
+                .iter()
+                .map(|t| {
+                    let p = t.provider?;
+                    let name = format!("{}/{}", providers.get(p)?.config.name, t.model);
+                    Some((p, HeaderValue::from_str(&name).ok()?))
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Counts of virtual models by origin.
@@ -189,7 +219,7 @@ impl Snapshot {
             .filter(|m| m.overrides_store)
             .filter_map(|m| m.spec.source.as_deref().map(|s| s.trim().to_string()))
             .collect();
-        let providers = loaded
+        let providers: Vec<ProviderRuntime> = loaded
             .providers
             .iter()
             .map(|p| {
@@ -211,10 +241,13 @@ impl Snapshot {
                 }
             })
             .collect();
+        let table = Table::new(models, names, loaded.settings.models_enabled_by_default);
+        let tag_values = tag_values(&table, &providers);
         Ok(Snapshot {
             settings: loaded.settings.clone(),
             providers,
-            table: Table::new(models, names, loaded.settings.models_enabled_by_default),
+            table,
+            tag_values,
             label: loaded.label.clone(),
             loaded_at_ms: catalog::discovery::now_ms(),
             warnings,

@@ -58,9 +58,33 @@ pub struct Ctx {
     pub client_error: Option<super::respond::ApiError>,
     /// The current attempt's first-byte/idle watch, when the provider's two bounds differ.
     pub read_watch: Option<super::read_watch::ReadWatch>,
+    /// The health of the attempt (its index) that last needed it.
+    pub health: Option<(usize, Arc<crate::health::TargetHealth>)>,
 }
 
 impl Ctx {
+    /// The current attempt's `X-Modelgate-Model` and `X-Modelgate-Virtual-Model` values as the
+    /// snapshot built them, when it has them (a target with a declared provider).
+    pub fn prebuilt_tags(&self) -> (Option<&http::HeaderValue>, Option<&http::HeaderValue>) {
+        let (Some(snap), Some(plan)) = (self.snap.as_ref(), self.plan.as_ref()) else {
+            return (None, None);
+        };
+        let Some(tv) = plan.virtual_model.and_then(|vi| snap.tag_values.get(vi)) else {
+            return (None, None);
+        };
+        let attempt = plan.attempts.get(self.attempt);
+        let served = attempt
+            .zip(attempt.and_then(|a| a.target))
+            .and_then(|(a, ti)| match tv.served.get(ti) {
+                Some(Some((p, v))) if *p == a.provider && self.served.is_some() => Some(v),
+                _ => None,
+            });
+        (
+            served,
+            tv.source.as_ref().filter(|_| self.virtual_model.is_some()),
+        )
+    }
+
     pub fn new() -> Ctx {
         crate::server::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ctx {
@@ -97,6 +121,7 @@ impl Ctx {
             usage: None,
             client_error: None,
             read_watch: None,
+            health: None,
         }
     }
 

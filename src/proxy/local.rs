@@ -353,6 +353,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         model: served.as_deref(),
         virtual_model: ctx.virtual_model.as_deref(),
         attempts: Some(1),
+        prebuilt: (None, None),
     };
     ctx.status = Some(200);
     let anthropic = ctx.operation == Operation::Messages;

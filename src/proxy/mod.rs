@@ -605,6 +605,7 @@ impl ProxyHttp for Gateway {
             model: ctx.served.as_deref(),
             virtual_model: ctx.virtual_model.as_deref(),
             attempts: Some(ctx.attempts_made),
+            prebuilt: ctx.prebuilt_tags(),
         };
         respond::add_tags(resp, &tags)
     }
@@ -779,6 +780,7 @@ impl ProxyHttp for Gateway {
             model: ctx.served.as_deref(),
             virtual_model: ctx.virtual_model.as_deref(),
             attempts: Some(ctx.attempts_made),
+            prebuilt: ctx.prebuilt_tags(),
         };
         let code = err.status;
         if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags)
@@ -886,12 +888,28 @@ impl Gateway {
         let a = &plan.attempts[ctx.attempt];
         if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
             let t = &snap.table.models[vi].targets[ti];
-            if let Some(h) = self.app.health.get(&t.name) {
+            if let Some(h) = self.attempt_health(ctx, &t.name) {
                 let cfg = t
                     .provider
                     .map(|p| snap.providers[p].config.breaker)
                     .unwrap_or_default();
                 h.breaker.record_success(&cfg, now_ms());
+            }
+        }
+    }
+
+    /// The current attempt's target health, looked up once per attempt.
+    fn attempt_health(
+        &self,
+        ctx: &mut Ctx,
+        name: &str,
+    ) -> Option<Arc<crate::health::TargetHealth>> {
+        match &ctx.health {
+            Some((attempt, h)) if *attempt == ctx.attempt => Some(h.clone()),
+            _ => {
+                let h = self.app.health.get(name)?;
+                ctx.health = Some((ctx.attempt, h.clone()));
+                Some(h)
             }
         }
     }
@@ -914,7 +932,7 @@ impl Gateway {
         let Some((vi, ti)) = plan.virtual_model.zip(a.target) else {
             return;
         };
-        let Some(h) = self.app.health.get(&snap.table.models[vi].targets[ti].name) else {
+        let Some(h) = self.attempt_health(ctx, &snap.table.models[vi].targets[ti].name) else {
             return;
         };
         let now = now_ms();

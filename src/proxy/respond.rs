@@ -81,6 +81,9 @@ pub struct Tags<'a> {
     pub model: Option<&'a str>,
     pub virtual_model: Option<&'a str>,
     pub attempts: Option<u32>,
+    /// `model` and `virtual_model` as header values built with the snapshot, when they are
+    /// (used instead of building them per response).
+    pub prebuilt: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -105,11 +108,15 @@ pub fn add_tags(h: &mut ResponseHeader, tags: &Tags<'_>) -> Result<()> {
 fn insert_tags(map: &mut HeaderMap, tags: &Tags<'_>) -> Result<()> {
     let _ = map.try_reserve(4);
     put(map, X_REQUEST_ID, value(tags.request_id)?)?;
-    if let Some(m) = tags.model {
-        put(map, X_MODEL, value(m)?)?;
+    match (tags.prebuilt.0, tags.model) {
+        (Some(v), _) => put(map, X_MODEL, v.clone())?,
+        (None, Some(m)) => put(map, X_MODEL, value(m)?)?,
+        (None, None) => {}
     }
-    if let Some(v) = tags.virtual_model {
-        put(map, X_VIRTUAL_MODEL, value(v)?)?;
+    match (tags.prebuilt.1, tags.virtual_model) {
+        (Some(v), _) => put(map, X_VIRTUAL_MODEL, v.clone())?,
+        (None, Some(m)) => put(map, X_VIRTUAL_MODEL, value(m)?)?,
+        (None, None) => {}
     }
     if let Some(a) = tags.attempts {
         const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -226,6 +233,7 @@ mod tests {
             model: Some("mock/a"),
             virtual_model: Some("smart"),
             attempts: Some(2),
+            ..Tags::default()
         };
         add_tags(&mut h, &tags).unwrap();
         assert_eq!(h.status.as_u16(), 201);
@@ -259,6 +267,25 @@ mod tests {
         assert_eq!(h.headers["x-modelgate-attempts"], "12");
         assert!(h.headers.get("x-modelgate-model").is_none());
         assert!(h.headers.get("x-modelgate-virtual-model").is_none());
+    }
+
+    #[test]
+    fn prebuilt_values_are_used_as_they_are() {
+        let mut h = upstream();
+        let (m, v) = (
+            HeaderValue::from_static("p/m"),
+            HeaderValue::from_static("vm"),
+        );
+        let tags = Tags {
+            request_id: "req-3",
+            model: Some("ignored/when-prebuilt"),
+            virtual_model: None,
+            prebuilt: (Some(&m), Some(&v)),
+            ..Tags::default()
+        };
+        add_tags(&mut h, &tags).unwrap();
+        assert_eq!(h.headers["x-modelgate-model"], "p/m");
+        assert_eq!(h.headers["x-modelgate-virtual-model"], "vm");
     }
 
     #[test]
