@@ -414,12 +414,11 @@ fn usage_only(body: &[u8]) -> Option<(u64, u64)> {
 /// Anthropic's answers usually do. `None` when that is not certain (a `usage` key elsewhere,
 /// members after it, an escaped quote before it): the caller then scans the whole answer.
 fn usage_at_end(body: &[u8]) -> Option<Option<(u64, u64)>> {
-    const KEY: &[u8; 7] = b"\"usage\"";
-    // The key is usually within the last hundred bytes: a plain backward walk that stops at
-    // quotes beats a general reverse substring search, whose set-up costs more than the walk.
-    let at = body
-        .windows(KEY.len())
-        .rposition(|w| w[0] == b'"' && w == KEY)?;
+    const KEY: &[u8] = b"\"usage\"";
+    // One searcher for every answer (building one costs more than a search).
+    static FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
+    let at = FINDER.rfind(body)?;
     // A key starts a member: `{` or `,` before it.
     let before = body[..at].iter().rposition(|b| !b.is_ascii_whitespace())?;
     if !matches!(body[before], b'{' | b',') {
