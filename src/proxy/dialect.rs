@@ -478,10 +478,22 @@ fn counts_at(b: &[u8], start: usize) -> Option<(Counts, usize)> {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let key_len = b.get(i + 1..)?.iter().position(|c| *c == b'"')?;
+            // The key up to its closing quote, in one pass that also notes any byte needing
+            // the strict path (an escape, a control character, non-ASCII).
+            let mut key_len = 0;
+            let mut plain = true;
+            loop {
+                let c = *b.get(i + 1 + key_len)?;
+                if c == b'"' {
+                    break;
+                }
+                plain &= c != b'\\' && (0x20..0x80).contains(&c);
+                key_len += 1;
+            }
             let key = &b[i + 1..i + 1 + key_len];
-            if key.iter().any(|c| *c == b'\\' || *c < 0x20)
-                || (!key.is_ascii() && std::str::from_utf8(key).is_err())
+            if !plain
+                && (key.iter().any(|c| *c == b'\\' || *c < 0x20)
+                    || std::str::from_utf8(key).is_err())
             {
                 return None;
             }
@@ -490,7 +502,14 @@ fn counts_at(b: &[u8], start: usize) -> Option<(Counts, usize)> {
                 return None;
             }
             i = ws(i + 1);
-            match KEYS.iter().position(|k| *k == key) {
+            let wanted = match key.len() {
+                12 if key == KEYS[1] => Some(1),
+                13 if key == KEYS[0] => Some(0),
+                13 if key == KEYS[3] => Some(3),
+                17 if key == KEYS[2] => Some(2),
+                _ => None,
+            };
+            match wanted {
                 Some(k) => {
                     if found[k].is_some() {
                         return None;
