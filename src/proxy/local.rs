@@ -44,9 +44,13 @@ pub fn request_id(session: &Session, names: Names) -> String {
 /// Appends the low `digits` hex digits of `v`, zero-padded, lower case.
 fn push_hex(out: &mut String, v: u64, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+    let mut buf = [b'0'; 16];
+    let digits = digits.min(16) as usize;
+    for (k, slot) in buf[..digits].iter_mut().enumerate() {
+        *slot = HEX[((v >> (4 * (digits - 1 - k))) & 0xf) as usize];
     }
+    // Hex digits are ASCII: the conversion cannot fail.
+    out.push_str(std::str::from_utf8(&buf[..digits]).unwrap_or_default());
 }
 
 /// Routes open to everyone: liveness and readiness.
