@@ -179,12 +179,10 @@ mod tests {
         assert_eq!(h.len(), 7);
     }
 
-    #[test]
-    fn anthropic_dialect_sends_the_key_and_a_default_version() {
-        let snap = snapshot("sk-2");
-        let mut h = client();
+    /// The block for an Anthropic-dialect attempt without a target.
+    fn anthropic(snap: &Snapshot, h: &mut HeaderMap) {
         build(
-            &mut h,
+            h,
             &snap.providers[0],
             None,
             WireFormat::AnthropicMessages,
@@ -192,6 +190,13 @@ mod tests {
             0,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn anthropic_dialect_sends_the_key_and_a_default_version() {
+        let snap = snapshot("sk-2");
+        let mut h = client();
+        anthropic(&snap, &mut h);
         assert_eq!(get(&h, "x-api-key"), ["sk-2"]);
         assert!(h.get("authorization").is_none());
         assert_eq!(get(&h, "anthropic-version"), ["2023-06-01"]);
@@ -201,15 +206,7 @@ mod tests {
 
         let mut h = client();
         h.insert(ANTHROPIC_VERSION, HeaderValue::from_static("2024-01-01"));
-        build(
-            &mut h,
-            &snap.providers[0],
-            None,
-            WireFormat::AnthropicMessages,
-            "x-user-path",
-            0,
-        )
-        .unwrap();
+        anthropic(&snap, &mut h);
         assert_eq!(get(&h, "anthropic-version"), ["2024-01-01"]);
     }
 
