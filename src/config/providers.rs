@@ -304,12 +304,7 @@ pub fn resolve(
             headers.push((lower, v.clone()));
         }
         Timeouts::check(&spec.timeouts, &at)?;
-        let api_key = spec
-            .api_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_string);
+        let api_key = api_key(spec.api_key.as_deref(), &format!("{at}: api_key"))?;
         let p = ProviderConfig {
             name: name.clone(),
             kind,
@@ -330,6 +325,22 @@ pub fn resolve(
     }
     discover(env, &mut out, global_breaker)?;
     Ok(out)
+}
+
+/// A provider key, trimmed (`None` when blank). It is sent as a header value, so a control
+/// character in it (a pasted newline, say) is refused here, naming where it came from and never
+/// the key itself.
+fn api_key(raw: Option<&str>, at: &str) -> Result<Option<String>, String> {
+    let Some(key) = raw.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if http::HeaderValue::from_str(key).is_err() {
+        return Err(format!(
+            "{at}: the key holds a control character (a pasted line break?) and cannot be sent \
+             as a header"
+        ));
+    }
+    Ok(Some(key.to_string()))
 }
 
 /// Env auto-discovery: `<TYPE>[_SUFFIX]_API_KEY`, keyless local types by `<TYPE>_BASE_URL`.
@@ -410,7 +421,10 @@ fn discover(
             name: instance,
             kind,
             base: Some(base),
-            api_key: env.get(&format!("{prefix}_API_KEY")).map(str::to_string),
+            api_key: api_key(
+                env.get(&format!("{prefix}_API_KEY")),
+                &format!("{prefix}_API_KEY"),
+            )?,
             models,
             headers: Vec::new(),
             timeouts: Timeouts::from_spec(&TimeoutSpec::default()),
@@ -508,5 +522,62 @@ mod tests {
         .unwrap();
         assert!(!ps[0].usable());
         assert!(w[0].contains("no API key"));
+    }
+
+    #[test]
+    fn keys_are_trimmed_and_a_control_character_is_refused_without_showing_the_key() {
+        let mut file = BTreeMap::new();
+        file.insert(
+            "openai".to_string(),
+            ProviderSpec {
+                api_key: Some("  sk-file\n".into()),
+                ..ProviderSpec::default()
+            },
+        );
+        let env = Env::from_pairs([("ANTHROPIC_API_KEY", "sk-env\n")]);
+        let ps = resolve(&file, "c", &env, BreakerConfig::default(), &mut Vec::new()).unwrap();
+        let key = |n: &str| {
+            ps.iter()
+                .find(|p| p.name == n)
+                .and_then(|p| p.api_key.clone())
+        };
+        assert_eq!(key("openai").as_deref(), Some("sk-file"));
+        assert_eq!(key("anthropic").as_deref(), Some("sk-env"));
+
+        file.insert(
+            "openai".to_string(),
+            ProviderSpec {
+                api_key: Some("sk-se\u{7}cret".into()),
+                ..ProviderSpec::default()
+            },
+        );
+        let err = resolve(
+            &file,
+            "c",
+            &Env::default(),
+            BreakerConfig::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("c: providers.openai: api_key: the key holds a control character"),
+            "{err}"
+        );
+        assert!(!err.contains("sk-se"), "{err}");
+
+        let env = Env::from_pairs([("OPENAI_API_KEY", "sk-a\u{1}b")]);
+        let err = resolve(
+            &BTreeMap::new(),
+            "c",
+            &env,
+            BreakerConfig::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("OPENAI_API_KEY: the key holds a control character"),
+            "{err}"
+        );
+        assert!(!err.contains("sk-a"), "{err}");
     }
 }

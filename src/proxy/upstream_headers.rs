@@ -212,8 +212,10 @@ mod tests {
 
     #[test]
     fn a_key_that_cannot_be_a_header_value_fails_the_request() {
-        let snap = snapshot("sk-\\u0001bad");
-        assert!(matches!(snap.providers[0].key, KeyHeaders::Invalid));
+        // Loading refuses such a key (config::providers tests); the request path still refuses
+        // to go out without it should one ever get here.
+        let mut snap = snapshot("sk-1");
+        snap.providers[0].key = KeyHeaders::Invalid;
         let mut h = client();
         let err = build(
             &mut h,
