@@ -1,6 +1,7 @@
 //! modelgate: a single-binary LLM gateway on Pingora. See ARCHITECTURE.md for the map.
 
 pub mod admin;
+mod allocator;
 pub mod app;
 pub mod catalog;
 pub mod cli;
@@ -26,4 +27,4 @@ pub mod translate;
 /// On the request path, which allocates many small short-lived buffers (headers, bodies, JSON),
 /// it cut the CPU time per proxied request by about a fifth under load (see BENCHMARKS.md).
 /// Installed by each binary rather than here, so that the bare-Pingora baseline keeps its own.
-pub use mimalloc::MiMalloc as Allocator;
+pub use allocator::Allocator;
