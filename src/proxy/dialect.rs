@@ -518,7 +518,14 @@ fn counts_at(b: &[u8], start: usize) -> Option<(Counts, usize)> {
                     found[k] = Some(value);
                     i = end;
                 }
-                None => i = super::json_scan::skip_value_at(b, i).ok()?,
+                // Other members are mostly plain integers (`total_tokens`): stepped over
+                // directly; anything else goes through the validating scanner.
+                None => {
+                    i = match plain_count(b, i) {
+                        Some((_, end)) => end,
+                        None => super::json_scan::skip_value_at(b, i).ok()?,
+                    }
+                }
             }
             i = ws(i);
             match b.get(i) {
