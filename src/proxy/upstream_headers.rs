@@ -7,6 +7,7 @@
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::{Error, ErrorType, OrErr, Result};
+use smallvec::SmallVec;
 
 use super::headers;
 use crate::routing::model::{Target, WireFormat};
@@ -25,8 +26,9 @@ pub fn build(
     user_path_header: &str,
     body_len: usize,
 ) -> Result<()> {
-    // One pass over the client's headers finds the few to drop; most requests carry none.
-    let dropped: Vec<HeaderName> = h
+    // One pass over the client's headers finds the few to drop (host and content-length on
+    // almost every request), kept inline.
+    let dropped: SmallVec<[HeaderName; 4]> = h
         .keys()
         .filter(|k| dropped_name(k.as_str()) || k.as_str().eq_ignore_ascii_case(user_path_header))
         .cloned()
