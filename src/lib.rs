@@ -17,6 +17,7 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod translate;
+pub mod wall_clock;
 
 /// The global allocator the gateway binary installs, and the benchmarks that time its work.
 ///

@@ -210,14 +210,11 @@ fn push_timestamp(out: &mut String) {
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::wall_clock::now_secs();
     CACHED.with_borrow_mut(|(at, text)| {
         if *at != secs {
             text.clear();
-            if let Ok(ts) = jiff::Timestamp::try_from(now) {
+            if let Ok(ts) = jiff::Timestamp::from_second(secs as i64) {
                 let _ = std::fmt::Write::write_fmt(text, format_args!("{ts:.0}"));
             }
             *at = secs;

@@ -9,11 +9,7 @@ use std::time::Duration;
 use super::{Discovered, ProviderState};
 use crate::config::providers::{ProviderConfig, ProviderKind};
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::wall_clock::now_ms;
 
 /// Resolves the provider's host to one socket address.
 pub fn resolve_addr(p: &ProviderConfig) -> Result<Option<SocketAddr>, String> {
