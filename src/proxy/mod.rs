@@ -142,8 +142,14 @@ impl Gateway {
         let mut planned = plan::plan(&snap.table, &req, &view);
         if let Err(RouteError::NotFound { .. }) = &planned {
             // One on-demand catalog refresh, then try again.
-            if local::refresh_for(&self.app, &snap, &peek.model, peek.provider.as_deref(), now)
-                .await
+            if Box::pin(local::refresh_for(
+                &self.app,
+                &snap,
+                &peek.model,
+                peek.provider.as_deref(),
+                now,
+            ))
+            .await
             {
                 let view = View {
                     snap: &snap,
@@ -210,7 +216,9 @@ impl Gateway {
                     &snap.providers[a.provider].config.name,
                     &a.model,
                 ));
-                return local::answer_mock(session, ctx, a).await.map(|_| true);
+                return Box::pin(local::answer_mock(session, ctx, a))
+                    .await
+                    .map(|_| true);
             }
         }
         Ok(false)
@@ -223,7 +231,14 @@ impl Gateway {
             request_id: &ctx.request_id,
             ..Tags::default()
         };
-        respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
+        // Boxed: errors are rare, and their future would otherwise size every request's.
+        Box::pin(respond::write_error(
+            session,
+            e,
+            ctx.anthropic_dialect(),
+            &tags,
+        ))
+        .await?;
         Ok(true)
     }
 
@@ -313,12 +328,18 @@ impl ProxyHttp for Gateway {
         let snap = ctx.snapshot(&self.app);
         let method = session.req_header().method.clone();
         ctx.api = operation_for(&path).is_some();
-        if let Some(done) = local::public_route(self, session, ctx, &method, &path).await? {
-            return Ok(done);
+        // Rare branches are boxed where they are awaited (see `future_sizes` below).
+        let get = method == http::Method::GET || method == http::Method::HEAD;
+        if get {
+            if let Some(done) =
+                Box::pin(local::public_route(self, session, ctx, &method, &path)).await?
+            {
+                return Ok(done);
+            }
         }
         // The admin surface authorizes its callers itself (master key, or loopback only).
         if crate::admin::is_admin_path(&path) {
-            return crate::admin::http::serve(&self.app, session, ctx).await;
+            return Box::pin(crate::admin::http::serve(&self.app, session, ctx)).await;
         }
         if let Err(e) = local::authenticate(session, &snap.settings, &path, ctx.header_names) {
             return self.fail(session, ctx, &e).await;
@@ -327,8 +348,12 @@ impl ProxyHttp for Gateway {
             Ok(p) => ctx.user_path = p,
             Err(e) => return self.fail(session, ctx, &e).await,
         }
-        if let Some(done) = local::authed_route(self, session, ctx, &method, &path).await? {
-            return Ok(done);
+        if get {
+            if let Some(done) =
+                Box::pin(local::authed_route(self, session, ctx, &method, &path)).await?
+            {
+                return Ok(done);
+            }
         }
         match operation_for(&path) {
             Some(op) if method == http::Method::POST => {
@@ -1001,5 +1026,82 @@ impl Gateway {
             virtual_models: snap.table.models.len(),
             in_flight: crate::server::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+}
+
+/// The hooks' futures live in one heap block each per request (Pingora boxes every hook's
+/// future), built on the stack and copied into it: their size is per-request memory traffic.
+/// Rarely taken branches (admin, local routes, errors, catalog refresh, the mock provider) are
+/// boxed where they are awaited, so they do not set the size of every request's future.
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+    use crate::app::ConfigSource;
+
+    fn gateway() -> (Gateway, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "providers:\n  m:\n    type: mock\n    models: [a]\nvirtual_models:\n  - source: v\n    targets: [m/a]\n",
+        )
+        .expect("write config");
+        let source = ConfigSource {
+            path: Some(path),
+            env_file: None,
+            overrides: Vec::new(),
+        };
+        let app = App::start(source, None).expect("app");
+        let gw = Gateway {
+            app: Arc::new(app),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        };
+        (gw, dir)
+    }
+
+    #[test]
+    fn hook_futures_stay_small() {
+        let (gw, _dir) = gateway();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut session = Session::new_h1(Box::new(io));
+        let mut ctx = gw.new_ctx();
+        let request_filter = std::mem::size_of_val(&*gw.request_filter(&mut session, &mut ctx));
+        let upstream_peer = std::mem::size_of_val(&*gw.upstream_peer(&mut session, &mut ctx));
+        let mut req = RequestHeader::build("POST", b"/", None).expect("header");
+        let upstream_request_filter =
+            std::mem::size_of_val(&*gw.upstream_request_filter(&mut session, &mut req, &mut ctx));
+        let mut resp = ResponseHeader::build(200, None).expect("header");
+        let response_filter =
+            std::mem::size_of_val(&*gw.response_filter(&mut session, &mut resp, &mut ctx));
+        let logging = std::mem::size_of_val(&*gw.logging(&mut session, None, &mut ctx));
+        let mut body = None;
+        let request_body_filter = std::mem::size_of_val(&*gw.request_body_filter(
+            &mut session,
+            &mut body,
+            true,
+            &mut ctx,
+        ));
+        let upstream_response_filter =
+            std::mem::size_of_val(&*gw.upstream_response_filter(&mut session, &mut resp, &mut ctx));
+        // 2,424 bytes before the rare branches were boxed.
+        assert!(
+            request_filter <= 1536,
+            "request_filter's future is {request_filter} bytes"
+        );
+        for (hook, size) in [
+            ("upstream_peer", upstream_peer),
+            ("upstream_request_filter", upstream_request_filter),
+            ("response_filter", response_filter),
+            ("logging", logging),
+            ("request_body_filter", request_body_filter),
+            ("upstream_response_filter", upstream_response_filter),
+        ] {
+            assert!(size <= 512, "{hook}'s future is {size} bytes");
+        }
     }
 }
