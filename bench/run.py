@@ -9,6 +9,11 @@ modelgate's memory, and the reload cost of 10,000 virtual models.
 Everything listens on 127.0.0.1. With --pin (the default on a machine with 2+ cores) the proxy
 under test runs on CPU 1 with one worker, the load tool and the mock upstream on CPU 0, so every
 proxy gets the same single core. Prints Markdown tables and writes raw JSON to --out.
+
+The `pairs` phase compares targets on a noisy machine: all of them run at once (idle but one),
+and short runs of the `--pair-case` alternate between them in rotating order, `--pairs` times;
+it prints each round's throughput ratio to the first target and their median. Slow drift in
+the machine's speed (other guests, other processes) then cancels out within a round.
 """
 
 import argparse
@@ -19,6 +24,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -328,6 +334,43 @@ def soak(args, paths):
     return samples
 
 
+def pairs(args, paths):
+    """Short alternating runs, every target up throughout; ratios to the first target."""
+    mode, conns = args.pair_case.split(":")
+    conns = int(conns)
+    procs = {}
+    rounds = []
+    try:
+        for name in args.targets:
+            procs[name] = start_target(name, args, MOCK_PORT, "pairs")
+        for name in args.targets:
+            wrk(args, PORTS[name], paths[mode], conns, args.warmup)
+        n = len(args.targets)
+        for i in range(args.pairs):
+            row = {}
+            # Rotating order, so no target always runs first or right after another.
+            for k in range(n):
+                name = args.targets[(i + k) % n]
+                proc = procs[name]
+                pid = proc.pid if proc else args.mock_pid
+                cpu0 = cpu_seconds(pid)
+                r = wrk(args, PORTS[name], paths[mode], conns, args.pair_secs)
+                cpu = cpu_seconds(pid) - cpu0
+                row[name] = {"rps": r["requests"] / (r["duration_us"] / 1e6),
+                             "cpu_us_per_req": cpu * 1e6 / max(r["requests"], 1),
+                             "errors": r["non2xx"] + r["socket_errors"]}
+            ref = row[args.targets[0]]["rps"]
+            for name in args.targets:
+                row[name]["ratio"] = row[name]["rps"] / ref
+            rounds.append(row)
+            print(json.dumps({"round": i + 1, **row}), flush=True)
+    finally:
+        for proc in procs.values():
+            if proc:
+                stop(proc)
+    return {"case": args.pair_case, "secs": args.pair_secs, "rounds": rounds}
+
+
 def reload_cost():
     r = subprocess.run([str(RELEASE / "reload-cost"), "--models", "10000", "--runs", "10"],
                        capture_output=True, text=True, check=True)
@@ -363,8 +406,9 @@ def machine(venv):
 def report(res):
     lines = []
     direct = {(r["body"], r["conns"]): r for r in res["matrix"] if r["target"] == "direct"}
-    lines.append("| body | c | target | req/s | p50 µs | p99 µs | added p50 µs | CPU µs/req | errors | load |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    if res["matrix"]:
+        lines.append("| body | c | target | req/s | p50 µs | p99 µs | added p50 µs | CPU µs/req | errors | load |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in res["matrix"]:
         d = direct.get((r["body"], r["conns"]))
         added = "" if r["target"] == "direct" or not d else f"{r['p50_us'] - d['p50_us']:+d}"
@@ -377,6 +421,17 @@ def report(res):
         for name, t in res["ttfb"].items():
             over = "" if name == "direct" or not d else f"{t['p50_us'] - d['p50_us']:+.0f}"
             lines.append(f"| {name} | {t['p50_us']:.0f} | {t['p99_us']:.0f} | {over} |")
+    if res.get("pairs"):
+        pr = res["pairs"]
+        names = list(pr["rounds"][0].keys()) if pr["rounds"] else []
+        lines += ["", f"pairs ({pr['case']}, {len(pr['rounds'])} rounds of {pr['secs']} s): "
+                  f"throughput ratio to {names[0] if names else '-'}",
+                  "", "| target | median | min | max | CPU µs/req median |", "|---|---|---|---|---|"]
+        for name in names:
+            ratios = sorted(r[name]["ratio"] for r in pr["rounds"])
+            cpus = sorted(r[name]["cpu_us_per_req"] for r in pr["rounds"])
+            lines.append(f"| {name} | {statistics.median(ratios):.3f} | {ratios[0]:.3f} | "
+                         f"{ratios[-1]:.3f} | {statistics.median(cpus):.1f} |")
     if res.get("soak"):
         s = res["soak"]
         lines += ["", f"soak: {s[-1]['requests']} requests in {s[-1]['t_s']} s; RSS MiB "
@@ -397,6 +452,9 @@ def main():
     p.add_argument("--ttfb-n", type=int, default=300)
     p.add_argument("--chunk-delay-us", type=int, default=2000,
                    help="pause between SSE chunks in the TTFB phase")
+    p.add_argument("--pairs", type=int, default=20, help="rounds of the pairs phase")
+    p.add_argument("--pair-secs", type=int, default=3, help="seconds per run in the pairs phase")
+    p.add_argument("--pair-case", default="small:64", help="body:concurrency of the pairs phase")
     p.add_argument("--soak", type=int, default=300, help="soak seconds")
     p.add_argument("--soak-step", type=int, default=30)
     p.add_argument("--venv", type=Path, default=ROOT / "target" / "bench" / "venv")
@@ -420,6 +478,8 @@ def main():
             res["matrix"] = matrix(args, paths)
         if "ttfb" in phases:
             res["ttfb"] = ttfb(args)
+        if "pairs" in phases:
+            res["pairs"] = pairs(args, paths)
         if "soak" in phases:
             res["soak"] = soak(args, paths)
     finally:
