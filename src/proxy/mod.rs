@@ -99,28 +99,92 @@ fn route_error(e: &RouteError) -> ApiError {
     }
 }
 
+/// What `Gateway::prepare` decided.
+enum Prepared {
+    /// The plan is in the context: go upstream.
+    Proxy,
+    /// Answer with this error.
+    Fail(ApiError),
+    /// The first attempt is the mock provider's: answer locally.
+    Mock(plan::Attempt),
+    /// The model was not found: refresh the catalog once, then prepare `body` again.
+    Refresh {
+        body: Vec<u8>,
+        model: SmolStr,
+        provider: Option<String>,
+        now: u64,
+    },
+}
+
 impl Gateway {
     /// Reads the body, plans, and either answers locally or prepares the first attempt.
     /// Returns `Ok(true)` when a response was written.
+    ///
+    /// Everything after the read is the synchronous `prepare`, so no routing state lives in
+    /// this future across an await (see `future_sizes` below).
     async fn routed(&self, session: &mut Session, ctx: &mut Ctx, op: Operation) -> Result<bool> {
         let snap = ctx.snapshot(&self.app);
-        let raw = match body::read(session, snap.settings.body_size_limit).await {
+        let mut raw = match body::read(session, snap.settings.body_size_limit).await {
             Ok(b) => b,
             Err(e) => return self.fail(session, ctx, &e).await,
         };
+        let mut may_refresh = true;
+        loop {
+            match self.prepare(session, ctx, op, &snap, raw, may_refresh) {
+                Prepared::Proxy => return Ok(false),
+                Prepared::Fail(e) => return self.fail(session, ctx, &e).await,
+                Prepared::Mock(a) => {
+                    return Box::pin(local::answer_mock(session, ctx, &a))
+                        .await
+                        .map(|_| true)
+                }
+                Prepared::Refresh {
+                    body,
+                    model,
+                    provider,
+                    now,
+                } => {
+                    // One on-demand catalog refresh, then plan again (without another).
+                    Box::pin(local::refresh_for(
+                        &self.app,
+                        &snap,
+                        &model,
+                        provider.as_deref(),
+                        now,
+                    ))
+                    .await;
+                    raw = body;
+                    may_refresh = false;
+                }
+            }
+        }
+    }
+
+    /// Peeks at the body and plans the request; on success the plan, body and names are in
+    /// `ctx`. `Refresh` (only when `may_refresh`) hands the body back for one catalog refresh
+    /// and a second try, when the model was not found.
+    fn prepare(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        op: Operation,
+        snap: &Arc<crate::snapshot::Snapshot>,
+        raw: Vec<u8>,
+        may_refresh: bool,
+    ) -> Prepared {
         let peek = match body::peek(&raw) {
             Ok(p) => p,
-            Err(e) => return self.fail(session, ctx, &e).await,
+            Err(e) => return Prepared::Fail(e),
         };
         ctx.stream = peek.stream;
         ctx.peek = Some(peek.clone());
         let metadata = match local::metadata_header(session, ctx.header_names) {
             Ok(m) => m,
-            Err(e) => return self.fail(session, ctx, &e).await,
+            Err(e) => return Prepared::Fail(e),
         };
         let session_key = local::session_key(
             session,
-            &snap,
+            snap,
             &peek.model,
             ctx.user_path.as_ref(),
             ctx.header_names,
@@ -135,46 +199,34 @@ impl Gateway {
         };
         let now = now_ms();
         let view = View {
-            snap: &snap,
+            snap,
             health: Some(&self.app.health),
             now_ms: now,
         };
-        let mut planned = plan::plan(&snap.table, &req, &view);
-        if let Err(RouteError::NotFound { .. }) = &planned {
-            // One on-demand catalog refresh, then try again.
-            if Box::pin(local::refresh_for(
-                &self.app,
-                &snap,
-                &peek.model,
-                peek.provider.as_deref(),
-                now,
-            ))
-            .await
-            {
-                let view = View {
-                    snap: &snap,
-                    health: Some(&self.app.health),
-                    now_ms: now_ms(),
-                };
-                planned = plan::plan(&snap.table, &req, &view);
-            }
-        }
-        let mut plan = match planned {
+        let mut plan = match plan::plan(&snap.table, &req, &view) {
             Ok(p) => p,
+            Err(RouteError::NotFound { .. }) if may_refresh => {
+                return Prepared::Refresh {
+                    body: raw,
+                    model: peek.model,
+                    provider: peek.provider,
+                    now,
+                }
+            }
             Err(e) => {
                 let mut err = route_error(&e);
                 if let RouteError::AllCircuitsOpen { virtual_model } = &e {
-                    err.retry_after_s = Some(self.circuits_retry_after_s(&snap, virtual_model));
+                    err.retry_after_s = Some(self.circuits_retry_after_s(snap, virtual_model));
                 }
-                return self.fail(session, ctx, &err).await;
+                return Prepared::Fail(err);
             }
         };
         // Targets whose wire dialect cannot carry this operation (embeddings to Anthropic, ...)
         // are dropped from the plan.
         plan.attempts
-            .retain(|a| dialect::can_serve(op, attempt_format(&snap, plan.virtual_model, a)));
+            .retain(|a| dialect::can_serve(op, attempt_format(snap, plan.virtual_model, a)));
         if plan.attempts.is_empty() {
-            let e = ApiError::new(
+            return Prepared::Fail(ApiError::new(
                 400,
                 "invalid_request_error",
                 "unsupported_operation",
@@ -183,8 +235,7 @@ impl Gateway {
                     peek.model.trim(),
                     op.name()
                 ),
-            );
-            return self.fail(session, ctx, &e).await;
+            ));
         }
         if let (Some(vi), Some(key)) = (plan.virtual_model, session_key.as_deref()) {
             let vm = &snap.table.models[vi];
@@ -205,23 +256,23 @@ impl Gateway {
             .map(|vi| SmolStr::new(&snap.table.models[vi].source));
         ctx.body = raw;
         ctx.peek = Some(peek);
-        ctx.plan = Some(plan);
         ctx.operation = op;
         // A mock first attempt is answered here.
-        let first = &ctx.plan.as_ref().map(|p| p.attempts[0].clone());
-        if let Some(a) = first {
-            if snap.providers[a.provider].config.kind == ProviderKind::Mock {
-                ctx.attempts_made = 1;
-                ctx.served = Some(served_name(
-                    &snap.providers[a.provider].config.name,
-                    &a.model,
-                ));
-                return Box::pin(local::answer_mock(session, ctx, a))
-                    .await
-                    .map(|_| true);
-            }
+        let first = &plan.attempts[0];
+        let mock = snap.providers[first.provider].config.kind == ProviderKind::Mock;
+        let answer = mock.then(|| {
+            ctx.attempts_made = 1;
+            ctx.served = Some(served_name(
+                &snap.providers[first.provider].config.name,
+                &first.model,
+            ));
+            first.clone()
+        });
+        ctx.plan = Some(plan);
+        match answer {
+            Some(a) => Prepared::Mock(a),
+            None => Prepared::Proxy,
         }
-        Ok(false)
     }
 
     async fn fail(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<bool> {
@@ -1032,7 +1083,8 @@ impl Gateway {
 /// The hooks' futures live in one heap block each per request (Pingora boxes every hook's
 /// future), built on the stack and copied into it: their size is per-request memory traffic.
 /// Rarely taken branches (admin, local routes, errors, catalog refresh, the mock provider) are
-/// boxed where they are awaited, so they do not set the size of every request's future.
+/// boxed where they are awaited, and planning holds no state across an await, so they do not
+/// set the size of every request's future.
 #[cfg(test)]
 mod future_sizes {
     use super::*;
@@ -1088,9 +1140,9 @@ mod future_sizes {
         ));
         let upstream_response_filter =
             std::mem::size_of_val(&*gw.upstream_response_filter(&mut session, &mut resp, &mut ctx));
-        // 2,424 bytes before the rare branches were boxed.
+        // 2,424 bytes before the rare branches were boxed and planning made synchronous.
         assert!(
-            request_filter <= 1536,
+            request_filter <= 1024,
             "request_filter's future is {request_filter} bytes"
         );
         for (hook, size) in [
