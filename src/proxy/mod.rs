@@ -370,6 +370,11 @@ impl ProxyHttp for Gateway {
         Box::new(Ctx::new())
     }
 
+    /// No downstream modules. Pingora's default adds its response compression module, disabled
+    /// (level 0), which still builds a context and filters every response's header and body;
+    /// the gateway passes answers through as the provider encoded them.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
