@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::io::Read;
 
 fn two_provider_config(a: &Upstream, b: &Upstream, vms: &str) -> String {
     format!(
@@ -477,4 +478,44 @@ fn example_config_serves_with_no_keys() {
         &[],
     );
     assert!(s.body.ends_with("data: [DONE]\n\n"));
+}
+
+#[test]
+fn an_encoded_answer_reaches_the_client_byte_for_byte() {
+    // Bytes that are not UTF-8 and not JSON, as a compressed body is: the gateway neither
+    // decodes nor re-encodes an answer, whatever the client accepts.
+    let body: Vec<u8> = vec![
+        0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00, 0x80, 0x7f, 0x01, 0x02,
+    ];
+    let sent = body.clone();
+    let a = Upstream::start(&["m1"], move |_| {
+        Reply::Raw(
+            200,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("content-encoding".into(), "gzip".into()),
+            ],
+            sent.clone(),
+        )
+    });
+    let cfg = format!("providers:\n{}", provider_block("a", &a, &["m1"]));
+    let g = Gateway::start(&cfg, &[]);
+    for accept in ["gzip, br", "identity"] {
+        let resp = Gateway::agent()
+            .post(&g.url("/v1/chat/completions"))
+            .set("content-type", "application/json")
+            .set("accept-encoding", accept)
+            .send_bytes(br#"{"model": "a/m1", "messages": []}"#)
+            .expect("answer");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.header("content-encoding"), Some("gzip"), "{accept}");
+        let mut got = Vec::new();
+        resp.into_reader().read_to_end(&mut got).expect("body");
+        assert_eq!(got, body, "{accept}");
+    }
+    // The client's encodings are not forwarded: the upstream is asked for what it would send
+    // anyway, so the usage tap can read a plain answer.
+    for seen in a.requests() {
+        assert_eq!(seen.header("accept-encoding"), None);
+    }
 }
