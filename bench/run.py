@@ -461,6 +461,10 @@ def main():
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S"))
     args = p.parse_args()
     args.targets = [t for t in args.targets.split(",") if t]
+    body, _, conns = args.pair_case.partition(":")
+    if body not in ("small", "stream", "big") or not conns.isdigit() or int(conns) < 1:
+        sys.exit(f"--pair-case {args.pair_case!r}: expected BODY:CONNS with BODY small, stream "
+                 "or big and CONNS a positive number, e.g. small:64")
     phases = set(args.phases.split(","))
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
