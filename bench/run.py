@@ -155,9 +155,40 @@ def start_mock(args, port, delay_us=0):
     return start("mock", pinned(cmd, 0, args), args.out / f"mock-{port}.log", port)
 
 
+def binary(kind, name, args):
+    """The binary of target `name` of `kind`: its --build path, else the env override, else ours."""
+    if name in args.builds:
+        return args.builds[name][1]
+    if kind == "pingora":
+        return os.environ.get("PINGORA_BIN", str(RELEASE / "pingora-passthrough"))
+    return os.environ.get("MODELGATE_BIN", str(RELEASE / "modelgate"))
+
+
+def kind_of(name, args):
+    """`pingora`, `modelgate`, ... for a --build target; the name itself otherwise."""
+    return args.builds[name][0] if name in args.builds else name
+
+
+def parse_builds(specs):
+    """--build NAME=KIND:PATH (repeatable): another build of pingora or modelgate, on its own port."""
+    builds = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        kind, _, path = rest.partition(":")
+        if not name or name in PORTS or name in builds or kind not in ("pingora", "modelgate") \
+                or not path:
+            sys.exit(f"--build {spec!r}: expected NAME=KIND:PATH with a new NAME, KIND pingora or "
+                     "modelgate and PATH a binary, e.g. mg-old=modelgate:/tmp/old/modelgate")
+        if not os.access(path, os.X_OK):
+            sys.exit(f"--build {spec!r}: {path} is not an executable file")
+        builds[name] = (kind, path)
+    return builds
+
+
 def start_target(name, args, upstream_port, phase):
     """Starts the proxy `name` in front of the mock on `upstream_port`; None for `direct`."""
     port = PORTS[name]
+    kind = kind_of(name, args)
     upstream = f"127.0.0.1:{upstream_port}"
     run_dir = args.out / name
     # Configs live apart from logs: modelgate watches its config's directory, and a log written
@@ -172,13 +203,13 @@ def start_target(name, args, upstream_port, phase):
                     PREFIX=run_dir, UPSTREAM=upstream, LISTEN=f"127.0.0.1:{port}")
         cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
         return start(name, pinned(cmd, 1, args), log, port)
-    if name == "pingora":
-        cmd = [os.environ.get("PINGORA_BIN", str(RELEASE / "pingora-passthrough")), "--listen", f"127.0.0.1:{port}",
+    if kind == "pingora":
+        cmd = [binary(kind, name, args), "--listen", f"127.0.0.1:{port}",
                "--upstream", upstream, "--threads", str(args.workers)]
         return start(name, pinned(cmd, 1, args), log, port)
-    if name in ("modelgate", "modelgate-nolog"):
+    if kind in ("modelgate", "modelgate-nolog"):
         conf = fill("modelgate.yaml.template", conf_dir / "config.yaml", UPSTREAM=upstream)
-        cmd = [os.environ.get("MODELGATE_BIN", str(RELEASE / "modelgate")), "--config", str(conf), "--listen",
+        cmd = [binary(kind, name, args), "--config", str(conf), "--listen",
                f"127.0.0.1:{port}", "serve"]
         # cwd = run_dir so no stray .env is read.
         return start(name, pinned(cmd, 1, args), log, port, cwd=run_dir,
@@ -283,7 +314,7 @@ def matrix(args, paths):
             for mode, c in cases:
                 r = measure(args, name, proc, paths[mode], c, args.duration)
                 r.update(target=name, body=mode, conns=c)
-                if proc and name.startswith("modelgate"):
+                if proc and kind_of(name, args).startswith("modelgate"):
                     r["rss_kb"], r["hwm_kb"] = memory_kb(proc.pid)
                 print(json.dumps(r), flush=True)
                 results.append(r)
@@ -457,10 +488,20 @@ def main():
     p.add_argument("--pair-case", default="small:64", help="body:concurrency of the pairs phase")
     p.add_argument("--soak", type=int, default=300, help="soak seconds")
     p.add_argument("--soak-step", type=int, default=30)
+    p.add_argument("--build", dest="builds", action="append", default=[], metavar="NAME=KIND:PATH",
+                   help="another build of pingora or modelgate as target NAME (repeatable), e.g.\n"
+                        "--build mg-old=modelgate:/tmp/old/modelgate --targets modelgate,mg-old")
     p.add_argument("--venv", type=Path, default=ROOT / "target" / "bench" / "venv")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S"))
     args = p.parse_args()
     args.targets = [t for t in args.targets.split(",") if t]
+    args.builds = parse_builds(args.builds)
+    for i, name in enumerate(args.builds):
+        PORTS[name] = 19600 + 10 * i
+    unknown = [t for t in args.targets if t not in PORTS]
+    if unknown:
+        sys.exit(f"--targets: unknown {', '.join(unknown)}; known: {', '.join(PORTS)} "
+                 "(add builds with --build)")
     body, _, conns = args.pair_case.partition(":")
     if body not in ("small", "stream", "big") or not conns.isdigit() or int(conns) < 1:
         sys.exit(f"--pair-case {args.pair_case!r}: expected BODY:CONNS with BODY small, stream "
