@@ -290,3 +290,63 @@ fn mock_provider_speaks_the_anthropic_dialect_too() {
         .unwrap()
         .ends_with("yo"));
 }
+
+#[test]
+fn mock_provider_streams_completions_and_responses_in_their_own_shapes() {
+    let cfg =
+        "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
+    let g = Gateway::start(cfg, &[]);
+    let r = g.post(
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "yo", "stream": true}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.body.ends_with("data: [DONE]\n\n"));
+    let chunks = sse_data(&r.body);
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert!(text.ends_with("yo"), "{text}");
+
+    let r = g.post(
+        "/v1/responses",
+        &json!({"model": "m", "input": "yo", "stream": true}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let events = sse_data(&r.body);
+    assert_eq!(events[0]["type"], "response.created");
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "response.completed");
+    let text = done["response"]["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(text.ends_with("yo"), "{text}");
+}
+
+#[test]
+fn mock_chat_stream_has_a_usage_chunk_only_when_asked() {
+    let cfg =
+        "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
+    let g = Gateway::start(cfg, &[]);
+    let ask = |usage: bool| {
+        let mut body =
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "a"}]});
+        if usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let r = g.post("/v1/chat/completions", &body, &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        sse_data(&r.body)
+    };
+    assert!(ask(false).iter().all(|c| c["choices"][0].is_object()));
+    let with = ask(true);
+    let last = with.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert!(last["usage"]["total_tokens"].as_u64().unwrap() > 0);
+}

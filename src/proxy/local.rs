@@ -356,7 +356,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         request_id: &id,
         model: served.as_deref(),
         virtual_model: ctx.virtual_model.as_deref(),
-        attempts: Some(1),
+        attempts: Some(ctx.attempts_made.max(1)),
         prebuilt: (None, None),
     };
     ctx.status = Some(200);
@@ -378,9 +378,20 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     } else {
         req
     };
-    if ctx.stream && matches!(ctx.operation, Operation::Chat | Operation::Messages) {
-        let mut body = mock::stream_chat(&a.model, &req, &id, created);
-        ctx.usage = mock::usage(&req, &body);
+    // The Anthropic translation reads usage from the stream; an OpenAI client gets the usage
+    // chunk only when it asked for one, as from OpenAI.
+    let include_usage = anthropic
+        || req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    let streamed = ctx
+        .stream
+        .then(|| mock::stream(ctx.operation, &a.model, &req, &id, created, include_usage))
+        .flatten();
+    if let Some(s) = streamed {
+        ctx.usage = Some(s.usage);
+        let mut body = s.body;
         if anthropic {
             let mut t = crate::translate::OpenAiToAnthropicStream::new(&a.model, &id);
             let mut out = t.push(&body);

@@ -86,46 +86,170 @@ pub fn respond(op: Operation, model: &str, req: &Value, id: &str, created: u64) 
     }
 }
 
-/// A chat completion stream as SSE bytes, one chunk per word.
-pub fn stream_chat(model: &str, req: &Value, id: &str, created: u64) -> Vec<u8> {
-    let text = reply_text(req);
-    let pt = prompt_tokens(req);
-    let mut out = Vec::new();
-    let mut push = |v: Value| {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
-    };
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
-               "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    push(chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    ));
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    for w in &words {
-        push(chunk(json!({"content": w}), Value::Null));
-    }
-    push(chunk(json!({}), json!("stop")));
-    let ct = words.len() as u64;
-    push(
-        json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [],
-                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}),
-    );
-    out.extend_from_slice(b"data: [DONE]\n\n");
-    out
+/// A streamed answer: its SSE bytes and the usage it reports (prompt, completion tokens).
+pub struct Streamed {
+    pub body: Vec<u8>,
+    pub usage: (u64, u64),
 }
 
-/// The usage a mock stream reports: prompt tokens of the request, one token per streamed word.
-pub fn usage(req: &Value, stream: &[u8]) -> Option<(u64, u64)> {
-    let words = String::from_utf8_lossy(stream)
-        .matches("\"content\":")
-        .count()
-        .saturating_sub(1) as u64;
-    Some((prompt_tokens(req), words.max(1)))
+/// The streamed answer for `op`, one delta per word, in the shape the real API streams: chat
+/// completion chunks, text completion chunks (both ending with `[DONE]`, a usage chunk first when
+/// `include_usage`), or the Responses API's typed events. `None` for operations that do not
+/// stream (embeddings).
+pub fn stream(
+    op: Operation,
+    model: &str,
+    req: &Value,
+    id: &str,
+    created: u64,
+    include_usage: bool,
+) -> Option<Streamed> {
+    let text = reply_text(req);
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    let usage = (prompt_tokens(req), words.len() as u64);
+    let mut out = Sse::default();
+    match op {
+        Operation::Embedding => return None,
+        Operation::Chat | Operation::Messages => {
+            let chunk = |delta: Value, finish: Value| {
+                json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk",
+                       "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            };
+            out.data(&chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ));
+            for w in &words {
+                out.data(&chunk(json!({"content": w}), Value::Null));
+            }
+            out.data(&chunk(json!({}), json!("stop")));
+            if include_usage {
+                out.data(
+                    &json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk",
+                                 "created": created, "model": model, "choices": [],
+                                 "usage": usage_json(usage)}),
+                );
+            }
+            out.done();
+        }
+        Operation::Completion => {
+            let chunk = |text: &str, finish: Value| {
+                json!({"id": format!("cmpl-{id}"), "object": "text_completion", "created": created,
+                       "model": model,
+                       "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}]})
+            };
+            for w in &words {
+                out.data(&chunk(w, Value::Null));
+            }
+            out.data(&chunk("", json!("stop")));
+            if include_usage {
+                out.data(
+                    &json!({"id": format!("cmpl-{id}"), "object": "text_completion",
+                                 "created": created, "model": model, "choices": [],
+                                 "usage": usage_json(usage)}),
+                );
+            }
+            out.done();
+        }
+        Operation::Responses => {
+            responses_events(&mut out, model, id, created, &text, &words, usage)
+        }
+    }
+    Some(Streamed { body: out.0, usage })
+}
+
+/// The Responses API's event sequence for one text message.
+fn responses_events(
+    out: &mut Sse,
+    model: &str,
+    id: &str,
+    created: u64,
+    text: &str,
+    words: &[&str],
+    usage: (u64, u64),
+) {
+    let item_id = format!("msg_{id}");
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": format!("resp_{id}"), "object": "response", "created_at": created,
+               "model": model, "status": status, "output": output, "usage": usage})
+    };
+    let part = |t: &str| json!({"type": "output_text", "text": t, "annotations": []});
+    let item = |status: &str, content: Value| {
+        json!({"type": "message", "id": item_id, "role": "assistant", "status": status,
+               "content": content})
+    };
+    let mut seq = 0u64;
+    let mut event = |out: &mut Sse, kind: &str, mut body: Value| {
+        body["type"] = json!(kind);
+        body["sequence_number"] = json!(seq);
+        seq += 1;
+        out.event(kind, &body);
+    };
+    let started = response("in_progress", json!([]), Value::Null);
+    event(out, "response.created", json!({"response": started}));
+    event(out, "response.in_progress", json!({"response": started}));
+    let at = json!({"item_id": item_id, "output_index": 0, "content_index": 0});
+    event(
+        out,
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item("in_progress", json!([]))}),
+    );
+    let mut added = at.clone();
+    added["part"] = part("");
+    event(out, "response.content_part.added", added);
+    for w in words {
+        let mut delta = at.clone();
+        delta["delta"] = json!(w);
+        event(out, "response.output_text.delta", delta);
+    }
+    let mut text_done = at.clone();
+    text_done["text"] = json!(text);
+    event(out, "response.output_text.done", text_done);
+    let mut part_done = at;
+    part_done["part"] = part(text);
+    event(out, "response.content_part.done", part_done);
+    let done_item = item("completed", json!([part(text)]));
+    event(
+        out,
+        "response.output_item.done",
+        json!({"output_index": 0, "item": done_item}),
+    );
+    let (i, o) = usage;
+    let finished = response(
+        "completed",
+        json!([done_item]),
+        json!({"input_tokens": i, "output_tokens": o, "total_tokens": i + o}),
+    );
+    event(out, "response.completed", json!({"response": finished}));
+}
+
+fn usage_json((prompt, completion): (u64, u64)) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": prompt + completion})
+}
+
+/// SSE bytes being written.
+#[derive(Default)]
+struct Sse(Vec<u8>);
+
+impl Sse {
+    fn data(&mut self, v: &Value) {
+        self.0.extend_from_slice(b"data: ");
+        self.0.extend_from_slice(v.to_string().as_bytes());
+        self.0.extend_from_slice(b"\n\n");
+    }
+
+    fn event(&mut self, kind: &str, v: &Value) {
+        self.0.extend_from_slice(b"event: ");
+        self.0.extend_from_slice(kind.as_bytes());
+        self.0.push(b'\n');
+        self.data(v);
+    }
+
+    fn done(&mut self) {
+        self.0.extend_from_slice(b"data: [DONE]\n\n");
+    }
 }
 
 /// A small deterministic unit vector derived from the input.
@@ -157,12 +281,117 @@ mod tests {
         assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
     }
 
+    fn data_lines(body: &[u8]) -> Vec<Value> {
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn stream_ends_with_done() {
+    fn chat_stream_ends_with_done_and_reports_usage_only_when_asked() {
         let req = json!({"messages": [{"role": "user", "content": "a b"}]});
-        let s = String::from_utf8(stream_chat("m", &req, "1", 0)).unwrap();
-        assert!(s.ends_with("data: [DONE]\n\n"));
-        assert!(s.matches("data: ").count() >= 5);
+        let s = stream(Operation::Chat, "m", &req, "1", 0, false).unwrap();
+        assert!(s.body.ends_with(b"data: [DONE]\n\n"));
+        let chunks = data_lines(&s.body);
+        assert!(chunks.len() >= 5);
+        assert!(chunks
+            .iter()
+            .all(|c| c["choices"].as_array().unwrap().len() == 1));
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, reply_text(&req));
+        assert_eq!(s.usage.1, text.split_whitespace().count() as u64);
+        let with = stream(Operation::Chat, "m", &req, "1", 0, true).unwrap();
+        let last = data_lines(&with.body).pop().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["completion_tokens"], json!(s.usage.1));
+    }
+
+    #[test]
+    fn completion_stream_is_text_completion_chunks() {
+        let req = json!({"prompt": "say x"});
+        let s = stream(Operation::Completion, "m", &req, "1", 0, false).unwrap();
+        assert!(s.body.ends_with(b"data: [DONE]\n\n"));
+        let chunks = data_lines(&s.body);
+        assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, reply_text(&req));
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
+    }
+
+    #[test]
+    fn responses_stream_is_typed_events_in_order() {
+        let req = json!({"input": "hi there"});
+        let s = stream(Operation::Responses, "m", &req, "1", 0, false).unwrap();
+        let body = String::from_utf8(s.body.clone()).unwrap();
+        assert!(!body.contains("[DONE]"));
+        let events = data_lines(&s.body);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds[..4],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added"
+            ]
+        );
+        assert_eq!(
+            kinds[kinds.len() - 4..],
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        // Every data line is announced by an `event:` line of the same type.
+        let announced: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(announced, kinds);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["sequence_number"], json!(i));
+        }
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        let done = events.last().unwrap();
+        assert_eq!(deltas, reply_text(&req));
+        assert_eq!(
+            done["response"]["output"][0]["content"][0]["text"],
+            json!(deltas)
+        );
+        assert_eq!(done["response"]["status"], "completed");
+        assert_eq!(done["response"]["usage"]["output_tokens"], json!(s.usage.1));
+    }
+
+    #[test]
+    fn embeddings_do_not_stream() {
+        assert!(stream(
+            Operation::Embedding,
+            "m",
+            &json!({"input": "x"}),
+            "1",
+            0,
+            true
+        )
+        .is_none());
     }
 
     #[test]
