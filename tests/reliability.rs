@@ -533,3 +533,82 @@ fn a_slow_first_byte_within_its_bound_is_not_cut_by_a_shorter_idle_bound() {
         "the stream must end cleanly: {out}"
     );
 }
+
+/// Provider `a` at a mock upstream and the built-in `demo` mock, with the virtual model `smart`
+/// over `targets`.
+fn with_local_mock(a: &Upstream, targets: &str) -> String {
+    format!(
+        "providers:\n{}  demo:\n    type: mock\n    models: [local]\nvirtual_models:\n  - source: smart\n    strategy: priority\n    targets: {targets}\n",
+        provider_block("a", a, &["m1"])
+    )
+}
+
+#[test]
+fn the_local_mock_answers_as_the_fallback_after_an_upstream_500() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let g = Gateway::start(&with_local_mock(&a, "[a/m1, demo/local]"), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "demo/local");
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+    // Two tries on a (the default retry), then the mock.
+    assert_eq!(r.header("x-modelgate-attempts"), Some("3"));
+    assert_eq!(a.requests().len(), 2);
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert!(r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .ends_with("hi"));
+    // The next request is served the same way, and the fallback is no logged failure: wait
+    // (bounded) for both access lines, which follow any error line of their request.
+    assert_eq!(g.chat("smart").status, 200);
+    let mut logs = g.logs();
+    for _ in 0..100 {
+        if logs.matches("served=demo/local").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        logs = g.logs();
+    }
+    assert_eq!(logs.matches("served=demo/local").count(), 2, "{logs}");
+    assert!(!logs.contains("Fail to proxy"), "{logs}");
+}
+
+#[test]
+fn the_local_mock_answers_as_the_fallback_when_the_upstream_refuses_connections() {
+    let closed = free_port();
+    let cfg = format!(
+        "providers:\n  dead:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{closed}/v1\n    api_key: k\n    models: [m]\n  demo:\n    type: mock\n    models: [local]\nvirtual_models:\n  - source: smart\n    strategy: priority\n    targets: [dead/m, demo/local]\n"
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "demo/local");
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.body.ends_with("data: [DONE]\n\n"), "{}", r.body);
+}
+
+#[test]
+fn a_fallback_only_mock_is_not_used_while_the_upstream_answers() {
+    let a = Upstream::echo(&[]);
+    let g = Gateway::start(&with_local_mock(&a, "[a/m1, demo/local]"), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "a/m1");
+    assert_eq!(r.header("x-modelgate-attempts"), Some("1"));
+    assert_eq!(a.requests().len(), 1);
+}
+
+#[test]
+fn an_upstream_400_is_not_replaced_by_the_mock_fallback() {
+    let a = Upstream::start(&[], failing(400, "bad temperature"));
+    let g = Gateway::start(&with_local_mock(&a, "[a/m1, demo/local]"), &[]);
+    let r = g.chat("smart");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["message"], "bad temperature");
+    assert_eq!(served(&r), "a/m1");
+}

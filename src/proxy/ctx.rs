@@ -39,6 +39,9 @@ pub struct Ctx {
     pub fallbacks: u32,
     pub connect_failures: u32,
     pub pending: Option<Next>,
+    /// The plan's attempt (a `mock` provider's) that answers locally once the proxy gives up:
+    /// a fallback Pingora cannot proxy to.
+    pub mock_fallback: Option<usize>,
     pub attempt_body: Option<Bytes>,
     pub body_sent: bool,
     pub attempt_started: Option<Instant>,
@@ -106,6 +109,7 @@ impl Ctx {
             fallbacks: 0,
             connect_failures: 0,
             pending: None,
+            mock_fallback: None,
             attempt_body: None,
             body_sent: false,
             attempt_started: None,

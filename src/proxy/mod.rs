@@ -341,8 +341,9 @@ impl Gateway {
             .map_or(1, |ms| ms.div_ceil(1000).max(1))
     }
 
-    /// The index of the next attempt whose provider can take a proxied request and whose
-    /// circuit has not opened since the plan was made (by this request or a concurrent one).
+    /// The index of the next attempt whose provider can take the request (a resolved upstream,
+    /// or the local mock) and whose circuit has not opened since the plan was made (by this
+    /// request or a concurrent one).
     fn next_usable(&self, ctx: &Ctx, from: usize) -> Option<usize> {
         let snap = ctx.snap.as_ref()?;
         let plan = ctx.plan.as_ref()?;
@@ -357,8 +358,51 @@ impl Gateway {
                     .get(name)
                     .is_none_or(|h| h.breaker.allows(now))
             });
-            p.config.kind != ProviderKind::Mock && p.addr().is_some() && closed
+            (p.config.kind == ProviderKind::Mock || p.addr().is_some()) && closed
         })
+    }
+
+    /// When the pending decision is a fallback onto a `mock` attempt, which Pingora cannot
+    /// proxy to: takes the decision, notes the attempt for `fail_to_proxy` to answer, and
+    /// returns true (the caller then stops Pingora's retry loop).
+    fn divert_to_mock(&self, ctx: &mut Ctx) -> bool {
+        if ctx.pending != Some(Next::Fallback) {
+            return false;
+        }
+        let Some(next) = self.next_usable(ctx, ctx.attempt + 1) else {
+            return false;
+        };
+        let (Some(snap), Some(plan)) = (ctx.snap.as_ref(), ctx.plan.as_ref()) else {
+            return false;
+        };
+        if snap.providers[plan.attempts[next].provider].config.kind != ProviderKind::Mock {
+            return false;
+        }
+        ctx.pending = None;
+        ctx.mock_fallback = Some(next);
+        true
+    }
+
+    /// Answers with the mock attempt `divert_to_mock` chose, as the plan's next fallback.
+    async fn answer_mock_fallback(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        at: usize,
+    ) -> Result<()> {
+        let snap = ctx.snapshot(&self.app);
+        let Some(attempt) = ctx.plan.as_ref().map(|p| p.attempts[at].clone()) else {
+            return Error::e_explain(ErrorType::InternalError, "no plan for a mock fallback");
+        };
+        ctx.attempt = at;
+        ctx.attempts_made += 1;
+        ctx.fallbacks += 1;
+        ctx.error_code = None;
+        ctx.served = Some(served_name(
+            &snap.providers[attempt.provider].config.name,
+            &attempt.model,
+        ));
+        local::answer_mock(session, ctx, &attempt).await
     }
 }
 
@@ -656,7 +700,7 @@ impl ProxyHttp for Gateway {
                 );
                 if next == Next::Fallback {
                     ctx.pending = Some(next);
-                    return Err(retryable(status));
+                    return Err(self.status_error(ctx, status));
                 }
                 return Ok(());
             };
@@ -664,7 +708,7 @@ impl ProxyHttp for Gateway {
                 Next::GiveUp => {
                     ctx.pending = None;
                 }
-                _ => return Err(retryable(status)),
+                _ => return Err(self.status_error(ctx, status)),
             }
         } else {
             self.record_success(ctx);
@@ -745,10 +789,8 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.connect_failures += 1;
-        match self.after_failure(ctx, Failure::Connection, None) {
-            Next::GiveUp => e.set_retry(false),
-            _ => e.set_retry(true),
-        }
+        let next = self.after_failure(ctx, Failure::Connection, None);
+        e.set_retry(next != Next::GiveUp && !self.divert_to_mock(ctx));
         e
     }
 
@@ -775,10 +817,12 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        match self.after_failure(ctx, Failure::Connection, None) {
-            Next::GiveUp => e.set_retry(false),
-            _ => e.set_retry(true),
+        if ctx.mock_fallback.is_some() {
+            e.set_retry(false);
+            return e;
         }
+        let next = self.after_failure(ctx, Failure::Connection, None);
+        e.set_retry(next != Next::GiveUp && !self.divert_to_mock(ctx));
         e
     }
 
@@ -808,6 +852,14 @@ impl ProxyHttp for Gateway {
             ctx.error_code = Some("client_closed_request");
             return FailToProxy {
                 error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Some(at) = ctx.mock_fallback {
+            // Boxed: rare, and its future would otherwise size every failure's.
+            let answered = Box::pin(self.answer_mock_fallback(session, ctx, at)).await;
+            return FailToProxy {
+                error_code: if answered.is_ok() { 200 } else { 0 },
                 can_reuse_downstream: false,
             };
         }
@@ -879,6 +931,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A failed attempt answered by a mock fallback is no proxy failure to log.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Box<Ctx>, _error: &Error) -> bool {
+        ctx.mock_fallback.is_some() && ctx.error_code.is_none()
+    }
+
     fn suppress_proxy_warn_log(
         &self,
         _s: &Session,
@@ -914,13 +971,17 @@ fn served_name(provider: &str, model: &str) -> SmolStr {
     b.finish()
 }
 
-fn retryable(status: u16) -> Box<Error> {
-    let mut e = Error::explain(
-        ErrorType::HTTPStatus(status),
-        "upstream status triggers retry or fallback",
-    );
-    e.set_retry(true);
-    e
+impl Gateway {
+    /// The error that ends an attempt on a bad status: retried by Pingora, unless the fallback
+    /// is a `mock` attempt, which `fail_to_proxy` answers.
+    fn status_error(&self, ctx: &mut Ctx, status: u16) -> Box<Error> {
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(status),
+            "upstream status triggers retry or fallback",
+        );
+        e.set_retry(!self.divert_to_mock(ctx));
+        e
+    }
 }
 
 impl Gateway {
