@@ -289,6 +289,21 @@ fn sigterm_lets_a_slow_stream_finish_and_exits_zero() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.logs());
 }
 
+/// `name` once it reaches `want`: a request is counted in its logging step, just after its
+/// answer reached the client, so a scrape right after an answer may not see it yet. Bounded:
+/// gives up (returning the last value) after 100 scrapes.
+fn metric_reaching(g: &Gateway, name: &str, want: f64) -> f64 {
+    let mut v = metric(g, name);
+    for _ in 0..100 {
+        if v >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        v = metric(g, name);
+    }
+    v
+}
+
 #[test]
 fn metrics_move_with_requests_and_parse() {
     let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
@@ -298,7 +313,7 @@ fn metrics_move_with_requests_and_parse() {
         assert_eq!(g.chat("v").status, 200);
     }
     assert_eq!(g.chat("nope").status, 404);
-    let after = metric(&g, "modelgate_requests_total");
+    let after = metric_reaching(&g, "modelgate_requests_total", before + 4.0);
     assert_eq!(after - before, 4.0);
     assert_eq!(
         metric(&g, "modelgate_tokens_input_total"),
@@ -330,6 +345,7 @@ fn cost_and_tokens_are_counted_for_the_target_that_answered() {
         assert_eq!(g.chat("v").status, 200);
     }
     // Each answer reports 3 input and 2 output tokens: 3 x (3 x 5 + 2 x 15) / 1e6 USD.
+    assert_eq!(metric_reaching(&g, "modelgate_requests_total", 3.0), 3.0);
     let (_, text) = g.get("/metrics");
     assert!(
         text.contains("modelgate_cost_usd_total{provider=\"a\",model=\"m1\"} 0.000135"),
