@@ -230,6 +230,29 @@ fn models_endpoint_lists_concrete_models_and_aliases() {
     drop(g);
     let g = Gateway::start(&cfg, &[("KEEP_ONLY_ALIASES_AT_MODELS_ENDPOINT", "true")]);
     assert_eq!(ids(&g.get("/v1/models").1), vec!["fast".to_string()]);
+    drop(g);
+    // A shadow is listed once, in the concrete model's place, with its target.
+    let shadow = two_provider_config(
+        &a,
+        &b,
+        "  - source: a/m1
+    target: a/m2
+",
+    );
+    let g = Gateway::start(&shadow, &[]);
+    let (_, body) = g.get("/v1/models");
+    let all = ids(&body);
+    assert_eq!(all.iter().filter(|id| *id == "a/m1").count(), 1, "{all:?}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "a/m1")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["target"], "a/m2", "{entry}");
+    assert!(all.contains(&"a/m2".to_string()), "{all:?}");
 }
 
 #[test]

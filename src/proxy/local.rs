@@ -145,6 +145,12 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
             }
         }
     }
+    // Where each concrete id is listed, for the redirects that shadow one.
+    let concrete: std::collections::HashMap<String, usize> = data
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((e["id"].as_str()?.to_string(), i)))
+        .collect();
     let view = View {
         snap,
         health: Some(&app.health),
@@ -187,7 +193,12 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
         if let Some(d) = &vm.description {
             entry["description"] = json!(d);
         }
-        data.push(entry);
+        // A redirect that shadows a concrete model takes that model's entry: one id, listed
+        // with what a request for it is served by.
+        match concrete.get(vm.source.as_str()) {
+            Some(&at) => data[at] = entry,
+            None => data.push(entry),
+        }
     }
     json!({"object": "list", "data": data})
 }
