@@ -52,6 +52,7 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     if let Some(pid_file) = &settings.pid_file {
         std::fs::write(pid_file, std::process::id().to_string())
             .map_err(|e| anyhow::anyhow!("cannot write PID_FILE {pid_file}: {e}"))?;
+        let _ = PID_FILE.set(pid_file.clone());
     }
     log::info!("modelgate listening on {addr}");
     server.run(RunArgs {
@@ -59,10 +60,18 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
             grace: Duration::from_secs(settings.grace_period_s),
         }),
     });
-    if let Some(pid_file) = &settings.pid_file {
+    remove_pid_file();
+    Ok(())
+}
+
+/// The `PID_FILE` this process wrote, removed on every way out so that `modelgate reload`
+/// never signals a stale pid.
+static PID_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn remove_pid_file() {
+    if let Some(pid_file) = PID_FILE.get() {
         let _ = std::fs::remove_file(pid_file);
     }
-    Ok(())
 }
 
 /// The Pingora server settings. Public so that the benchmark's bare Pingora pass-through runs
@@ -130,6 +139,7 @@ fn exit_when_drained(grace: Duration) {
             while start.elapsed() < grace {
                 if IN_FLIGHT.load(Ordering::Acquire) == 0 {
                     log::info!("drained; exiting");
+                    remove_pid_file();
                     crate::log_sink::flush();
                     std::process::exit(0);
                 }

@@ -402,3 +402,45 @@ fn access_log_has_one_json_line_per_request_without_secrets() {
         !all.contains("top-secret") && !all.contains("sk-test-a") && !all.contains("private words")
     );
 }
+
+#[test]
+fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("modelgate.pid");
+    let pid_path = pid_file.to_str().unwrap();
+    let mut g = Gateway::start(&cfg(&a, &b, "a/m1"), &[("PID_FILE", pid_path)]);
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), g.child.id().to_string());
+    // `modelgate reload` finds the gateway through the file and reloads it.
+    let (code, out) = run_cli(&cfg(&a, &b, "a/m1"), &["reload"], &[("PID_FILE", pid_path)]);
+    assert_eq!(code, 0, "{out}");
+    let mut logs = g.logs();
+    for _ in 0..100 {
+        if logs.contains("SIGHUP received") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        logs = g.logs();
+    }
+    assert!(logs.contains("SIGHUP received"), "{logs}");
+    // SIGTERM with nothing in flight: the early exit removes the file too.
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.logs());
+    assert!(!pid_file.exists(), "the pid file outlived the gateway");
+}
