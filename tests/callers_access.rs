@@ -152,9 +152,29 @@ fn user_path_header_spellings_and_errors() {
         chat_as(&custom, "a/m1", &[("x-team-path", "/other")]).status,
         403
     );
-    // The caller's path never reaches the upstream.
+    // With a configured name the default spellings are not read: a client cannot give itself
+    // a path past the proxy that sets the configured header.
+    for spelling in ["x-modelgate-user-path", "x-gomodel-user-path"] {
+        assert_eq!(
+            chat_as(&custom, "a/m1", &[(spelling, "/team")]).status,
+            403,
+            "{spelling}"
+        );
+    }
+    // No spelling of the caller's path reaches the upstream.
+    assert_eq!(
+        chat_as(&g, "a/m1", &[("x-gomodel-user-path", "/team")]).status,
+        200
+    );
     let seen = a.requests();
-    assert!(seen.iter().all(|s| s.header("x-team-path").is_none()));
+    assert!(!seen.is_empty());
+    for name in [
+        "x-team-path",
+        "x-modelgate-user-path",
+        "x-gomodel-user-path",
+    ] {
+        assert!(seen.iter().all(|s| s.header(name).is_none()), "{name}");
+    }
 }
 
 #[test]

@@ -5,6 +5,9 @@
 use super::env::Env;
 use super::schema::{FileConfig, SizeValue};
 
+/// The user-path header's name unless `USER_PATH_HEADER` names another (lower case).
+pub const DEFAULT_USER_PATH_HEADER: &str = "x-modelgate-user-path";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: String,
@@ -144,8 +147,8 @@ impl Settings {
                 .get("USER_PATH_HEADER")
                 .map(str::to_string)
                 .or(s.user_path_header.clone())
-                .unwrap_or_else(|| "X-Modelgate-User-Path".to_string())
-                .to_ascii_lowercase(),
+                .map(|h| h.trim().to_ascii_lowercase())
+                .unwrap_or_else(|| DEFAULT_USER_PATH_HEADER.to_string()),
             keep_only_aliases: env
                 .bool("KEEP_ONLY_ALIASES_AT_MODELS_ENDPOINT")?
                 .or(file.models.keep_only_aliases_at_models_endpoint)

@@ -16,7 +16,7 @@ use super::{mock, Gateway};
 use crate::app::App;
 use crate::catalog::discovery;
 use crate::config::providers::ProviderKind;
-use crate::config::settings::Settings;
+use crate::config::settings::{Settings, DEFAULT_USER_PATH_HEADER};
 use crate::routing::model::{Kind, Operation};
 use crate::routing::plan::{self, Attempt};
 use crate::routing::table::Access;
@@ -252,10 +252,14 @@ pub fn user_path(
     names: Names,
 ) -> Result<Option<UserPath>, ApiError> {
     let h = &session.req_header().headers;
-    let raw = names
-        .find(h, &settings.user_path_header)
-        .or_else(|| names.find(h, "x-modelgate-user-path"))
-        .or_else(|| names.find(h, "x-gomodel-user-path"));
+    // The default name also accepts GoModel's spelling. A configured name is the only one
+    // read: the proxy in front that sets it strips that header from its clients, not ours.
+    let default = settings.user_path_header == DEFAULT_USER_PATH_HEADER;
+    let raw = names.find(h, &settings.user_path_header).or_else(|| {
+        default
+            .then(|| names.find(h, "x-gomodel-user-path"))
+            .flatten()
+    });
     let Some(raw) = raw else {
         return Ok(None);
     };

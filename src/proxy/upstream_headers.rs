@@ -76,8 +76,9 @@ pub fn build(
 }
 
 /// Client headers never forwarded upstream: credentials meant for the gateway, hop-by-hop
-/// framing (the gateway frames the body itself), and the gateway's own request metadata. The
-/// configured user-path header is dropped as well. (A `match`: the names are told apart by
+/// framing (the gateway frames the body itself), and the gateway's own request metadata and
+/// user-path headers, whatever name is configured. The configured user-path header is dropped
+/// as well. (A `match`: the names are told apart by
 /// length first, instead of comparing each with every entry of a list.)
 fn dropped_name(lowercase: &str) -> bool {
     matches!(
@@ -90,6 +91,8 @@ fn dropped_name(lowercase: &str) -> bool {
             | "accept-encoding"
             | "connection"
             | "x-modelgate-metadata"
+            | "x-modelgate-user-path"
+            | "x-gomodel-user-path"
     )
 }
 
