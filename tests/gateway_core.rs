@@ -256,6 +256,46 @@ fn models_endpoint_lists_concrete_models_and_aliases() {
 }
 
 #[test]
+fn one_model_is_retrieved_by_id_under_the_list_rules() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: fast
+    target: a/m1
+  - source: team
+    target: a/m2
+    user_paths: [/team]
+";
+    let g = Gateway::start(&two_provider_config(&a, &b, vms), &[]);
+    let get = |path: &str| {
+        let (s, body) = g.get(path);
+        (s, serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    };
+    let (s, m) = get("/v1/models/fast");
+    assert_eq!(
+        (s, &m["id"], &m["object"]),
+        (200, &json!("fast"), &json!("model"))
+    );
+    assert_eq!(m["target"], "a/m1");
+    // A concrete id holds a slash, sent as is or encoded.
+    for path in ["/v1/models/a/m1", "/v1/models/a%2Fm1"] {
+        let (s, m) = get(path);
+        assert_eq!((s, &m["id"]), (200, &json!("a/m1")), "{path}");
+    }
+    for missing in ["/v1/models/nope", "/v1/models/team"] {
+        let (s, e) = get(missing);
+        assert_eq!(s, 404, "{missing}");
+        assert_eq!(e["error"]["code"], "model_not_found", "{missing}");
+    }
+    let r = g.call(
+        "GET",
+        "/v1/models/team",
+        None,
+        &[("x-modelgate-user-path", "/team/x")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
 fn catalog_discovery_makes_listed_models_routable() {
     let a = Upstream::echo(&["discovered-model"]);
     let b = Upstream::echo(&[]);

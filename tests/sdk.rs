@@ -101,7 +101,7 @@ fn official_sdks_parse_every_response() {
     let an = anthropic_upstream();
     let oa = openai_upstream();
     let cfg = format!(
-        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\nvirtual_models:\n  - source: claude-smart\n    target: claude/claude-x\n  - source: gpt-smart\n    target: oa/gpt-x\n",
+        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\n  demo:\n    type: mock\n    models: [echo]\nvirtual_models:\n  - source: claude-smart\n    target: claude/claude-x\n  - source: gpt-smart\n    target: oa/gpt-x\n  - source: local\n    target: demo/echo\n",
         provider_block("oa", &oa, &["gpt-x"]),
         an.base_url()
     );

@@ -122,7 +122,45 @@ pub async fn authed_route(
         respond::write_json(session, 200, &body, &tags).await?;
         return Ok(Some(true));
     }
+    if let Some(id) = path
+        .strip_prefix("/v1/models/")
+        .or_else(|| path.strip_prefix("/models/"))
+    {
+        // Ids hold a slash (`provider/model`), sent as is or encoded as %2F.
+        let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+        let snap = ctx.snapshot(&gw.app);
+        let entry = find_model(&snap, &gw.app, ctx.user_path.as_ref(), id.trim());
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            ..Tags::default()
+        };
+        match entry {
+            Some(m) => {
+                ctx.status = Some(200);
+                respond::write_json(session, 200, &m, &tags).await?;
+            }
+            None => {
+                let e = ApiError::new(
+                    404,
+                    "invalid_request_error",
+                    "model_not_found",
+                    format!("unsupported model: {}", id.trim()),
+                );
+                ctx.status = Some(404);
+                respond::write_error(session, &e, false, &tags).await?;
+            }
+        }
+        return Ok(Some(true));
+    }
     Ok(None)
+}
+
+/// One entry of the caller's model list (`GET /v1/models/{id}`), under the same rules.
+fn find_model(snap: &Snapshot, app: &App, caller: Option<&UserPath>, id: &str) -> Option<Value> {
+    let mut list = list_models(snap, app, caller);
+    let data = list.get_mut("data")?.as_array_mut()?;
+    let at = data.iter().position(|m| m["id"] == id)?;
+    Some(data.swap_remove(at))
 }
 
 /// The OpenAI model list a caller may use: concrete models and enabled redirects.

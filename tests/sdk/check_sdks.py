@@ -1,7 +1,8 @@
 """Official OpenAI and Anthropic SDKs against a running modelgate (mock upstreams behind it).
 
 Run by tests/sdk.rs with MODELGATE_URL set. Virtual models expected:
-  claude-smart -> an Anthropic-dialect upstream;  gpt-smart -> an OpenAI-dialect upstream.
+  claude-smart -> an Anthropic-dialect upstream;  gpt-smart -> an OpenAI-dialect upstream;
+  local -> the built-in mock provider.
 Prints one line per check and a closing "N passed, N failed" line; exits 1 on any failure.
 """
 import json
@@ -120,10 +121,36 @@ def openai_models_list():
     assert "claude-smart" in ids and "gpt-smart" in ids, ids
 
 
+def openai_models_retrieve():
+    m = oa.models.retrieve("gpt-smart")
+    assert m.id == "gpt-smart" and m.object == "model", m
+    try:
+        oa.models.retrieve("no-such-model")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404 and e.code == "model_not_found", e
+    else:
+        raise AssertionError("expected NotFoundError")
+
+
+def mock_streams_parse_in_every_api():
+    said = "Hello from the modelgate mock provider. You said: "
+    text = "".join(c.choices[0].text for c in oa.completions.create(model="local", prompt="p1", stream=True))
+    assert text == said + "p1", text
+    events = list(oa.responses.create(model="local", input="p2", stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed", events
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == said + "p2" and events[-1].response.output_text == deltas, events[-1]
+    with oa.responses.stream(model="local", input="p3") as s:
+        assert s.get_final_response().output_text == said + "p3"
+    with an.messages.stream(model="local", max_tokens=50, messages=[{"role": "user", "content": "p4"}]) as s:
+        assert "".join(s.text_stream) == said + "p4"
+
+
 CHECKS = [openai_chat_anthropic_target, openai_stream_anthropic_target, openai_tools_anthropic_target,
           openai_tool_stream_anthropic_target, openai_stream_openai_target_every_chunk_has_choices,
           anthropic_messages_openai_target, anthropic_stream_openai_target, anthropic_errors_are_typed,
-          openai_errors_are_typed, openai_models_list]
+          openai_errors_are_typed, openai_models_list, openai_models_retrieve,
+          mock_streams_parse_in_every_api]
 
 passed = failed = 0
 for check in CHECKS:
