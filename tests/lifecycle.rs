@@ -276,17 +276,7 @@ fn sigterm_lets_a_slow_stream_finish_and_exits_zero() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     assert!(rest.contains("[DONE]"), "{rest}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = g.child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.logs());
+    assert_eq!(exit_code_within_20s(&mut g), Some(0), "{}", g.logs());
 }
 
 /// `name` once it reaches `want`: a request is counted in its logging step, just after its
@@ -302,6 +292,20 @@ fn metric_reaching(g: &Gateway, name: &str, want: f64) -> f64 {
         v = metric(g, name);
     }
     v
+}
+
+/// The gateway's exit code once it has exited, waiting at most 20 s (None: still running).
+fn exit_code_within_20s(g: &mut Gateway) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -431,16 +435,6 @@ fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = g.child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.logs());
+    assert_eq!(exit_code_within_20s(&mut g), Some(0), "{}", g.logs());
     assert!(!pid_file.exists(), "the pid file outlived the gateway");
 }

@@ -273,11 +273,13 @@ fn operations_anthropic_cannot_serve_are_refused() {
     assert!(an.requests().is_empty());
 }
 
+/// The built-in mock provider alone, behind the virtual model `m`.
+const MOCK_ONLY: &str =
+    "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
+
 #[test]
 fn mock_provider_speaks_the_anthropic_dialect_too() {
-    let cfg =
-        "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
-    let g = Gateway::start(cfg, &[]);
+    let g = Gateway::start(MOCK_ONLY, &[]);
     let r = g.post(
         "/v1/messages",
         &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "yo"}]}),
@@ -293,9 +295,7 @@ fn mock_provider_speaks_the_anthropic_dialect_too() {
 
 #[test]
 fn mock_provider_streams_completions_and_responses_in_their_own_shapes() {
-    let cfg =
-        "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
-    let g = Gateway::start(cfg, &[]);
+    let g = Gateway::start(MOCK_ONLY, &[]);
     let r = g.post(
         "/v1/completions",
         &json!({"model": "m", "prompt": "yo", "stream": true}),
@@ -331,9 +331,7 @@ fn mock_provider_streams_completions_and_responses_in_their_own_shapes() {
 
 #[test]
 fn mock_chat_stream_has_a_usage_chunk_only_when_asked() {
-    let cfg =
-        "providers:\n  demo:\n    type: mock\nvirtual_models:\n  - source: m\n    target: demo/x\n";
-    let g = Gateway::start(cfg, &[]);
+    let g = Gateway::start(MOCK_ONLY, &[]);
     let ask = |usage: bool| {
         let mut body =
             json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "a"}]});
