@@ -256,12 +256,7 @@ fn sigterm_lets_a_slow_stream_finish_and_exits_zero() {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
     assert!(first.contains("\"x\":1"));
-    let pid = g.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&g);
     // Wait (bounded) until the gateway stops accepting: it is draining now.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && std::net::TcpStream::connect(("127.0.0.1", g.port)).is_ok() {
@@ -292,6 +287,15 @@ fn metric_reaching(g: &Gateway, name: &str, want: f64) -> f64 {
         v = metric(g, name);
     }
     v
+}
+
+fn sigterm(g: &Gateway) {
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 }
 
 /// The gateway's exit code once it has exited, waiting at most 20 s (None: still running).
@@ -429,12 +433,7 @@ fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
     }
     assert!(logs.contains("SIGHUP received"), "{logs}");
     // SIGTERM with nothing in flight: the early exit removes the file too.
-    let pid = g.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&g);
     assert_eq!(exit_code_within_20s(&mut g), Some(0), "{}", g.logs());
     assert!(!pid_file.exists(), "the pid file outlived the gateway");
 }
