@@ -77,6 +77,15 @@ fn the_master_key_is_required_once_set() {
     );
     assert_eq!(bad_messages.status, 401);
     assert_eq!(bad_messages.json()["type"], "error");
+    // The routes under it are the Anthropic API's too: its key, its error shape.
+    let unknown = g.post(
+        "/v1/messages/count_tokens",
+        &json!({"model": "a/m1"}),
+        &[("x-api-key", "k-123")],
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert_eq!(unknown.json()["type"], "error");
+    assert_eq!(unknown.json()["error"]["type"], "not_found_error");
     // Liveness stays open.
     assert_eq!(g.get("/health").0, 200);
     assert_eq!(g.get("/v1/models").0, 401);

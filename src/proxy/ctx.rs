@@ -136,8 +136,15 @@ impl Ctx {
 
     /// Whether errors use the Anthropic envelope.
     pub fn anthropic_dialect(&self) -> bool {
-        self.path.trim_end_matches('/').ends_with("/messages")
+        anthropic_path(&self.path)
     }
+}
+
+/// Whether a path is the Anthropic API's (`/v1/messages` and the routes under it): its callers
+/// authenticate with `x-api-key` too and get errors in Anthropic's shape.
+pub fn anthropic_path(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    p.ends_with("/messages") || p.contains("/messages/")
 }
 
 impl Drop for Ctx {

@@ -257,7 +257,7 @@ pub fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
         .map(str::trim);
-    let api_key = if path.trim_end_matches('/').ends_with("/messages") {
+    let api_key = if super::ctx::anthropic_path(path) {
         names
             .find(h, "x-api-key")
             .and_then(|v| v.to_str().ok())
