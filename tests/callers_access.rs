@@ -79,7 +79,7 @@ fn the_master_key_is_required_once_set() {
     assert_eq!(bad_messages.json()["type"], "error");
     // The routes under it are the Anthropic API's too: its key, its error shape.
     let unknown = g.post(
-        "/v1/messages/count_tokens",
+        "/v1/messages/batches",
         &json!({"model": "a/m1"}),
         &[("x-api-key", "k-123")],
     );

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 
 fn anthropic_upstream() -> Upstream {
     Upstream::start(&["claude-x"], |s| {
+        if s.path.ends_with("/messages/count_tokens") {
+            return Reply::Json(200, json!({"input_tokens": 17}));
+        }
         let req = s.json();
         let wants_tool = req.get("tools").is_some()
             && req["messages"]

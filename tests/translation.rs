@@ -348,3 +348,104 @@ fn mock_chat_stream_has_a_usage_chunk_only_when_asked() {
     assert_eq!(last["choices"], json!([]));
     assert!(last["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
+
+/// An Anthropic upstream that counts 42 tokens at `/messages/count_tokens` and answers
+/// messages otherwise.
+fn counting_anthropic() -> Upstream {
+    Upstream::start(&["claude-x"], |s| {
+        if s.path.ends_with("/messages/count_tokens") {
+            Reply::Json(200, json!({"input_tokens": 42}))
+        } else {
+            Reply::Json(
+                200,
+                anthropic_message(s.json()["model"].as_str().unwrap_or("")),
+            )
+        }
+    })
+}
+
+fn count_body(model: &str) -> serde_json::Value {
+    json!({"model": model, "system": "be brief",
+           "messages": [{"role": "user", "content": "how many tokens is this?"}]})
+}
+
+#[test]
+fn count_tokens_reaches_the_anthropic_target_as_sent() {
+    let oa = Upstream::echo(&[]);
+    let an = counting_anthropic();
+    let cfg = format!(
+        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\nvirtual_models:\n  - source: smart\n    targets:\n      - {{model: claude/claude-x, override_params: {{temperature: 0.1}}}}\n  - source: gpt\n    target: oa/gpt-x\n  - source: both\n    targets: [oa/gpt-x, claude/claude-x]\n",
+        provider_block("oa", &oa, &["gpt-x"]),
+        an.base_url()
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.post("/v1/messages/count_tokens", &count_body("smart"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"input_tokens": 42}));
+    assert_eq!(r.header("x-modelgate-model"), Some("claude/claude-x"));
+    let seen = an.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/messages/count_tokens");
+    assert_eq!(seen[0].header("x-api-key"), Some("sk-ant-test"));
+    // The body as the client sent it, but for the model: no max_tokens, no sampling overrides.
+    let body = seen[0].json();
+    assert_eq!(body["model"], "claude-x");
+    assert_eq!(body["system"], "be brief");
+    assert!(body.get("max_tokens").is_none(), "{body}");
+    assert!(body.get("temperature").is_none(), "{body}");
+
+    // Over an OpenAI and an Anthropic target, every count goes to the Anthropic one.
+    for _ in 0..3 {
+        let r = g.post("/v1/messages/count_tokens", &count_body("both"), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-modelgate-model"), Some("claude/claude-x"));
+    }
+    assert!(oa.requests().is_empty());
+    // ... and leaves the rotation alone: the next messages go oa first.
+    let r = g.post(
+        "/v1/messages",
+        &json!({"model": "both", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(
+        r.header("x-modelgate-model"),
+        Some("oa/gpt-x"),
+        "{}",
+        r.body
+    );
+
+    // An OpenAI-only model cannot count: an Anthropic-shaped error, so clients estimate instead.
+    let r = g.post("/v1/messages/count_tokens", &count_body("gpt"), &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["type"], "error");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("count_tokens"));
+    assert_eq!(oa.requests().len(), 1);
+}
+
+#[test]
+fn count_tokens_follows_model_types_and_the_mock_counts_locally() {
+    let an = counting_anthropic();
+    let cfg = format!(
+        "providers:\n  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\n  demo:\n    type: mock\n    models: [echo]\nvirtual_models:\n  - source: msgs\n    target: claude/claude-x\n    model_types: [messages]\n  - source: chat-only\n    target: claude/claude-x\n    model_types: [chat]\n  - source: local\n    target: demo/echo\n",
+        an.base_url()
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.post("/v1/messages/count_tokens", &count_body("msgs"), &[]);
+    assert_eq!(
+        (r.status, r.json()["input_tokens"].clone()),
+        (200, json!(42)),
+        "{}",
+        r.body
+    );
+    let r = g.post("/v1/messages/count_tokens", &count_body("chat-only"), &[]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(an.requests().len(), 1);
+    let r = g.post("/v1/messages/count_tokens", &count_body("local"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let n = r.json()["input_tokens"].as_u64().unwrap();
+    assert!(n > 0, "{}", r.body);
+    assert_eq!(r.json().as_object().unwrap().len(), 1, "{}", r.body);
+}

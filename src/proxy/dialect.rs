@@ -17,16 +17,20 @@ use crate::translate::{self, AnthropicToOpenAiStream, OpenAiToAnthropicStream, S
 /// The dialect a client speaks on a route.
 pub fn ingress_format(op: Operation) -> WireFormat {
     match op {
-        Operation::Messages => WireFormat::AnthropicMessages,
+        Operation::Messages | Operation::CountTokens => WireFormat::AnthropicMessages,
         _ => WireFormat::OpenAiChat,
     }
 }
 
-/// Whether a target of `format` can serve `op` at all.
+/// Whether a target of `format` can serve `op` at all. Token counting has no OpenAI
+/// counterpart: only Anthropic targets (and the mock) answer it.
 pub fn can_serve(op: Operation, format: WireFormat) -> bool {
     match format {
-        WireFormat::OpenAiChat => true,
-        WireFormat::AnthropicMessages => matches!(op, Operation::Chat | Operation::Messages),
+        WireFormat::OpenAiChat => op != Operation::CountTokens,
+        WireFormat::AnthropicMessages => matches!(
+            op,
+            Operation::Chat | Operation::Messages | Operation::CountTokens
+        ),
     }
 }
 

@@ -413,7 +413,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         prebuilt: (None, None),
     };
     ctx.status = Some(200);
-    let anthropic = ctx.operation == Operation::Messages;
+    let anthropic = matches!(ctx.operation, Operation::Messages | Operation::CountTokens);
     let req = if anthropic {
         // The mock speaks OpenAI: carry an Anthropic request over and the answer back.
         match req
@@ -463,7 +463,8 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     }
     let mut body = mock::respond(ctx.operation, &a.model, &req, &id, created);
     ctx.usage = super::dialect::usage_of(&body);
-    if anthropic {
+    // A token count is the same `{"input_tokens": N}` in both dialects.
+    if anthropic && ctx.operation == Operation::Messages {
         body = crate::translate::openai_response_to_anthropic(&body).unwrap_or(body);
     }
     respond::write_json(session, 200, &body, &tags).await

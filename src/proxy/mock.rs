@@ -52,6 +52,7 @@ pub fn respond(op: Operation, model: &str, req: &Value, id: &str, created: u64) 
     let pt = prompt_tokens(req);
     let ct = tokens(&text);
     match op {
+        Operation::CountTokens => json!({"input_tokens": pt}),
         Operation::Embedding => {
             let inputs: Vec<String> = match req.get("input") {
                 Some(Value::Array(a)) => a.iter().map(|x| x.to_string()).collect(),
@@ -109,7 +110,7 @@ pub fn stream(
     let usage = (prompt_tokens(req), words.len() as u64);
     let mut out = Sse::default();
     match op {
-        Operation::Embedding => return None,
+        Operation::Embedding | Operation::CountTokens => return None,
         Operation::Chat | Operation::Messages => {
             let chunk = |delta: Value, finish: Value| {
                 json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk",

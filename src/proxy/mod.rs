@@ -55,6 +55,7 @@ fn operation_for(path: &str) -> Option<Operation> {
         "/v1/embeddings" | "/embeddings" => Some(Operation::Embedding),
         "/v1/responses" | "/responses" => Some(Operation::Responses),
         "/v1/messages" | "/messages" => Some(Operation::Messages),
+        "/v1/messages/count_tokens" | "/messages/count_tokens" => Some(Operation::CountTokens),
         _ => None,
     }
 }
@@ -222,9 +223,11 @@ impl Gateway {
             }
         };
         // Targets whose wire dialect cannot carry this operation (embeddings to Anthropic, ...)
-        // are dropped from the plan.
-        plan.attempts
-            .retain(|a| dialect::can_serve(op, attempt_format(snap, plan.virtual_model, a)));
+        // are dropped from the plan; the mock answers every operation itself.
+        plan.attempts.retain(|a| {
+            snap.providers[a.provider].config.kind == ProviderKind::Mock
+                || dialect::can_serve(op, attempt_format(snap, plan.virtual_model, a))
+        });
         if plan.attempts.is_empty() {
             return Prepared::Fail(ApiError::new(
                 400,
@@ -237,7 +240,9 @@ impl Gateway {
                 ),
             ));
         }
-        if let (Some(vi), Some(key)) = (plan.virtual_model, session_key.as_deref()) {
+        // A token count pins no session: the conversation's next message chooses.
+        let pins = op != Operation::CountTokens;
+        if let (Some(vi), Some(key), true) = (plan.virtual_model, session_key.as_deref(), pins) {
             let vm = &snap.table.models[vi];
             if let Some(ti) = plan.attempts[0].target {
                 if vm.session.enabled {
@@ -1004,7 +1009,10 @@ impl Gateway {
             op: ctx.operation,
             target: format,
             upstream_model: &attempt.model,
-            override_params: target.and_then(|t| t.override_params.as_ref()),
+            // Sampling parameters mean nothing to a token count (Anthropic refuses them).
+            override_params: target
+                .and_then(|t| t.override_params.as_ref())
+                .filter(|_| ctx.operation != Operation::CountTokens),
             drop_provider: peek.provider.is_some(),
             default_max_tokens: snap.settings.anthropic_default_max_tokens,
         };
@@ -1060,7 +1068,8 @@ impl Gateway {
     /// per output token for streams or total time otherwise. Called once, at the end of the
     /// answer's body.
     fn record_timings(&self, ctx: &mut Ctx) {
-        if ctx.status.is_none_or(|s| s >= 400) {
+        // A token count's quick answer says nothing of how fast the target generates.
+        if ctx.status.is_none_or(|s| s >= 400) || ctx.operation == Operation::CountTokens {
             return;
         }
         let (Some(start), Some(first)) = (ctx.attempt_started, ctx.first_byte_at) else {

@@ -88,10 +88,13 @@ pub enum Operation {
     Embedding,
     Responses,
     Messages,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Operation {
-    pub const NAMES: &'static str = "chat, completion, embedding, responses or messages";
+    pub const NAMES: &'static str =
+        "chat, completion, embedding, responses, messages or count_tokens";
 
     pub fn parse(s: &str) -> Option<Operation> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -100,17 +103,28 @@ impl Operation {
             "embedding" | "embeddings" => Some(Operation::Embedding),
             "responses" | "response" => Some(Operation::Responses),
             "messages" | "message" => Some(Operation::Messages),
+            "count_tokens" | "count-tokens" => Some(Operation::CountTokens),
             _ => None,
         }
     }
 
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
         Operation::Chat,
         Operation::Completion,
         Operation::Embedding,
         Operation::Responses,
         Operation::Messages,
+        Operation::CountTokens,
     ];
+
+    /// The `model_types` entry that admits this operation: counting a message's tokens is
+    /// allowed wherever messages are.
+    pub fn admitted_by(self) -> Operation {
+        match self {
+            Operation::CountTokens => Operation::Messages,
+            op => op,
+        }
+    }
 
     /// The upstream path under a provider's base URL for this operation in `format`'s dialect.
     pub fn upstream_suffix(self, format: WireFormat) -> &'static str {
@@ -121,6 +135,7 @@ impl Operation {
             (Operation::Completion, _) => "/completions",
             (Operation::Embedding, _) => "/embeddings",
             (Operation::Responses, _) => "/responses",
+            (Operation::CountTokens, _) => "/messages/count_tokens",
         }
     }
 
@@ -131,6 +146,7 @@ impl Operation {
             Operation::Embedding => "embedding",
             Operation::Responses => "responses",
             Operation::Messages => "messages",
+            Operation::CountTokens => "count_tokens",
         }
     }
 }

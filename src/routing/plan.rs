@@ -145,7 +145,8 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
             .is_none_or(|l| list_admits(l, req.user_path));
         if covered {
             if let Some(types) = &vm.model_types {
-                if !types.contains(&req.operation) {
+                if !types.contains(&req.operation.admitted_by()) && !types.contains(&req.operation)
+                {
                     return Err(RouteError::OperationNotAllowed {
                         virtual_model: vm.source.clone(),
                         operation: req.operation.name(),
@@ -377,6 +378,14 @@ fn order_targets<C: Conditions>(
         _ => None,
     };
     let mut order: Order = match vm.strategy {
+        // A token count is no traffic to balance: it leaves the rotation where it is and goes
+        // where the session is pinned, else to the first eligible target.
+        Strategy::RoundRobin if req.operation == Operation::CountTokens => {
+            let mut v = Order::new();
+            v.extend(pinned);
+            v.extend(eligible.iter().copied().filter(|i| Some(*i) != pinned));
+            v
+        }
         Strategy::RoundRobin => round_robin(vm, eligible, pinned),
         Strategy::Cost => by_cost(vm, eligible),
         Strategy::Priority => {

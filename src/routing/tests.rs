@@ -228,6 +228,32 @@ fn round_robin_one_eligible_target_does_not_advance_the_counter() {
 }
 
 #[test]
+fn a_token_count_moves_no_rotation_and_follows_the_session_pin() {
+    let tb = table(vec![vm(
+        "lb",
+        Strategy::RoundRobin,
+        vec![t("a/m"), t("b/m")],
+    )]);
+    let count = Request {
+        operation: Operation::CountTokens,
+        ..req("lb")
+    };
+    let w = World::default();
+    assert_eq!(firsts(&tb, &count, &w, 3), ["a/m"; 3]);
+    assert_eq!(counter(&tb, 0), 0);
+    assert_eq!(plan_names(&tb, &count, &w), ["a/m", "b/m"]);
+    let pinned = World::default().pin(0, "s1", 1);
+    let in_session = Request {
+        session_key: Some("s1"),
+        ..count
+    };
+    assert_eq!(plan_names(&tb, &in_session, &pinned), ["b/m", "a/m"]);
+    assert_eq!(counter(&tb, 0), 0);
+    // Messages still rotate from where the rotation stood.
+    assert_eq!(firsts(&tb, &req("lb"), &w, 2), ["a/m", "b/m"]);
+}
+
+#[test]
 fn round_robin_shares_stay_proportional_among_the_eligible_targets() {
     // 5:1:1 with the heavy target out: the two others must split its slots evenly, in turn.
     let tb = table(vec![vm(

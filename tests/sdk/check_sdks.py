@@ -146,11 +146,23 @@ def mock_streams_parse_in_every_api():
         assert "".join(s.text_stream) == said + "p4"
 
 
+def anthropic_count_tokens():
+    msgs = [{"role": "user", "content": "count me"}]
+    assert an.messages.count_tokens(model="claude-smart", messages=msgs).input_tokens == 17
+    assert an.messages.count_tokens(model="local", messages=msgs).input_tokens > 0
+    try:
+        an.messages.count_tokens(model="gpt-smart", messages=msgs)
+    except anthropic.BadRequestError as e:
+        assert e.status_code == 400 and e.body["error"]["type"] == "invalid_request_error", e
+    else:
+        raise AssertionError("expected BadRequestError")
+
+
 CHECKS = [openai_chat_anthropic_target, openai_stream_anthropic_target, openai_tools_anthropic_target,
           openai_tool_stream_anthropic_target, openai_stream_openai_target_every_chunk_has_choices,
           anthropic_messages_openai_target, anthropic_stream_openai_target, anthropic_errors_are_typed,
           openai_errors_are_typed, openai_models_list, openai_models_retrieve,
-          mock_streams_parse_in_every_api]
+          mock_streams_parse_in_every_api, anthropic_count_tokens]
 
 passed = failed = 0
 for check in CHECKS:
