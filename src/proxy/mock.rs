@@ -94,8 +94,8 @@ pub struct Streamed {
 }
 
 /// The streamed answer for `op`, one delta per word, in the shape the real API streams: chat
-/// completion chunks, text completion chunks (both ending with `[DONE]`, a usage chunk first when
-/// `include_usage`), or the Responses API's typed events. `None` for operations that do not
+/// completion chunks, text completion chunks (both ending with a usage chunk when
+/// `include_usage`, then `[DONE]`), or the Responses API's typed events. `None` for operations that do not
 /// stream (embeddings).
 pub fn stream(
     op: Operation,
@@ -126,11 +126,13 @@ pub fn stream(
             }
             out.data(&chunk(json!({}), json!("stop")));
             if include_usage {
-                out.data(
-                    &json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk",
-                                 "created": created, "model": model, "choices": [],
-                                 "usage": usage_json(usage)}),
-                );
+                out.data(&usage_chunk(
+                    format!("chatcmpl-{id}"),
+                    "chat.completion.chunk",
+                    created,
+                    model,
+                    usage,
+                ));
             }
             out.done();
         }
@@ -145,11 +147,13 @@ pub fn stream(
             }
             out.data(&chunk("", json!("stop")));
             if include_usage {
-                out.data(
-                    &json!({"id": format!("cmpl-{id}"), "object": "text_completion",
-                                 "created": created, "model": model, "choices": [],
-                                 "usage": usage_json(usage)}),
-                );
+                out.data(&usage_chunk(
+                    format!("cmpl-{id}"),
+                    "text_completion",
+                    created,
+                    model,
+                    usage,
+                ));
             }
             out.done();
         }
@@ -225,9 +229,17 @@ fn responses_events(
     event(out, "response.completed", json!({"response": finished}));
 }
 
-fn usage_json((prompt, completion): (u64, u64)) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion})
+/// The final chunk of an OpenAI stream asked for `stream_options.include_usage`.
+fn usage_chunk(
+    id: String,
+    object: &str,
+    created: u64,
+    model: &str,
+    (prompt, completion): (u64, u64),
+) -> Value {
+    json!({"id": id, "object": object, "created": created, "model": model, "choices": [],
+           "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}})
 }
 
 /// SSE bytes being written.

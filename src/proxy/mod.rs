@@ -987,9 +987,7 @@ impl Gateway {
         e.set_retry(!self.divert_to_mock(ctx));
         e
     }
-}
 
-impl Gateway {
     /// Builds the current attempt's upstream body and response shaper.
     fn prepare_attempt(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
         let snap = ctx.snapshot(&self.app);

@@ -77,9 +77,8 @@ pub fn build(
 
 /// Client headers never forwarded upstream: credentials meant for the gateway, hop-by-hop
 /// framing (the gateway frames the body itself), and the gateway's own request metadata and
-/// user-path headers, whatever name is configured. The configured user-path header is dropped
-/// as well. (A `match`: the names are told apart by
-/// length first, instead of comparing each with every entry of a list.)
+/// default user-path headers; `build` drops a configured user-path header too. (A `match`: the
+/// names are told apart by length first, instead of comparing each with every entry of a list.)
 fn dropped_name(lowercase: &str) -> bool {
     matches!(
         lowercase,
