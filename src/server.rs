@@ -38,12 +38,9 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
-        Gateway {
-            app: app.clone(),
-            metrics: Arc::new(crate::metrics::Metrics::default()),
-        },
+        Gateway::new(app.clone(), Arc::new(crate::metrics::Metrics::default())),
     );
-    proxy.add_tcp(&addr.to_string());
+    proxy.add_listener(listener(addr));
     server.add_service(proxy);
     server.add_service(background_service(
         "catalog refresh",
@@ -62,6 +59,19 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     });
     remove_pid_file();
     Ok(())
+}
+
+/// Bytes the client connection's write buffer holds before a write goes out. Pingora's 1,460
+/// (one packet) splits a typical non-stream answer (header and a few KiB of JSON, sent with its
+/// Content-Length and flushed once at its end) into two or three writes; 16 KiB sends it in one.
+/// Streams flush every event whatever the size.
+pub const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
+
+/// The client-facing listener on `addr`.
+pub fn listener(addr: std::net::SocketAddr) -> pingora::listeners::ListenerConfig {
+    use pingora::listeners::{L4BufferSettings, ListenerConfig};
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::default().write(CLIENT_WRITE_BUFFER))
 }
 
 /// The `PID_FILE` this process wrote, removed on every way out so that `modelgate reload`

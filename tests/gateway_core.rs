@@ -582,3 +582,65 @@ fn an_encoded_answer_reaches_the_client_byte_for_byte() {
         assert_eq!(seen.header("accept-encoding"), None);
     }
 }
+
+#[test]
+fn a_chunked_non_stream_answer_reaches_the_client_whole_with_its_length() {
+    // The upstream chunks its JSON answer in three pieces; the client asked for no stream, so
+    // it gets one body with Content-Length.
+    let answer = serde_json::to_vec(&chat_reply("m1", "framed")).unwrap();
+    let pieces: Vec<Vec<u8>> = answer.chunks(40).map(<[u8]>::to_vec).collect();
+    assert!(pieces.len() >= 3);
+    let a = Upstream::start(&["m1"], move |_| Reply::Stream(pieces.clone(), None));
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let r = g.chat("a/m1");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "framed");
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    assert_eq!(r.header("transfer-encoding"), None);
+}
+
+#[test]
+fn a_chunked_request_body_of_any_size_is_forwarded_whole() {
+    use std::io::{Read, Write};
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let content: String = (0..150_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let body = serde_json::to_vec(
+        &json!({"model": "a/m1", "messages": [{"role": "user", "content": content}]}),
+    )
+    .unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    for piece in body.chunks(10_000) {
+        write!(s, "{:x}\r\n", piece.len()).unwrap();
+        s.write_all(piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = &a.requests()[0];
+    // Byte for byte but the model, which names the upstream's id.
+    let expected = String::from_utf8(body)
+        .unwrap()
+        .replace("\"a/m1\"", "\"m1\"");
+    assert_eq!(
+        seen.body,
+        expected.as_bytes(),
+        "the upstream got the body whole"
+    );
+}

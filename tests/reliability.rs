@@ -612,3 +612,28 @@ fn an_upstream_400_is_not_replaced_by_the_mock_fallback() {
     assert_eq!(r.json()["error"]["message"], "bad temperature");
     assert_eq!(served(&r), "a/m1");
 }
+
+#[test]
+fn statuses_listed_outside_the_defaults_are_retried_and_fall_back() {
+    // 408 is listed for retry, 409 for fallback: neither is among the defaults.
+    let a = Upstream::start(&[], |s| {
+        if s.json()["model"] == "m1" {
+            Reply::Json(408, json!({"error": {"message": "timeout", "type": "x"}}))
+        } else {
+            Reply::Json(409, json!({"error": {"message": "conflict", "type": "x"}}))
+        }
+    });
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: retried\n    strategy: priority\n    targets:\n      - {model: a/m1, retry: {attempts: 3, delay_ms: 0, on_status: [408]}}\n  - source: moved\n    strategy: priority\n    targets:\n      - {model: a/m2, fallback_on: [409]}\n      - b/m3\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+
+    let r = g.post("/v1/chat/completions", &chat_body("retried"), &[]);
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-attempts"), Some("3"));
+    assert_eq!(a.requests().len(), 3, "408 must be retried as listed");
+
+    let r = g.post("/v1/chat/completions", &chat_body("moved"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(served(&r), "b/m3", "409 must fall back as listed");
+    assert_eq!(b.requests().len(), 1);
+}

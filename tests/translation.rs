@@ -449,3 +449,40 @@ fn count_tokens_follows_model_types_and_the_mock_counts_locally() {
     assert!(n > 0, "{}", r.body);
     assert_eq!(r.json().as_object().unwrap().len(), 1, "{}", r.body);
 }
+
+#[test]
+fn an_answer_that_cannot_be_translated_is_a_502_never_a_200() {
+    // The Anthropic upstream says 200 but its body is not JSON: the OpenAI client must not get
+    // a 200 whose body is an error.
+    let oa = Upstream::start(&[], |_| {
+        Reply::Raw(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            b"{\"id\": \"chatcmpl-1\", \"choices\": [".to_vec(),
+        )
+    });
+    let an = Upstream::start(&["claude-x"], |_| {
+        Reply::Raw(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            b"<html>gateway timeout</html>".to_vec(),
+        )
+    });
+    let g = Gateway::start(&config(&oa, &an), &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.json()["error"]["message"].is_string(), "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("claude/claude-x"));
+    // The reverse: an Anthropic client, an OpenAI upstream whose JSON is cut short.
+    let r = g.post("/v1/messages", &anthropic_request("gpt"), &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.json()["type"], "error", "{}", r.body);
+}
+
+fn anthropic_request(model: &str) -> serde_json::Value {
+    json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+}

@@ -1,10 +1,9 @@
 //! The request body: reading it whole under the size limit, peeking at the routing fields, and
 //! rewriting it for one attempt.
 //!
-//! Pingora 0.9 replays its 64 KiB retry buffer through `request_body_filter` on every attempt;
-//! we make that buffer hold the tail of the body (enabled only once the rest fits) and swap it for
-//! the whole rewritten body there. Rewriting touches only the `model` value's bytes unless the
-//! target sets `override_params`, so a same-dialect request passes through byte for byte.
+//! The gateway sends each attempt's body itself (`exchange`), so the body is read once, whole,
+//! whatever its framing. Rewriting touches only the `model` value's bytes unless the target
+//! sets `override_params`, so a same-dialect request passes through byte for byte.
 
 use super::json_scan::{self, Member, ScanError};
 use super::respond::ApiError;
@@ -16,9 +15,6 @@ use smol_str::SmolStr;
 mod oracle;
 #[cfg(test)]
 mod peek_tests;
-
-/// Pingora's fixed retry buffer size.
-const RETRY_BUFFER: u64 = 64 * 1024;
 
 /// Reads the whole request body, refusing more than `limit` bytes.
 pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError> {
@@ -35,14 +31,6 @@ pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError
     }
     let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
     loop {
-        // The retry buffer must end up holding the body's tail: enable it once what is left fits.
-        match declared {
-            Some(n) if n.saturating_sub(body.len() as u64) <= RETRY_BUFFER => {
-                session.enable_retry_buffering()
-            }
-            None => session.enable_retry_buffering(),
-            _ => {}
-        }
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() as u64 + chunk.len() as u64 > limit {
@@ -58,14 +46,6 @@ pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError
                 ))
             }
         }
-    }
-    if declared.is_none() && body.len() as u64 > RETRY_BUFFER {
-        return Err(ApiError::new(
-            411,
-            "invalid_request_error",
-            "length_required",
-            "a request body over 64 KiB must be sent with Content-Length (not chunked)",
-        ));
     }
     Ok(body)
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use smol_str::SmolStr;
 
-use super::attempts::Next;
+use super::attempts::Attempts;
 use super::body::Peek;
 use crate::app::App;
 use crate::routing::model::Operation;
@@ -31,24 +31,17 @@ pub struct Ctx {
     pub body: Vec<u8>,
     pub peek: Option<Peek>,
     pub plan: Option<Plan>,
-    /// Index into the plan's attempts.
-    pub attempt: usize,
-    pub tries_on_target: u32,
-    /// Upstream requests made (retries included).
-    pub attempts_made: u32,
-    pub fallbacks: u32,
-    pub connect_failures: u32,
-    pub pending: Option<Next>,
-    /// The plan's attempt (a `mock` provider's) that answers locally once the proxy gives up:
-    /// a fallback Pingora cannot proxy to.
-    pub mock_fallback: Option<usize>,
+    /// Where the request stands in its plan (`exchange` moves it).
+    pub attempts: Attempts,
+    /// The current attempt's upstream body, built once per attempt (retries reuse it).
     pub attempt_body: Option<Bytes>,
-    pub body_sent: bool,
     pub attempt_started: Option<Instant>,
     pub first_byte_at: Option<Instant>,
     pub stream_events: u64,
     pub upstream_status: Option<u16>,
     pub retry_after: Option<String>,
+    /// A try ran out of time (connect, first byte or idle bound).
+    pub timed_out: bool,
     pub status: Option<u16>,
     pub error_code: Option<&'static str>,
     /// `provider/model` of the current attempt (inline up to 23 bytes).
@@ -57,10 +50,6 @@ pub struct Ctx {
     pub shaper: Option<super::dialect::Shaper>,
     /// (input, output) tokens the upstream reported.
     pub usage: Option<(u64, u64)>,
-    /// A client error found while preparing an attempt.
-    pub client_error: Option<super::respond::ApiError>,
-    /// The current attempt's first-byte/idle watch, when the provider's two bounds differ.
-    pub read_watch: Option<super::read_watch::ReadWatch>,
     /// The health of the attempt (its index) that last needed it.
     pub health: Option<(usize, Arc<crate::health::TargetHealth>)>,
 }
@@ -75,7 +64,7 @@ impl Ctx {
         let Some(tv) = plan.virtual_model.and_then(|vi| snap.tag_values.get(vi)) else {
             return (None, None);
         };
-        let attempt = plan.attempts.get(self.attempt);
+        let attempt = plan.attempts.get(self.attempts.index);
         let served = attempt
             .zip(attempt.and_then(|a| a.target))
             .and_then(|(a, ti)| match tv.served.get(ti) {
@@ -103,28 +92,20 @@ impl Ctx {
             body: Vec::new(),
             peek: None,
             plan: None,
-            attempt: 0,
-            tries_on_target: 0,
-            attempts_made: 0,
-            fallbacks: 0,
-            connect_failures: 0,
-            pending: None,
-            mock_fallback: None,
+            attempts: Attempts::default(),
             attempt_body: None,
-            body_sent: false,
             attempt_started: None,
             first_byte_at: None,
             stream_events: 0,
             upstream_status: None,
             retry_after: None,
+            timed_out: false,
             status: None,
             error_code: None,
             served: None,
             virtual_model: None,
             shaper: None,
             usage: None,
-            client_error: None,
-            read_watch: None,
             health: None,
         }
     }

@@ -222,6 +222,9 @@ pub struct Shaper {
     error_status: Option<u16>,
     pub usage: Option<(u64, u64)>,
     created: u64,
+    /// A whole answer that had to be translated was not valid JSON of its dialect: what the
+    /// client gets is an error envelope, to be sent with status 502.
+    untranslatable: bool,
 }
 
 impl Shaper {
@@ -267,6 +270,7 @@ impl Shaper {
             error_status: None,
             usage: None,
             created,
+            untranslatable: false,
         }
     }
 
@@ -277,6 +281,12 @@ impl Shaper {
             Mode::StreamTap { strip_usage, .. } => *strip_usage,
             _ => true,
         }
+    }
+
+    /// Whether the whole answer could not be translated: its body is then an error envelope and
+    /// its status must be 502, never the upstream's 2xx.
+    pub fn untranslatable(&self) -> bool {
+        self.untranslatable
     }
 
     /// Called with the upstream status before any body.
@@ -377,7 +387,10 @@ impl Shaper {
                                 self.usage = usage_of(&v);
                                 serde_json::to_vec(&v).unwrap_or_default()
                             }
-                            None => (back.error)(502, b"upstream answer could not be translated"),
+                            None => {
+                                self.untranslatable = true;
+                                (back.error)(502, b"upstream answer could not be translated")
+                            }
                         }))
                     }
                 }

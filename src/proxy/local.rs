@@ -409,7 +409,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         request_id: &id,
         model: served.as_deref(),
         virtual_model: ctx.virtual_model.as_deref(),
-        attempts: Some(ctx.attempts_made.max(1)),
+        attempts: Some(ctx.attempts.made.max(1)),
         prebuilt: (None, None),
     };
     ctx.status = Some(200);
@@ -501,7 +501,7 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             model: requested,
             virtual_model: ctx.virtual_model.as_deref(),
             served_model: ctx.served.as_deref(),
-            attempts: ctx.attempts_made,
+            attempts: ctx.attempts.made,
             status,
             duration_ms: (ms * 1000.0).round() / 1000.0,
             stream: ctx.stream,
@@ -546,7 +546,7 @@ fn text_line(
     line.push_str(" served=");
     line.push_str(ctx.served.as_deref().unwrap_or("-"));
     line.push_str(" attempts=");
-    line.push_str(n.format(ctx.attempts_made));
+    line.push_str(n.format(ctx.attempts.made));
     line.push_str(" status=");
     line.push_str(n.format(status));
     line.push_str(" duration_ms=");
@@ -610,7 +610,7 @@ mod tests {
         ctx.path = "/v1/chat/completions".into();
         ctx.virtual_model = Some("smart".into());
         ctx.served = Some("openai/gpt-4o".into());
-        ctx.attempts_made = 2;
+        ctx.attempts.made = 2;
         ctx.usage = Some((12, 34));
         let d = Duration::from_micros(1_234_567);
         assert_eq!(

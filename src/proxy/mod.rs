@@ -2,30 +2,27 @@
 //! types and calls into `routing`, `health` and `attempts`. Logic that can live outside the trait
 //! does.
 //!
-//! Phases, in order: `request_filter` (auth, local routes, body, plan; local answers end here),
-//! `upstream_peer` (the current attempt's peer), `upstream_request_filter` (path, auth and
-//! headers), `request_body_filter` (the rewritten body), `upstream_response_filter` (retry or
-//! fallback on a bad status before anything reached the client), `response_filter` (our headers),
-//! `logging` (health and access log).
+//! Every request is answered in `request_filter`: auth, local routes, body and plan, then the
+//! upstream exchange (`exchange`: attempts, retries, fallbacks, the answer). Pingora's own
+//! upstream phases never run. `fail_to_proxy` answers what `request_filter` could not, and
+//! `logging` records health windows, metrics and the access log.
 
 pub mod attempts;
 pub mod body;
 pub mod ctx;
 pub mod dialect;
+pub mod exchange;
 pub mod headers;
 pub mod json_scan;
 pub mod local;
 pub mod mock;
-pub mod read_watch;
 pub mod respond;
 pub mod upstream_headers;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
+
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -39,12 +36,23 @@ use crate::routing::plan::{self, RouteError};
 use crate::snapshot::View;
 use attempts::{Failure, Next};
 use ctx::Ctx;
-use read_watch::ReadWatch;
 use respond::{ApiError, Tags};
 
 pub struct Gateway {
     pub app: Arc<App>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Upstream HTTP/1 connections, pooled per peer.
+    pub connector: pingora::connectors::http::v1::Connector,
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>, metrics: Arc<crate::metrics::Metrics>) -> Gateway {
+        Gateway {
+            app,
+            metrics,
+            connector: pingora::connectors::http::v1::Connector::new(None),
+        }
+    }
 }
 
 /// The routed endpoints and the upstream path suffix each maps to.
@@ -106,8 +114,6 @@ enum Prepared {
     Proxy,
     /// Answer with this error.
     Fail(ApiError),
-    /// The first attempt is the mock provider's: answer locally.
-    Mock(plan::Attempt),
     /// The model was not found: refresh the catalog once, then prepare `body` again.
     Refresh {
         body: Vec<u8>,
@@ -132,13 +138,9 @@ impl Gateway {
         let mut may_refresh = true;
         loop {
             match self.prepare(session, ctx, op, &snap, raw, may_refresh) {
-                Prepared::Proxy => return Ok(false),
+                // Boxed: the exchange's future is large, and this one is every request's.
+                Prepared::Proxy => return Box::pin(self.exchange(session, ctx)).await,
                 Prepared::Fail(e) => return self.fail(session, ctx, &e).await,
-                Prepared::Mock(a) => {
-                    return Box::pin(local::answer_mock(session, ctx, &a))
-                        .await
-                        .map(|_| true)
-                }
                 Prepared::Refresh {
                     body,
                     model,
@@ -262,22 +264,8 @@ impl Gateway {
         ctx.body = raw;
         ctx.peek = Some(peek);
         ctx.operation = op;
-        // A mock first attempt is answered here.
-        let first = &plan.attempts[0];
-        let mock = snap.providers[first.provider].config.kind == ProviderKind::Mock;
-        let answer = mock.then(|| {
-            ctx.attempts_made = 1;
-            ctx.served = Some(served_name(
-                &snap.providers[first.provider].config.name,
-                &first.model,
-            ));
-            first.clone()
-        });
         ctx.plan = Some(plan);
-        match answer {
-            Some(a) => Prepared::Mock(a),
-            None => Prepared::Proxy,
-        }
+        Prepared::Proxy
     }
 
     async fn fail(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<bool> {
@@ -298,37 +286,38 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Records a failure of the current attempt and decides what comes next.
+    /// Records a failed try in the target's health and asks `Attempts` what follows; the
+    /// request's cursor has moved accordingly.
     fn after_failure(&self, ctx: &mut Ctx, failure: Failure, retry_after_s: Option<u64>) -> Next {
         let snap = ctx.snapshot(&self.app);
         let Some(plan) = ctx.plan.as_ref() else {
             return Next::GiveUp;
         };
-        let attempt = &plan.attempts[ctx.attempt];
-        let target = plan
-            .virtual_model
-            .zip(attempt.target)
+        let attempt = &plan.attempts[ctx.attempts.index];
+        let (vm, ti) = (plan.virtual_model, attempt.target);
+        let target = vm
+            .zip(ti)
             .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+        // Only a refused connection or a 429/5xx says something about the target's health.
+        let counts = match failure {
+            Failure::Connection => true,
+            Failure::Status(s) => attempts::is_failure_status(s),
+        };
         let now = now_ms();
-        let mut tries = ctx.tries_on_target;
-        if let Some(t) = target {
+        let mut opened = false;
+        if let Some(t) = target.filter(|_| counts) {
             if let Some(h) = self.app.health.get(&t.name) {
                 let cfg = t
                     .provider
                     .map(|p| snap.providers[p].config.breaker)
                     .unwrap_or_default();
                 h.breaker.record_failure(&cfg, now);
-                if !h.breaker.allows(now) {
-                    // This failure opened the breaker: the target gets no further try now,
-                    // not even the retry its policy would allow.
-                    tries = u32::MAX;
-                }
+                opened = !h.breaker.allows(now);
             }
         }
-        let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-        let next = attempts::decide(failure, target, tries, has_next, retry_after_s);
-        ctx.pending = Some(next);
-        next
+        let next_usable = self.next_usable(ctx, ctx.attempts.index + 1);
+        ctx.attempts
+            .on_failure(failure, target, opened, next_usable, retry_after_s)
     }
 
     /// Seconds until the first breaker of a virtual model half-opens (at least 1).
@@ -365,49 +354,6 @@ impl Gateway {
             });
             (p.config.kind == ProviderKind::Mock || p.addr().is_some()) && closed
         })
-    }
-
-    /// When the pending decision is a fallback onto a `mock` attempt, which Pingora cannot
-    /// proxy to: takes the decision, notes the attempt for `fail_to_proxy` to answer, and
-    /// returns true (the caller then stops Pingora's retry loop).
-    fn divert_to_mock(&self, ctx: &mut Ctx) -> bool {
-        if ctx.pending != Some(Next::Fallback) {
-            return false;
-        }
-        let Some(next) = self.next_usable(ctx, ctx.attempt + 1) else {
-            return false;
-        };
-        let (Some(snap), Some(plan)) = (ctx.snap.as_ref(), ctx.plan.as_ref()) else {
-            return false;
-        };
-        if snap.providers[plan.attempts[next].provider].config.kind != ProviderKind::Mock {
-            return false;
-        }
-        ctx.pending = None;
-        ctx.mock_fallback = Some(next);
-        true
-    }
-
-    /// Answers with the mock attempt `divert_to_mock` chose, as the plan's next fallback.
-    async fn answer_mock_fallback(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        at: usize,
-    ) -> Result<()> {
-        let snap = ctx.snapshot(&self.app);
-        let Some(attempt) = ctx.plan.as_ref().map(|p| p.attempts[at].clone()) else {
-            return Error::e_explain(ErrorType::InternalError, "no plan for a mock fallback");
-        };
-        ctx.attempt = at;
-        ctx.attempts_made += 1;
-        ctx.fallbacks += 1;
-        ctx.error_code = None;
-        ctx.served = Some(served_name(
-            &snap.providers[attempt.provider].config.name,
-            &attempt.model,
-        ));
-        local::answer_mock(session, ctx, &attempt).await
     }
 }
 
@@ -486,352 +432,21 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// The peer for the current attempt; applies a pending retry delay or fallback first.
+    /// Never called: `request_filter` answers every request itself (`exchange`).
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut Box<Ctx>,
+        _ctx: &mut Box<Ctx>,
     ) -> Result<Box<HttpPeer>> {
-        match ctx.pending.take() {
-            Some(Next::Retry { delay_ms }) => {
-                ctx.tries_on_target += 1;
-                if delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                }
-            }
-            Some(Next::Fallback) => {
-                let next = self.next_usable(ctx, ctx.attempt + 1);
-                ctx.attempt = next.unwrap_or(ctx.attempt);
-                ctx.tries_on_target = 1;
-                ctx.fallbacks += 1;
-                ctx.attempt_body = None;
-            }
-            _ => {
-                if ctx.attempts_made == 0 {
-                    ctx.tries_on_target = 1;
-                }
-            }
-        }
-        ctx.body_sent = false;
-        ctx.attempts_made += 1;
-        let snap = ctx.snapshot(&self.app);
-        let Some(plan) = ctx.plan.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "no plan for a proxied request");
-        };
-        let attempt = plan.attempts[ctx.attempt].clone();
-        let provider = &snap.providers[attempt.provider];
-        ctx.served = Some(served_name(&provider.config.name, &attempt.model));
-        let Some(addr) = provider.addr() else {
-            return Error::e_explain(
-                ErrorType::ConnectNoRoute,
-                "provider address is not resolved",
-            );
-        };
-        let Some(base) = provider.config.base.as_ref() else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "provider has no base URL");
-        };
-        if ctx.attempt_body.is_none() {
-            if let Err(e) = self.prepare_attempt(ctx) {
-                ctx.client_error = Some(e);
-                return Error::e_explain(
-                    ErrorType::InternalError,
-                    "the request cannot be expressed in this target's dialect",
-                );
-            }
-        }
-        let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
-        let t = provider.config.timeouts;
-        peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(t.first_byte_ms.max(t.idle_ms)));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        ctx.attempt_started = Some(Instant::now());
-        Ok(Box::new(peer))
+        Error::e_explain(
+            ErrorType::InternalError,
+            "every request is answered in request_filter",
+        )
     }
 
-    /// Starts the first-byte/idle watch of this attempt when the provider's bounds differ
-    /// (Pingora's own per-read timeout is the larger of the two).
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        fd: std::os::unix::io::RawFd,
-        _digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<()> {
-        ctx.read_watch = None;
-        let snap = ctx.snapshot(&self.app);
-        let Some(plan) = ctx.plan.as_ref() else {
-            return Ok(());
-        };
-        let t = snap.providers[plan.attempts[ctx.attempt].provider]
-            .config
-            .timeouts;
-        if t.first_byte_ms != t.idle_ms {
-            ctx.read_watch = ReadWatch::start(
-                fd,
-                Duration::from_millis(t.first_byte_ms),
-                Duration::from_millis(t.idle_ms),
-            );
-        }
-        Ok(())
-    }
-
-    /// Path, host, the provider's auth and headers, the target's header rules, Content-Length.
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<()> {
-        let snap = ctx.snapshot(&self.app);
-        let Some(plan) = ctx.plan.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "no plan");
-        };
-        let attempt = &plan.attempts[ctx.attempt];
-        let provider = &snap.providers[attempt.provider];
-        let Some(base) = provider.config.base.as_ref() else {
-            return Error::e_explain(ErrorType::InternalError, "no base URL");
-        };
-        let target = plan
-            .virtual_model
-            .zip(attempt.target)
-            .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
-        let format = attempt_format(&snap, plan.virtual_model, attempt);
-        let query = session.req_header().uri.query();
-        let uri = match (query, provider.upstream_uri(ctx.operation, format)) {
-            (None, Some(uri)) => uri.clone(),
-            _ => {
-                let mut path = String::with_capacity(base.path.len() + 24);
-                path.push_str(&base.path);
-                path.push_str(ctx.operation.upstream_suffix(format));
-                if let Some(q) = query {
-                    path.push('?');
-                    path.push_str(q);
-                }
-                path.parse()
-                    .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?
-            }
-        };
-        // The header block is rebuilt as plain parts: one map, prebuilt names and values,
-        // instead of `insert_header`'s name parsing and second (original-case) map. Client
-        // headers keep their values; names go upstream in canonical case.
-        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-        let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
-        parts.uri = uri;
-        let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
-        let result = upstream_headers::build(
-            &mut parts.headers,
-            provider,
-            target,
-            format,
-            &snap.settings.user_path_header,
-            len,
-        );
-        *req = RequestHeader::from(parts);
-        result
-    }
-
-    /// Swaps the replayed retry buffer for this attempt's whole rewritten body.
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<()> {
-        if ctx.body_sent {
-            *body = None;
-            return Ok(());
-        }
-        if end_of_stream || body.is_some() {
-            *body = ctx.attempt_body.clone();
-            ctx.body_sent = true;
-        }
-        Ok(())
-    }
-
-    /// Retry or fall back on a bad status while nothing has reached the client.
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<()> {
-        let status = resp.status.as_u16();
-        ctx.upstream_status = Some(status);
-        if let Some(w) = &ctx.read_watch {
-            w.progress();
-        }
-        if let Some(shaper) = ctx.shaper.as_mut() {
-            shaper.on_status(status);
-            if shaper.rewrites() {
-                resp.remove_header("content-length");
-                resp.insert_header("transfer-encoding", "chunked")?;
-            }
-        }
-        if attempts::is_failure_status(status) || status == 401 || status == 403 || status == 404 {
-            let retry_after = resp
-                .headers
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if status == 429 {
-                ctx.retry_after = resp
-                    .headers
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-            }
-            let failure = if attempts::is_failure_status(status) {
-                Failure::Status(status)
-            } else {
-                // 401/403/404 say nothing about the target's health.
-                ctx.pending = None;
-                let snap = ctx.snapshot(&self.app);
-                let target = ctx.plan.as_ref().and_then(|p| {
-                    let a = &p.attempts[ctx.attempt];
-                    p.virtual_model
-                        .zip(a.target)
-                        .map(|(vi, ti)| snap.table.models[vi].targets[ti].clone())
-                });
-                let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-                let next = attempts::decide(
-                    Failure::Status(status),
-                    target.as_ref(),
-                    u32::MAX,
-                    has_next,
-                    None,
-                );
-                if next == Next::Fallback {
-                    ctx.pending = Some(next);
-                    return Err(self.status_error(ctx, status));
-                }
-                return Ok(());
-            };
-            match self.after_failure(ctx, failure, retry_after) {
-                Next::GiveUp => {
-                    ctx.pending = None;
-                }
-                _ => return Err(self.status_error(ctx, status)),
-            }
-        } else {
-            self.record_success(ctx);
-        }
-        // The body passes through untouched, so the upstream's framing stays; our tags go in
-        // response_filter.
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<()> {
-        ctx.status = Some(resp.status.as_u16());
-        let tags = Tags {
-            request_id: &ctx.request_id,
-            model: ctx.served.as_deref(),
-            virtual_model: ctx.virtual_model.as_deref(),
-            attempts: Some(ctx.attempts_made),
-            prebuilt: ctx.prebuilt_tags(),
-        };
-        respond::add_tags(resp, &tags)
-    }
-
-    fn upstream_response_body_filter(
-        &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<Option<Duration>> {
-        if let Some(w) = &ctx.read_watch {
-            if end_of_stream {
-                w.disarm();
-            } else {
-                w.progress();
-            }
-        }
-        Ok(None)
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut Box<Ctx>,
-    ) -> Result<Option<Duration>> {
-        if let Some(shaper) = ctx.shaper.as_mut() {
-            shaper.on_body(body, end_of_stream);
-            if end_of_stream {
-                ctx.usage = shaper.usage;
-            }
-        }
-        if let Some(b) = body {
-            if !b.is_empty() && ctx.first_byte_at.is_none() {
-                ctx.first_byte_at = Some(Instant::now());
-            }
-            if ctx.stream {
-                ctx.stream_events += dialect::count_events(b);
-            }
-        }
-        if end_of_stream {
-            // Here, not in `logging`: the last bytes have not reached the client yet, so the
-            // client's next request is planned with this one's timings (SLA, latency).
-            self.record_timings(ctx);
-        }
-        Ok(None)
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Box<Ctx>,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        ctx.connect_failures += 1;
-        let next = self.after_failure(ctx, Failure::Connection, None);
-        e.set_retry(next != Next::GiveUp && !self.divert_to_mock(ctx));
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut Box<Ctx>,
-        _client_reused: bool,
-    ) -> Box<Error> {
-        // The attempt's connection is gone: let it close (the watch holds a duplicate).
-        if let Some(w) = &ctx.read_watch {
-            w.disarm();
-        }
-        let mut e = e.more_context(format!("peer {}", peer.sni));
-        // A client that went away says nothing about the target: no retry, no breaker failure.
-        if session.response_written().is_some() || *e.esource() == ErrorSource::Downstream {
-            e.set_retry(false);
-            return e;
-        }
-        // A status decision was already taken in upstream_response_filter.
-        if matches!(ctx.pending, Some(Next::Retry { .. } | Next::Fallback)) {
-            e.set_retry(true);
-            return e;
-        }
-        if ctx.mock_fallback.is_some() {
-            e.set_retry(false);
-            return e;
-        }
-        let next = self.after_failure(ctx, Failure::Connection, None);
-        e.set_retry(next != Next::GiveUp && !self.divert_to_mock(ctx));
-        e
-    }
-
-    /// A clean JSON error; never the raw error text (it names internal addresses).
+    /// An error from `request_filter`: a clean JSON error when nothing has been written yet,
+    /// never the raw error text (it names internal addresses). Once an answer's header has
+    /// left (a stream that broke off), the connection is closed so the client sees the break.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -839,9 +454,6 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<Ctx>,
     ) -> FailToProxy {
         if session.response_written().is_some() {
-            if ctx.read_watch.as_ref().is_some_and(ReadWatch::fired) {
-                ctx.error_code = Some("upstream_timeout");
-            }
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -860,55 +472,15 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        if let Some(at) = ctx.mock_fallback {
-            // Boxed: rare, and its future would otherwise size every failure's.
-            let answered = Box::pin(self.answer_mock_fallback(session, ctx, at)).await;
-            return FailToProxy {
-                error_code: if answered.is_ok() { 200 } else { 0 },
-                can_reuse_downstream: false,
-            };
-        }
-        // Pingora's own timeout, or the first-byte/idle watch that cut the connection.
-        let timed_out = matches!(
-            e.etype(),
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        ) || ctx.read_watch.as_ref().is_some_and(ReadWatch::fired);
-        let err = match (e.etype(), ctx.upstream_status) {
-            _ if ctx.client_error.is_some() => ctx
-                .client_error
-                .clone()
-                .unwrap_or_else(|| ApiError::invalid_request("bad_request", "bad request")),
-            (ErrorType::HTTPStatus(s), _) if *s < 500 && *s != 429 && ctx.plan.is_none() => {
-                ApiError::invalid_request("bad_request", "the request could not be read")
-            }
-            (_, Some(s)) if s >= 400 => {
-                let mut a = ApiError::new(
-                    s,
-                    "upstream_error",
-                    "upstream_error",
-                    format!("every attempt failed; the last upstream answered {s}"),
-                );
-                if s == 429 {
-                    a.kind = "rate_limit_error";
-                    a.code = "rate_limit_exceeded";
-                    a.retry_after_s = ctx.retry_after.as_deref().and_then(|v| v.parse().ok());
-                }
-                a
-            }
-            _ if timed_out => ApiError::new(
-                504,
-                "upstream_error",
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            ),
-            _ if ctx.plan.is_none() => {
+        let err = match e.etype() {
+            ErrorType::HTTPStatus(s) if *s < 500 => {
                 ApiError::invalid_request("bad_request", "the request could not be read")
             }
             _ => ApiError::new(
-                502,
-                "upstream_error",
-                "upstream_unavailable",
-                "no upstream could be reached for this model",
+                500,
+                "server_error",
+                "internal_error",
+                "the gateway could not answer this request",
             ),
         };
         ctx.status = Some(err.status);
@@ -917,7 +489,7 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id,
             model: ctx.served.as_deref(),
             virtual_model: ctx.virtual_model.as_deref(),
-            attempts: Some(ctx.attempts_made),
+            attempts: Some(ctx.attempts.made),
             prebuilt: ctx.prebuilt_tags(),
         };
         let code = err.status;
@@ -934,11 +506,6 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-
-    /// A failed attempt answered by a mock fallback is no proxy failure to log.
-    fn suppress_error_log(&self, _session: &Session, ctx: &Box<Ctx>, _error: &Error) -> bool {
-        ctx.mock_fallback.is_some() && ctx.error_code.is_none()
     }
 
     fn suppress_proxy_warn_log(
@@ -977,17 +544,6 @@ fn served_name(provider: &str, model: &str) -> SmolStr {
 }
 
 impl Gateway {
-    /// The error that ends an attempt on a bad status: retried by Pingora, unless the fallback
-    /// is a `mock` attempt, which `fail_to_proxy` answers.
-    fn status_error(&self, ctx: &mut Ctx, status: u16) -> Box<Error> {
-        let mut e = Error::explain(
-            ErrorType::HTTPStatus(status),
-            "upstream status triggers retry or fallback",
-        );
-        e.set_retry(!self.divert_to_mock(ctx));
-        e
-    }
-
     /// Builds the current attempt's upstream body and response shaper.
     fn prepare_attempt(&self, ctx: &mut Ctx) -> std::result::Result<(), ApiError> {
         let snap = ctx.snapshot(&self.app);
@@ -997,7 +553,7 @@ impl Gateway {
                 "request was not read",
             ));
         };
-        let attempt = &plan.attempts[ctx.attempt];
+        let attempt = &plan.attempts[ctx.attempts.index];
         let target = plan
             .virtual_model
             .zip(attempt.target)
@@ -1033,7 +589,7 @@ impl Gateway {
         let Some(plan) = ctx.plan.as_ref() else {
             return;
         };
-        let a = &plan.attempts[ctx.attempt];
+        let a = &plan.attempts[ctx.attempts.index];
         if let Some((vi, ti)) = plan.virtual_model.zip(a.target) {
             let t = &snap.table.models[vi].targets[ti];
             if let Some(h) = self.attempt_health(ctx, &t.name) {
@@ -1053,10 +609,10 @@ impl Gateway {
         name: &str,
     ) -> Option<Arc<crate::health::TargetHealth>> {
         match &ctx.health {
-            Some((attempt, h)) if *attempt == ctx.attempt => Some(h.clone()),
+            Some((attempt, h)) if *attempt == ctx.attempts.index => Some(h.clone()),
             _ => {
                 let h = self.app.health.get(name)?;
-                ctx.health = Some((ctx.attempt, h.clone()));
+                ctx.health = Some((ctx.attempts.index, h.clone()));
                 Some(h)
             }
         }
@@ -1077,7 +633,7 @@ impl Gateway {
         let Some(plan) = ctx.plan.as_ref() else {
             return;
         };
-        let a = &plan.attempts[ctx.attempt];
+        let a = &plan.attempts[ctx.attempts.index];
         let Some((vi, ti)) = plan.virtual_model.zip(a.target) else {
             return;
         };
@@ -1106,13 +662,16 @@ impl Gateway {
             .zip(ctx.attempt_started)
             .map(|(f, s)| f.saturating_duration_since(s).as_secs_f64());
         // Priced by the attempt that answered (the one `served` names).
-        let answered = ctx.plan.as_ref().and_then(|p| p.attempts.get(ctx.attempt));
+        let answered = ctx
+            .plan
+            .as_ref()
+            .and_then(|p| p.attempts.get(ctx.attempts.index));
         let cost = ctx.usage.zip(answered).and_then(|((i, o), a)| {
             let price = crate::catalog::price(&snap.providers[a.provider].config, &a.model)?;
             Some((i as f64 * price.input_per_mtok + o as f64 * price.output_per_mtok) / 1e6)
         });
         // Only names the gateway knows go into labels: a 404 for an arbitrary name records none.
-        let known = ctx.attempts_made > 0;
+        let known = ctx.attempts.made > 0;
         if ctx.api {
             self.metrics.record(&crate::metrics::Outcome {
                 virtual_model: ctx.virtual_model.as_deref(),
@@ -1120,8 +679,8 @@ impl Gateway {
                 status: ctx.status.unwrap_or(0),
                 duration_s: elapsed.as_secs_f64(),
                 ttft_s: if known { ttft } else { None },
-                attempts: ctx.attempts_made,
-                fallbacks: ctx.fallbacks,
+                attempts: ctx.attempts.made,
+                fallbacks: ctx.attempts.fallbacks,
                 tokens: ctx.usage,
                 cost_usd: cost,
             });
@@ -1177,10 +736,7 @@ mod future_sizes {
             overrides: Vec::new(),
         };
         let app = App::start(source, None).expect("app");
-        let gw = Gateway {
-            app: Arc::new(app),
-            metrics: Arc::new(crate::metrics::Metrics::default()),
-        };
+        let gw = Gateway::new(Arc::new(app), Arc::new(crate::metrics::Metrics::default()));
         (gw, dir)
     }
 
@@ -1196,37 +752,19 @@ mod future_sizes {
         let mut session = Session::new_h1(Box::new(io));
         let mut ctx = gw.new_ctx();
         let request_filter = std::mem::size_of_val(&*gw.request_filter(&mut session, &mut ctx));
-        let upstream_peer = std::mem::size_of_val(&*gw.upstream_peer(&mut session, &mut ctx));
-        let mut req = RequestHeader::build("POST", b"/", None).expect("header");
-        let upstream_request_filter =
-            std::mem::size_of_val(&*gw.upstream_request_filter(&mut session, &mut req, &mut ctx));
-        let mut resp = ResponseHeader::build(200, None).expect("header");
-        let response_filter =
-            std::mem::size_of_val(&*gw.response_filter(&mut session, &mut resp, &mut ctx));
         let logging = std::mem::size_of_val(&*gw.logging(&mut session, None, &mut ctx));
-        let mut body = None;
-        let request_body_filter = std::mem::size_of_val(&*gw.request_body_filter(
-            &mut session,
-            &mut body,
-            true,
-            &mut ctx,
-        ));
-        let upstream_response_filter =
-            std::mem::size_of_val(&*gw.upstream_response_filter(&mut session, &mut resp, &mut ctx));
+        let exchange = std::mem::size_of_val(&gw.exchange(&mut session, &mut ctx));
         // 2,424 bytes before the rare branches were boxed and planning made synchronous.
         assert!(
             request_filter <= 1024,
             "request_filter's future is {request_filter} bytes"
         );
-        for (hook, size) in [
-            ("upstream_peer", upstream_peer),
-            ("upstream_request_filter", upstream_request_filter),
-            ("response_filter", response_filter),
-            ("logging", logging),
-            ("request_body_filter", request_body_filter),
-            ("upstream_response_filter", upstream_response_filter),
-        ] {
-            assert!(size <= 512, "{hook}'s future is {size} bytes");
-        }
+        assert!(logging <= 512, "logging's future is {logging} bytes");
+        // Boxed once per proxied request (2,496 bytes in a debug build; a new connection is
+        // boxed apart).
+        assert!(
+            exchange <= 3072,
+            "the exchange's future is {exchange} bytes"
+        );
     }
 }

@@ -1,0 +1,505 @@
+//! The upstream exchange of a routed request, run by the gateway itself.
+//!
+//! Pingora serves the client's connection and pools the upstream connections; the walk along
+//! the plan is ours. One loop takes the plan's attempts in order: it connects, sends the
+//! attempt's request, reads the answer's header and asks `Attempts` whether to retry, fall back
+//! or deliver. Holding the answer before its header leaves buys three things Pingora's proxy
+//! loop cannot give: a non-stream answer goes to the client with its Content-Length in one
+//! write even when the provider chunked it; a translated answer that turns out not to be valid
+//! JSON becomes a 502, never a 200 with an error for a body; and a mock attempt later in the
+//! plan is just another attempt.
+//!
+//! What is never here: routing (the plan exists before), retry policy (`attempts`), body
+//! rewriting and answer translation (`dialect`), error envelopes (`respond`).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::attempts::{Failure, Next};
+use super::ctx::Ctx;
+use super::respond::{self, ApiError, Tags};
+use super::{attempt_format, dialect, local, served_name, upstream_headers, Gateway};
+use crate::config::providers::ProviderKind;
+
+/// The largest non-stream answer that is held and sent with its Content-Length in one write;
+/// a larger one streams through as it arrives.
+pub const WHOLE_LIMIT: usize = 64 * 1024;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// A try that was sent and answered with a header.
+struct Answered {
+    up: Box<Upstream>,
+    peer: Box<HttpPeer>,
+}
+
+/// How a try ended before anything reached the client.
+enum Tried {
+    Answered(Answered),
+    /// No answer: connecting, sending or reading the header failed or ran out of time.
+    NoAnswer {
+        timed_out: bool,
+    },
+    /// The client closed its connection while the upstream was working.
+    ClientGone,
+}
+
+/// How reading an answer's body ended.
+enum Read {
+    Piece(Bytes),
+    End,
+    Broken { timed_out: bool },
+    ClientGone,
+}
+
+impl Gateway {
+    /// Runs the plan in `ctx` until an answer (the upstream's, the mock's or an error) has been
+    /// written to the client. Returns `Ok(true)`, or an error once the answer's header has left
+    /// and its body could not be finished (Pingora then closes the client's connection).
+    pub(super) async fn exchange(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        loop {
+            let snap = ctx.snapshot(&self.app);
+            let Some(plan) = ctx.plan.as_ref() else {
+                return Error::e_explain(ErrorType::InternalError, "no plan for a routed request");
+            };
+            let index = ctx.attempts.index;
+            let attempt = plan.attempts[index].clone();
+            let provider = &snap.providers[attempt.provider];
+            ctx.served = Some(served_name(&provider.config.name, &attempt.model));
+            if provider.config.kind == ProviderKind::Mock {
+                ctx.attempts.answer_locally(index);
+                ctx.error_code = None;
+                local::answer_mock(session, ctx, &attempt).await?;
+                return Ok(true);
+            }
+            ctx.attempts.begin();
+            if ctx.attempt_body.is_none() {
+                if let Err(e) = self.prepare_attempt(ctx) {
+                    return self.answer_error(session, ctx, &e).await;
+                }
+            }
+            let header = self.upstream_header(session, ctx)?;
+            let body = ctx.attempt_body.clone().unwrap_or_default();
+            let t = provider.config.timeouts;
+            let first_byte = Duration::from_millis(t.first_byte_ms);
+            let peer = match (provider.addr(), provider.config.base.as_ref()) {
+                (Some(addr), Some(base)) => {
+                    let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+                    peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+                    peer.options.idle_timeout = Some(POOL_IDLE);
+                    Some(Box::new(peer))
+                }
+                _ => None,
+            };
+            ctx.attempt_started = Some(Instant::now());
+            ctx.first_byte_at = None;
+            let tried = match peer {
+                None => Tried::NoAnswer { timed_out: false },
+                Some(peer) => {
+                    tokio::select! {
+                        t = self.send(peer, header, body, first_byte) => t,
+                        () = client_gone(session) => Tried::ClientGone,
+                    }
+                }
+            };
+            let next = match tried {
+                Tried::ClientGone => return Ok(self.client_left(session, ctx)),
+                Tried::NoAnswer { timed_out } => {
+                    ctx.timed_out |= timed_out;
+                    self.after_failure(ctx, Failure::Connection, None)
+                }
+                Tried::Answered(a) => {
+                    let status = a.up.resp_header().map_or(502, |h| h.status.as_u16());
+                    ctx.upstream_status = Some(status);
+                    if status < 400 {
+                        self.record_success(ctx);
+                        return self.deliver(session, ctx, a).await;
+                    }
+                    let retry_after =
+                        a.up.get_header("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::trim);
+                    if status == 429 {
+                        ctx.retry_after = retry_after.map(str::to_string);
+                    }
+                    let secs = retry_after.and_then(|v| v.parse::<u64>().ok());
+                    match self.after_failure(ctx, Failure::Status(status), secs) {
+                        // The client gets the upstream's own answer.
+                        Next::GiveUp => return self.deliver(session, ctx, a).await,
+                        next => next,
+                    }
+                }
+            };
+            match next {
+                Next::Retry { delay_ms } => {
+                    if delay_ms > 0 {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                            () = client_gone(session) => return Ok(self.client_left(session, ctx)),
+                        }
+                    }
+                }
+                Next::Fallback => ctx.attempt_body = None,
+                Next::GiveUp => {
+                    let e = self.gave_up(ctx);
+                    return self.answer_error(session, ctx, &e).await;
+                }
+            }
+        }
+    }
+
+    /// Connects (a pooled connection when there is one), sends the request and reads the
+    /// answer's header within `first_byte`. A pooled connection the upstream closed in the
+    /// meantime is replaced without counting as a failed try.
+    async fn send(
+        &self,
+        peer: Box<HttpPeer>,
+        header: Box<RequestHeader>,
+        body: Bytes,
+        first_byte: Duration,
+    ) -> Tried {
+        // Each stale pooled connection is dropped in turn; a fresh one ends the loop.
+        for _ in 0..8 {
+            // A pooled connection is the common case; a new one (a much larger future, with
+            // TLS) is boxed so that it does not size every request's exchange.
+            let pooled = self.connector.reused_http_session(&*peer).await;
+            let (mut up, reused) = match pooled {
+                Some(up) => (up, true),
+                None => match Box::pin(self.connector.get_http_session(&*peer)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
+                        return Tried::NoAnswer { timed_out };
+                    }
+                },
+            };
+            up.write_timeout = Some(first_byte);
+            let sent = async {
+                up.write_request_header(header.clone()).await?;
+                up.write_body(&body).await?;
+                up.finish_body().await?;
+                match tokio::time::timeout(first_byte, up.read_response()).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(_) => Error::e_explain(ErrorType::ReadTimedout, "no answer in time"),
+                }
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    return Tried::Answered(Answered {
+                        up: Box::new(up),
+                        peer,
+                    })
+                }
+                Err(e) if reused && !matches!(e.etype(), ErrorType::ReadTimedout) => continue,
+                Err(e) => {
+                    let timed_out = matches!(
+                        e.etype(),
+                        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                    );
+                    return Tried::NoAnswer { timed_out };
+                }
+            }
+        }
+        Tried::NoAnswer { timed_out: false }
+    }
+
+    /// Writes the answer of the try `a` to the client: held and sent whole with its
+    /// Content-Length when it is not a stream and fits `WHOLE_LIMIT`, else relayed piece by
+    /// piece as it arrives.
+    async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, a: Answered) -> Result<bool> {
+        let Answered { mut up, peer } = a;
+        let Some(upstream_header) = up.resp_header() else {
+            return Error::e_explain(ErrorType::InternalError, "answer without a header");
+        };
+        let status = upstream_header.status.as_u16();
+        let mut header = Box::new(upstream_header.clone());
+        let idle = self.idle_bound(ctx);
+        if let Some(shaper) = ctx.shaper.as_mut() {
+            shaper.on_status(status);
+        }
+        // An error answer is a whole JSON body whatever the request asked for. A whole answer
+        // that must be translated is held however large: its JSON must be complete to be
+        // rewritten, and judged before its status leaves.
+        let whole = !ctx.stream || status >= 400;
+        let translated = ctx.shaper.as_ref().is_some_and(dialect::Shaper::rewrites);
+        let limit = if translated { usize::MAX } else { WHOLE_LIMIT };
+        let mut held = BytesMut::new();
+        let mut ended = false;
+        if whole {
+            while held.len() <= limit {
+                match read_piece(session, &mut up, idle).await {
+                    Read::Piece(b) => {
+                        ctx.first_byte_at.get_or_insert_with(Instant::now);
+                        held.extend_from_slice(&b);
+                    }
+                    Read::End => {
+                        ended = true;
+                        break;
+                    }
+                    Read::Broken { timed_out } => {
+                        // Nothing has reached the client yet: it gets a clean error.
+                        ctx.timed_out |= timed_out;
+                        let e = self.gave_up(ctx);
+                        return self.answer_error(session, ctx, &e).await;
+                    }
+                    Read::ClientGone => return Ok(self.client_left(session, ctx)),
+                }
+            }
+        }
+        if ended {
+            let mut body = Some(held.freeze());
+            let mut status = status;
+            if let Some(shaper) = ctx.shaper.as_mut() {
+                shaper.on_body(&mut body, true);
+                ctx.usage = shaper.usage;
+                if shaper.untranslatable() {
+                    status = 502;
+                    ctx.error_code = Some("upstream_invalid_answer");
+                }
+            }
+            let body = body.unwrap_or_default();
+            header.set_status(status)?;
+            header.remove_header(&TRANSFER_ENCODING);
+            header.insert_header(CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+            self.write_head(session, ctx, header).await?;
+            ctx.status = Some(status);
+            session.write_response_body(Some(body), true).await?;
+            self.record_timings(ctx);
+            self.connector
+                .release_http_session(*up, &*peer, Some(POOL_IDLE))
+                .await;
+            return Ok(true);
+        }
+        // A stream, or an answer too large to hold: relay it.
+        let rewrites = ctx.shaper.as_ref().is_some_and(dialect::Shaper::rewrites);
+        if rewrites || header.headers.get(CONTENT_LENGTH).is_none() {
+            header.remove_header(&CONTENT_LENGTH);
+            header.insert_header(TRANSFER_ENCODING, "chunked")?;
+        }
+        ctx.status = Some(status);
+        self.write_head(session, ctx, header).await?;
+        let mut pending = (!held.is_empty()).then(|| held.freeze());
+        loop {
+            let (mut piece, end) = match pending.take() {
+                Some(b) => (Some(b), false),
+                None => match read_piece(session, &mut up, idle).await {
+                    Read::Piece(b) => (Some(b), false),
+                    Read::End => (None, true),
+                    Read::Broken { timed_out } => {
+                        ctx.error_code = Some(if timed_out {
+                            "upstream_timeout"
+                        } else {
+                            "upstream_broken"
+                        });
+                        return Error::e_explain(
+                            ErrorType::ReadError,
+                            "the upstream answer broke off",
+                        );
+                    }
+                    Read::ClientGone => return Ok(self.client_left(session, ctx)),
+                },
+            };
+            if let Some(shaper) = ctx.shaper.as_mut() {
+                shaper.on_body(&mut piece, end);
+                if end {
+                    ctx.usage = shaper.usage;
+                }
+            }
+            if let Some(b) = piece.as_ref().filter(|b| !b.is_empty()) {
+                ctx.first_byte_at.get_or_insert_with(Instant::now);
+                if ctx.stream {
+                    ctx.stream_events += dialect::count_events(b);
+                }
+            }
+            if end {
+                session.write_response_body(piece, true).await?;
+                self.record_timings(ctx);
+                self.connector
+                    .release_http_session(*up, &*peer, Some(POOL_IDLE))
+                    .await;
+                return Ok(true);
+            }
+            if let Some(b) = piece.filter(|b| !b.is_empty()) {
+                if session.write_response_body(Some(b), false).await.is_err() {
+                    return Ok(self.client_left(session, ctx));
+                }
+            }
+        }
+    }
+
+    /// The answer's header, with our tags, to the client.
+    async fn write_head(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        mut header: Box<ResponseHeader>,
+    ) -> Result<()> {
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            model: ctx.served.as_deref(),
+            virtual_model: ctx.virtual_model.as_deref(),
+            attempts: Some(ctx.attempts.made),
+            prebuilt: ctx.prebuilt_tags(),
+        };
+        respond::add_tags(&mut header, &tags)?;
+        session.set_keepalive(Some(60));
+        session.write_response_header(header, false).await
+    }
+
+    /// The upstream request's header for the current attempt: its path, host, the provider's
+    /// auth and headers, the target's header rules and the body's length.
+    fn upstream_header(&self, session: &Session, ctx: &mut Ctx) -> Result<Box<RequestHeader>> {
+        let snap = ctx.snapshot(&self.app);
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no plan");
+        };
+        let attempt = &plan.attempts[ctx.attempts.index];
+        let provider = &snap.providers[attempt.provider];
+        let Some(base) = provider.config.base.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no base URL");
+        };
+        let target = plan
+            .virtual_model
+            .zip(attempt.target)
+            .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+        let format = attempt_format(&snap, plan.virtual_model, attempt);
+        let client = session.req_header();
+        let query = client.uri.query();
+        let uri = match (query, provider.upstream_uri(ctx.operation, format)) {
+            (None, Some(uri)) => uri.clone(),
+            _ => {
+                let mut path = String::with_capacity(base.path.len() + 24);
+                path.push_str(&base.path);
+                path.push_str(ctx.operation.upstream_suffix(format));
+                if let Some(q) = query {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                path.parse()
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?
+            }
+        };
+        // The header block is rebuilt as plain parts: one map, prebuilt names and values,
+        // instead of `insert_header`'s name parsing and second (original-case) map. Client
+        // headers keep their values; names go upstream in canonical case.
+        let mut parts: http::request::Parts = client.clone().into();
+        parts.uri = uri;
+        parts.method = http::Method::POST;
+        parts.version = http::Version::HTTP_11;
+        let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
+        upstream_headers::build(
+            &mut parts.headers,
+            provider,
+            target,
+            format,
+            &snap.settings.user_path_header,
+            len,
+        )?;
+        Ok(Box::new(RequestHeader::from(parts)))
+    }
+
+    /// The bound on the wait for each piece of an answer's body.
+    fn idle_bound(&self, ctx: &mut Ctx) -> Duration {
+        let snap = ctx.snapshot(&self.app);
+        let ms = ctx.plan.as_ref().map_or(60_000, |p| {
+            snap.providers[p.attempts[ctx.attempts.index].provider]
+                .config
+                .timeouts
+                .idle_ms
+        });
+        Duration::from_millis(ms)
+    }
+
+    /// The error a client gets when no attempt produced an answer to pass on.
+    fn gave_up(&self, ctx: &Ctx) -> ApiError {
+        match ctx.upstream_status {
+            Some(s) if s >= 400 => {
+                let mut a = ApiError::new(
+                    s,
+                    "upstream_error",
+                    "upstream_error",
+                    format!("every attempt failed; the last upstream answered {s}"),
+                );
+                if s == 429 {
+                    a.kind = "rate_limit_error";
+                    a.code = "rate_limit_exceeded";
+                    a.retry_after_s = ctx.retry_after.as_deref().and_then(|v| v.parse().ok());
+                }
+                a
+            }
+            _ if ctx.timed_out => ApiError::new(
+                504,
+                "upstream_error",
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+            _ => ApiError::new(
+                502,
+                "upstream_error",
+                "upstream_unavailable",
+                "no upstream could be reached for this model",
+            ),
+        }
+    }
+
+    /// Writes `e` as the request's answer, with the attempt tags.
+    async fn answer_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        e: &ApiError,
+    ) -> Result<bool> {
+        ctx.status = Some(e.status);
+        ctx.error_code = Some(e.code);
+        let tags = Tags {
+            request_id: &ctx.request_id,
+            model: ctx.served.as_deref(),
+            virtual_model: ctx.virtual_model.as_deref(),
+            attempts: Some(ctx.attempts.made),
+            prebuilt: ctx.prebuilt_tags(),
+        };
+        respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
+        Ok(true)
+    }
+
+    /// The client went away: nobody to answer. Logged and counted as nginx's 499, not as an
+    /// upstream failure (no retry, no breaker failure).
+    fn client_left(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        ctx.status = Some(499);
+        ctx.error_code = Some("client_closed_request");
+        session.set_keepalive(None);
+        true
+    }
+}
+
+/// The next piece of an answer's body, within `idle`, unless the client leaves first.
+async fn read_piece(session: &mut Session, up: &mut Upstream, idle: Duration) -> Read {
+    tokio::select! {
+        r = tokio::time::timeout(idle, up.read_body_bytes()) => match r {
+            Ok(Ok(Some(b))) => Read::Piece(b),
+            Ok(Ok(None)) => Read::End,
+            Ok(Err(_)) => Read::Broken { timed_out: false },
+            Err(_) => Read::Broken { timed_out: true },
+        },
+        () = client_gone(session) => Read::ClientGone,
+    }
+}
+
+/// Completes when the client closes its connection (its request body was read whole before).
+async fn client_gone(session: &mut Session) {
+    if session.read_body_or_idle(true).await.is_err() {
+        return;
+    }
+    // Bytes of a next, pipelined request: not a close. Keep waiting on the other branch.
+    std::future::pending::<()>().await
+}
