@@ -2,7 +2,9 @@
 
 pub mod admin;
 mod allocator;
+pub mod api_error;
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod log_sink;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod request_body;
 pub mod retire;
 pub mod routing;
 pub mod server;

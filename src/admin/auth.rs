@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::Request;
-use crate::proxy::respond::ApiError;
+use crate::api_error::ApiError;
 
 /// Whether `req` may proceed.
 pub fn authorize(master: Option<&str>, req: &Request) -> Result<(), ApiError> {
@@ -45,25 +45,11 @@ pub fn authorize(master: Option<&str>, req: &Request) -> Result<(), ApiError> {
 }
 
 fn check_bearer(key: &str, header: Option<&str>) -> Result<(), ApiError> {
-    let given = header.map(str::trim).and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    });
-    match given {
-        Some(k) if constant_time_eq::constant_time_eq(k.as_bytes(), key.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            401,
-            "authentication_error",
-            "invalid_api_key",
-            "invalid master key",
-        )),
-        None => Err(ApiError::new(
-            401,
-            "authentication_error",
-            "missing_api_key",
-            "the admin API needs the master key: send Authorization: Bearer <key>",
-        )),
-    }
+    crate::auth::check_master(
+        header.and_then(crate::auth::bearer_token),
+        key,
+        "the admin API needs the master key: send Authorization: Bearer <key>",
+    )
 }
 
 /// `localhost`, `*.localhost`, or a loopback IP, with or without a port.

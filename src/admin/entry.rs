@@ -8,8 +8,8 @@
 use serde_json::{Map, Value};
 
 use super::unprocessable;
+use crate::api_error::ApiError;
 use crate::config::schema::VirtualModelSpec;
-use crate::proxy::respond::ApiError;
 
 /// Keys views add to an entry; ignored in request bodies.
 pub const VIEW_KEYS: &[&str] = &[

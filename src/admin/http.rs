@@ -11,9 +11,9 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::{auth, Request, Response};
+use crate::api_error::ApiError;
 use crate::app::App;
-use crate::proxy::ctx::Ctx;
-use crate::proxy::{body, respond::ApiError};
+use crate::snapshot::Snapshot;
 
 fn header(session: &Session, name: &str) -> Option<String> {
     session
@@ -24,9 +24,13 @@ fn header(session: &Session, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Answers an admin request; always writes a response.
-pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-    let snap = ctx.snapshot(app);
+/// Answers an admin request; always writes a response, and returns its status.
+pub async fn serve(
+    app: &Arc<App>,
+    session: &mut Session,
+    snap: &Snapshot,
+    request_id: &str,
+) -> pingora::Result<u16> {
     let req_header = session.req_header();
     let host = header(session, "host")
         .or_else(|| req_header.uri.authority().map(|a| a.as_str().to_string()));
@@ -45,7 +49,7 @@ pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> ping
     };
     let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req) {
         Err(e) => Response::error(&e),
-        Ok(()) => match body::read(session, snap.settings.body_size_limit).await {
+        Ok(()) => match crate::request_body::read(session, snap.settings.body_size_limit).await {
             Err(e) => Response::error(&e),
             Ok(b) => {
                 req.body = b;
@@ -63,9 +67,9 @@ pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> ping
             }
         },
     };
-    ctx.status = Some(resp.status);
-    write(session, &ctx.request_id, resp).await?;
-    Ok(true)
+    let status = resp.status;
+    write(session, request_id, resp).await?;
+    Ok(status)
 }
 
 async fn write(session: &mut Session, request_id: &str, resp: Response) -> pingora::Result<()> {

@@ -18,8 +18,8 @@ pub mod writes;
 
 use serde_json::{json, Value};
 
+use crate::api_error::ApiError;
 use crate::app::App;
-use crate::proxy::respond::ApiError;
 
 /// An admin request, parsed from the HTTP request by `http`.
 #[derive(Debug, Clone, Default)]

@@ -9,10 +9,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::{internal, not_found, rfc3339};
+use crate::api_error::ApiError;
 use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
 use crate::config::validate::{self, Merged};
-use crate::proxy::respond::ApiError;
 use crate::routing::model::{Kind, Origin, Target, VirtualModel};
 use crate::routing::plan::Availability;
 use crate::snapshot::Snapshot;

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::entry;
 use super::{conflict, internal, not_found, patch, unprocessable, Response};
+use crate::api_error::ApiError;
 use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
-use crate::proxy::respond::ApiError;
 use crate::routing::model::Origin;
 use crate::snapshot::Snapshot;
 use crate::store::{new_etag, now_s, Change, StoredRow};

@@ -7,8 +7,6 @@
 
 use super::json_scan::{self, Member, ScanError};
 use super::respond::ApiError;
-use bytes::Bytes;
-use pingora::proxy::Session;
 use smol_str::SmolStr;
 
 #[cfg(test)]
@@ -16,48 +14,7 @@ mod oracle;
 #[cfg(test)]
 mod peek_tests;
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError> {
-    let declared: Option<u64> = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    if let Some(n) = declared {
-        if n > limit {
-            return Err(too_large(limit));
-        }
-    }
-    let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::invalid_request(
-                    "invalid_body",
-                    format!("could not read the request body: {:?}", e.etype()),
-                ))
-            }
-        }
-    }
-    Ok(body)
-}
-
-fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        413,
-        "invalid_request_error",
-        "request_too_large",
-        format!("request body exceeds the limit of {limit} bytes (BODY_SIZE_LIMIT)"),
-    )
-}
+pub use crate::request_body::read;
 
 /// What routing needs from a body, plus where the `model` value sits in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,40 +172,6 @@ fn missing_model() -> ApiError {
     ApiError::invalid_request("missing_model", "you must provide a model parameter")
 }
 
-/// The body for one attempt: `model` replaced; `override_params` merged over the client's values.
-pub fn rewrite(
-    body: &[u8],
-    peek: &Peek,
-    upstream_model: &str,
-    override_params: Option<&serde_json::Map<String, serde_json::Value>>,
-    drop_provider: bool,
-) -> Bytes {
-    if override_params.is_none() && !drop_provider {
-        let quoted = serde_json::to_string(upstream_model).unwrap_or_default();
-        let (s, e) = peek.model_span;
-        let mut out = Vec::with_capacity(body.len() - (e - s) + quoted.len());
-        out.extend_from_slice(&body[..s]);
-        out.extend_from_slice(quoted.as_bytes());
-        out.extend_from_slice(&body[e..]);
-        return Bytes::from(out);
-    }
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).unwrap_or_default();
-    map.insert(
-        "model".into(),
-        serde_json::Value::String(upstream_model.to_string()),
-    );
-    if drop_provider {
-        map.shift_remove("provider");
-    }
-    if let Some(params) = override_params {
-        for (k, v) in params {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    Bytes::from(serde_json::to_vec(&map).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,26 +183,6 @@ mod tests {
         assert_eq!(p.model, "smart");
         assert!(p.stream);
         assert_eq!(&body[p.model_span.0..p.model_span.1], br#""smart""#);
-    }
-
-    #[test]
-    fn rewrite_changes_only_the_model_bytes() {
-        let body = br#"{"z":1,  "model":"smart","a":[1, 2]}"#;
-        let p = peek(body).unwrap();
-        let out = rewrite(body, &p, "gpt-4o", None, false);
-        assert_eq!(&out[..], br#"{"z":1,  "model":"gpt-4o","a":[1, 2]}"#);
-    }
-
-    #[test]
-    fn override_params_win() {
-        let body = br#"{"model":"m","temperature":1.0}"#;
-        let p = peek(body).unwrap();
-        let mut o = serde_json::Map::new();
-        o.insert("temperature".into(), serde_json::json!(0.2));
-        let out: serde_json::Value =
-            serde_json::from_slice(&rewrite(body, &p, "x", Some(&o), false)).unwrap();
-        assert_eq!(out["temperature"], serde_json::json!(0.2));
-        assert_eq!(out["model"], "x");
     }
 
     #[test]

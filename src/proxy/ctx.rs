@@ -20,8 +20,8 @@ pub struct Ctx {
     pub header_names: super::headers::Names,
     /// Inline (no allocation) for every API route.
     pub path: SmolStr,
-    /// A client API route (counted in metrics), as opposed to health, metrics or admin.
-    pub api: bool,
+    /// What the method and path ask for, parsed once.
+    pub route: super::route::Route,
     pub started: Instant,
     /// The snapshot this request started with; it finishes on it even across a reload.
     pub snap: Option<Arc<Snapshot>>,
@@ -77,13 +77,25 @@ impl Ctx {
         )
     }
 
+    /// The response tags of the request as it stands: its id, and once an attempt was made
+    /// the model that answered, the virtual model and the upstream requests made.
+    pub fn tags(&self) -> super::respond::Tags<'_> {
+        super::respond::Tags {
+            request_id: &self.request_id,
+            model: self.served.as_deref(),
+            virtual_model: self.virtual_model.as_deref(),
+            attempts: Some(self.attempts.made),
+            prebuilt: self.prebuilt_tags(),
+        }
+    }
+
     pub fn new() -> Ctx {
         crate::server::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ctx {
             request_id: String::new(),
             header_names: super::headers::Names::ALL,
             path: SmolStr::default(),
-            api: false,
+            route: super::route::Route::Unknown { anthropic: false },
             started: Instant::now(),
             snap: None,
             user_path: None,
@@ -117,15 +129,8 @@ impl Ctx {
 
     /// Whether errors use the Anthropic envelope.
     pub fn anthropic_dialect(&self) -> bool {
-        anthropic_path(&self.path)
+        self.route.anthropic()
     }
-}
-
-/// Whether a path is the Anthropic API's (`/v1/messages` and the routes under it): its callers
-/// authenticate with `x-api-key` too and get errors in Anthropic's shape.
-pub fn anthropic_path(path: &str) -> bool {
-    let p = path.trim_end_matches('/');
-    p.ends_with("/messages") || p.contains("/messages/")
 }
 
 impl Drop for Ctx {

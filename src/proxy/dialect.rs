@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::body::{self, Peek};
+use super::body::Peek;
+use super::edits::{self, Edits};
 use super::respond::ApiError;
 use crate::routing::model::{Operation, WireFormat};
 use crate::translate::{self, AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseParser};
@@ -44,31 +45,25 @@ pub struct BodySpec<'a> {
     pub default_max_tokens: u64,
 }
 
-/// The upstream body for one attempt, and whether usage reporting was added to a stream.
+/// The upstream body for one attempt, and whether usage reporting was added to a stream
+/// (the shaper then removes the usage chunk again unless the client asked for it itself).
 pub fn upstream_body(
     raw: &[u8],
     peek: &Peek,
     spec: &BodySpec<'_>,
 ) -> Result<(Bytes, bool), ApiError> {
     let ingress = ingress_format(spec.op);
-    let wants_usage_tap =
-        spec.target == WireFormat::OpenAiChat && peek.stream && spec.op == Operation::Chat;
-    if ingress == spec.target && !wants_usage_tap {
-        return Ok((
-            body::rewrite(
-                raw,
-                peek,
-                spec.upstream_model,
-                spec.override_params,
-                spec.drop_provider,
-            ),
-            false,
-        ));
-    }
-    if wants_usage_tap && ingress == spec.target {
-        if let Some(body) = with_usage_requested(raw, peek, spec) {
-            return Ok((body, true));
-        }
+    // An OpenAI stream is asked for its final usage chunk so tokens and cost can be counted.
+    let edits = Edits {
+        model: spec.upstream_model,
+        set: spec.override_params,
+        drop_provider: spec.drop_provider,
+        request_usage: spec.target == WireFormat::OpenAiChat
+            && peek.stream
+            && (spec.op == Operation::Chat || ingress != spec.target),
+    };
+    if ingress == spec.target {
+        return Ok(edits::apply(raw, peek, &edits));
     }
     let map: Map<String, Value> = serde_json::from_slice(raw).map_err(|e| {
         ApiError::invalid_request(
@@ -88,64 +83,15 @@ pub fn upstream_body(
         (WireFormat::AnthropicMessages, WireFormat::OpenAiChat) => {
             translate::anthropic_to_openai_chat(&map).map_err(bad)?
         }
-        _ => map,
+        (WireFormat::OpenAiChat, WireFormat::OpenAiChat)
+        | (WireFormat::AnthropicMessages, WireFormat::AnthropicMessages) => map,
     };
-    out.insert(
-        "model".into(),
-        Value::String(spec.upstream_model.to_string()),
-    );
-    if spec.drop_provider {
-        out.shift_remove("provider");
-    }
-    if let Some(params) = spec.override_params {
-        for (k, v) in params {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    let mut injected = false;
-    if spec.target == WireFormat::OpenAiChat && peek.stream && !out.contains_key("stream_options") {
-        // Ask for the final usage chunk so tokens and cost can be counted; the shaper removes
-        // it again unless the client asked for it itself.
-        out.insert(
-            "stream_options".into(),
-            serde_json::json!({"include_usage": true}),
-        );
-        injected = ingress == WireFormat::OpenAiChat;
-    }
+    // A translated stream's usage is read by the translator: nothing to strip.
+    edits::apply_map(&mut out, &edits);
     Ok((
         Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
-        injected,
+        false,
     ))
-}
-
-/// The same-dialect streaming body with `model` replaced and
-/// `"stream_options":{"include_usage":true}` added, by splicing bytes rather than parsing and
-/// writing the whole body again. `None` when splicing is not certain to be right: parameters
-/// to merge, a provider field to drop, or a body that may already carry `stream_options` (the
-/// bytes appear, or an escape could spell them).
-fn with_usage_requested(raw: &[u8], peek: &Peek, spec: &BodySpec<'_>) -> Option<Bytes> {
-    const ADDED: &[u8] = br#","stream_options":{"include_usage":true}"#;
-    if spec.override_params.is_some()
-        || spec.drop_provider
-        || memchr::memmem::find(raw, b"stream_options").is_some()
-        || memchr::memmem::find(raw, b"\\u").is_some()
-    {
-        return None;
-    }
-    // The body is one validated object: its last `}` closes it, and it has a member (model).
-    let close = raw.iter().rposition(|b| *b == b'}')?;
-    let (s, e) = peek.model_span;
-    if e > close {
-        return None;
-    }
-    let quoted = serde_json::to_string(spec.upstream_model).ok()?;
-    let mut out = Vec::with_capacity(raw.len() + quoted.len() + ADDED.len());
-    out.extend_from_slice(&raw[..s]);
-    out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(&raw[e..close]);
-    out.extend_from_slice(ADDED);
-    out.extend_from_slice(&raw[close..]);
-    Some(Bytes::from(out))
 }
 
 enum Mode {
@@ -650,7 +596,7 @@ mod tests {
     use super::*;
 
     fn peek_of(b: &[u8]) -> Peek {
-        body::peek(b).unwrap()
+        crate::proxy::body::peek(b).unwrap()
     }
 
     #[test]
@@ -915,7 +861,7 @@ mod tests {
             br#"{"stream":true,"model":"x"}"#,
         ] {
             let p = peek_of(raw);
-            let spliced = with_usage_requested(raw, &p, &spec(None)).expect("spliced");
+            let (spliced, _) = upstream_body(raw, &p, &spec(None)).unwrap();
             let parsed: Value = serde_json::from_slice(&spliced).expect("valid JSON");
             let mut expected: Value = serde_json::from_slice(raw).unwrap();
             expected["model"] = Value::String("up\"model".into());
@@ -931,16 +877,11 @@ mod tests {
             br#"{"model":"x","stream":true,"stream\u005foptions":{"include_usage":false}}"#,
         ] {
             let p = peek_of(raw);
-            assert!(with_usage_requested(raw, &p, &spec(None)).is_none());
             let (b, injected) = upstream_body(raw, &p, &spec(None)).unwrap();
             let v: Value = serde_json::from_slice(&b).unwrap();
             assert_eq!(v["stream_options"]["include_usage"], false);
             assert!(!injected);
         }
-        static PARAMS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        let params = PARAMS.get_or_init(|| serde_json::from_str(r#"{"temperature":0.1}"#).unwrap());
-        let raw = br#"{"model":"x","stream":true}"#;
-        assert!(with_usage_requested(raw, &peek_of(raw), &spec(Some(params))).is_none());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::attempts::{Failure, Next};
 use super::ctx::Ctx;
-use super::respond::{self, ApiError, Tags};
+use super::respond::{self, ApiError};
 use super::{attempt_format, dialect, local, served_name, upstream_headers, Gateway};
 use crate::config::providers::ProviderKind;
 
@@ -344,13 +344,7 @@ impl Gateway {
         ctx: &mut Ctx,
         mut header: Box<ResponseHeader>,
     ) -> Result<()> {
-        let tags = Tags {
-            request_id: &ctx.request_id,
-            model: ctx.served.as_deref(),
-            virtual_model: ctx.virtual_model.as_deref(),
-            attempts: Some(ctx.attempts.made),
-            prebuilt: ctx.prebuilt_tags(),
-        };
+        let tags = ctx.tags();
         respond::add_tags(&mut header, &tags)?;
         session.set_keepalive(Some(60));
         session.write_response_header(header, false).await
@@ -461,13 +455,7 @@ impl Gateway {
     ) -> Result<bool> {
         ctx.status = Some(e.status);
         ctx.error_code = Some(e.code);
-        let tags = Tags {
-            request_id: &ctx.request_id,
-            model: ctx.served.as_deref(),
-            virtual_model: ctx.virtual_model.as_deref(),
-            attempts: Some(ctx.attempts.made),
-            prebuilt: ctx.prebuilt_tags(),
-        };
+        let tags = ctx.tags();
         respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
         Ok(true)
     }

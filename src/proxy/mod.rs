@@ -7,16 +7,22 @@
 //! upstream phases never run. `fail_to_proxy` answers what `request_filter` could not, and
 //! `logging` records health windows, metrics and the access log.
 
+pub mod access_log;
 pub mod attempts;
 pub mod body;
+pub mod caller;
 pub mod ctx;
 pub mod dialect;
+pub mod edits;
 pub mod exchange;
 pub mod headers;
 pub mod json_scan;
 pub mod local;
 pub mod mock;
+pub mod models;
+pub mod request_info;
 pub mod respond;
+pub mod route;
 pub mod upstream_headers;
 
 use std::sync::Arc;
@@ -37,6 +43,7 @@ use crate::snapshot::View;
 use attempts::{Failure, Next};
 use ctx::Ctx;
 use respond::{ApiError, Tags};
+use route::Route;
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -52,19 +59,6 @@ impl Gateway {
             metrics,
             connector: pingora::connectors::http::v1::Connector::new(None),
         }
-    }
-}
-
-/// The routed endpoints and the upstream path suffix each maps to.
-fn operation_for(path: &str) -> Option<Operation> {
-    match path.trim_end_matches('/') {
-        "/v1/chat/completions" | "/chat/completions" => Some(Operation::Chat),
-        "/v1/completions" | "/completions" => Some(Operation::Completion),
-        "/v1/embeddings" | "/embeddings" => Some(Operation::Embedding),
-        "/v1/responses" | "/responses" => Some(Operation::Responses),
-        "/v1/messages" | "/messages" => Some(Operation::Messages),
-        "/v1/messages/count_tokens" | "/messages/count_tokens" => Some(Operation::CountTokens),
-        _ => None,
     }
 }
 
@@ -181,11 +175,11 @@ impl Gateway {
         };
         ctx.stream = peek.stream;
         ctx.peek = Some(peek.clone());
-        let metadata = match local::metadata_header(session, ctx.header_names) {
+        let metadata = match request_info::metadata_header(session, ctx.header_names) {
             Ok(m) => m,
             Err(e) => return Prepared::Fail(e),
         };
-        let session_key = local::session_key(
+        let session_key = request_info::session_key(
             session,
             snap,
             &peek.model,
@@ -373,63 +367,69 @@ impl ProxyHttp for Gateway {
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
-        ctx.request_id = local::request_id(session, ctx.header_names);
-        ctx.path = SmolStr::new(session.req_header().uri.path());
-        let path = ctx.path.clone();
+        ctx.request_id = request_info::request_id(session, ctx.header_names);
+        let req = session.req_header();
+        ctx.path = SmolStr::new(req.uri.path());
+        ctx.route = Route::parse(&req.method, &ctx.path);
         let snap = ctx.snapshot(&self.app);
-        let method = session.req_header().method.clone();
-        ctx.api = operation_for(&path).is_some();
         // Rare branches are boxed where they are awaited (see `future_sizes` below).
-        let get = method == http::Method::GET || method == http::Method::HEAD;
-        if get {
-            if let Some(done) =
-                Box::pin(local::public_route(self, session, ctx, &method, &path)).await?
-            {
-                return Ok(done);
+        match ctx.route {
+            Route::Health | Route::Ready | Route::Metrics => {
+                return Box::pin(local::public_route(self, session, ctx)).await
             }
+            // The admin surface authorizes its callers itself (master key, or loopback only).
+            Route::Admin => {
+                let status = Box::pin(crate::admin::http::serve(
+                    &self.app,
+                    session,
+                    &snap,
+                    &ctx.request_id,
+                ))
+                .await?;
+                ctx.status = Some(status);
+                return Ok(true);
+            }
+            Route::Models
+            | Route::Model(_)
+            | Route::Api(_)
+            | Route::ApiWrongMethod(_)
+            | Route::Unknown { .. } => {}
         }
-        // The admin surface authorizes its callers itself (master key, or loopback only).
-        if crate::admin::is_admin_path(&path) {
-            return Box::pin(crate::admin::http::serve(&self.app, session, ctx)).await;
-        }
-        if let Err(e) = local::authenticate(session, &snap.settings, &path, ctx.header_names) {
+        let anthropic = ctx.route.anthropic();
+        if let Err(e) = caller::authenticate(session, &snap.settings, anthropic, ctx.header_names) {
             return self.fail(session, ctx, &e).await;
         }
-        match local::user_path(session, &snap.settings, ctx.header_names) {
+        match caller::user_path(session, &snap.settings, ctx.header_names) {
             Ok(p) => ctx.user_path = p,
             Err(e) => return self.fail(session, ctx, &e).await,
         }
-        if get {
-            if let Some(done) =
-                Box::pin(local::authed_route(self, session, ctx, &method, &path)).await?
-            {
-                return Ok(done);
-            }
-        }
-        match operation_for(&path) {
-            Some(op) if method == http::Method::POST => {
+        let e = match ctx.route {
+            Route::Api(op) => {
                 ctx.operation = op;
-                self.routed(session, ctx, op).await
+                return self.routed(session, ctx, op).await;
             }
-            Some(_) => {
-                let e = ApiError::new(
-                    405,
-                    "invalid_request_error",
-                    "method_not_allowed",
-                    format!("{path} accepts POST only"),
-                );
-                self.fail(session, ctx, &e).await
+            Route::Models | Route::Model(_) => {
+                return Box::pin(models::models_route(self, session, ctx)).await
             }
-            None => {
-                let e = ApiError::new(
-                    404,
-                    "invalid_request_error",
-                    "not_found",
-                    format!("no route for {method} {path}"),
-                );
-                self.fail(session, ctx, &e).await
-            }
-        }
+            Route::ApiWrongMethod(_) => ApiError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{} accepts POST only", ctx.path),
+            ),
+            // Health, metrics and admin were answered above.
+            Route::Unknown { .. }
+            | Route::Health
+            | Route::Ready
+            | Route::Metrics
+            | Route::Admin => ApiError::new(
+                404,
+                "invalid_request_error",
+                "not_found",
+                format!("no route for {} {}", session.req_header().method, ctx.path),
+            ),
+        };
+        self.fail(session, ctx, &e).await
     }
 
     /// Never called: `request_filter` answers every request itself (`exchange`).
@@ -485,13 +485,7 @@ impl ProxyHttp for Gateway {
         };
         ctx.status = Some(err.status);
         ctx.error_code = Some(err.code);
-        let tags = Tags {
-            request_id: &ctx.request_id,
-            model: ctx.served.as_deref(),
-            virtual_model: ctx.virtual_model.as_deref(),
-            attempts: Some(ctx.attempts.made),
-            prebuilt: ctx.prebuilt_tags(),
-        };
+        let tags = ctx.tags();
         let code = err.status;
         if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags)
             .await
@@ -672,7 +666,7 @@ impl Gateway {
         });
         // Only names the gateway knows go into labels: a 404 for an arbitrary name records none.
         let known = ctx.attempts.made > 0;
-        if ctx.api {
+        if ctx.route.is_api() {
             self.metrics.record(&crate::metrics::Outcome {
                 virtual_model: ctx.virtual_model.as_deref(),
                 served: if known { ctx.served.as_deref() } else { None },
@@ -685,7 +679,7 @@ impl Gateway {
                 cost_usd: cost,
             });
         }
-        local::access_log(&snap.settings, ctx, elapsed);
+        access_log::access_log(&snap.settings, ctx, elapsed);
     }
 
     /// The `/metrics` text.

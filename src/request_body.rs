@@ -1,0 +1,49 @@
+//! Reading a request body whole under a size limit, for the client API and the admin surface
+//! alike. The body is read once, whatever its framing (Content-Length or chunked).
+
+use pingora::proxy::Session;
+
+use crate::api_error::ApiError;
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+pub async fn read(session: &mut Session, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let declared: Option<u64> = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(too_large(limit));
+        }
+    }
+    let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::invalid_request(
+                    "invalid_body",
+                    format!("could not read the request body: {:?}", e.etype()),
+                ))
+            }
+        }
+    }
+    Ok(body)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("request body exceeds the limit of {limit} bytes (BODY_SIZE_LIMIT)"),
+    )
+}
