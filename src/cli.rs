@@ -123,6 +123,13 @@ pub fn check_table(snap: &Snapshot) -> String {
             );
         }
     }
+    // A GoModel file: what was honoured; what was ignored is among the warnings.
+    if !snap.settings.gomodel_honoured.is_empty() {
+        let _ = writeln!(out, "GoModel settings honoured:");
+        for key in &snap.settings.gomodel_honoured {
+            let _ = writeln!(out, "  {key}");
+        }
+    }
     if !snap.warnings.is_empty() {
         let _ = writeln!(out, "warnings:");
         for w in &snap.warnings {

@@ -75,7 +75,7 @@ pub async fn public_route(
             ctx.status = Some(200);
             Ok(Some(true))
         }
-        "/metrics" => {
+        p if Some(p) == snap.settings.metrics_path.as_deref() => {
             let body = gw.render_metrics();
             respond::write(
                 session,

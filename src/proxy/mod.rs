@@ -9,6 +9,7 @@
 //! `logging` (health and access log).
 
 pub mod attempts;
+pub mod base_path;
 pub mod body;
 pub mod ctx;
 pub mod dialect;
@@ -326,7 +327,16 @@ impl Gateway {
             }
         }
         let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
-        let next = attempts::decide(failure, target, tries, has_next, retry_after_s);
+        let provider_retry = &snap.providers[attempt.provider].config.retry;
+        let next = attempts::decide(
+            failure,
+            target,
+            provider_retry,
+            tries,
+            has_next,
+            retry_after_s,
+            fastrand::f64(),
+        );
         ctx.pending = Some(next);
         next
     }
@@ -428,6 +438,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = local::request_id(session, ctx.header_names);
+        if let Some(done) = base_path::enter(self, session, ctx).await? {
+            return Ok(done);
+        }
         ctx.path = SmolStr::new(session.req_header().uri.path());
         let path = ctx.path.clone();
         let snap = ctx.snapshot(&self.app);
@@ -696,12 +709,15 @@ impl ProxyHttp for Gateway {
                         .map(|(vi, ti)| snap.table.models[vi].targets[ti].clone())
                 });
                 let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
+                // No retry here (tries spent), so the policy and the jitter do not matter.
                 let next = attempts::decide(
                     Failure::Status(status),
                     target.as_ref(),
+                    &crate::routing::model::RetryPolicy::default(),
                     u32::MAX,
                     has_next,
                     None,
+                    0.5,
                 );
                 if next == Next::Fallback {
                     ctx.pending = Some(next);
