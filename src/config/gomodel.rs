@@ -40,7 +40,7 @@ const IGNORED: &[Ignored] = &[
             "ALLOW_PASSTHROUGH_V1_ALIAS",
             "ENABLED_PASSTHROUGH_PROVIDERS",
         ],
-        what: "Swagger UI, pprof and /p/{provider} passthrough routes",
+        what: "GoModel's Swagger UI, pprof and /p/{provider} passthrough routes",
     },
     Ignored {
         section: "cache",
@@ -51,7 +51,7 @@ const IGNORED: &[Ignored] = &[
             "REDIS_KEY_RESPONSES",
             "REDIS_TTL_RESPONSES",
         ],
-        what: "response caching (exact and semantic)",
+        what: "GoModel's response caches, exact and semantic",
     },
     Ignored {
         section: "cache.model",
@@ -63,15 +63,14 @@ const IGNORED: &[Ignored] = &[
             "REDIS_TTL_MODELS",
             "MODEL_LIST_URL",
         ],
-        what: "the model catalog's disk/Redis cache and external model list (catalogs are \
-               kept in memory; refresh_interval applies)",
+        what: "catalogs are kept in memory; cache.model.refresh_interval applies",
     },
     Ignored {
         section: "storage",
         keys: &["postgresql", "mongodb"],
         env: &["MONGODB_URL", "MONGODB_DATABASE"],
-        what: "these store blocks (the PostgreSQL store is configured with STORAGE_TYPE and \
-               POSTGRES_URL; MongoDB is not supported)",
+        what: "the PostgreSQL store is configured with STORAGE_TYPE and POSTGRES_URL; MongoDB \
+               is not supported",
     },
     Ignored {
         section: "logging",
@@ -85,25 +84,25 @@ const IGNORED: &[Ignored] = &[
             "only_model_interactions",
         ],
         env: &["LOGGING_*"],
-        what: "audit logging to the store (modelgate writes an access log line per request)",
+        what: "GoModel's audit log; modelgate writes an access log line per request",
     },
     Ignored {
         section: "usage",
         keys: &[],
         env: &["USAGE_*", "ENFORCE_RETURNING_USAGE_DATA"],
-        what: "token usage tracking in the store",
+        what: "GoModel's usage tracking",
     },
     Ignored {
         section: "admin",
         keys: &[],
         env: &["ADMIN_ENDPOINTS_ENABLED", "ADMIN_UI_ENABLED"],
-        what: "switching the admin API and dashboard off",
+        what: "the admin API and dashboard are always on",
     },
     Ignored {
         section: "workflows",
         keys: &[],
         env: &["WORKFLOW_REFRESH_INTERVAL"],
-        what: "workflows",
+        what: "GoModel's workflows",
     },
     Ignored {
         section: "guardrails",
@@ -112,19 +111,19 @@ const IGNORED: &[Ignored] = &[
             "GUARDRAILS_ENABLED",
             "ENABLE_GUARDRAILS_FOR_BATCH_PROCESSING",
         ],
-        what: "guardrails",
+        what: "GoModel's guardrails",
     },
     Ignored {
         section: "budgets",
         keys: &[],
         env: &["SET_BUDGET_*"],
-        what: "budgets",
+        what: "GoModel's budgets",
     },
     Ignored {
         section: "(environment)",
         keys: &[],
         env: &["LOG_LEVEL"],
-        what: "LOG_LEVEL (modelgate's log filter is RUST_LOG)",
+        what: "modelgate's log filter is RUST_LOG",
     },
 ];
 
@@ -244,7 +243,7 @@ pub fn strip(value: &mut serde_yaml::Value, env: &Env) -> Report {
             let mut line = named.join(", ");
             let _ = write!(
                 line,
-                ": not supported by modelgate; ignored (GoModel's {})",
+                ": not supported by modelgate; ignored ({})",
                 item.what
             );
             report.ignored.push(line);

@@ -310,7 +310,6 @@ impl ProviderDefaults {
     }
 }
 
-
 /// How the key reaches the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStyle {
@@ -773,5 +772,162 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("sk-a"), "{err}");
+    }
+
+    fn one(yaml: &str, env: &Env, defaults: &ProviderDefaults) -> Result<ProviderConfig, String> {
+        let file: BTreeMap<String, ProviderSpec> = serde_yaml::from_str(yaml).unwrap();
+        resolve(&file, "c", env, defaults, &mut Vec::new()).map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn azure_takes_its_key_in_api_key_and_an_api_version_query() {
+        let yaml = "az: {type: azure, base_url: 'https://r.openai.azure.com/openai/deployments/d', api_key: k}";
+        let p = one(yaml, &Env::default(), &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.key_style, KeyStyle::AzureApiKey);
+        assert_eq!(p.query.as_deref(), Some("api-version=2024-10-21"));
+        let env = Env::from_pairs([("AZURE_API_VERSION", "2025-04-01-preview")]);
+        let p = one(yaml, &env, &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.query.as_deref(), Some("api-version=2025-04-01-preview"));
+        let with_key = format!(
+            "{}, api_version: '2023-05-15'}}",
+            yaml.trim_end_matches('}')
+        );
+        let p = one(&with_key, &env, &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.query.as_deref(), Some("api-version=2023-05-15"));
+        let bad = format!("{}, api_version: 'a&b=c'}}", yaml.trim_end_matches('}'));
+        let e = one(&bad, &env, &ProviderDefaults::default()).unwrap_err();
+        assert!(
+            e.starts_with("c: providers.az: api_version \"a&b=c\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gomodel_types_are_discovered_from_their_variables() {
+        let env = Env::from_pairs([
+            ("ZAI_API_KEY", "z"),
+            ("MINIMAX_API_KEY", "m"),
+            ("ORACLE_API_KEY", "o"),
+            ("ORACLE_BASE_URL", "https://oci.example.com/v1"),
+            ("ORACLE_MODELS", "openai.gpt-oss-120b, xai.grok-3"),
+            ("AZURE_API_KEY", "a"),
+            (
+                "AZURE_BASE_URL",
+                "https://r.openai.azure.com/openai/deployments/d",
+            ),
+        ]);
+        let ps = resolve(
+            &BTreeMap::new(),
+            "c",
+            &env,
+            &ProviderDefaults::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let get = |n: &str| ps.iter().find(|p| p.name == n).unwrap();
+        assert_eq!(get("zai").base.as_ref().unwrap().path, "/api/paas/v4");
+        assert_eq!(get("minimax").base.as_ref().unwrap().host, "api.minimax.io");
+        assert_eq!(get("oracle").models.len(), 2);
+        assert_eq!(get("azure").key_style, KeyStyle::AzureApiKey);
+        let env = Env::from_pairs([("AZURE_API_KEY", "a")]);
+        let e = resolve(
+            &BTreeMap::new(),
+            "c",
+            &env,
+            &ProviderDefaults::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("AZURE_API_KEY is set but AZURE_BASE_URL is not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn openrouter_app_headers_come_from_the_environment_unless_configured() {
+        let env = Env::from_pairs([
+            ("OPENROUTER_SITE_URL", "https://example.test"),
+            ("OPENROUTER_APP_NAME", "App"),
+        ]);
+        let p = one(
+            "or: {type: openrouter, api_key: k}",
+            &env,
+            &ProviderDefaults::default(),
+        )
+        .unwrap();
+        assert!(p
+            .headers
+            .contains(&("http-referer".into(), "https://example.test".into())));
+        assert!(p
+            .headers
+            .contains(&("x-openrouter-title".into(), "App".into())));
+        let p = one(
+            "or: {type: openrouter, api_key: k, headers: {X-OpenRouter-Title: Mine}}",
+            &env,
+            &ProviderDefaults::default(),
+        )
+        .unwrap();
+        let titles: Vec<_> = p
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "x-openrouter-title")
+            .collect();
+        assert_eq!(
+            titles,
+            [&("x-openrouter-title".to_string(), "Mine".to_string())]
+        );
+    }
+
+    #[test]
+    fn provider_resilience_overrides_only_what_it_names() {
+        let defaults = ProviderDefaults {
+            retry: RetryPolicy {
+                attempts: 4,
+                initial_delay_ms: 1000,
+                ..RetryPolicy::default()
+            },
+            ..ProviderDefaults::default()
+        };
+        let p = one(
+            "o: {type: openai, api_key: k, resilience: {retry: {max_retries: 5}, circuit_breaker: {failure_threshold: 9, timeout: 1m}}}",
+            &Env::default(),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!((p.retry.attempts, p.retry.initial_delay_ms), (6, 1000));
+        assert_eq!(
+            (p.breaker.failure_threshold, p.breaker.open_seconds),
+            (9, 60)
+        );
+        assert_eq!(p.breaker.success_threshold, 2);
+    }
+
+    #[test]
+    fn http_timeouts_and_breaker_variables_set_every_providers_defaults() {
+        let file: FileConfig = serde_yaml::from_str(
+            "http: {timeout: 120, response_header_timeout: 30s}\nresilience: {circuit_breaker: {failure_threshold: 7}}",
+        )
+        .unwrap();
+        let env = Env::from_pairs([("CIRCUIT_BREAKER_TIMEOUT", "45s"), ("HTTP_TIMEOUT", "3m")]);
+        let d = ProviderDefaults::resolve(&file, &env, RetryPolicy::default()).unwrap();
+        assert_eq!(
+            (d.breaker.failure_threshold, d.breaker.open_seconds),
+            (7, 45)
+        );
+        assert_eq!(
+            (d.timeouts.first_byte_ms, d.timeouts.idle_ms),
+            (Some(30_000), Some(180_000))
+        );
+        let p = one(
+            "o: {type: openai, api_key: k, timeouts: {first_byte_ms: 5}}",
+            &env,
+            &d,
+        )
+        .unwrap();
+        assert_eq!((p.timeouts.first_byte_ms, p.timeouts.idle_ms), (5, 180_000));
+        let env = Env::from_pairs([("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "0")]);
+        let e = ProviderDefaults::resolve(&file, &env, RetryPolicy::default()).unwrap_err();
+        assert!(e.contains("CIRCUIT_BREAKER_FAILURE_THRESHOLD"), "{e}");
     }
 }
