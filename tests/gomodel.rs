@@ -427,3 +427,61 @@ fn azure_and_openrouter_get_their_own_headers_and_query() {
     assert_eq!(seen.header("http-referer"), Some("https://example.test"));
     assert_eq!(seen.header("x-openrouter-title"), Some("Team App"));
 }
+
+#[test]
+fn overrides_disabled_leaves_the_stores_access_policies_out() {
+    let up = Upstream::echo(&[]);
+    for (enabled, expect) in [(true, 403), (false, 200)] {
+        let cfg = format!(
+            "models:\n  overrides_enabled: {enabled}\nproviders:\n{}",
+            provider_block("a", &up, &["m1"])
+        );
+        let g = Gateway::start(&cfg, &[]);
+        let policy = json!({"source": "a/m1", "user_paths": ["/team"]});
+        let r = g.call("POST", "/admin/api/v1/virtual-models", Some(&policy), &[]);
+        assert!(r.status < 300, "{} {}", r.status, r.body);
+        assert_eq!(
+            g.chat("a/m1").status,
+            expect,
+            "overrides_enabled: {enabled}"
+        );
+    }
+}
+
+/// The `/v1/models` ids, polled until `until` holds (the catalog loads in the background).
+fn models_until(g: &Gateway, until: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = g.get("/v1/models");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<String> = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect();
+        if until(&ids) || Instant::now() > deadline {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_fallback_catalog_mode_uses_configured_models_only_while_models_is_unavailable() {
+    let listing = Upstream::echo(&["listed"]);
+    // Nothing listens here: its /models is unavailable.
+    let closed = free_port();
+    let cfg = format!(
+        "models:\n  configured_provider_models_mode: fallback\nproviders:\n{}  down:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{closed}/v1\n    models: [conf-down]\n",
+        provider_block("up", &listing, &["conf-up"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let ids = models_until(&g, |ids| ids.iter().any(|i| i == "up/listed"));
+    assert!(ids.contains(&"up/listed".to_string()), "{ids:?}");
+    assert!(!ids.contains(&"up/conf-up".to_string()), "{ids:?}");
+    assert!(ids.contains(&"down/conf-down".to_string()), "{ids:?}");
+    assert_eq!(g.chat("up/conf-up").status, 404);
+    assert_eq!(g.chat("up/listed").status, 200);
+}
