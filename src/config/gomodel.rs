@@ -250,16 +250,9 @@ pub fn strip(value: &mut serde_yaml::Value, env: &Env) -> Report {
         }
     }
     let gomodel_file = !report.ignored.is_empty()
-        || [
-            "storage",
-            "resilience",
-            "fallback",
-            "http",
-            "metrics",
-            "cache",
-        ]
-        .iter()
-        .any(|k| has_path(value, k));
+        || ["storage", "resilience", "fallback", "http", "cache"]
+            .iter()
+            .any(|k| has_path(value, k));
     if gomodel_file {
         report.honoured = HONOURED
             .iter()

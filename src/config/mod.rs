@@ -78,8 +78,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         .collect();
     let mut settings = Settings::resolve(&file, env, &label)?;
     settings.gomodel_honoured = report.honoured;
-    let defaults = ProviderDefaults::resolve(&file, env, settings.retry.clone())
-        .map_err(|e| format!("{label}: {e}"))?;
+    let defaults = ProviderDefaults::resolve(&file, env, settings.retry.clone(), &label)?;
     let providers = providers::resolve(&file.providers, &label, env, &defaults, &mut warnings)?;
     let fallbacks = gomodel::fallback_rules(&file.fallback, env, &label, &mut warnings)?;
     let env_virtual_models = match env.get("VIRTUAL_MODELS") {
@@ -129,12 +128,6 @@ pub fn parse_file_reporting(
 /// unknown key. At the top level (`.`) there is no prefix.
 fn at_path<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
     let inner = suggest(&e.inner().to_string());
-    // serde_yaml appends the position of the problem, which only holds for the text it parsed;
-    // here it parsed a value, so drop it.
-    let inner = match inner.find(" at line ") {
-        Some(i) if !inner.contains("did you mean") => inner[..i].to_string(),
-        _ => inner,
-    };
     match e.path().to_string().as_str() {
         "." | "" => inner,
         path => format!("{path}: {inner}"),

@@ -260,6 +260,7 @@ impl ProviderDefaults {
         file: &FileConfig,
         env: &Env,
         retry: RetryPolicy,
+        label: &str,
     ) -> Result<ProviderDefaults, String> {
         let mut breaker = BreakerConfig::default()
             .with(file.circuit_breaker.as_ref())
@@ -294,7 +295,7 @@ impl ProviderDefaults {
         ] {
             if v == Some(0) {
                 return Err(format!(
-                    "{name}: must be more than 0; leave it out for the default"
+                    "{label}: {name}: must be more than 0; leave it out for the default"
                 ));
             }
         }
@@ -441,6 +442,12 @@ pub fn resolve(
             origin: "config",
         };
         azure(&mut p, spec.api_version.as_deref(), env, &at)?;
+        if spec.api_version.is_some() && !kind.is_azure() {
+            warnings.push(format!(
+                "{at}: api_version applies to type azure only; ignored for type {}",
+                kind.name()
+            ));
+        }
         if !p.usable() {
             warnings.push(format!(
                 "{at}: no API key (api_key is empty); its models are unavailable until one is set"
@@ -803,6 +810,27 @@ mod tests {
     }
 
     #[test]
+    fn api_version_outside_azure_is_a_warning() {
+        let file: BTreeMap<String, ProviderSpec> =
+            serde_yaml::from_str("o: {type: openai, api_key: k, api_version: '2024-10-21'}")
+                .unwrap();
+        let mut w = Vec::new();
+        let ps = resolve(
+            &file,
+            "c",
+            &Env::default(),
+            &ProviderDefaults::default(),
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(ps[0].query, None);
+        assert_eq!(
+            w,
+            ["c: providers.o: api_version applies to type azure only; ignored for type openai"]
+        );
+    }
+
+    #[test]
     fn gomodel_types_are_discovered_from_their_variables() {
         let env = Env::from_pairs([
             ("ZAI_API_KEY", "z"),
@@ -910,7 +938,7 @@ mod tests {
         )
         .unwrap();
         let env = Env::from_pairs([("CIRCUIT_BREAKER_TIMEOUT", "45s"), ("HTTP_TIMEOUT", "3m")]);
-        let d = ProviderDefaults::resolve(&file, &env, RetryPolicy::default()).unwrap();
+        let d = ProviderDefaults::resolve(&file, &env, RetryPolicy::default(), "c").unwrap();
         assert_eq!(
             (d.breaker.failure_threshold, d.breaker.open_seconds),
             (7, 45)
@@ -926,8 +954,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.timeouts.first_byte_ms, p.timeouts.idle_ms), (5, 180_000));
+        let zero: FileConfig = serde_yaml::from_str("http: {timeout: 0s}").unwrap();
+        let e = ProviderDefaults::resolve(&zero, &Env::default(), RetryPolicy::default(), "c")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "c: http.timeout: must be more than 0; leave it out for the default"
+        );
         let env = Env::from_pairs([("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "0")]);
-        let e = ProviderDefaults::resolve(&file, &env, RetryPolicy::default()).unwrap_err();
+        let e = ProviderDefaults::resolve(&file, &env, RetryPolicy::default(), "c").unwrap_err();
         assert!(e.contains("CIRCUIT_BREAKER_FAILURE_THRESHOLD"), "{e}");
     }
 }
