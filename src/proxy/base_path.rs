@@ -7,11 +7,10 @@
 
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
-use pingora::Result;
 
 use super::ctx::Ctx;
 use super::respond::ApiError;
-use super::Gateway;
+use crate::app::App;
 
 /// The path under `prefix` (`/gw`): `/gw/v1/models` -> `/v1/models`, `/gw` -> `/`; None when
 /// the path is outside it (`/gwx`, `/v1/models`).
@@ -46,24 +45,24 @@ fn rewrite(req: &mut RequestHeader, prefix: &str) -> bool {
     }
 }
 
-/// With a base path set: strips it, or answers 404 (`Some(true)`) for a path outside it.
-/// `None` lets `request_filter` go on.
-pub async fn enter(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<Option<bool>> {
-    let snap = ctx.snapshot(&gw.app);
-    let Some(prefix) = snap.settings.base_path.as_deref() else {
-        return Ok(None);
-    };
+/// With a base path set: strips it from the request's URI, or returns the 404 to answer for a
+/// path outside it. Synchronous, so the common case (no base path, or a path inside it) costs
+/// one comparison and adds nothing to `request_filter`'s future.
+pub fn enter(session: &mut Session, ctx: &mut Ctx, app: &App) -> Option<ApiError> {
+    let snap = ctx.snapshot(app);
+    let prefix = snap.settings.base_path.as_deref()?;
     if rewrite(session.req_header_mut(), prefix) {
-        return Ok(None);
+        return None;
     }
-    let path = session.req_header().uri.path().to_string();
-    let e = ApiError::new(
+    Some(ApiError::new(
         404,
         "invalid_request_error",
         "not_found",
-        format!("no route for {path}: this gateway serves under {prefix}"),
-    );
-    gw.fail(session, ctx, &e).await.map(Some)
+        format!(
+            "no route for {}: this gateway serves under {prefix}",
+            session.req_header().uri.path()
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -438,8 +438,8 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = local::request_id(session, ctx.header_names);
-        if let Some(done) = base_path::enter(self, session, ctx).await? {
-            return Ok(done);
+        if let Some(e) = base_path::enter(session, ctx, &self.app) {
+            return self.fail(session, ctx, &e).await;
         }
         ctx.path = SmolStr::new(session.req_header().uri.path());
         let path = ctx.path.clone();

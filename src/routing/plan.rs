@@ -245,14 +245,16 @@ fn concrete<C: Conditions>(
 
 /// Appends a concrete model's configured fallbacks to its plan: each one that resolves to an
 /// available model the caller may use, once, and never the model itself. A fallback that
-/// cannot serve now is left out, as an ineligible target of a virtual model is.
+/// cannot serve now is left out, as an ineligible target of a virtual model is. Embeddings get
+/// none (as in GoModel).
 fn with_fallbacks<C: Conditions>(
     table: &Table,
     mut plan: Plan,
     req: &Request<'_>,
     cond: &C,
 ) -> Plan {
-    if table.fallbacks.is_empty() {
+    // Another embedding model's vectors are not comparable with the requested one's.
+    if table.fallbacks.is_empty() || req.operation == Operation::Embedding {
         return plan;
     }
     let first = &plan.attempts[0];

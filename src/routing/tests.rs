@@ -917,6 +917,16 @@ fn mode_off_by_default_or_per_model_gives_no_fallbacks() {
 }
 
 #[test]
+fn embeddings_get_no_fallbacks() {
+    let tb = with_rules(table(vec![]), FallbackMode::Manual, &[("a/m", &["b/m"])]);
+    let r = Request {
+        operation: Operation::Embedding,
+        ..req("a/m")
+    };
+    assert_eq!(plan_names(&tb, &r, &World::default()), ["a/m"]);
+}
+
+#[test]
 fn fallback_rules_do_not_touch_virtual_models() {
     let tb = with_rules(
         table(vec![vm("lb", Strategy::Priority, vec![t("a/m")])]),
