@@ -334,8 +334,12 @@ fn check_prints_what_was_honoured_and_what_was_ignored() {
     let honoured = out
         .split("GoModel settings honoured:")
         .nth(1)
-        .and_then(|rest| rest.split("warnings:").next())
+        .and_then(|rest| rest.split("GoModel settings ignored:").next())
         .unwrap_or_else(|| panic!("no honoured section in:\n{out}"));
+    let ignored = out
+        .split("GoModel settings ignored:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no ignored section in:\n{out}"));
     for key in [
         "server.port",
         "server.master_key",
@@ -356,6 +360,14 @@ fn check_prints_what_was_honoured_and_what_was_ignored() {
     }
     for line in IGNORED_LINES {
         assert_eq!(out.matches(line).count(), 1, "{line:?} in:\n{out}");
+        assert!(
+            ignored.contains(line),
+            "{line:?} not in the ignored section:\n{out}"
+        );
+        assert!(
+            !honoured.contains(line),
+            "{line:?} among the honoured:\n{out}"
+        );
     }
 }
 

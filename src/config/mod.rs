@@ -78,6 +78,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         .collect();
     let mut settings = Settings::resolve(&file, env, &label)?;
     settings.gomodel_honoured = report.honoured;
+    settings.gomodel_ignored = warnings.clone();
     let defaults = ProviderDefaults::resolve(&file, env, settings.retry.clone(), &label)?;
     let providers = providers::resolve(&file.providers, &label, env, &defaults, &mut warnings)?;
     let fallbacks = gomodel::fallback_rules(&file.fallback, env, &label, &mut warnings)?;

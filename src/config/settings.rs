@@ -44,6 +44,9 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// GoModel keys and variables in use that modelgate honours, for `check`.
     pub gomodel_honoured: Vec<String>,
+    /// The warnings naming GoModel keys and variables modelgate ignores, for `check` to show
+    /// in their own section.
+    pub gomodel_ignored: Vec<String>,
     pub cache_refresh_interval_s: u64,
     pub threads: usize,
     pub grace_period_s: u64,
@@ -198,6 +201,7 @@ impl Settings {
             metrics_path: metrics_path(file, env, label)?,
             retry: retry_policy(file.resilience.retry.as_ref(), env, label)?,
             gomodel_honoured: Vec::new(),
+            gomodel_ignored: Vec::new(),
             cache_refresh_interval_s,
             threads,
             grace_period_s,
