@@ -367,13 +367,16 @@ pub fn fallback_rules(
         auto |= mode == FallbackMode::Auto;
         rules.overrides.insert(SmolStr::from(key), mode);
     }
-    let path = env
-        .get("FALLBACK_MANUAL_RULES_PATH")
-        .map(str::to_string)
-        .or_else(|| spec.manual_rules_path.clone())
-        .filter(|p| !p.trim().is_empty());
-    if let Some(path) = path {
-        let at = format!("fallback.manual_rules_path {path:?}");
+    let path = match env.get("FALLBACK_MANUAL_RULES_PATH") {
+        Some(p) => Some((p.to_string(), "FALLBACK_MANUAL_RULES_PATH".to_string())),
+        None => spec
+            .manual_rules_path
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| (p, format!("{label}: fallback.manual_rules_path"))),
+    };
+    if let Some((path, named)) = path {
+        let at = format!("{named} {path:?}");
         let text = std::fs::read_to_string(path.trim())
             .map_err(|e| format!("{at}: cannot read the rules file: {e}"))?;
         let value: serde_json::Value =
@@ -509,6 +512,17 @@ mod tests {
         let e = fallback_rules(&FallbackSpec::default(), &env, "c", &mut w).unwrap_err();
         assert!(
             e.contains("bad.json") && e.contains("\"gpt-4o\": must be a list"),
+            "{e}"
+        );
+        let missing = FallbackSpec {
+            manual_rules_path: Some("/nonexistent/rules.json".into()),
+            ..FallbackSpec::default()
+        };
+        let e = fallback_rules(&missing, &Env::default(), "c.yaml", &mut w).unwrap_err();
+        assert!(
+            e.starts_with(
+                "c.yaml: fallback.manual_rules_path \"/nonexistent/rules.json\": cannot read"
+            ),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
