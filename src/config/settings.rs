@@ -197,7 +197,13 @@ impl Settings {
                 .bool("MODEL_OVERRIDES_ENABLED")?
                 .or(file.models.overrides_enabled)
                 .unwrap_or(true),
-            base_path: base_path(env.get("BASE_PATH").or(s.base_path.as_deref()), label)?,
+            base_path: match env.get("BASE_PATH") {
+                Some(v) => base_path(Some(v), "BASE_PATH")?,
+                None => base_path(
+                    s.base_path.as_deref(),
+                    &format!("{label}: server.base_path"),
+                )?,
+            },
             metrics_path: metrics_path(file, env, label)?,
             retry: retry_policy(file.resilience.retry.as_ref(), env, label)?,
             gomodel_honoured: Vec::new(),
@@ -223,7 +229,7 @@ impl Settings {
 
 /// `server.base_path` / `BASE_PATH` as a prefix: `/gw` (leading slash added, trailing one
 /// dropped); `/` or empty is none.
-fn base_path(raw: Option<&str>, label: &str) -> Result<Option<String>, String> {
+fn base_path(raw: Option<&str>, named: &str) -> Result<Option<String>, String> {
     let Some(raw) = raw.map(str::trim) else {
         return Ok(None);
     };
@@ -236,7 +242,7 @@ fn base_path(raw: Option<&str>, label: &str) -> Result<Option<String>, String> {
         .any(|c| c.is_whitespace() || c == '?' || c == '#' || c == '%')
     {
         return Err(format!(
-            "{label}: server.base_path {raw:?} must be a plain URL path such as /gateway"
+            "{named} {raw:?} must be a plain URL path such as /gateway"
         ));
     }
     Ok(Some(format!("/{trimmed}")))
@@ -252,14 +258,14 @@ fn metrics_path(file: &FileConfig, env: &Env, label: &str) -> Result<Option<Stri
     if !enabled {
         return Ok(None);
     }
-    let endpoint = env
-        .get("METRICS_ENDPOINT")
-        .or(file.metrics.endpoint.as_deref())
-        .unwrap_or("/metrics")
-        .trim();
+    let (endpoint, named) = match (env.get("METRICS_ENDPOINT"), &file.metrics.endpoint) {
+        (Some(e), _) => (e.trim(), "METRICS_ENDPOINT".to_string()),
+        (None, Some(e)) => (e.trim(), format!("{label}: metrics.endpoint")),
+        (None, None) => ("/metrics", String::new()),
+    };
     if !endpoint.starts_with('/') || endpoint.len() < 2 || endpoint.contains(['?', '#', ' ']) {
         return Err(format!(
-            "{label}: metrics.endpoint {endpoint:?} must be a path such as /metrics"
+            "{named} {endpoint:?} must be a path such as /metrics"
         ));
     }
     Ok(Some(endpoint.trim_end_matches('/').to_string()))
@@ -425,8 +431,15 @@ mod tests {
             Some("/a/b")
         );
         assert_eq!(base_path(Some("/"), "c").unwrap(), None);
-        let e = base_path(Some("/a b"), "c").unwrap_err();
-        assert!(e.contains("server.base_path \"/a b\""), "{e}");
+        let file: FileConfig = serde_yaml::from_str("server: {base_path: '/a b'}").unwrap();
+        let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
+        assert_eq!(
+            e,
+            "c: server.base_path \"/a b\" must be a plain URL path such as /gateway"
+        );
+        let env = Env::from_pairs([("BASE_PATH", "/x?y")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert!(e.starts_with("BASE_PATH \"/x?y\""), "{e}");
     }
 
     #[test]
@@ -483,6 +496,12 @@ mod tests {
         assert_eq!(
             Settings::resolve(&file, &env, "c").unwrap().metrics_path,
             None
+        );
+        let env = Env::from_pairs([("METRICS_ENDPOINT", "stats")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert_eq!(
+            e,
+            "METRICS_ENDPOINT \"stats\" must be a path such as /metrics"
         );
         assert_eq!(
             Settings::resolve(&FileConfig::default(), &Env::default(), "c")
