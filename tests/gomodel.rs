@@ -255,6 +255,13 @@ fn serve_honours_the_gomodel_files_and_names_what_it_ignores() {
         g.get_with("/gw/admin/api/v1/virtual-models", &[AUTH]).0,
         200
     );
+    // The dashboard page links its files, and its script the API, under the prefix.
+    let (status, page) = g.get("/gw/admin/dashboard");
+    assert_eq!(status, 200);
+    assert!(page.contains("\"/gw/admin/dashboard/app.js\""), "{page}");
+    let (status, js) = g.get("/gw/admin/dashboard/app.js");
+    assert_eq!(status, 200);
+    assert!(js.contains("'/gw/admin/api/v1'"));
 
     // Master key: GOMODEL_MASTER_KEY from .env wins over the file's.
     assert_eq!(g.get("/gw/v1/models").0, 401);
