@@ -49,7 +49,9 @@ fn rewrite(req: &mut RequestHeader, prefix: &str) -> bool {
 /// path outside it. Synchronous, so the common case (no base path, or a path inside it) costs
 /// one comparison and adds nothing to `request_filter`'s future.
 pub fn enter(session: &mut Session, ctx: &mut Ctx, app: &App) -> Option<ApiError> {
-    let snap = ctx.snapshot(app);
+    // Borrowed, not cloned: the request's later `ctx.snapshot` takes the one reference count
+    // it needs (every worker touches that count, so each extra one is a shared cache line).
+    let snap = ctx.snap.get_or_insert_with(|| app.snapshot());
     let prefix = snap.settings.base_path.as_deref()?;
     if rewrite(session.req_header_mut(), prefix) {
         return None;
