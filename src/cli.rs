@@ -123,9 +123,28 @@ pub fn check_table(snap: &Snapshot) -> String {
             );
         }
     }
-    if !snap.warnings.is_empty() {
+    // A GoModel file: what was honoured, then what was ignored (those warnings only here).
+    let gomodel = &snap.settings;
+    if !gomodel.gomodel_honoured.is_empty() {
+        let _ = writeln!(out, "GoModel settings honoured:");
+        for key in &gomodel.gomodel_honoured {
+            let _ = writeln!(out, "  {key}");
+        }
+    }
+    if !gomodel.gomodel_ignored.is_empty() {
+        let _ = writeln!(out, "GoModel settings ignored:");
+        for line in &gomodel.gomodel_ignored {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let others: Vec<&String> = snap
+        .warnings
+        .iter()
+        .filter(|w| !gomodel.gomodel_ignored.contains(w))
+        .collect();
+    if !others.is_empty() {
         let _ = writeln!(out, "warnings:");
-        for w in &snap.warnings {
+        for w in others {
             let _ = writeln!(out, "  {w}");
         }
     }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 use crate::catalog::{self, ProviderState, StateRegistry};
-use crate::config::providers::{ProviderConfig, ProviderKind};
+use crate::config::providers::{KeyStyle, ProviderConfig, ProviderKind};
 use crate::config::schema::VirtualModelSpec;
-use crate::config::settings::Settings;
+use crate::config::settings::{CatalogMode, Settings};
 use crate::config::validate::{self, Declarations};
 use crate::config::LoadedConfig;
 use crate::routing::model::{Operation, Origin, WireFormat};
@@ -86,8 +86,10 @@ fn host_header(p: &ProviderConfig) -> Option<HeaderValue> {
 }
 
 /// The provider's configured headers; load-time validation admitted every name and value.
+/// Azure's key travels here, as `api-key`.
 fn extra_headers(p: &ProviderConfig) -> Vec<(HeaderName, HeaderValue)> {
-    p.headers
+    let mut out: Vec<(HeaderName, HeaderValue)> = p
+        .headers
         .iter()
         .filter_map(|(k, v)| {
             Some((
@@ -95,7 +97,14 @@ fn extra_headers(p: &ProviderConfig) -> Vec<(HeaderName, HeaderValue)> {
                 HeaderValue::from_str(v).ok()?,
             ))
         })
-        .collect()
+        .collect();
+    if let (KeyStyle::AzureApiKey, Some(key)) = (p.key_style, p.api_key.as_deref()) {
+        if let Ok(mut v) = HeaderValue::from_str(key) {
+            v.set_sensitive(true);
+            out.push((HeaderName::from_static("api-key"), v));
+        }
+    }
+    out
 }
 
 /// The upstream URI of every (operation, dialect) pair, for providers with a base URL.
@@ -107,7 +116,11 @@ fn upstream_uris(p: &ProviderConfig) -> Vec<(Operation, WireFormat, http::Uri)> 
         .iter()
         .flat_map(|op| WireFormat::ALL.iter().map(move |f| (*op, *f)))
         .filter_map(|(op, f)| {
-            let path = format!("{}{}", base.path, op.upstream_suffix(f));
+            let mut path = format!("{}{}", base.path, op.upstream_suffix(f));
+            if let Some(q) = &p.query {
+                path.push('?');
+                path.push_str(q);
+            }
             path.parse().ok().map(|uri| (op, f, uri))
         })
         .collect()
@@ -189,8 +202,21 @@ impl Snapshot {
     ) -> Result<Snapshot, Vec<String>> {
         let mut warnings = loaded.warnings.clone();
         let names: Vec<String> = loaded.providers.iter().map(|p| p.name.clone()).collect();
+        // GoModel's `models.overrides_enabled: false`: the store's access policies (rows
+        // without targets) are left out; its redirects stay.
+        let kept_rows: Vec<VirtualModelSpec>;
+        let store_rows_in_use = if loaded.settings.model_overrides_enabled {
+            store_rows
+        } else {
+            kept_rows = store_rows
+                .iter()
+                .filter(|r| !crate::store::columns::spec_targets(r).is_empty())
+                .cloned()
+                .collect();
+            &kept_rows
+        };
         let decl = Declarations {
-            store: store_rows,
+            store: store_rows_in_use,
             config: &loaded.file_virtual_models,
             config_path: &loaded.label,
             env: &loaded.env_virtual_models,
@@ -205,7 +231,11 @@ impl Snapshot {
                     .collect()
             })
             .unwrap_or_default();
-        let mut models = validate::build(&merged, &names, &counters, &mut warnings)?;
+        let retry = validate::RetryDefaults {
+            global: loaded.settings.retry.clone(),
+            per_provider: loaded.providers.iter().map(|p| p.retry.clone()).collect(),
+        };
+        let mut models = validate::build(&merged, &names, &retry, &counters, &mut warnings)?;
         for vm in models.iter_mut() {
             for t in vm.targets.iter_mut() {
                 if let Some(pi) = t.provider {
@@ -231,7 +261,10 @@ impl Snapshot {
                 };
                 ProviderRuntime {
                     host: host_header(p),
-                    key: KeyHeaders::new(p.api_key.as_deref()),
+                    key: match p.key_style {
+                        KeyStyle::Standard => KeyHeaders::new(p.api_key.as_deref()),
+                        KeyStyle::AzureApiKey => KeyHeaders::None,
+                    },
                     extra_headers: extra_headers(p),
                     upstream_uris: upstream_uris(p),
                     configured: catalog::configured_set(p),
@@ -241,7 +274,8 @@ impl Snapshot {
                 }
             })
             .collect();
-        let table = Table::new(models, names, loaded.settings.models_enabled_by_default);
+        let mut table = Table::new(models, names, loaded.settings.models_enabled_by_default);
+        table.fallbacks = loaded.fallbacks.clone();
         let tag_values = tag_values(&table, &providers);
         Ok(Snapshot {
             settings: loaded.settings.clone(),
@@ -281,14 +315,22 @@ impl Snapshot {
                 Availability::NotListed
             };
         }
-        let listed = p.configured.contains(model)
-            || (!self.settings.allowlist_mode
-                && p.state
-                    .discovered
-                    .load()
-                    .models
-                    .as_ref()
-                    .is_some_and(|m| m.contains(model)));
+        let listed = match self.settings.catalog_mode {
+            CatalogMode::Merge => {
+                p.configured.contains(model)
+                    || p.state
+                        .discovered
+                        .load()
+                        .models
+                        .as_ref()
+                        .is_some_and(|m| m.contains(model))
+            }
+            CatalogMode::Allowlist => p.configured.contains(model),
+            CatalogMode::Fallback => match &p.state.discovered.load().models {
+                Some(m) => m.contains(model),
+                None => p.configured.contains(model),
+            },
+        };
         if !listed {
             return Availability::NotListed;
         }
@@ -316,12 +358,16 @@ impl Snapshot {
     /// Every concrete model id a provider serves now, sorted.
     pub fn models_of(&self, provider: usize) -> Vec<String> {
         let p = &self.providers[provider];
-        let mut set: catalog::ModelSet = p.configured.clone();
-        if !self.settings.allowlist_mode {
-            if let Some(m) = &p.state.discovered.load().models {
-                set.extend(m.iter().cloned());
+        let discovered = p.state.discovered.load();
+        let set: catalog::ModelSet = match (self.settings.catalog_mode, &discovered.models) {
+            (CatalogMode::Allowlist, _) | (CatalogMode::Fallback, None) => p.configured.clone(),
+            (CatalogMode::Fallback, Some(m)) => m.iter().cloned().collect(),
+            (CatalogMode::Merge, found) => {
+                let mut set = p.configured.clone();
+                set.extend(found.iter().flat_map(|m| m.iter().cloned()));
+                set
             }
-        }
+        };
         let mut v: Vec<String> = set.into_iter().collect();
         v.sort();
         v

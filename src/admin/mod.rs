@@ -132,11 +132,17 @@ pub fn route(app: &App, req: &Request) -> Response {
     let path = req.path.as_str();
     let method = req.method.as_str();
     if path == "/admin" || path == "/admin/" {
-        return Response::empty(302).with_header("location", "/admin/dashboard".into());
+        let base = app
+            .snapshot()
+            .settings
+            .base_path
+            .clone()
+            .unwrap_or_default();
+        return Response::empty(302).with_header("location", format!("{base}/admin/dashboard"));
     }
     if let Some(asset) = path.strip_prefix("/admin/dashboard") {
         return match method {
-            "GET" | "HEAD" => dashboard::asset(asset),
+            "GET" | "HEAD" => dashboard::asset(asset, app.snapshot().settings.base_path.as_deref()),
             _ => method_not_allowed(path, "GET"),
         };
     }

@@ -150,6 +150,7 @@ fn check_hidden(
     match validate::build_one(
         &merged,
         &snap.table.providers,
+        &validate::RetryDefaults::default(),
         &redirects,
         &HashMap::new(),
         &mut warnings,

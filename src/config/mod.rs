@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod expand;
+pub mod gomodel;
 pub mod providers;
 pub mod schema;
 pub mod settings;
@@ -14,9 +15,11 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 use env::Env;
-use providers::{BreakerConfig, ProviderConfig};
+use providers::{ProviderConfig, ProviderDefaults};
 use schema::{FileConfig, VirtualModelSpec};
 use settings::Settings;
+
+use crate::routing::fallback::FallbackRules;
 
 /// Everything read from the file and the environment (the admin store is added later).
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ pub struct LoadedConfig {
     pub providers: Vec<ProviderConfig>,
     pub file_virtual_models: Vec<VirtualModelSpec>,
     pub env_virtual_models: Vec<VirtualModelSpec>,
+    /// Fallbacks of concrete models requested directly (GoModel's `fallback` section).
+    pub fallbacks: FallbackRules,
     pub warnings: Vec<String>,
 }
 
@@ -48,19 +53,35 @@ pub fn find_path(flag: Option<&Path>, env: &Env) -> Option<PathBuf> {
 
 /// Loads and checks the file and environment. The error names the file, entry and field.
 pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
-    let (label, file) = match path {
-        None => ("built-in defaults".to_string(), FileConfig::default()),
+    let (label, file, report) = match path {
+        None => {
+            let mut empty = serde_yaml::Value::Mapping(Default::default());
+            let report = gomodel::strip(&mut empty, env);
+            (
+                "built-in defaults".to_string(),
+                FileConfig::default(),
+                report,
+            )
+        }
         Some(p) => {
             let label = p.display().to_string();
             let text = std::fs::read_to_string(p)
                 .map_err(|e| format!("{label}: cannot read the config file: {e}"))?;
-            (label.clone(), parse_file(&text, &label, env)?)
+            let (file, report) = parse_file_reporting(&text, &label, env)?;
+            (label, file, report)
         }
     };
-    let mut warnings = Vec::new();
-    let settings = Settings::resolve(&file, env, &label)?;
-    let breaker = BreakerConfig::default().with(file.circuit_breaker.as_ref());
-    let providers = providers::resolve(&file.providers, &label, env, breaker, &mut warnings)?;
+    let mut warnings: Vec<String> = report
+        .ignored
+        .iter()
+        .map(|line| format!("{label}: {line}"))
+        .collect();
+    let mut settings = Settings::resolve(&file, env, &label)?;
+    settings.gomodel_honoured = report.honoured;
+    settings.gomodel_ignored = warnings.clone();
+    let defaults = ProviderDefaults::resolve(&file, env, settings.retry.clone(), &label)?;
+    let providers = providers::resolve(&file.providers, &label, env, &defaults, &mut warnings)?;
+    let fallbacks = gomodel::fallback_rules(&file.fallback, env, &label, &mut warnings)?;
     let env_virtual_models = match env.get("VIRTUAL_MODELS") {
         None => Vec::new(),
         Some(raw) => parse_virtual_models_json(raw)?,
@@ -72,12 +93,23 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         providers,
         file_virtual_models: file.virtual_models,
         env_virtual_models,
+        fallbacks,
         warnings,
     })
 }
 
 /// Parses the YAML text: expands `${VAR}`, rejects unknown keys with a suggestion.
 pub fn parse_file(text: &str, label: &str, env: &Env) -> Result<FileConfig, String> {
+    parse_file_reporting(text, label, env).map(|(file, _)| file)
+}
+
+/// `parse_file`, with GoModel's keys that modelgate ignores taken out first and reported.
+/// Errors name the section and field: `server.port: expected a number ...`.
+pub fn parse_file_reporting(
+    text: &str,
+    label: &str,
+    env: &Env,
+) -> Result<(FileConfig, gomodel::Report), String> {
     let mut value: serde_yaml::Value = if text.trim().is_empty() {
         serde_yaml::Value::Mapping(Default::default())
     } else {
@@ -87,8 +119,20 @@ pub fn parse_file(text: &str, label: &str, env: &Env) -> Result<FileConfig, Stri
         value = serde_yaml::Value::Mapping(Default::default());
     }
     expand::expand_yaml(&mut value, env, "").map_err(|e| format!("{label}: {e}"))?;
-    serde_yaml::from_value::<FileConfig>(value)
-        .map_err(|e| format!("{label}: {}", suggest(&e.to_string())))
+    let report = gomodel::strip(&mut value, env);
+    let file = serde_path_to_error::deserialize::<_, FileConfig>(value)
+        .map_err(|e| format!("{label}: {}", at_path(&e)))?;
+    Ok((file, report))
+}
+
+/// A serde error prefixed by where it happened (`server.port: ...`), with a suggestion for an
+/// unknown key. At the top level (`.`) there is no prefix.
+fn at_path<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let inner = suggest(&e.inner().to_string());
+    match e.path().to_string().as_str() {
+        "." | "" => inner,
+        path => format!("{path}: {inner}"),
+    }
 }
 
 /// Parses `VIRTUAL_MODELS` (a JSON array of virtual model objects).
@@ -102,8 +146,8 @@ pub fn parse_virtual_models_json(raw: &str) -> Result<Vec<VirtualModelSpec>, Str
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            serde_json::from_value::<VirtualModelSpec>(item.clone())
-                .map_err(|e| format!("VIRTUAL_MODELS[{i}]: {}", suggest(&e.to_string())))
+            serde_path_to_error::deserialize::<_, VirtualModelSpec>(item.clone())
+                .map_err(|e| format!("VIRTUAL_MODELS[{i}]: {}", at_path(&e)))
         })
         .collect()
 }
@@ -152,6 +196,50 @@ mod tests {
     fn unknown_top_level_key_suggests() {
         let err = parse_file("virtual_model: []\n", "c.yaml", &Env::default()).unwrap_err();
         assert!(err.contains("did you mean `virtual_models`?"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_section_and_field() {
+        let err = parse_file("server:\n  port: \"80a\"\n", "c.yaml", &Env::default()).unwrap_err();
+        assert_eq!(
+            err,
+            "c.yaml: server.port: expected a number or a numeric string, got \"80a\""
+        );
+        let err = parse_file(
+            "virtual_models:\n  - source: s\n    targets: [{model: a/b, weight: heavy}]\n",
+            "c.yaml",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("c.yaml: virtual_models[0].targets[0].weight: invalid type"),
+            "{err}"
+        );
+        let err = parse_file(
+            "resilience:\n  retry:\n    initial_backoff: soon\n",
+            "c.yaml",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("c.yaml: resilience.retry.initial_backoff: expected a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_in_a_gomodel_section_still_suggests() {
+        let err = parse_file(
+            "fallback:\n  default_mod: manual\n",
+            "c.yaml",
+            &Env::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("c.yaml: fallback.default_mod: unknown field `default_mod`")
+                && err.contains("did you mean `default_mode`?"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::env::Env;
-use super::schema::{BreakerSpec, ModelSpec, ProviderSpec, TimeoutSpec};
-use crate::routing::model::WireFormat;
+use super::schema::{BreakerSpec, FileConfig, GoBreakerSpec, ModelSpec, ProviderSpec, TimeoutSpec};
+use crate::routing::model::{RetryPolicy, WireFormat};
 
 /// Provider types and their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum ProviderKind {
 }
 
 /// OpenAI-compatible types with their default base URL and whether they need a key.
-const COMPATIBLE: [(&str, &str, bool); 15] = [
+const COMPATIBLE: [(&str, &str, bool); 18] = [
     ("groq", "https://api.groq.com/openai/v1", true),
     ("xai", "https://api.x.ai/v1", true),
     ("openrouter", "https://openrouter.ai/api/v1", true),
@@ -41,9 +41,15 @@ const COMPATIBLE: [(&str, &str, bool); 15] = [
     ("lmstudio", "http://127.0.0.1:1234/v1", false),
     ("openai_compatible", "", false),
     ("azure", "", true),
+    ("oracle", "", true),
+    ("minimax", "https://api.minimax.io/v1", true),
+    ("zai", "https://api.z.ai/api/paas/v4", true),
 ];
 
-pub const TYPE_NAMES: &str = "openai, anthropic, groq, xai, openrouter, deepseek, gemini, mistral, together, fireworks, ollama, vllm, llamacpp, sglang, lmstudio, openai_compatible, mock";
+pub const TYPE_NAMES: &str = "openai, anthropic, groq, xai, openrouter, deepseek, gemini, mistral, together, fireworks, ollama, vllm, llamacpp, sglang, lmstudio, azure, oracle, minimax, zai, openai_compatible, mock";
+
+/// Azure OpenAI's `api-version` unless `api_version` or `AZURE_API_VERSION` names another.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
 impl ProviderKind {
     pub fn parse(s: &str) -> Option<ProviderKind> {
@@ -91,6 +97,11 @@ impl ProviderKind {
                 .find(|(t, _, _)| *t == n)
                 .is_some_and(|(_, _, k)| *k),
         }
+    }
+
+    /// Azure OpenAI takes its key in `api-key` and an `api-version` query on every call.
+    pub fn is_azure(self) -> bool {
+        self == ProviderKind::Compatible("azure")
     }
 
     pub fn wire_format(self) -> WireFormat {
@@ -176,11 +187,13 @@ impl Timeouts {
         Ok(())
     }
 
-    fn from_spec(t: &TimeoutSpec) -> Timeouts {
+    /// The provider's own bounds over the defaults' (`http` and its variables), over the
+    /// built-in ones.
+    fn from_spec(t: &TimeoutSpec, defaults: &TimeoutSpec) -> Timeouts {
         Timeouts {
-            connect_ms: t.connect_ms.unwrap_or(5_000),
-            first_byte_ms: t.first_byte_ms.unwrap_or(60_000),
-            idle_ms: t.idle_ms.unwrap_or(60_000),
+            connect_ms: t.connect_ms.or(defaults.connect_ms).unwrap_or(5_000),
+            first_byte_ms: t.first_byte_ms.or(defaults.first_byte_ms).unwrap_or(60_000),
+            idle_ms: t.idle_ms.or(defaults.idle_ms).unwrap_or(60_000),
         }
     }
 }
@@ -215,6 +228,98 @@ impl BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// GoModel's `circuit_breaker` block (`timeout` is how long the circuit stays open).
+    pub fn with_go(self, spec: Option<&GoBreakerSpec>) -> BreakerConfig {
+        match spec {
+            None => self,
+            Some(s) => BreakerConfig {
+                failure_threshold: s.failure_threshold.unwrap_or(self.failure_threshold).max(1),
+                open_seconds: s.timeout.map_or(self.open_seconds, |d| d.0.div_ceil(1000)),
+                success_threshold: s.success_threshold.unwrap_or(self.success_threshold).max(1),
+            },
+        }
+    }
+}
+
+/// What every provider starts from before its own block: the circuit breaker, the retry
+/// policy and the timeouts, from the file's global sections and the variables over them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderDefaults {
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+    pub timeouts: TimeoutSpec,
+}
+
+impl ProviderDefaults {
+    /// `circuit_breaker` / `resilience.circuit_breaker` with `CIRCUIT_BREAKER_*` over them,
+    /// `retry` (already resolved with `RETRY_*`), and GoModel's `http` timeouts with
+    /// `HTTP_TIMEOUT` / `HTTP_RESPONSE_HEADER_TIMEOUT` over them: the response-header timeout
+    /// bounds the first byte, the overall timeout bounds each wait for more of the answer.
+    pub fn resolve(
+        file: &FileConfig,
+        env: &Env,
+        retry: RetryPolicy,
+        label: &str,
+    ) -> Result<ProviderDefaults, String> {
+        let mut breaker = BreakerConfig::default()
+            .with(file.circuit_breaker.as_ref())
+            .with_go(file.resilience.circuit_breaker.as_ref());
+        let whole = |name: &str| -> Result<Option<u32>, String> {
+            env.get(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| format!("{name}={v:?} must be a whole number above 0"))
+                })
+                .transpose()
+        };
+        if let Some(n) = whole("CIRCUIT_BREAKER_FAILURE_THRESHOLD")? {
+            breaker.failure_threshold = n;
+        }
+        if let Some(n) = whole("CIRCUIT_BREAKER_SUCCESS_THRESHOLD")? {
+            breaker.success_threshold = n;
+        }
+        if let Some(ms) = super::gomodel::env_duration_ms(env, "CIRCUIT_BREAKER_TIMEOUT")? {
+            breaker.open_seconds = ms.div_ceil(1000);
+        }
+        let first_byte = super::gomodel::env_duration_ms(env, "HTTP_RESPONSE_HEADER_TIMEOUT")?
+            .or(file.http.response_header_timeout.map(|d| d.0));
+        let idle = super::gomodel::env_duration_ms(env, "HTTP_TIMEOUT")?
+            .or(file.http.timeout.map(|d| d.0));
+        for (name, v) in [
+            ("http.response_header_timeout", first_byte),
+            ("http.timeout", idle),
+        ] {
+            if v == Some(0) {
+                return Err(format!(
+                    "{label}: {name}: must be more than 0; leave it out for the default"
+                ));
+            }
+        }
+        Ok(ProviderDefaults {
+            breaker,
+            retry,
+            timeouts: TimeoutSpec {
+                connect_ms: None,
+                first_byte_ms: first_byte,
+                idle_ms: idle,
+            },
+        })
+    }
+}
+
+/// How the key reaches the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStyle {
+    /// `Authorization: Bearer` (OpenAI dialect) or `x-api-key` (Anthropic dialect).
+    Standard,
+    /// Azure OpenAI's `api-key` header.
+    AzureApiKey,
+}
+
 /// A provider ready to use.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -227,6 +332,12 @@ pub struct ProviderConfig {
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
     pub breaker: BreakerConfig,
+    /// The retry policy of this provider's models requested directly, and the base of its
+    /// targets' policies.
+    pub retry: RetryPolicy,
+    pub key_style: KeyStyle,
+    /// A query string every upstream call carries (Azure's `api-version=...`).
+    pub query: Option<String>,
     /// `config` or `env`.
     pub origin: &'static str,
 }
@@ -257,7 +368,7 @@ pub fn resolve(
     file: &BTreeMap<String, ProviderSpec>,
     file_label: &str,
     env: &Env,
-    global_breaker: BreakerConfig,
+    defaults: &ProviderDefaults,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<ProviderConfig>, String> {
     let mut out = Vec::new();
@@ -305,17 +416,38 @@ pub fn resolve(
         }
         Timeouts::check(&spec.timeouts, &at)?;
         let api_key = api_key(spec.api_key.as_deref(), &format!("{at}: api_key"))?;
-        let p = ProviderConfig {
+        let resilience = spec.resilience.unwrap_or_default();
+        let retry = super::settings::backoff_over(
+            &defaults.retry,
+            resilience.retry.as_ref(),
+            None,
+            &format!("{at}.resilience"),
+        )?;
+        app_headers(kind, env, &mut headers);
+        let mut p = ProviderConfig {
             name: name.clone(),
             kind,
             base,
             api_key,
             models: spec.models.clone(),
             headers,
-            timeouts: Timeouts::from_spec(&spec.timeouts),
-            breaker: global_breaker.with(spec.circuit_breaker.as_ref()),
+            timeouts: Timeouts::from_spec(&spec.timeouts, &defaults.timeouts),
+            breaker: defaults
+                .breaker
+                .with(spec.circuit_breaker.as_ref())
+                .with_go(resilience.circuit_breaker.as_ref()),
+            retry,
+            key_style: KeyStyle::Standard,
+            query: None,
             origin: "config",
         };
+        azure(&mut p, spec.api_version.as_deref(), env, &at)?;
+        if spec.api_version.is_some() && !kind.is_azure() {
+            warnings.push(format!(
+                "{at}: api_version applies to type azure only; ignored for type {}",
+                kind.name()
+            ));
+        }
         if !p.usable() {
             warnings.push(format!(
                 "{at}: no API key (api_key is empty); its models are unavailable until one is set"
@@ -323,8 +455,56 @@ pub fn resolve(
         }
         out.push(p);
     }
-    discover(env, &mut out, global_breaker)?;
+    discover(env, &mut out, defaults)?;
     Ok(out)
+}
+
+/// Azure OpenAI: the key goes in `api-key`, and every call carries `api-version` (the
+/// provider's `api_version`, else `AZURE_API_VERSION`, else the default).
+fn azure(
+    p: &mut ProviderConfig,
+    api_version: Option<&str>,
+    env: &Env,
+    at: &str,
+) -> Result<(), String> {
+    if !p.kind.is_azure() {
+        return Ok(());
+    }
+    let version = api_version
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .or(env.get("AZURE_API_VERSION").map(str::trim))
+        .unwrap_or(AZURE_DEFAULT_API_VERSION);
+    if !version
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!(
+            "{at}: api_version {version:?} must look like 2024-10-21"
+        ));
+    }
+    p.key_style = KeyStyle::AzureApiKey;
+    p.query = Some(format!("api-version={version}"));
+    Ok(())
+}
+
+/// OpenRouter's app attribution headers from `OPENROUTER_SITE_URL` and `OPENROUTER_APP_NAME`,
+/// unless the provider's `headers` already set them.
+fn app_headers(kind: ProviderKind, env: &Env, headers: &mut Vec<(String, String)>) {
+    if kind != ProviderKind::Compatible("openrouter") {
+        return;
+    }
+    for (name, value) in [
+        ("http-referer", env.get("OPENROUTER_SITE_URL")),
+        ("x-openrouter-title", env.get("OPENROUTER_APP_NAME")),
+    ] {
+        let Some(v) = value.map(str::trim) else {
+            continue;
+        };
+        if http::HeaderValue::from_str(v).is_ok() && !headers.iter().any(|(k, _)| k == name) {
+            headers.push((name.to_string(), v.to_string()));
+        }
+    }
 }
 
 /// A provider key, trimmed (`None` when blank). It is sent as a header value, so a control
@@ -347,13 +527,13 @@ fn api_key(raw: Option<&str>, at: &str) -> Result<Option<String>, String> {
 fn discover(
     env: &Env,
     out: &mut Vec<ProviderConfig>,
-    breaker: BreakerConfig,
+    defaults: &ProviderDefaults,
 ) -> Result<(), String> {
     let mut kinds: Vec<ProviderKind> = vec![ProviderKind::OpenAi, ProviderKind::Anthropic];
     kinds.extend(
         COMPATIBLE
             .iter()
-            .filter(|(n, u, _)| !u.is_empty() && *n != "openai_compatible")
+            .filter(|(n, _, _)| *n != "openai_compatible")
             .map(|(n, _, _)| ProviderKind::Compatible(n)),
     );
     // (instance name, kind, env prefix)
@@ -403,6 +583,12 @@ fn discover(
         let base_raw = env
             .get(&format!("{prefix}_BASE_URL"))
             .unwrap_or(kind.default_base_url());
+        if base_raw.is_empty() {
+            return Err(format!(
+                "{prefix}_API_KEY is set but {prefix}_BASE_URL is not; type {} has no default base URL",
+                kind.name()
+            ));
+        }
         let base = BaseUrl::parse(base_raw).map_err(|e| format!("{prefix}_BASE_URL: {e}"))?;
         let models = env
             .get(&format!("{prefix}_MODELS"))
@@ -417,7 +603,9 @@ fn discover(
                     .collect()
             })
             .unwrap_or_default();
-        out.push(ProviderConfig {
+        let mut headers = Vec::new();
+        app_headers(kind, env, &mut headers);
+        let mut p = ProviderConfig {
             name: instance,
             kind,
             base: Some(base),
@@ -426,11 +614,16 @@ fn discover(
                 &format!("{prefix}_API_KEY"),
             )?,
             models,
-            headers: Vec::new(),
-            timeouts: Timeouts::from_spec(&TimeoutSpec::default()),
-            breaker,
+            headers,
+            timeouts: Timeouts::from_spec(&TimeoutSpec::default(), &defaults.timeouts),
+            breaker: defaults.breaker,
+            retry: defaults.retry.clone(),
+            key_style: KeyStyle::Standard,
+            query: None,
             origin: "env",
-        });
+        };
+        azure(&mut p, None, env, &format!("{prefix}_API_KEY"))?;
+        out.push(p);
     }
     Ok(())
 }
@@ -470,7 +663,7 @@ mod tests {
             &BTreeMap::new(),
             "f",
             &env,
-            BreakerConfig::default(),
+            &ProviderDefaults::default(),
             &mut w,
         )
         .unwrap();
@@ -499,7 +692,7 @@ mod tests {
             &file,
             "config.yaml",
             &Env::default(),
-            BreakerConfig::default(),
+            &ProviderDefaults::default(),
             &mut Vec::new(),
         )
         .unwrap_err();
@@ -516,7 +709,7 @@ mod tests {
             &file,
             "c",
             &Env::default(),
-            BreakerConfig::default(),
+            &ProviderDefaults::default(),
             &mut w,
         )
         .unwrap();
@@ -535,7 +728,14 @@ mod tests {
             },
         );
         let env = Env::from_pairs([("ANTHROPIC_API_KEY", "sk-env\n")]);
-        let ps = resolve(&file, "c", &env, BreakerConfig::default(), &mut Vec::new()).unwrap();
+        let ps = resolve(
+            &file,
+            "c",
+            &env,
+            &ProviderDefaults::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         let key = |n: &str| {
             ps.iter()
                 .find(|p| p.name == n)
@@ -555,7 +755,7 @@ mod tests {
             &file,
             "c",
             &Env::default(),
-            BreakerConfig::default(),
+            &ProviderDefaults::default(),
             &mut Vec::new(),
         )
         .unwrap_err();
@@ -570,7 +770,7 @@ mod tests {
             &BTreeMap::new(),
             "c",
             &env,
-            BreakerConfig::default(),
+            &ProviderDefaults::default(),
             &mut Vec::new(),
         )
         .unwrap_err();
@@ -579,5 +779,190 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("sk-a"), "{err}");
+    }
+
+    fn one(yaml: &str, env: &Env, defaults: &ProviderDefaults) -> Result<ProviderConfig, String> {
+        let file: BTreeMap<String, ProviderSpec> = serde_yaml::from_str(yaml).unwrap();
+        resolve(&file, "c", env, defaults, &mut Vec::new()).map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn azure_takes_its_key_in_api_key_and_an_api_version_query() {
+        let yaml = "az: {type: azure, base_url: 'https://r.openai.azure.com/openai/deployments/d', api_key: k}";
+        let p = one(yaml, &Env::default(), &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.key_style, KeyStyle::AzureApiKey);
+        assert_eq!(p.query.as_deref(), Some("api-version=2024-10-21"));
+        let env = Env::from_pairs([("AZURE_API_VERSION", "2025-04-01-preview")]);
+        let p = one(yaml, &env, &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.query.as_deref(), Some("api-version=2025-04-01-preview"));
+        let with_key = format!(
+            "{}, api_version: '2023-05-15'}}",
+            yaml.trim_end_matches('}')
+        );
+        let p = one(&with_key, &env, &ProviderDefaults::default()).unwrap();
+        assert_eq!(p.query.as_deref(), Some("api-version=2023-05-15"));
+        let bad = format!("{}, api_version: 'a&b=c'}}", yaml.trim_end_matches('}'));
+        let e = one(&bad, &env, &ProviderDefaults::default()).unwrap_err();
+        assert!(
+            e.starts_with("c: providers.az: api_version \"a&b=c\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn api_version_outside_azure_is_a_warning() {
+        let file: BTreeMap<String, ProviderSpec> =
+            serde_yaml::from_str("o: {type: openai, api_key: k, api_version: '2024-10-21'}")
+                .unwrap();
+        let mut w = Vec::new();
+        let ps = resolve(
+            &file,
+            "c",
+            &Env::default(),
+            &ProviderDefaults::default(),
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(ps[0].query, None);
+        assert_eq!(
+            w,
+            ["c: providers.o: api_version applies to type azure only; ignored for type openai"]
+        );
+    }
+
+    #[test]
+    fn gomodel_types_are_discovered_from_their_variables() {
+        let env = Env::from_pairs([
+            ("ZAI_API_KEY", "z"),
+            ("MINIMAX_API_KEY", "m"),
+            ("ORACLE_API_KEY", "o"),
+            ("ORACLE_BASE_URL", "https://oci.example.com/v1"),
+            ("ORACLE_MODELS", "openai.gpt-oss-120b, xai.grok-3"),
+            ("AZURE_API_KEY", "a"),
+            (
+                "AZURE_BASE_URL",
+                "https://r.openai.azure.com/openai/deployments/d",
+            ),
+        ]);
+        let ps = resolve(
+            &BTreeMap::new(),
+            "c",
+            &env,
+            &ProviderDefaults::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let get = |n: &str| ps.iter().find(|p| p.name == n).unwrap();
+        assert_eq!(get("zai").base.as_ref().unwrap().path, "/api/paas/v4");
+        assert_eq!(get("minimax").base.as_ref().unwrap().host, "api.minimax.io");
+        assert_eq!(get("oracle").models.len(), 2);
+        assert_eq!(get("azure").key_style, KeyStyle::AzureApiKey);
+        let env = Env::from_pairs([("AZURE_API_KEY", "a")]);
+        let e = resolve(
+            &BTreeMap::new(),
+            "c",
+            &env,
+            &ProviderDefaults::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("AZURE_API_KEY is set but AZURE_BASE_URL is not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn openrouter_app_headers_come_from_the_environment_unless_configured() {
+        let env = Env::from_pairs([
+            ("OPENROUTER_SITE_URL", "https://example.test"),
+            ("OPENROUTER_APP_NAME", "App"),
+        ]);
+        let p = one(
+            "or: {type: openrouter, api_key: k}",
+            &env,
+            &ProviderDefaults::default(),
+        )
+        .unwrap();
+        assert!(p
+            .headers
+            .contains(&("http-referer".into(), "https://example.test".into())));
+        assert!(p
+            .headers
+            .contains(&("x-openrouter-title".into(), "App".into())));
+        let p = one(
+            "or: {type: openrouter, api_key: k, headers: {X-OpenRouter-Title: Mine}}",
+            &env,
+            &ProviderDefaults::default(),
+        )
+        .unwrap();
+        let titles: Vec<_> = p
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "x-openrouter-title")
+            .collect();
+        assert_eq!(
+            titles,
+            [&("x-openrouter-title".to_string(), "Mine".to_string())]
+        );
+    }
+
+    #[test]
+    fn provider_resilience_overrides_only_what_it_names() {
+        let defaults = ProviderDefaults {
+            retry: RetryPolicy {
+                attempts: 4,
+                initial_delay_ms: 1000,
+                ..RetryPolicy::default()
+            },
+            ..ProviderDefaults::default()
+        };
+        let p = one(
+            "o: {type: openai, api_key: k, resilience: {retry: {max_retries: 5}, circuit_breaker: {failure_threshold: 9, timeout: 1m}}}",
+            &Env::default(),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!((p.retry.attempts, p.retry.initial_delay_ms), (6, 1000));
+        assert_eq!(
+            (p.breaker.failure_threshold, p.breaker.open_seconds),
+            (9, 60)
+        );
+        assert_eq!(p.breaker.success_threshold, 2);
+    }
+
+    #[test]
+    fn http_timeouts_and_breaker_variables_set_every_providers_defaults() {
+        let file: FileConfig = serde_yaml::from_str(
+            "http: {timeout: 120, response_header_timeout: 30s}\nresilience: {circuit_breaker: {failure_threshold: 7}}",
+        )
+        .unwrap();
+        let env = Env::from_pairs([("CIRCUIT_BREAKER_TIMEOUT", "45s"), ("HTTP_TIMEOUT", "3m")]);
+        let d = ProviderDefaults::resolve(&file, &env, RetryPolicy::default(), "c").unwrap();
+        assert_eq!(
+            (d.breaker.failure_threshold, d.breaker.open_seconds),
+            (7, 45)
+        );
+        assert_eq!(
+            (d.timeouts.first_byte_ms, d.timeouts.idle_ms),
+            (Some(30_000), Some(180_000))
+        );
+        let p = one(
+            "o: {type: openai, api_key: k, timeouts: {first_byte_ms: 5}}",
+            &env,
+            &d,
+        )
+        .unwrap();
+        assert_eq!((p.timeouts.first_byte_ms, p.timeouts.idle_ms), (5, 180_000));
+        let zero: FileConfig = serde_yaml::from_str("http: {timeout: 0s}").unwrap();
+        let e = ProviderDefaults::resolve(&zero, &Env::default(), RetryPolicy::default(), "c")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "c: http.timeout: must be more than 0; leave it out for the default"
+        );
+        let env = Env::from_pairs([("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "0")]);
+        let e = ProviderDefaults::resolve(&file, &env, RetryPolicy::default(), "c").unwrap_err();
+        assert!(e.contains("CIRCUIT_BREAKER_FAILURE_THRESHOLD"), "{e}");
     }
 }

@@ -26,19 +26,198 @@ pub struct FileConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub logging: LoggingSection,
+    // GoModel's sections (`gomodel` strips the keys modelgate ignores before these are read).
+    #[serde(default)]
+    pub storage: StorageSpec,
+    #[serde(default)]
+    pub cache: CacheSpec,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+    #[serde(default)]
+    pub http: HttpSpec,
+    #[serde(default)]
+    pub resilience: ResilienceSpec,
+    #[serde(default)]
+    pub fallback: FallbackSpec,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub listen: Option<String>,
-    pub port: Option<u16>,
+    pub port: Option<PortValue>,
+    /// Serve every route under this prefix (GoModel's `base_path`).
+    pub base_path: Option<String>,
     pub master_key: Option<String>,
     pub body_size_limit: Option<SizeValue>,
     pub user_path_header: Option<String>,
     pub threads: Option<usize>,
     pub grace_period_seconds: Option<u64>,
     pub pid_file: Option<String>,
+}
+
+/// A port written as a number or a numeric string (GoModel writes `port: "8080"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortValue(pub u16);
+
+impl<'de> Deserialize<'de> for PortValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a numeric string")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortValue, E> {
+                u16::try_from(v)
+                    .map(PortValue)
+                    .map_err(|_| E::custom(format!("expected a port number (0-65535), got {v}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortValue, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("expected a port number (0-65535), got {v}")))
+                    .and_then(|u| self.visit_u64(u))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortValue, E> {
+                match v.trim().parse::<u64>() {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom(format!(
+                        "expected a number or a numeric string, got {v:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration in milliseconds, written as Go writes one (`1s`, `500ms`, `1m30s`) or as a number
+/// of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationMs(pub u64);
+
+impl<'de> Deserialize<'de> for DurationMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationMs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as 1s, 500ms or 2m, or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationMs, E> {
+                Ok(DurationMs(v.saturating_mul(1000)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationMs, E> {
+                u64::try_from(v)
+                    .map(|u| DurationMs(u.saturating_mul(1000)))
+                    .map_err(|_| E::custom(format!("expected a duration of 0 or more, got {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationMs, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(DurationMs((v * 1000.0).round() as u64))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a duration of 0 or more, got {v}"
+                    )))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationMs, E> {
+                super::gomodel::parse_duration_ms(v).map(DurationMs).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected a duration such as 1s, 500ms or 2m, or a number of seconds, got {v:?}"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// GoModel's `storage` section (`postgresql` and `mongodb` are named and ignored by `gomodel`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub sqlite: SqliteSpec,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSpec {
+    pub path: Option<String>,
+}
+
+/// GoModel's `cache`: only the model catalog's refresh interval applies here.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    #[serde(default)]
+    pub model: ModelCacheSpec,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCacheSpec {
+    pub refresh_interval: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    pub enabled: Option<bool>,
+    pub endpoint: Option<String>,
+}
+
+/// GoModel's upstream HTTP client timeouts.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    pub timeout: Option<DurationMs>,
+    pub response_header_timeout: Option<DurationMs>,
+}
+
+/// GoModel's `resilience`, globally and per provider.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceSpec {
+    pub retry: Option<BackoffSpec>,
+    pub circuit_breaker: Option<GoBreakerSpec>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    pub max_retries: Option<u32>,
+    pub initial_backoff: Option<DurationMs>,
+    pub max_backoff: Option<DurationMs>,
+    pub backoff_factor: Option<f64>,
+    pub jitter_factor: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GoBreakerSpec {
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    pub timeout: Option<DurationMs>,
+}
+
+/// GoModel's `fallback`: fallbacks for concrete models requested directly.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSpec {
+    pub default_mode: Option<String>,
+    pub manual_rules_path: Option<String>,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, FallbackOverrideSpec>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackOverrideSpec {
+    pub mode: Option<String>,
 }
 
 /// A size written as a number of bytes or a string with a K/M/G suffix.
@@ -54,6 +233,7 @@ pub enum SizeValue {
 pub struct ModelsSection {
     pub keep_only_aliases_at_models_endpoint: Option<bool>,
     pub enabled_by_default: Option<bool>,
+    pub overrides_enabled: Option<bool>,
     pub configured_provider_models_mode: Option<String>,
     pub cache_refresh_interval: Option<u64>,
 }
@@ -92,9 +272,13 @@ pub struct ProviderSpec {
     #[serde(default)]
     pub timeouts: TimeoutSpec,
     pub circuit_breaker: Option<BreakerSpec>,
+    /// Azure's `api-version` query value (GoModel's key).
+    pub api_version: Option<String>,
+    /// GoModel's per-provider `resilience` overrides.
+    pub resilience: Option<ResilienceSpec>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutSpec {
     pub connect_ms: Option<u64>,

@@ -4,6 +4,19 @@
 
 use super::env::Env;
 use super::schema::{FileConfig, SizeValue};
+use crate::routing::model::RetryPolicy;
+
+/// Which models of a provider are served: its `/models` listing, its configured list, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogMode {
+    /// Listed and configured models (the default).
+    Merge,
+    /// Only the configured models.
+    Allowlist,
+    /// The listing while `/models` answers; the configured models only while it does not
+    /// (GoModel's `fallback` mode).
+    Fallback,
+}
 
 /// The user-path header's name unless `USER_PATH_HEADER` names another (lower case).
 pub const DEFAULT_USER_PATH_HEADER: &str = "x-modelgate-user-path";
@@ -16,8 +29,24 @@ pub struct Settings {
     pub user_path_header: String,
     pub keep_only_aliases: bool,
     pub models_enabled_by_default: bool,
-    /// `CONFIGURED_PROVIDER_MODELS_MODE=allowlist`: serve only configured models.
-    pub allowlist_mode: bool,
+    /// `CONFIGURED_PROVIDER_MODELS_MODE`.
+    pub catalog_mode: CatalogMode,
+    /// GoModel's `models.overrides_enabled`: false leaves the admin store's access policies
+    /// out of the snapshot (config and env policies still apply).
+    pub model_overrides_enabled: bool,
+    /// Every route is served under this prefix (`/gateway`, no trailing slash), nothing
+    /// outside it.
+    pub base_path: Option<String>,
+    /// Where `/metrics` is served; None = not served.
+    pub metrics_path: Option<String>,
+    /// The retry policy of targets whose provider is found per request (and the base of every
+    /// provider's own): `resilience.retry` and `RETRY_*`.
+    pub retry: RetryPolicy,
+    /// GoModel keys and variables in use that modelgate honours, for `check`.
+    pub gomodel_honoured: Vec<String>,
+    /// The warnings naming GoModel keys and variables modelgate ignores, for `check` to show
+    /// in their own section.
+    pub gomodel_ignored: Vec<String>,
     pub cache_refresh_interval_s: u64,
     pub threads: usize,
     pub grace_period_s: u64,
@@ -65,7 +94,7 @@ impl Settings {
                     .parse::<u16>()
                     .map_err(|_| format!("PORT={p:?} is not a port number"))?,
             ),
-            None => s.port,
+            None => s.port.map(|p| p.0),
         };
         let listen = match (port, &s.listen) {
             (Some(p), _) if env.get("PORT").is_some() => format!("0.0.0.0:{p}"),
@@ -92,13 +121,14 @@ impl Settings {
             .get("CONFIGURED_PROVIDER_MODELS_MODE")
             .map(str::to_string)
             .or(file.models.configured_provider_models_mode.clone());
-        let allowlist_mode = match mode.as_deref().map(|m| m.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(m) if m == "allowlist" => true,
-            Some(m) if m == "merge" || m == "union" || m.is_empty() => false,
+        let catalog_mode = match mode.as_deref().map(|m| m.trim().to_ascii_lowercase()) {
+            None => CatalogMode::Merge,
+            Some(m) if m == "allowlist" => CatalogMode::Allowlist,
+            Some(m) if m == "fallback" => CatalogMode::Fallback,
+            Some(m) if m == "merge" || m == "union" || m.is_empty() => CatalogMode::Merge,
             Some(m) => {
                 return Err(format!(
-                    "CONFIGURED_PROVIDER_MODELS_MODE={m:?} is unknown; use allowlist or merge"
+                    "CONFIGURED_PROVIDER_MODELS_MODE={m:?} is unknown; use merge, allowlist or fallback"
                 ))
             }
         };
@@ -109,7 +139,12 @@ impl Settings {
             "a number of seconds above 0",
         )? {
             Some(n) => n,
-            None => file.models.cache_refresh_interval.unwrap_or(3600).max(1),
+            None => file
+                .models
+                .cache_refresh_interval
+                .or(file.cache.model.refresh_interval)
+                .unwrap_or(3600)
+                .max(1),
         };
         let log_json = match env
             .get("LOG_FORMAT")
@@ -157,7 +192,22 @@ impl Settings {
                 .bool("MODELS_ENABLED_BY_DEFAULT")?
                 .or(file.models.enabled_by_default)
                 .unwrap_or(true),
-            allowlist_mode,
+            catalog_mode,
+            model_overrides_enabled: env
+                .bool("MODEL_OVERRIDES_ENABLED")?
+                .or(file.models.overrides_enabled)
+                .unwrap_or(true),
+            base_path: match env.get("BASE_PATH") {
+                Some(v) => base_path(Some(v), "BASE_PATH")?,
+                None => base_path(
+                    s.base_path.as_deref(),
+                    &format!("{label}: server.base_path"),
+                )?,
+            },
+            metrics_path: metrics_path(file, env, label)?,
+            retry: retry_policy(file.resilience.retry.as_ref(), env, label)?,
+            gomodel_honoured: Vec::new(),
+            gomodel_ignored: Vec::new(),
             cache_refresh_interval_s,
             threads,
             grace_period_s,
@@ -169,11 +219,174 @@ impl Settings {
                 .get("SQLITE_PATH")
                 .map(str::to_string)
                 .or(file.store.sqlite_path.clone())
+                .or(storage_sqlite_path(file, label)?)
                 .unwrap_or_else(|| "data/modelgate.db".to_string()),
             log_json,
             anthropic_default_max_tokens,
         })
     }
+}
+
+/// `server.base_path` / `BASE_PATH` as a prefix: `/gw` (leading slash added, trailing one
+/// dropped); `/` or empty is none.
+fn base_path(raw: Option<&str>, named: &str) -> Result<Option<String>, String> {
+    let Some(raw) = raw.map(str::trim) else {
+        return Ok(None);
+    };
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || c == '?' || c == '#' || c == '%')
+    {
+        return Err(format!(
+            "{named} {raw:?} must be a plain URL path such as /gateway"
+        ));
+    }
+    Ok(Some(format!("/{trimmed}")))
+}
+
+/// `metrics.enabled` / `METRICS_ENABLED` and `metrics.endpoint` / `METRICS_ENDPOINT`. Unlike
+/// GoModel, metrics are on unless switched off.
+fn metrics_path(file: &FileConfig, env: &Env, label: &str) -> Result<Option<String>, String> {
+    let enabled = env
+        .bool("METRICS_ENABLED")?
+        .or(file.metrics.enabled)
+        .unwrap_or(true);
+    if !enabled {
+        return Ok(None);
+    }
+    let (endpoint, named) = match (env.get("METRICS_ENDPOINT"), &file.metrics.endpoint) {
+        (Some(e), _) => (e.trim(), "METRICS_ENDPOINT".to_string()),
+        (None, Some(e)) => (e.trim(), format!("{label}: metrics.endpoint")),
+        (None, None) => ("/metrics", String::new()),
+    };
+    if !endpoint.starts_with('/') || endpoint.len() < 2 || endpoint.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{named} {endpoint:?} must be a path such as /metrics"
+        ));
+    }
+    Ok(Some(endpoint.trim_end_matches('/').to_string()))
+}
+
+/// GoModel's `storage` section: SQLite is the store here; PostgreSQL is configured by
+/// variables, and MongoDB does not exist.
+fn storage_sqlite_path(file: &FileConfig, label: &str) -> Result<Option<String>, String> {
+    let kind = file
+        .storage
+        .kind
+        .as_deref()
+        .map(|k| k.trim().to_ascii_lowercase());
+    match kind.as_deref() {
+        None | Some("") | Some("sqlite") => Ok(file.storage.sqlite.path.clone()),
+        Some("postgresql") | Some("postgres") => Err(format!(
+            "{label}: storage.type \"postgresql\": the PostgreSQL store is configured with \
+             STORAGE_TYPE=postgresql and POSTGRES_URL, not in the file; remove storage.type or \
+             set it to sqlite"
+        )),
+        Some(other) => Err(format!(
+            "{label}: storage.type {other:?} is not supported; modelgate's stores are sqlite \
+             (storage.sqlite.path or SQLITE_PATH) and postgresql (STORAGE_TYPE and POSTGRES_URL)"
+        )),
+    }
+}
+
+/// A factor variable or key: a finite number >= `min`.
+fn factor(v: Option<f64>, name: &str, min: f64, max: f64) -> Result<Option<f64>, String> {
+    match v {
+        Some(f) if !f.is_finite() || f < min || f > max => {
+            Err(format!("{name}: {f} must be a number from {min} to {max}"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn env_f64(env: &Env, name: &str) -> Result<Option<f64>, String> {
+    env.get(name)
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{name}={v:?} is not a number"))
+        })
+        .transpose()
+}
+
+/// The retry policy from GoModel's `resilience.retry` keys over `base`, with the `RETRY_*`
+/// variables over both when `env` is given (per-provider blocks take no variables).
+/// `max_retries` counts retries, so `attempts` is one more.
+pub fn backoff_over(
+    base: &RetryPolicy,
+    spec: Option<&super::schema::BackoffSpec>,
+    env: Option<&Env>,
+    at: &str,
+) -> Result<RetryPolicy, String> {
+    let mut p = base.clone();
+    let spec = spec.copied().unwrap_or_default();
+    let none = Env::default();
+    let e = env.unwrap_or(&none);
+    let max_retries = match env_number(e, "RETRY_MAX_RETRIES", 0, "a number of retries")? {
+        Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX - 1)),
+        None => spec.max_retries,
+    };
+    if let Some(n) = max_retries {
+        p.attempts = n.saturating_add(1);
+    }
+    if let Some(ms) = super::gomodel::env_duration_ms(e, "RETRY_INITIAL_BACKOFF")?
+        .or(spec.initial_backoff.map(|d| d.0))
+    {
+        p.initial_delay_ms = ms;
+    }
+    if let Some(ms) =
+        super::gomodel::env_duration_ms(e, "RETRY_MAX_BACKOFF")?.or(spec.max_backoff.map(|d| d.0))
+    {
+        p.max_delay_ms = ms;
+    }
+    let f = match env_f64(e, "RETRY_BACKOFF_FACTOR")? {
+        Some(v) => factor(Some(v), "RETRY_BACKOFF_FACTOR", 1.0, 100.0)?,
+        None => factor(
+            spec.backoff_factor,
+            &format!("{at}.retry.backoff_factor"),
+            1.0,
+            100.0,
+        )?,
+    };
+    if let Some(f) = f {
+        p.backoff_factor = f;
+    }
+    let j = match env_f64(e, "RETRY_JITTER_FACTOR")? {
+        Some(v) => factor(Some(v), "RETRY_JITTER_FACTOR", 0.0, 1.0)?,
+        None => factor(
+            spec.jitter_factor,
+            &format!("{at}.retry.jitter_factor"),
+            0.0,
+            1.0,
+        )?,
+    };
+    if let Some(j) = j {
+        p.jitter_factor = j;
+    }
+    if p.initial_delay_ms > p.max_delay_ms {
+        return Err(format!(
+            "{at}.retry: initial_backoff ({} ms) is longer than max_backoff ({} ms)",
+            p.initial_delay_ms, p.max_delay_ms
+        ));
+    }
+    Ok(p)
+}
+
+fn retry_policy(
+    spec: Option<&super::schema::BackoffSpec>,
+    env: &Env,
+    label: &str,
+) -> Result<RetryPolicy, String> {
+    backoff_over(
+        &RetryPolicy::default(),
+        spec,
+        Some(env),
+        &format!("{label}: resilience"),
+    )
 }
 
 #[cfg(test)]
@@ -201,6 +414,102 @@ mod tests {
         let s = Settings::resolve(&file, &env, "c").unwrap();
         assert_eq!(s.listen, "0.0.0.0:7000");
         assert_eq!(s.body_size_limit, 2048);
+    }
+
+    #[test]
+    fn port_may_be_a_numeric_string() {
+        let file: FileConfig = serde_yaml::from_str("server: {port: \"9001\"}").unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9001");
+    }
+
+    #[test]
+    fn base_path_is_normalised_and_checked() {
+        assert_eq!(base_path(Some("gw/"), "c").unwrap().as_deref(), Some("/gw"));
+        assert_eq!(
+            base_path(Some("/a/b"), "c").unwrap().as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(base_path(Some("/"), "c").unwrap(), None);
+        let file: FileConfig = serde_yaml::from_str("server: {base_path: '/a b'}").unwrap();
+        let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
+        assert_eq!(
+            e,
+            "c: server.base_path \"/a b\" must be a plain URL path such as /gateway"
+        );
+        let env = Env::from_pairs([("BASE_PATH", "/x?y")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert!(e.starts_with("BASE_PATH \"/x?y\""), "{e}");
+    }
+
+    #[test]
+    fn resilience_retry_maps_onto_the_retry_policy_and_env_wins() {
+        let file: FileConfig = serde_yaml::from_str(
+            "resilience: {retry: {max_retries: 3, initial_backoff: 1s, max_backoff: 30s, backoff_factor: 2.0, jitter_factor: 0.1}}",
+        )
+        .unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(
+            (
+                s.retry.attempts,
+                s.retry.initial_delay_ms,
+                s.retry.max_delay_ms
+            ),
+            (4, 1000, 30_000)
+        );
+        assert_eq!((s.retry.backoff_factor, s.retry.jitter_factor), (2.0, 0.1));
+        let env = Env::from_pairs([("RETRY_MAX_RETRIES", "0"), ("RETRY_INITIAL_BACKOFF", "5ms")]);
+        let s = Settings::resolve(&file, &env, "c").unwrap();
+        assert_eq!((s.retry.attempts, s.retry.initial_delay_ms), (1, 5));
+        let env = Env::from_pairs([("RETRY_JITTER_FACTOR", "2")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert!(e.contains("RETRY_JITTER_FACTOR"), "{e}");
+    }
+
+    #[test]
+    fn storage_types_other_than_sqlite_are_explained() {
+        let file: FileConfig =
+            serde_yaml::from_str("storage: {type: sqlite, sqlite: {path: x.db}}").unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(s.sqlite_path, "x.db");
+        let file: FileConfig = serde_yaml::from_str("storage: {type: postgresql}").unwrap();
+        let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
+        assert!(
+            e.contains("STORAGE_TYPE=postgresql and POSTGRES_URL"),
+            "{e}"
+        );
+        let file: FileConfig = serde_yaml::from_str("storage: {type: mongodb}").unwrap();
+        let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
+        assert!(
+            e.contains("\"mongodb\" is not supported") && e.contains("sqlite"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_can_move_or_be_switched_off() {
+        let file: FileConfig =
+            serde_yaml::from_str("metrics: {enabled: true, endpoint: /stats}").unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(s.metrics_path.as_deref(), Some("/stats"));
+        let env = Env::from_pairs([("METRICS_ENABLED", "false")]);
+        assert_eq!(
+            Settings::resolve(&file, &env, "c").unwrap().metrics_path,
+            None
+        );
+        let env = Env::from_pairs([("METRICS_ENDPOINT", "stats")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert_eq!(
+            e,
+            "METRICS_ENDPOINT \"stats\" must be a path such as /metrics"
+        );
+        assert_eq!(
+            Settings::resolve(&FileConfig::default(), &Env::default(), "c")
+                .unwrap()
+                .metrics_path
+                .as_deref(),
+            Some("/metrics")
+        );
     }
 
     #[test]

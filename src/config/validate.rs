@@ -20,6 +20,24 @@ use crate::routing::model::{
 use crate::routing::schedule;
 use crate::routing::user_path::UserPath;
 
+/// The retry policy a target starts from before its own `retry`: its provider's (GoModel's
+/// `resilience.retry`, per provider), else the global one when the provider is found only per
+/// request.
+#[derive(Debug, Clone, Default)]
+pub struct RetryDefaults {
+    pub global: RetryPolicy,
+    /// One per declared provider, in the order of the provider names.
+    pub per_provider: Vec<RetryPolicy>,
+}
+
+impl RetryDefaults {
+    pub fn for_provider(&self, provider: Option<usize>) -> &RetryPolicy {
+        provider
+            .and_then(|p| self.per_provider.get(p))
+            .unwrap_or(&self.global)
+    }
+}
+
 /// Declarations from the three origins.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Declarations<'a> {
@@ -175,6 +193,7 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
 pub fn build(
     merged: &[Merged<'_>],
     providers: &[String],
+    retry: &RetryDefaults,
     previous: &HashMap<&str, Arc<AtomicU64>>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<VirtualModel>, Vec<String>> {
@@ -187,7 +206,7 @@ pub fn build(
     let mut out = Vec::with_capacity(merged.len());
     let mut slugs: HashMap<String, String> = HashMap::new();
     for m in merged {
-        match build_one(m, providers, &redirect_sources, previous, warnings) {
+        match build_one(m, providers, retry, &redirect_sources, previous, warnings) {
             Ok(vm) => {
                 if let Some(slug) = &vm.slug {
                     if let Some(other) = slugs.insert(slug.clone(), vm.source.clone()) {
@@ -234,6 +253,7 @@ fn is_concrete(source: &str, providers: &[String]) -> bool {
 pub fn build_one(
     m: &Merged<'_>,
     providers: &[String],
+    retry: &RetryDefaults,
     redirect_sources: &HashSet<&str>,
     previous: &HashMap<&str, Arc<AtomicU64>>,
     warnings: &mut Vec<String>,
@@ -293,6 +313,7 @@ pub fn build_one(
             &source,
             concrete_source,
             providers,
+            retry,
             redirect_sources,
             strategy,
             warnings,
@@ -410,6 +431,7 @@ fn build_target(
     source: &str,
     concrete_source: bool,
     providers: &[String],
+    retry_defaults: &RetryDefaults,
     redirect_sources: &HashSet<&str>,
     strategy: Strategy,
     warnings: &mut Vec<String>,
@@ -472,7 +494,7 @@ fn build_target(
             "{at}: {field}.weight {weight} must be a finite number >= 0"
         ));
     }
-    let mut retry = RetryPolicy::default();
+    let mut retry = retry_defaults.for_provider(provider).clone();
     if let Some(r) = &t.retry {
         if let Some(a) = r.attempts {
             if a == 0 {
@@ -483,7 +505,8 @@ fn build_target(
             retry.attempts = a;
         }
         if let Some(d) = r.delay_ms {
-            retry.delay_ms = d;
+            retry.initial_delay_ms = d;
+            retry.max_delay_ms = retry.max_delay_ms.max(d);
         }
         if let Some(s) = &r.on_status {
             retry.on_status = s.iter().map(|c| c.0).collect();

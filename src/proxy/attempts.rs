@@ -66,13 +66,18 @@ impl Attempts {
     /// `opened_breaker`: this failure opened the target's circuit, so it gets no further try
     /// now, not even one its retry policy allows. `next_usable`: the index of the next attempt
     /// of the plan that can be tried, if any. `retry_after_s`: the upstream's `Retry-After`.
+    /// `provider_retry` applies when the attempt has no target (a concrete model requested
+    /// directly); `random_unit` in [0, 1) draws the retry delay's jitter.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_failure(
         &mut self,
         failure: Failure,
         target: Option<&Target>,
+        provider_retry: &RetryPolicy,
         opened_breaker: bool,
         next_usable: Option<usize>,
         retry_after_s: Option<u64>,
+        random_unit: f64,
     ) -> Next {
         if failure == Failure::Connection {
             self.connect_failures += 1;
@@ -82,7 +87,15 @@ impl Attempts {
         } else {
             self.tries_on_target
         };
-        let next = decide(failure, target, tries, next_usable.is_some(), retry_after_s);
+        let next = decide(
+            failure,
+            target,
+            provider_retry,
+            tries,
+            next_usable.is_some(),
+            retry_after_s,
+            random_unit,
+        );
         match (next, next_usable) {
             (Next::Fallback, Some(i)) => {
                 self.index = i;
@@ -97,17 +110,20 @@ impl Attempts {
 }
 
 /// Decides what follows a failure.
-/// `tries` counts the tries already made on this target; `has_next` says whether the plan has a
-/// further attempt; `retry_after_s` is the upstream's `Retry-After`, if any.
+/// `provider_retry` is the retry policy of the attempt's provider, which applies when no target
+/// does (a concrete model requested directly); `tries` counts the tries already made on this
+/// target; `has_next` says whether the plan has a further attempt; `retry_after_s` is the
+/// upstream's `Retry-After`, if any; `random_unit` (in [0, 1)) picks the backoff's jitter.
 pub fn decide(
     failure: Failure,
     target: Option<&Target>,
+    provider_retry: &RetryPolicy,
     tries: u32,
     has_next: bool,
     retry_after_s: Option<u64>,
+    random_unit: f64,
 ) -> Next {
-    let default_retry = RetryPolicy::default();
-    let retry = target.map_or(&default_retry, |t| &t.retry);
+    let retry = target.map_or(provider_retry, |t| &t.retry);
     let retryable = match failure {
         Failure::Status(s) => retry.on_status.contains(&s),
         Failure::Connection => true,
@@ -117,7 +133,7 @@ pub fn decide(
             .map(|s| (s * 1000).min(RETRY_AFTER_CAP_MS))
             .unwrap_or(0);
         return Next::Retry {
-            delay_ms: retry.delay_ms.max(wait),
+            delay_ms: retry.delay_ms(tries, random_unit).max(wait),
         };
     }
     if !has_next {
@@ -155,7 +171,15 @@ mod tests {
     fn a_retry_keeps_the_attempt_and_counts_the_try() {
         let t = target(2);
         let mut a = walk();
-        let next = a.on_failure(Failure::Status(503), Some(&t), false, Some(1), None);
+        let next = a.on_failure(
+            Failure::Status(503),
+            Some(&t),
+            &RetryPolicy::default(),
+            false,
+            Some(1),
+            None,
+            0.5,
+        );
         assert_eq!(next, Next::Retry { delay_ms: 100 });
         a.begin();
         assert_eq!(
@@ -163,7 +187,15 @@ mod tests {
             (0, 2, 2, 0)
         );
         // The target's tries are used up: on to the next attempt.
-        let next = a.on_failure(Failure::Status(503), Some(&t), false, Some(1), None);
+        let next = a.on_failure(
+            Failure::Status(503),
+            Some(&t),
+            &RetryPolicy::default(),
+            false,
+            Some(1),
+            None,
+            0.5,
+        );
         assert_eq!(next, Next::Fallback);
         a.begin();
         assert_eq!(
@@ -176,7 +208,15 @@ mod tests {
     fn a_failure_that_opened_the_breaker_falls_back_at_once() {
         let t = target(3);
         let mut a = walk();
-        let next = a.on_failure(Failure::Status(500), Some(&t), true, Some(2), None);
+        let next = a.on_failure(
+            Failure::Status(500),
+            Some(&t),
+            &RetryPolicy::default(),
+            true,
+            Some(2),
+            None,
+            0.5,
+        );
         assert_eq!(next, Next::Fallback);
         assert_eq!(a.index, 2);
     }
@@ -185,7 +225,15 @@ mod tests {
     fn a_failure_that_opened_the_breaker_on_the_last_attempt_gives_up() {
         let t = target(3);
         let mut a = walk();
-        let next = a.on_failure(Failure::Status(500), Some(&t), true, None, None);
+        let next = a.on_failure(
+            Failure::Status(500),
+            Some(&t),
+            &RetryPolicy::default(),
+            true,
+            None,
+            None,
+            0.5,
+        );
         assert_eq!(next, Next::GiveUp);
         assert_eq!(a.index, 0);
     }
@@ -195,31 +243,64 @@ mod tests {
         let t = Target {
             retry: RetryPolicy {
                 attempts: 2,
-                delay_ms: 0,
+                initial_delay_ms: 0,
                 on_status: vec![408],
+                ..RetryPolicy::default()
             },
             fallback_on: vec![409, 400],
             ..Target::new(Some(0), "m", "p/m")
         };
         let mut a = walk();
         assert_eq!(
-            a.on_failure(Failure::Status(408), Some(&t), false, Some(1), None),
+            a.on_failure(
+                Failure::Status(408),
+                Some(&t),
+                &RetryPolicy::default(),
+                false,
+                Some(1),
+                None,
+                0.5
+            ),
             Next::Retry { delay_ms: 0 }
         );
         a.begin();
         assert_eq!(
-            a.on_failure(Failure::Status(408), Some(&t), false, Some(1), None),
+            a.on_failure(
+                Failure::Status(408),
+                Some(&t),
+                &RetryPolicy::default(),
+                false,
+                Some(1),
+                None,
+                0.5
+            ),
             Next::GiveUp,
             "408 is retried, not listed for fallback"
         );
         let mut a = walk();
         assert_eq!(
-            a.on_failure(Failure::Status(409), Some(&t), false, Some(1), None),
+            a.on_failure(
+                Failure::Status(409),
+                Some(&t),
+                &RetryPolicy::default(),
+                false,
+                Some(1),
+                None,
+                0.5
+            ),
             Next::Fallback
         );
         let mut a = walk();
         assert_eq!(
-            a.on_failure(Failure::Status(400), Some(&t), false, Some(1), None),
+            a.on_failure(
+                Failure::Status(400),
+                Some(&t),
+                &RetryPolicy::default(),
+                false,
+                Some(1),
+                None,
+                0.5
+            ),
             Next::Fallback
         );
     }
@@ -228,14 +309,30 @@ mod tests {
     fn connection_failures_are_counted() {
         let t = target(2);
         let mut a = walk();
-        a.on_failure(Failure::Connection, Some(&t), false, None, None);
+        a.on_failure(
+            Failure::Connection,
+            Some(&t),
+            &RetryPolicy::default(),
+            false,
+            None,
+            None,
+            0.5,
+        );
         assert_eq!(a.connect_failures, 1);
     }
 
     #[test]
     fn a_local_answer_after_a_failure_counts_as_a_fallback_and_a_request() {
         let mut a = walk();
-        a.on_failure(Failure::Status(500), None, true, Some(1), None);
+        a.on_failure(
+            Failure::Status(500),
+            None,
+            &RetryPolicy::default(),
+            true,
+            Some(1),
+            None,
+            0.5,
+        );
         a.answer_locally(1);
         assert_eq!((a.index, a.made, a.fallbacks), (1, 2, 1));
         let mut first = Attempts::default();
@@ -257,15 +354,39 @@ mod tests {
     fn retries_retryable_status_until_attempts_used() {
         let t = target(2);
         assert_eq!(
-            decide(Failure::Status(500), Some(&t), 1, true, None),
+            decide(
+                Failure::Status(500),
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                None,
+                0.5
+            ),
             Next::Retry { delay_ms: 100 }
         );
         assert_eq!(
-            decide(Failure::Status(500), Some(&t), 2, true, None),
+            decide(
+                Failure::Status(500),
+                Some(&t),
+                &RetryPolicy::default(),
+                2,
+                true,
+                None,
+                0.5
+            ),
             Next::Fallback
         );
         assert_eq!(
-            decide(Failure::Status(500), Some(&t), 2, false, None),
+            decide(
+                Failure::Status(500),
+                Some(&t),
+                &RetryPolicy::default(),
+                2,
+                false,
+                None,
+                0.5
+            ),
             Next::GiveUp
         );
     }
@@ -274,11 +395,27 @@ mod tests {
     fn client_errors_outside_the_lists_go_to_the_client() {
         let t = target(2);
         assert_eq!(
-            decide(Failure::Status(400), Some(&t), 1, true, None),
+            decide(
+                Failure::Status(400),
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                None,
+                0.5
+            ),
             Next::GiveUp
         );
         assert_eq!(
-            decide(Failure::Status(401), Some(&t), 1, true, None),
+            decide(
+                Failure::Status(401),
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                None,
+                0.5
+            ),
             Next::Fallback
         );
     }
@@ -287,11 +424,27 @@ mod tests {
     fn retry_after_is_honoured_up_to_the_cap() {
         let t = target(3);
         assert_eq!(
-            decide(Failure::Status(429), Some(&t), 1, true, Some(2)),
+            decide(
+                Failure::Status(429),
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                Some(2),
+                0.5
+            ),
             Next::Retry { delay_ms: 2000 }
         );
         assert_eq!(
-            decide(Failure::Status(429), Some(&t), 1, true, Some(3600)),
+            decide(
+                Failure::Status(429),
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                Some(3600),
+                0.5
+            ),
             Next::Retry {
                 delay_ms: RETRY_AFTER_CAP_MS
             }
@@ -299,14 +452,77 @@ mod tests {
     }
 
     #[test]
+    fn retries_back_off_exponentially() {
+        let t = Target {
+            retry: RetryPolicy {
+                attempts: 4,
+                initial_delay_ms: 1000,
+                ..RetryPolicy::default()
+            },
+            ..Target::new(Some(0), "m", "p/m")
+        };
+        let waits: Vec<Next> = (1..=3)
+            .map(|n| {
+                decide(
+                    Failure::Status(500),
+                    Some(&t),
+                    &RetryPolicy::default(),
+                    n,
+                    true,
+                    None,
+                    0.5,
+                )
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [1000, 2000, 4000].map(|delay_ms| Next::Retry { delay_ms })
+        );
+    }
+
+    #[test]
+    fn a_concrete_model_follows_its_providers_policy() {
+        let provider = RetryPolicy {
+            attempts: 3,
+            initial_delay_ms: 7,
+            backoff_factor: 1.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            decide(Failure::Status(503), None, &provider, 2, false, None, 0.5),
+            Next::Retry { delay_ms: 7 }
+        );
+        assert_eq!(
+            decide(Failure::Status(503), None, &provider, 3, false, None, 0.5),
+            Next::GiveUp
+        );
+    }
+
+    #[test]
     fn connection_failures_retry_then_fall_back() {
         let t = target(1);
         assert_eq!(
-            decide(Failure::Connection, Some(&t), 1, true, None),
+            decide(
+                Failure::Connection,
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                true,
+                None,
+                0.5
+            ),
             Next::Fallback
         );
         assert_eq!(
-            decide(Failure::Connection, Some(&t), 1, false, None),
+            decide(
+                Failure::Connection,
+                Some(&t),
+                &RetryPolicy::default(),
+                1,
+                false,
+                None,
+                0.5
+            ),
             Next::GiveUp
         );
     }

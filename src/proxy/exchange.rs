@@ -375,9 +375,15 @@ impl Gateway {
                 let mut path = String::with_capacity(base.path.len() + 24);
                 path.push_str(&base.path);
                 path.push_str(ctx.operation.upstream_suffix(format));
-                if let Some(q) = query {
-                    path.push('?');
+                // The provider's own query (Azure's `api-version`), then the client's.
+                let mut sep = '?';
+                for q in [provider.config.query.as_deref(), query]
+                    .into_iter()
+                    .flatten()
+                {
+                    path.push(sep);
                     path.push_str(q);
+                    sep = '&';
                 }
                 path.parse()
                     .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod attempts;
+pub mod base_path;
 pub mod body;
 pub mod caller;
 pub mod ctx;
@@ -310,8 +311,16 @@ impl Gateway {
             }
         }
         let next_usable = self.next_usable(ctx, ctx.attempts.index + 1);
-        ctx.attempts
-            .on_failure(failure, target, opened, next_usable, retry_after_s)
+        let provider_retry = &snap.providers[attempt.provider].config.retry;
+        ctx.attempts.on_failure(
+            failure,
+            target,
+            provider_retry,
+            opened,
+            next_usable,
+            retry_after_s,
+            fastrand::f64(),
+        )
     }
 
     /// Seconds until the first breaker of a virtual model half-opens (at least 1).
@@ -368,10 +377,17 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = request_info::request_id(session, ctx.header_names);
+        if let Some(e) = base_path::enter(session, ctx, &self.app) {
+            return self.fail(session, ctx, &e).await;
+        }
+        let snap = ctx.snapshot(&self.app);
         let req = session.req_header();
         ctx.path = SmolStr::new(req.uri.path());
-        ctx.route = Route::parse(&req.method, &ctx.path);
-        let snap = ctx.snapshot(&self.app);
+        ctx.route = Route::parse(
+            &req.method,
+            &ctx.path,
+            snap.settings.metrics_path.as_deref(),
+        );
         // Rare branches are boxed where they are awaited (see `future_sizes` below).
         match ctx.route {
             Route::Health | Route::Ready | Route::Metrics => {

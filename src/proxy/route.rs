@@ -12,7 +12,8 @@ pub enum Route {
     Health,
     /// `GET|HEAD /health/ready`: readiness, open to everyone.
     Ready,
-    /// `GET|HEAD /metrics`: Prometheus text, open to everyone.
+    /// `GET|HEAD` on the metrics endpoint (`/metrics` unless moved or turned off): Prometheus
+    /// text, open to everyone.
     Metrics,
     /// `/admin` and everything under it: the admin surface authorizes its callers itself.
     Admin,
@@ -30,8 +31,9 @@ pub enum Route {
 }
 
 impl Route {
-    /// The route of `method path` (the path without its query).
-    pub fn parse(method: &http::Method, path: &str) -> Route {
+    /// The route of `method path` (the path without its query). `metrics` is the metrics
+    /// endpoint's path, `None` when it is turned off.
+    pub fn parse(method: &http::Method, path: &str, metrics: Option<&str>) -> Route {
         if path == "/admin" || path.starts_with("/admin/") {
             return Route::Admin;
         }
@@ -53,7 +55,7 @@ impl Route {
         match path {
             "/health" => return Route::Health,
             "/health/ready" => return Route::Ready,
-            "/metrics" => return Route::Metrics,
+            p if Some(p) == metrics => return Route::Metrics,
             _ => {}
         }
         if method != http::Method::GET {
@@ -132,6 +134,10 @@ mod tests {
     use super::*;
     use http::Method;
 
+    fn parse(method: &Method, path: &str) -> Route {
+        Route::parse(method, path, Some("/metrics"))
+    }
+
     #[test]
     fn routed_endpoints_with_and_without_the_version_prefix() {
         for (path, op) in [
@@ -143,9 +149,9 @@ mod tests {
             ("/v1/messages", Operation::Messages),
             ("/messages/count_tokens", Operation::CountTokens),
         ] {
-            assert_eq!(Route::parse(&Method::POST, path), Route::Api(op), "{path}");
+            assert_eq!(parse(&Method::POST, path), Route::Api(op), "{path}");
             assert_eq!(
-                Route::parse(&Method::GET, path),
+                parse(&Method::GET, path),
                 Route::ApiWrongMethod(op),
                 "{path}"
             );
@@ -154,24 +160,36 @@ mod tests {
 
     #[test]
     fn local_routes_answer_their_methods_only() {
-        assert_eq!(Route::parse(&Method::GET, "/health"), Route::Health);
-        assert_eq!(Route::parse(&Method::HEAD, "/health/ready"), Route::Ready);
-        assert_eq!(Route::parse(&Method::GET, "/metrics"), Route::Metrics);
+        assert_eq!(parse(&Method::GET, "/health"), Route::Health);
+        assert_eq!(parse(&Method::HEAD, "/health/ready"), Route::Ready);
+        assert_eq!(parse(&Method::GET, "/metrics"), Route::Metrics);
         let unknown = Route::Unknown { anthropic: false };
-        assert_eq!(Route::parse(&Method::POST, "/health"), unknown);
-        assert_eq!(Route::parse(&Method::GET, "/v1/models/"), Route::Models);
-        assert_eq!(Route::parse(&Method::HEAD, "/v1/models"), unknown);
-        assert_eq!(Route::parse(&Method::GET, "/v1/chat"), unknown);
+        assert_eq!(parse(&Method::POST, "/health"), unknown);
+        assert_eq!(parse(&Method::GET, "/v1/models/"), Route::Models);
+        assert_eq!(parse(&Method::HEAD, "/v1/models"), unknown);
+        assert_eq!(parse(&Method::GET, "/v1/chat"), unknown);
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_where_the_settings_put_it() {
+        assert_eq!(
+            Route::parse(&Method::GET, "/internal/metrics", Some("/internal/metrics")),
+            Route::Metrics
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/metrics", None),
+            Route::Unknown { anthropic: false }
+        );
     }
 
     #[test]
     fn a_model_id_is_decoded() {
         assert_eq!(
-            Route::parse(&Method::GET, "/v1/models/openai%2Fgpt-4o"),
+            parse(&Method::GET, "/v1/models/openai%2Fgpt-4o"),
             Route::Model("openai/gpt-4o".into())
         );
         assert_eq!(
-            Route::parse(&Method::GET, "/models/openai/gpt-4o"),
+            parse(&Method::GET, "/models/openai/gpt-4o"),
             Route::Model("openai/gpt-4o".into())
         );
     }
@@ -179,24 +197,21 @@ mod tests {
     #[test]
     fn the_admin_surface_whatever_the_method() {
         for m in [Method::GET, Method::POST, Method::DELETE] {
-            assert_eq!(Route::parse(&m, "/admin"), Route::Admin);
-            assert_eq!(
-                Route::parse(&m, "/admin/api/v1/virtual-models"),
-                Route::Admin
-            );
+            assert_eq!(parse(&m, "/admin"), Route::Admin);
+            assert_eq!(parse(&m, "/admin/api/v1/virtual-models"), Route::Admin);
         }
         assert_eq!(
-            Route::parse(&Method::GET, "/administer"),
+            parse(&Method::GET, "/administer"),
             Route::Unknown { anthropic: false }
         );
     }
 
     #[test]
     fn the_anthropic_routes_are_known_by_their_operation() {
-        assert!(Route::parse(&Method::POST, "/v1/messages").anthropic());
-        assert!(Route::parse(&Method::POST, "/v1/messages/count_tokens").anthropic());
-        assert!(Route::parse(&Method::POST, "/v1/messages/batches").anthropic());
-        assert!(!Route::parse(&Method::POST, "/v1/chat/completions").anthropic());
-        assert!(!Route::parse(&Method::GET, "/v1/models").anthropic());
+        assert!(parse(&Method::POST, "/v1/messages").anthropic());
+        assert!(parse(&Method::POST, "/v1/messages/count_tokens").anthropic());
+        assert!(parse(&Method::POST, "/v1/messages/batches").anthropic());
+        assert!(!parse(&Method::POST, "/v1/chat/completions").anthropic());
+        assert!(!parse(&Method::GET, "/v1/models").anthropic());
     }
 }

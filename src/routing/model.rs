@@ -170,11 +170,21 @@ impl WireFormat {
     }
 }
 
+/// How one target is retried: how many tries, on which statuses, and the wait before each
+/// retry (exponential backoff with jitter, as plain data; `delay_ms` computes a wait).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// All tries on one target, the first included (1 = no retry).
     pub attempts: u32,
-    pub delay_ms: u64,
+    /// The wait before the first retry.
+    pub initial_delay_ms: u64,
+    /// Each further retry waits this many times longer than the one before (1 = constant).
+    pub backoff_factor: f64,
+    /// No wait is longer than this, jitter included.
+    pub max_delay_ms: u64,
+    /// The wait varies by up to this share either way (0.1 = +-10%), so that clients failing
+    /// together do not retry together.
+    pub jitter_factor: f64,
     pub on_status: Vec<u16>,
 }
 
@@ -182,9 +192,35 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             attempts: 2,
-            delay_ms: 100,
+            initial_delay_ms: 100,
+            backoff_factor: 2.0,
+            max_delay_ms: 30_000,
+            jitter_factor: 0.0,
             on_status: vec![429, 500, 502, 503],
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `try_number` (1 = the first retry, after the first try
+    /// failed). `random_unit` is a number in [0, 1) that picks the jitter; 0.5 means none.
+    pub fn delay_ms(&self, try_number: u32, random_unit: f64) -> u64 {
+        let exponent = try_number.saturating_sub(1).min(64) as i32;
+        let factor = if self.backoff_factor.is_finite() && self.backoff_factor >= 1.0 {
+            self.backoff_factor
+        } else {
+            1.0
+        };
+        let max = self.max_delay_ms as f64;
+        let base = (self.initial_delay_ms as f64 * factor.powi(exponent)).min(max);
+        let jitter = self.jitter_factor.clamp(0.0, 1.0);
+        let unit = if random_unit.is_finite() {
+            random_unit.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        let waited = base * (1.0 + jitter * (2.0 * unit - 1.0));
+        waited.clamp(0.0, max).round() as u64
     }
 }
 

@@ -134,7 +134,7 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
             .ok_or_else(|| RouteError::NotFound {
                 model: format!("{provider}/{model}"),
             })?;
-        return concrete(table, p, model, req, cond);
+        return concrete(table, p, model, req, cond).map(|p| with_fallbacks(table, p, req, cond));
     }
     let mut circuits_open_in: Option<usize> = None;
     if let Some(vi) = table.redirect(model) {
@@ -171,7 +171,7 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
         }
     }
     // Fall through to the literal name: a concrete model (shadowed or not).
-    let result = literal(table, model, req, cond);
+    let result = literal(table, model, req, cond).map(|p| with_fallbacks(table, p, req, cond));
     match (result, circuits_open_in) {
         (Err(RouteError::NotFound { .. } | RouteError::Unavailable { .. }), Some(vi)) => {
             Err(RouteError::AllCircuitsOpen {
@@ -241,6 +241,40 @@ fn concrete<C: Conditions>(
             model: format!("{pname}/{model}"),
         }),
     }
+}
+
+/// Appends a concrete model's configured fallbacks to its plan: each one that resolves to an
+/// available model the caller may use, once, and never the model itself. A fallback that
+/// cannot serve now is left out, as an ineligible target of a virtual model is. Embeddings get
+/// none (as in GoModel).
+fn with_fallbacks<C: Conditions>(
+    table: &Table,
+    mut plan: Plan,
+    req: &Request<'_>,
+    cond: &C,
+) -> Plan {
+    // Another embedding model's vectors are not comparable with the requested one's.
+    if table.fallbacks.is_empty() || req.operation == Operation::Embedding {
+        return plan;
+    }
+    let first = &plan.attempts[0];
+    let fallbacks = table
+        .fallbacks
+        .for_model(&table.providers[first.provider], &first.model);
+    for name in fallbacks {
+        let resolved = literal(table, name, req, cond).ok();
+        let Some(attempt) = resolved.and_then(|p| p.attempts.into_iter().next()) else {
+            continue;
+        };
+        let seen = plan
+            .attempts
+            .iter()
+            .any(|a| a.provider == attempt.provider && a.model == attempt.model);
+        if !seen {
+            plan.attempts.push(attempt);
+        }
+    }
+    plan
 }
 
 enum RedirectOutcome {

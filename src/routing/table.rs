@@ -12,6 +12,7 @@
 use foldhash::HashMap;
 use smol_str::SmolStr;
 
+use super::fallback::FallbackRules;
 use super::model::{Kind, VirtualModel};
 use super::user_path::{list_admits, UserPath};
 
@@ -29,6 +30,8 @@ pub struct Table {
     policy_bare: HashMap<SmolStr, usize>,
     policy_root: Option<usize>,
     pub models_enabled_by_default: bool,
+    /// Fallbacks of concrete models requested directly (GoModel's `fallback` rules).
+    pub fallbacks: FallbackRules,
 }
 
 /// Why a concrete model is refused to a caller.

@@ -6,7 +6,10 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::model::{Operation, SessionConfig, Strategy, Target, VirtualModel};
+use smol_str::SmolStr;
+
+use super::fallback::{FallbackMode, FallbackRules};
+use super::model::{Operation, RetryPolicy, SessionConfig, Strategy, Target, VirtualModel};
 use super::plan::{
     eligibility, plan, Availability, Conditions, Ineligible, Plan, Request, RouteError, TargetState,
 };
@@ -842,6 +845,140 @@ fn sessions_are_ignored_when_affinity_is_off() {
         ..req("lb")
     };
     assert_eq!(firsts(&tb, &r, &w, 2), ["a/m", "b/m"]);
+}
+
+// ---- fallbacks of concrete models (GoModel's `fallback` rules) ----
+
+fn with_rules(mut tb: Table, mode: FallbackMode, rules: &[(&str, &[&str])]) -> Table {
+    tb.fallbacks = FallbackRules {
+        default_mode: mode,
+        manual: rules
+            .iter()
+            .map(|(k, v)| {
+                (
+                    SmolStr::from(*k),
+                    v.iter().map(|s| SmolStr::from(*s)).collect(),
+                )
+            })
+            .collect(),
+        ..FallbackRules::default()
+    };
+    tb
+}
+
+#[test]
+fn a_concrete_model_requested_directly_gets_its_manual_fallbacks_in_order() {
+    let tb = with_rules(
+        table(vec![]),
+        FallbackMode::Manual,
+        &[("a/m", &["b/m", "c/m"])],
+    );
+    assert_eq!(
+        plan_names(&tb, &req("a/m"), &World::default()),
+        ["a/m", "b/m", "c/m"]
+    );
+}
+
+#[test]
+fn a_bare_rule_key_covers_the_model_at_any_provider() {
+    let tb = with_rules(table(vec![]), FallbackMode::Manual, &[("m", &["c/x"])]);
+    assert_eq!(
+        plan_names(&tb, &req("b/m"), &World::default()),
+        ["b/m", "c/x"]
+    );
+}
+
+#[test]
+fn unavailable_duplicate_and_self_fallbacks_are_left_out() {
+    let tb = with_rules(
+        table(vec![]),
+        FallbackMode::Manual,
+        &[("a/m", &["a/m", "b/m", "b/m", "c/m", "nowhere/x"])],
+    );
+    let w = World::default().down("c/m", Availability::NoKey);
+    assert_eq!(plan_names(&tb, &req("a/m"), &w), ["a/m", "b/m"]);
+}
+
+#[test]
+fn mode_off_by_default_or_per_model_gives_no_fallbacks() {
+    let rules: &[(&str, &[&str])] = &[("a/m", &["b/m"]), ("a/n", &["b/n"])];
+    let tb = with_rules(table(vec![]), FallbackMode::Off, rules);
+    assert_eq!(plan_names(&tb, &req("a/m"), &World::default()), ["a/m"]);
+
+    let mut tb = with_rules(table(vec![]), FallbackMode::Manual, rules);
+    tb.fallbacks
+        .overrides
+        .insert(SmolStr::from("a/m"), FallbackMode::Off);
+    assert_eq!(plan_names(&tb, &req("a/m"), &World::default()), ["a/m"]);
+    assert_eq!(
+        plan_names(&tb, &req("a/n"), &World::default()),
+        ["a/n", "b/n"]
+    );
+}
+
+#[test]
+fn embeddings_get_no_fallbacks() {
+    let tb = with_rules(table(vec![]), FallbackMode::Manual, &[("a/m", &["b/m"])]);
+    let r = Request {
+        operation: Operation::Embedding,
+        ..req("a/m")
+    };
+    assert_eq!(plan_names(&tb, &r, &World::default()), ["a/m"]);
+}
+
+#[test]
+fn fallback_rules_do_not_touch_virtual_models() {
+    let tb = with_rules(
+        table(vec![vm("lb", Strategy::Priority, vec![t("a/m")])]),
+        FallbackMode::Manual,
+        &[("a/m", &["b/m"]), ("lb", &["c/m"])],
+    );
+    assert_eq!(plan_names(&tb, &req("lb"), &World::default()), ["a/m"]);
+}
+
+// ---- retry backoff ----
+
+fn backoff(initial: u64, factor: f64, max: u64, jitter: f64) -> RetryPolicy {
+    RetryPolicy {
+        attempts: 5,
+        initial_delay_ms: initial,
+        backoff_factor: factor,
+        max_delay_ms: max,
+        jitter_factor: jitter,
+        on_status: vec![500],
+    }
+}
+
+#[test]
+fn backoff_grows_by_the_factor_and_stops_at_the_maximum() {
+    let p = backoff(1000, 2.0, 5000, 0.0);
+    let waits: Vec<u64> = (1..=5).map(|n| p.delay_ms(n, 0.5)).collect();
+    assert_eq!(waits, [1000, 2000, 4000, 5000, 5000]);
+}
+
+#[test]
+fn jitter_spreads_the_wait_either_way_by_its_share() {
+    let p = backoff(1000, 2.0, 30_000, 0.1);
+    assert_eq!(p.delay_ms(1, 0.0), 900);
+    assert_eq!(p.delay_ms(1, 0.5), 1000);
+    assert_eq!(p.delay_ms(1, 1.0), 1100);
+    assert_eq!(p.delay_ms(2, 0.0), 1800);
+}
+
+#[test]
+fn jitter_never_passes_the_maximum_and_odd_inputs_stay_in_bounds() {
+    let p = backoff(1000, 2.0, 1000, 0.5);
+    assert_eq!(p.delay_ms(1, 1.0), 1000);
+    assert_eq!(p.delay_ms(1, f64::NAN), 1000);
+    assert_eq!(p.delay_ms(u32::MAX, 0.5), 1000);
+    let constant = backoff(100, 0.0, 30_000, 0.0);
+    assert_eq!(constant.delay_ms(4, 0.5), 100);
+}
+
+#[test]
+fn the_default_policy_keeps_one_retry_after_100_ms() {
+    let p = RetryPolicy::default();
+    assert_eq!((p.attempts, p.delay_ms(1, 0.5)), (2, 100));
 }
 
 // ---- properties ----
