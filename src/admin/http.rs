@@ -30,9 +30,15 @@ pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> ping
     let req_header = session.req_header();
     let host = header(session, "host")
         .or_else(|| req_header.uri.authority().map(|a| a.as_str().to_string()));
+    let user_path = crate::proxy::local::user_path(session, &snap.settings, ctx.header_names);
     let mut req = Request {
         method: req_header.method.as_str().to_string(),
         path: req_header.uri.path().to_string(),
+        query: req_header.uri.query().map(str::to_string),
+        user_path: user_path
+            .as_ref()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.as_str().to_string())),
         authorization: header(session, "authorization"),
         if_match: header(session, "if-match"),
         content_type: header(session, "content-type"),
@@ -43,7 +49,9 @@ pub async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Ctx) -> ping
             .is_some_and(|a| a.as_inet().is_none_or(|i| i.ip().is_loopback())),
         body: Vec::new(),
     };
-    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req) {
+    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req)
+        .and_then(|()| user_path.map(|_| ()))
+    {
         Err(e) => Response::error(&e),
         Ok(()) => match body::read(session, snap.settings.body_size_limit).await {
             Err(e) => Response::error(&e),

@@ -31,6 +31,10 @@ pub struct Request {
     pub if_match: Option<String>,
     pub content_type: Option<String>,
     pub host: Option<String>,
+    /// The query string (after `?`), percent-encoded.
+    pub query: Option<String>,
+    /// The caller's user path, from the user path header; recorded as `created_by`/`updated_by`.
+    pub user_path: Option<String>,
     /// Whether the TCP peer is on this machine.
     pub peer_loopback: bool,
     pub body: Vec<u8>,
@@ -131,6 +135,7 @@ pub fn handle(app: &App, req: &Request) -> Response {
 pub fn route(app: &App, req: &Request) -> Response {
     let path = req.path.as_str();
     let method = req.method.as_str();
+    let by = req.user_path.as_deref();
     if path == "/admin" || path == "/admin/" {
         return Response::empty(302).with_header("location", "/admin/dashboard".into());
     }
@@ -162,7 +167,7 @@ pub fn route(app: &App, req: &Request) -> Response {
         match method {
             "GET" => views::list(app)
                 .map(|data| Response::json(200, &json!({"object": "list", "data": data}))),
-            "POST" => return with_json_body(req, || writes::create(app, &req.body)),
+            "POST" => return with_json_body(req, || writes::create(app, &req.body, by)),
             _ => return method_not_allowed(path, "GET, POST"),
         }
     } else if let Some(raw) = path.strip_prefix(&format!("{VMS}/")) {
@@ -173,9 +178,11 @@ pub fn route(app: &App, req: &Request) -> Response {
         let if_match = req.if_match.as_deref();
         match method {
             "GET" => views::one(app, &source),
-            "PUT" => return with_json_body(req, || writes::put(app, &source, &req.body, if_match)),
+            "PUT" => {
+                return with_json_body(req, || writes::put(app, &source, &req.body, if_match, by))
+            }
             "PATCH" => {
-                return with_json_body(req, || writes::patch(app, &source, &req.body, if_match))
+                return with_json_body(req, || writes::patch(app, &source, &req.body, if_match, by))
             }
             "DELETE" => writes::delete(app, &source, if_match),
             _ => return method_not_allowed(path, "GET, PUT, PATCH, DELETE"),

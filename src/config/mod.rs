@@ -6,13 +6,16 @@
 
 pub mod env;
 pub mod expand;
+pub mod pipelines;
 pub mod providers;
 pub mod schema;
 pub mod settings;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::middleware::call::MiddlewareConfigEntry;
 use env::Env;
 use providers::{BreakerConfig, ProviderConfig};
 use schema::{FileConfig, VirtualModelSpec};
@@ -27,6 +30,8 @@ pub struct LoadedConfig {
     pub settings: Settings,
     pub providers: Vec<ProviderConfig>,
     pub file_virtual_models: Vec<VirtualModelSpec>,
+    /// The file's `middleware_configs:` map (`"workspace/name"` -> entry).
+    pub middleware_configs: BTreeMap<String, MiddlewareConfigEntry>,
     pub env_virtual_models: Vec<VirtualModelSpec>,
     pub warnings: Vec<String>,
 }
@@ -71,6 +76,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         settings,
         providers,
         file_virtual_models: file.virtual_models,
+        middleware_configs: file.middleware_configs,
         env_virtual_models,
         warnings,
     })
