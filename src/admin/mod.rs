@@ -12,6 +12,7 @@ pub mod compat;
 pub mod dashboard;
 pub mod entry;
 pub mod http;
+pub mod nemo;
 pub mod patch;
 pub mod views;
 pub mod writes;
@@ -92,9 +93,9 @@ impl Response {
     }
 }
 
-/// Whether a path belongs to the admin surface.
+/// Whether a path belongs to the admin surface (NeMo's workspace VirtualModel API included).
 pub fn is_admin_path(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/")
+    path == "/admin" || path.starts_with("/admin/") || nemo::is_api_path(path)
 }
 
 pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
@@ -144,6 +145,9 @@ pub fn route(app: &App, req: &Request) -> Response {
             "GET" | "HEAD" => dashboard::asset(asset),
             _ => method_not_allowed(path, "GET"),
         };
+    }
+    if let Some(answer) = nemo::handle(app, req) {
+        return answer;
     }
     if path == "/admin/virtual-models" {
         return match method {
@@ -212,7 +216,10 @@ pub fn decode_source(raw: &str) -> Result<String, ApiError> {
 
 /// Runs a body-taking handler after checking the body is JSON (a browser cannot send that
 /// cross-site without a preflight, which the gateway never grants).
-fn with_json_body(req: &Request, f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
+pub(crate) fn with_json_body(
+    req: &Request,
+    f: impl FnOnce() -> Result<Response, ApiError>,
+) -> Response {
     let is_json = req
         .content_type
         .as_deref()
@@ -228,7 +235,7 @@ fn with_json_body(req: &Request, f: impl FnOnce() -> Result<Response, ApiError>)
     f().unwrap_or_else(|e| Response::error(&e))
 }
 
-fn method_not_allowed(path: &str, allowed: &str) -> Response {
+pub(crate) fn method_not_allowed(path: &str, allowed: &str) -> Response {
     Response::error(&ApiError::new(
         405,
         "invalid_request_error",

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod json_scan;
 pub mod local;
 pub mod mock;
+pub mod nemo_prefix;
 pub mod read_watch;
 pub mod respond;
 pub mod upstream_headers;
@@ -426,6 +427,9 @@ impl ProxyHttp for Gateway {
 
     /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+        if let Some(uri) = nemo_prefix::plain_uri(&session.req_header().uri) {
+            session.req_header_mut().set_uri(uri);
+        }
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = local::request_id(session, ctx.header_names);
         ctx.path = SmolStr::new(session.req_header().uri.path());
