@@ -131,3 +131,23 @@ pub fn now_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_uuid_shaped_fresh_ones_random_derived_ones_stable() {
+        let shape = |s: &str| {
+            let parts: Vec<usize> = s.split('-').map(str::len).collect();
+            parts == [8, 4, 4, 4, 12] && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+        };
+        let (a, b) = (new_id(), new_id());
+        assert!(shape(&a) && shape(&b), "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(&a[14..15], "4");
+        assert_eq!(derived_id("w/x"), derived_id("w/x"));
+        assert_ne!(derived_id("w/x"), derived_id("w/y"));
+        assert!(shape(&derived_id("w/x")));
+    }
+}
