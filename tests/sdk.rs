@@ -1,5 +1,6 @@
-//! The official OpenAI and Anthropic Python SDKs against the real gateway, with mock upstreams
-//! of both dialects behind it. `scripts/test.sh` builds the virtual environment and sets
+//! The official OpenAI and Anthropic Python SDKs, and NeMo's (`nemo-platform`: its workspace
+//! VirtualModel API and OpenAI route), against the real gateway, with mock upstreams of both
+//! dialects behind it. `scripts/test.sh` builds the virtual environment and sets
 //! MODELGATE_SDK_PYTHON; without it this test says so and stops (MODELGATE_REQUIRE_SDK=1 makes
 //! that a failure, as in CI).
 
