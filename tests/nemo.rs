@@ -286,6 +286,9 @@ fn patch_keeps_absent_fields_clears_nulls_and_empties_lists() {
     assert_eq!(last_model(&a), "m2");
     let v = patch(json!({"models": []}), &[]).json();
     assert_eq!(models(&v), ["a/m2"]);
+    // A new default replaces the old one.
+    let v = patch(json!({"default_model_entity": "b/m3"}), &[]).json();
+    assert_eq!(models(&v), ["b/m3"]);
 
     assert_eq!(patch(json!({"override_proxy": null}), &[]).status, 200);
     let r = patch(json!({"override_proxy": "x.y"}), &[]);
