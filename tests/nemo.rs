@@ -170,8 +170,53 @@ fn create_refuses_what_the_gateway_cannot_honour_with_422() {
         r.json()["error"]["param"],
         "request_middleware[0].config_id"
     );
+    let r = post(json!({"name": "two words", "default_model_entity": "a/m1"}));
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].clone()),
+        (422, json!("name"))
+    );
+    let r = post(json!({"name": "x", "models": [{"model": " "}]}));
+    assert_eq!(r.json()["error"]["param"], "models[0].model");
     // Nothing was written.
     assert_eq!(g.call("GET", &vm("team", "x"), None, &[]).status, 404);
+}
+
+#[test]
+fn misuse_of_the_routes_gets_a_clear_error() {
+    let (_a, _b, g) = start();
+    let body = json!({"name": "x", "default_model_entity": "a/m1"});
+    // "-" only lists.
+    let r = g.call("GET", &vm("-", "x"), None, &[]);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("only lists"), "{}", r.body);
+    assert_eq!(g.call("POST", &vms("-"), Some(&body), &[]).status, 422);
+    let r = g.call("PUT", &vm("w", "x"), Some(&body), &[]);
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (405, Some("GET, PATCH, DELETE"))
+    );
+    let r = g.call("GET", &format!("{}?filter[name]=x", vms("w")), None, &[]);
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].clone()),
+        (422, json!("filter"))
+    );
+    let r = g.call("GET", &format!("{}?page=0", vms("w")), None, &[]);
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].clone()),
+        (422, json!("page"))
+    );
+    let r = g.post_raw(&vms("w"), b"{nope", &[]);
+    assert_eq!(r.status, 400);
+    let r = g.call(
+        "POST",
+        &vms("w"),
+        Some(&body),
+        &[("x-modelgate-user-path", "/a/../b")],
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "invalid_user_path".to_string())
+    );
 }
 
 #[test]
