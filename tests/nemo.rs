@@ -526,3 +526,16 @@ fn a_config_id_naming_no_middleware_config_stops_start_up() {
         "{e}"
     );
 }
+
+#[test]
+fn check_reports_a_middleware_call_with_both_config_and_config_id() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&["m3"]);
+    let env = r#"[{"source": "w/env", "target": "a/m1", "request_middleware": [{"name": "log", "config_type": "log_config", "config": {}, "config_id": "default/log-info"}]}]"#;
+    let (code, out) = run_cli(&config(&a, &b), &["check"], &[("VIRTUAL_MODELS", env)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("VIRTUAL_MODELS[0] (source \"w/env\"): request_middleware[0].config_id: config and config_id are both set; give exactly one of them"),
+        "{out}"
+    );
+}
