@@ -222,6 +222,10 @@ impl Snapshot {
             env: &loaded.env_virtual_models,
         };
         let merged = validate::merge(&decl)?;
+        let pipeline_errors = crate::config::pipelines::check(&merged, &loaded.middleware_configs);
+        if !pipeline_errors.is_empty() {
+            return Err(pipeline_errors);
+        }
         let counters: HashMap<&str, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.table

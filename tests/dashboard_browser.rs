@@ -149,7 +149,7 @@ async fn fill(c: &Client, sel: &str, value: &str) {
 async fn the_dashboard_manages_virtual_models_in_a_real_browser() {
     let up = Upstream::echo(&["m1", "m2"]);
     let config = format!(
-        "providers:\n{}virtual_models:\n  - source: cfg-alias\n    target: a/m1\n    description: from the file\n",
+        "providers:\n{}virtual_models:\n  - source: cfg-alias\n    target: a/m1\n    description: from the file\n  - source: cfg-mw\n    target: a/m2\n    request_middleware:\n      - {{name: log, config_type: log_config, config: {{level: info}}}}\n",
         provider_block("a", &up, &["m1", "m2"])
     );
     let g = Gateway::start(&config, &[("MODELGATE_MASTER_KEY", KEY)]);
@@ -173,6 +173,38 @@ async fn the_dashboard_manages_virtual_models_in_a_real_browser() {
     assert!(cfg_row.text().await.unwrap().contains("Read-only"));
     text_eventually(&c, "#model-table", "a/m2").await;
     shot(&c, "02-models.png").await;
+
+    // Middleware: a count in the list, the pipelines in the detail view (read-only rows too).
+    let none = text_eventually(
+        &c,
+        "#vm-table tr[data-source='cfg-alias'] td.middleware",
+        "\u{2014}",
+    )
+    .await;
+    assert_eq!(none, "\u{2014}");
+    text_eventually(
+        &c,
+        "#vm-table tr[data-source='cfg-mw'] td.middleware",
+        "1 step",
+    )
+    .await;
+    css(&c, "#vm-table tr[data-source='cfg-mw'] [data-pipelines]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let detail = text_eventually(&c, "#mw-body", "log_config").await;
+    assert!(
+        detail.contains("Request") && detail.contains("\"level\": \"info\""),
+        "{detail}"
+    );
+    assert!(detail.contains("Post-response"), "{detail}");
+    shot(&c, "02b-middleware.png").await;
+    css(&c, "#mw-dialog [data-close]")
+        .await
+        .click()
+        .await
+        .unwrap();
 
     // New virtual model: first a mistake the API rejects, shown inline.
     css(&c, "#new-vm").await.click().await.unwrap();

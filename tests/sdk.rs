@@ -1,5 +1,6 @@
-//! The official OpenAI and Anthropic Python SDKs against the real gateway, with mock upstreams
-//! of both dialects behind it. `scripts/test.sh` builds the virtual environment and sets
+//! The official OpenAI and Anthropic Python SDKs, and NeMo's (`nemo-platform`: its workspace
+//! VirtualModel API and OpenAI route), against the real gateway, with mock upstreams of both
+//! dialects behind it. `scripts/test.sh` builds the virtual environment and sets
 //! MODELGATE_SDK_PYTHON; without it this test says so and stops (MODELGATE_REQUIRE_SDK=1 makes
 //! that a failure, as in CI).
 
@@ -92,28 +93,25 @@ fn openai_upstream() -> Upstream {
     })
 }
 
-#[test]
-fn official_sdks_parse_every_response() {
+/// The SDK virtual environment's python, or None (said on stderr) when the check cannot run.
+fn sdk_python() -> Option<String> {
     let Ok(python) = std::env::var("MODELGATE_SDK_PYTHON") else {
         if std::env::var("MODELGATE_REQUIRE_SDK").as_deref() == Ok("1") {
             panic!("MODELGATE_SDK_PYTHON is not set; run scripts/test.sh, which builds the SDK virtual environment");
         }
         eprintln!("SDK check not run: MODELGATE_SDK_PYTHON is not set (scripts/test.sh sets it)");
-        return;
+        return None;
     };
-    let an = anthropic_upstream();
-    let oa = openai_upstream();
-    let cfg = format!(
-        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\n  demo:\n    type: mock\n    models: [echo]\nvirtual_models:\n  - source: claude-smart\n    target: claude/claude-x\n  - source: gpt-smart\n    target: oa/gpt-x\n  - source: local\n    target: demo/echo\n",
-        provider_block("oa", &oa, &["gpt-x"]),
-        an.base_url()
-    );
-    let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_sdks.py");
+    Some(python)
+}
+
+/// Runs one check script against the gateway; fails with its output and the gateway's log.
+fn run_script(python: &str, name: &str, g: &Gateway, key: &str) {
+    let script = format!("{}/tests/sdk/{name}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(python)
         .arg(script)
         .env("MODELGATE_URL", format!("http://127.0.0.1:{}", g.port))
-        .env("MODELGATE_KEY", "sdk-key")
+        .env("MODELGATE_KEY", key)
         .output()
         .expect("run the SDK script");
     let text = format!(
@@ -127,4 +125,36 @@ fn official_sdks_parse_every_response() {
         "SDK checks failed:\n{text}\n--- gateway log ---\n{}",
         g.logs()
     );
+}
+
+#[test]
+fn official_sdks_parse_every_response() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let an = anthropic_upstream();
+    let oa = openai_upstream();
+    let cfg = format!(
+        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\n  demo:\n    type: mock\n    models: [echo]\nvirtual_models:\n  - source: claude-smart\n    target: claude/claude-x\n  - source: gpt-smart\n    target: oa/gpt-x\n  - source: local\n    target: demo/echo\n",
+        provider_block("oa", &oa, &["gpt-x"]),
+        an.base_url()
+    );
+    let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
+    run_script(&python, "check_sdks.py", &g, "sdk-key");
+}
+
+#[test]
+fn official_nemo_sdk_drives_the_workspace_api() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let an = anthropic_upstream();
+    let oa = openai_upstream();
+    let cfg = format!(
+        "providers:\n{}  claude:\n    type: anthropic\n    base_url: {}\n    api_key: sk-ant-test\n    models: [claude-x]\n",
+        provider_block("oa", &oa, &["gpt-x"]),
+        an.base_url()
+    );
+    let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
+    run_script(&python, "check_nemo.py", &g, "sdk-key");
 }

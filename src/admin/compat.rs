@@ -139,6 +139,15 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
         model_types: existing.and_then(|e| e.model_types.clone()),
         sticky_routing: existing.and_then(|e| e.sticky_routing.clone()),
         routing_config: None,
+        // GoModel's body has no NeMo fields: the existing row keeps them.
+        id: existing.and_then(|e| e.id.clone()),
+        project: existing.and_then(|e| e.project.clone()),
+        autoprovisioned: existing.and_then(|e| e.autoprovisioned),
+        created_by: existing.and_then(|e| e.created_by.clone()),
+        updated_by: existing.and_then(|e| e.updated_by.clone()),
+        request_middleware: existing.and_then(|e| e.request_middleware.clone()),
+        response_middleware: existing.and_then(|e| e.response_middleware.clone()),
+        post_response_middleware: existing.and_then(|e| e.post_response_middleware.clone()),
     })
 }
 

@@ -25,6 +25,10 @@ pub const VIEW_KEYS: &[&str] = &[
     "updated_at",
     "targets_status",
     "error",
+    // Server-owned bookkeeping (`decide_write` and `writes::stamp` set them).
+    "id",
+    "created_by",
+    "updated_by",
 ];
 
 /// Parses a body as a JSON object.

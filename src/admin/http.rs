@@ -13,6 +13,7 @@ use pingora::proxy::Session;
 use super::{auth, Request, Response};
 use crate::api_error::ApiError;
 use crate::app::App;
+use crate::routing::user_path::UserPath;
 use crate::snapshot::Snapshot;
 
 fn header(session: &Session, name: &str) -> Option<String> {
@@ -24,12 +25,15 @@ fn header(session: &Session, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Answers an admin request; always writes a response, and returns its status.
+/// Answers an admin request; always writes a response, and returns its status. `user_path`
+/// is the caller's, as the user-path header gave it (an invalid one is answered after the
+/// caller is authorized).
 pub async fn serve(
     app: &Arc<App>,
     session: &mut Session,
     snap: &Snapshot,
     request_id: &str,
+    user_path: Result<Option<UserPath>, ApiError>,
 ) -> pingora::Result<u16> {
     let req_header = session.req_header();
     let host = header(session, "host")
@@ -37,6 +41,11 @@ pub async fn serve(
     let mut req = Request {
         method: req_header.method.as_str().to_string(),
         path: req_header.uri.path().to_string(),
+        query: req_header.uri.query().map(str::to_string),
+        user_path: user_path
+            .as_ref()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.as_str().to_string())),
         authorization: header(session, "authorization"),
         if_match: header(session, "if-match"),
         content_type: header(session, "content-type"),
@@ -47,7 +56,9 @@ pub async fn serve(
             .is_some_and(|a| a.as_inet().is_none_or(|i| i.ip().is_loopback())),
         body: Vec::new(),
     };
-    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req) {
+    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req)
+        .and_then(|()| user_path.map(|_| ()))
+    {
         Err(e) => Response::error(&e),
         Ok(()) => match crate::request_body::read(session, snap.settings.body_size_limit).await {
             Err(e) => Response::error(&e),

@@ -12,6 +12,7 @@ pub mod compat;
 pub mod dashboard;
 pub mod entry;
 pub mod http;
+pub mod nemo;
 pub mod patch;
 pub mod views;
 pub mod writes;
@@ -31,6 +32,10 @@ pub struct Request {
     pub if_match: Option<String>,
     pub content_type: Option<String>,
     pub host: Option<String>,
+    /// The query string (after `?`), percent-encoded.
+    pub query: Option<String>,
+    /// The caller's user path, from the user path header; recorded as `created_by`/`updated_by`.
+    pub user_path: Option<String>,
     /// Whether the TCP peer is on this machine.
     pub peer_loopback: bool,
     pub body: Vec<u8>,
@@ -88,9 +93,9 @@ impl Response {
     }
 }
 
-/// Whether a path belongs to the admin surface.
+/// Whether a path belongs to the admin surface (NeMo's workspace VirtualModel API included).
 pub fn is_admin_path(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/")
+    path == "/admin" || path.starts_with("/admin/") || nemo::is_api_path(path)
 }
 
 pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
@@ -131,6 +136,7 @@ pub fn handle(app: &App, req: &Request) -> Response {
 pub fn route(app: &App, req: &Request) -> Response {
     let path = req.path.as_str();
     let method = req.method.as_str();
+    let by = req.user_path.as_deref();
     if path == "/admin" || path == "/admin/" {
         let base = app
             .snapshot()
@@ -145,6 +151,9 @@ pub fn route(app: &App, req: &Request) -> Response {
             "GET" | "HEAD" => dashboard::asset(asset, app.snapshot().settings.base_path.as_deref()),
             _ => method_not_allowed(path, "GET"),
         };
+    }
+    if let Some(answer) = nemo::handle(app, req) {
+        return answer;
     }
     if path == "/admin/virtual-models" {
         return match method {
@@ -168,7 +177,7 @@ pub fn route(app: &App, req: &Request) -> Response {
         match method {
             "GET" => views::list(app)
                 .map(|data| Response::json(200, &json!({"object": "list", "data": data}))),
-            "POST" => return with_json_body(req, || writes::create(app, &req.body)),
+            "POST" => return with_json_body(req, || writes::create(app, &req.body, by)),
             _ => return method_not_allowed(path, "GET, POST"),
         }
     } else if let Some(raw) = path.strip_prefix(&format!("{VMS}/")) {
@@ -179,9 +188,11 @@ pub fn route(app: &App, req: &Request) -> Response {
         let if_match = req.if_match.as_deref();
         match method {
             "GET" => views::one(app, &source),
-            "PUT" => return with_json_body(req, || writes::put(app, &source, &req.body, if_match)),
+            "PUT" => {
+                return with_json_body(req, || writes::put(app, &source, &req.body, if_match, by))
+            }
             "PATCH" => {
-                return with_json_body(req, || writes::patch(app, &source, &req.body, if_match))
+                return with_json_body(req, || writes::patch(app, &source, &req.body, if_match, by))
             }
             "DELETE" => writes::delete(app, &source, if_match),
             _ => return method_not_allowed(path, "GET, PUT, PATCH, DELETE"),
@@ -211,7 +222,10 @@ pub fn decode_source(raw: &str) -> Result<String, ApiError> {
 
 /// Runs a body-taking handler after checking the body is JSON (a browser cannot send that
 /// cross-site without a preflight, which the gateway never grants).
-fn with_json_body(req: &Request, f: impl FnOnce() -> Result<Response, ApiError>) -> Response {
+pub(crate) fn with_json_body(
+    req: &Request,
+    f: impl FnOnce() -> Result<Response, ApiError>,
+) -> Response {
     let is_json = req
         .content_type
         .as_deref()
@@ -227,7 +241,7 @@ fn with_json_body(req: &Request, f: impl FnOnce() -> Result<Response, ApiError>)
     f().unwrap_or_else(|e| Response::error(&e))
 }
 
-fn method_not_allowed(path: &str, allowed: &str) -> Response {
+pub(crate) fn method_not_allowed(path: &str, allowed: &str) -> Response {
     Response::error(&ApiError::new(
         405,
         "invalid_request_error",

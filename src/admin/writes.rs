@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
 use crate::routing::model::Origin;
 use crate::snapshot::Snapshot;
-use crate::store::{new_etag, now_s, Change, StoredRow};
+use crate::store::{derived_id, new_etag, new_id, now_s, Change, StoredRow};
 
 /// What a write decides from: the store's rows and the live snapshot, read under the lock.
 pub struct Current<'a> {
@@ -143,6 +143,15 @@ pub fn decide_write(
             ));
         }
     }
+    // The id and the creator are the row's own: kept across replaces and renames, whatever the
+    // body says.
+    spec.id = Some(match existing {
+        Some(e) => e.spec.id.clone().unwrap_or_else(|| derived_id(e.source())),
+        None => new_id(),
+    });
+    if let Some(e) = existing {
+        spec.created_by = e.spec.created_by.clone();
+    }
     let row = StoredRow {
         spec,
         created_at: existing.map_or(now, |e| e.created_at),
@@ -170,6 +179,7 @@ pub fn decide_patch(
     at: &str,
     mut patch: serde_json::Map<String, Value>,
     if_match: Option<&str>,
+    by: Option<&str>,
     now: i64,
 ) -> Result<Decision, ApiError> {
     if let Some(loc) = cur.managed(at) {
@@ -184,7 +194,8 @@ pub fn decide_patch(
     let Value::Object(m) = merged else {
         return Err(internal("the merged entry is not an object"));
     };
-    let spec = entry::from_object(m)?;
+    let mut spec = entry::from_object(m)?;
+    spec.updated_by = by.map(str::to_string);
     let at = existing.source().to_string();
     decide_write(cur, Some(&at), spec, if_match, Mode::Update, now)
 }
@@ -320,9 +331,17 @@ fn written(app: &App, d: &Decision) -> Result<Response, ApiError> {
     Ok(r)
 }
 
+/// Records who writes an entry (`by`: the caller's user path): the creator on a new row (an
+/// existing row keeps its own, see `decide_write`) and the last writer.
+pub fn stamp(spec: &mut VirtualModelSpec, by: Option<&str>) {
+    spec.created_by = by.map(str::to_string);
+    spec.updated_by = by.map(str::to_string);
+}
+
 /// `POST /admin/api/v1/virtual-models`.
-pub fn create(app: &App, body: &[u8]) -> Result<Response, ApiError> {
-    let spec = entry::parse(body)?;
+pub fn create(app: &App, body: &[u8], by: Option<&str>) -> Result<Response, ApiError> {
+    let mut spec = entry::parse(body)?;
+    stamp(&mut spec, by);
     let d = commit(app, |cur| {
         decide_write(cur, None, spec, None, Mode::Create, now_s())
     })?;
@@ -335,8 +354,10 @@ pub fn put(
     source: &str,
     body: &[u8],
     if_match: Option<&str>,
+    by: Option<&str>,
 ) -> Result<Response, ApiError> {
     let mut spec = entry::parse(body)?;
+    stamp(&mut spec, by);
     match spec.source.as_deref() {
         None | Some("") => spec.source = Some(source.to_string()),
         Some(s) if s == source => {}
@@ -360,10 +381,11 @@ pub fn patch(
     source: &str,
     body: &[u8],
     if_match: Option<&str>,
+    by: Option<&str>,
 ) -> Result<Response, ApiError> {
     let patch = entry::object(body)?;
     let d = commit(app, |cur| {
-        decide_patch(cur, source, patch, if_match, now_s())
+        decide_patch(cur, source, patch, if_match, by, now_s())
     })?;
     written(app, &d)
 }
@@ -470,12 +492,13 @@ mod tests {
             snap: &snap,
         };
         let patch = serde_json::json!({"user_paths": ["/t"], "etag": "ignored"});
-        let d = decide_patch(&cur, "a", patch.as_object().unwrap().clone(), None, 5).unwrap();
+        let d = decide_patch(&cur, "a", patch.as_object().unwrap().clone(), None, None, 5).unwrap();
         let r = d.row.unwrap();
         assert_eq!(r.spec.description.as_deref(), Some("keep me"));
         assert_eq!(r.spec.user_paths, Some(vec!["/t".to_string()]));
         let bad = serde_json::json!({"target": {"weight": "x"}});
-        let e = decide_patch(&cur, "a", bad.as_object().unwrap().clone(), None, 5).unwrap_err();
+        let e =
+            decide_patch(&cur, "a", bad.as_object().unwrap().clone(), None, None, 5).unwrap_err();
         assert_eq!(e.status, 422);
     }
 

@@ -7,13 +7,16 @@
 pub mod env;
 pub mod expand;
 pub mod gomodel;
+pub mod pipelines;
 pub mod providers;
 pub mod schema;
 pub mod settings;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::middleware::call::MiddlewareConfigEntry;
 use env::Env;
 use providers::{ProviderConfig, ProviderDefaults};
 use schema::{FileConfig, VirtualModelSpec};
@@ -30,6 +33,8 @@ pub struct LoadedConfig {
     pub settings: Settings,
     pub providers: Vec<ProviderConfig>,
     pub file_virtual_models: Vec<VirtualModelSpec>,
+    /// The file's `middleware_configs:` map (`"workspace/name"` -> entry).
+    pub middleware_configs: BTreeMap<String, MiddlewareConfigEntry>,
     pub env_virtual_models: Vec<VirtualModelSpec>,
     /// Fallbacks of concrete models requested directly (GoModel's `fallback` section).
     pub fallbacks: FallbackRules,
@@ -92,6 +97,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         settings,
         providers,
         file_virtual_models: file.virtual_models,
+        middleware_configs: file.middleware_configs,
         env_virtual_models,
         fallbacks,
         warnings,

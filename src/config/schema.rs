@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::middleware::call::{MiddlewareCall, MiddlewareConfigEntry};
+
 /// The whole `config.yaml`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,10 @@ pub struct FileConfig {
     pub resilience: ResilienceSpec,
     #[serde(default)]
     pub fallback: FallbackSpec,
+    /// Shared middleware configurations, keyed `"workspace/name"`, that a `MiddlewareCall`
+    /// names with `config_id`.
+    #[serde(default)]
+    pub middleware_configs: BTreeMap<String, MiddlewareConfigEntry>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -365,6 +371,38 @@ pub struct VirtualModelSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    // NeMo's VirtualModel fields; any origin may carry them.
+    /// Stable id, assigned when the admin API first writes the row; kept across renames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoprovisioned: Option<bool>,
+    /// The user path of the caller who created the row through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The user path of the caller who last wrote the row through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_middleware: Option<Vec<MiddlewareCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_middleware: Option<Vec<MiddlewareCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_response_middleware: Option<Vec<MiddlewareCall>>,
+}
+
+impl VirtualModelSpec {
+    /// The three middleware lists with their field names, in phase order.
+    pub fn middleware_lists(&self) -> [(&'static str, &[MiddlewareCall]); 3] {
+        [
+            ("request_middleware", &self.request_middleware),
+            ("response_middleware", &self.response_middleware),
+            ("post_response_middleware", &self.post_response_middleware),
+        ]
+        .map(|(name, l)| (name, l.as_deref().unwrap_or(&[])))
+    }
 }
 
 /// TrueFoundry's `routing_config` block: `type` names the strategy, targets may sit inside.

@@ -21,6 +21,7 @@ pub mod json_scan;
 pub mod local;
 pub mod mock;
 pub mod models;
+pub mod nemo_prefix;
 pub mod request_info;
 pub mod respond;
 pub mod route;
@@ -377,8 +378,12 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = request_info::request_id(session, ctx.header_names);
+        // The base path is the outermost prefix; NeMo's inference base URL sits under it.
         if let Some(e) = base_path::enter(session, ctx, &self.app) {
             return self.fail(session, ctx, &e).await;
+        }
+        if let Some(uri) = nemo_prefix::plain_uri(&session.req_header().uri) {
+            session.req_header_mut().set_uri(uri);
         }
         let snap = ctx.snapshot(&self.app);
         let req = session.req_header();
@@ -395,11 +400,13 @@ impl ProxyHttp for Gateway {
             }
             // The admin surface authorizes its callers itself (master key, or loopback only).
             Route::Admin => {
+                let user_path = caller::user_path(session, &snap.settings, ctx.header_names);
                 let status = Box::pin(crate::admin::http::serve(
                     &self.app,
                     session,
                     &snap,
                     &ctx.request_id,
+                    user_path,
                 ))
                 .await?;
                 ctx.status = Some(status);

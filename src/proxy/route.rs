@@ -15,7 +15,8 @@ pub enum Route {
     /// `GET|HEAD` on the metrics endpoint (`/metrics` unless moved or turned off): Prometheus
     /// text, open to everyone.
     Metrics,
-    /// `/admin` and everything under it: the admin surface authorizes its callers itself.
+    /// `/admin` and everything under it, and NeMo's workspace API: the admin surface
+    /// authorizes its callers itself.
     Admin,
     /// `GET /v1/models`: the caller's model list.
     Models,
@@ -34,7 +35,7 @@ impl Route {
     /// The route of `method path` (the path without its query). `metrics` is the metrics
     /// endpoint's path, `None` when it is turned off.
     pub fn parse(method: &http::Method, path: &str, metrics: Option<&str>) -> Route {
-        if path == "/admin" || path.starts_with("/admin/") {
+        if crate::admin::is_admin_path(path) {
             return Route::Admin;
         }
         let get = method == http::Method::GET || method == http::Method::HEAD;

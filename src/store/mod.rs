@@ -94,9 +94,60 @@ pub fn new_etag() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
+/// A fresh row id, in UUID form (random, version 4 layout).
+pub fn new_id() -> String {
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    let a = (a & !0xf000) | 0x4000;
+    let b = (b & !(0xc << 60)) | (0x8 << 60);
+    uuid_text(a, b)
+}
+
+/// A stable id for a row that has none yet (written by GoModel, or by an older modelgate):
+/// derived from its source, so it reads the same until the admin API stores it.
+pub fn derived_id(source: &str) -> String {
+    // FNV-1a twice with different offsets: stable across processes and versions.
+    let fnv = |seed: u64| {
+        source.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    uuid_text(fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4))
+}
+
+fn uuid_text(a: u64, b: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 /// The current time in unix seconds.
 pub fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_uuid_shaped_fresh_ones_random_derived_ones_stable() {
+        let shape = |s: &str| {
+            let parts: Vec<usize> = s.split('-').map(str::len).collect();
+            parts == [8, 4, 4, 4, 12] && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+        };
+        let (a, b) = (new_id(), new_id());
+        assert!(shape(&a) && shape(&b), "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(&a[14..15], "4");
+        assert_eq!(derived_id("w/x"), derived_id("w/x"));
+        assert_ne!(derived_id("w/x"), derived_id("w/y"));
+        assert!(shape(&derived_id("w/x")));
+    }
 }

@@ -252,11 +252,49 @@
           e.slug ? h('div', { class: 'sub', text: 'also: ' + e.slug }) : null),
         h('td', {}, targetsCell(e)),
         h('td', { text: strategyName(e) }),
+        h('td', { class: 'middleware' }, middlewareCell(e)),
         h('td', {}, stateBadge(accessState(e), e.user_paths)),
         h('td', {}, originBadges(e)),
         h('td', { class: 'right' }, actions));
     }));
     $('#vm-empty').hidden = rows.length > 0;
+  }
+
+  // ---- middleware pipelines ----
+
+  const PHASES = [
+    ['request_middleware', 'Request'],
+    ['response_middleware', 'Response'],
+    ['post_response_middleware', 'Post-response'],
+  ];
+
+  function middlewareCount(entry) {
+    return PHASES.reduce((n, [key]) => n + (Array.isArray(entry[key]) ? entry[key].length : 0), 0);
+  }
+
+  function middlewareCell(entry) {
+    const n = middlewareCount(entry);
+    if (!n) return h('span', { class: 'muted', text: '\u2014' });
+    return h('button', { class: 'btn small', type: 'button', dataset: { pipelines: entry.source },
+      onclick: () => openPipelines(entry), text: n + (n === 1 ? ' step' : ' steps') });
+  }
+
+  function openPipelines(entry) {
+    $('#mw-title').textContent = 'Middleware of ' + entry.source;
+    $('#mw-body').replaceChildren(...PHASES.map(([key, label]) => {
+      const calls = Array.isArray(entry[key]) ? entry[key] : [];
+      return h('section', { class: 'pipeline', dataset: { phase: key } },
+        h('h3', { text: label }),
+        calls.length
+          ? h('ol', {}, ...calls.map((c) => h('li', {},
+              h('span', { class: 'mono', text: c.name }),
+              c.config_type ? h('span', { class: 'muted', text: ' (' + c.config_type + ')' }) : null,
+              c.config_id
+                ? h('div', { class: 'sub', text: 'config_id: ' + c.config_id })
+                : h('pre', { class: 'mono sub', text: JSON.stringify(c.config, null, 2) }))))
+          : h('p', { class: 'muted', text: 'none' }));
+    }));
+    $('#mw-dialog').showModal();
   }
 
   function renderModels() {
