@@ -48,6 +48,19 @@ fn availability_note(snap: &Snapshot, provider: Option<usize>, model: &str) -> S
 }
 
 /// The table `modelgate check` prints.
+/// The admin store line of `check`: which store, where, and the revision it is at.
+pub fn store_line(store: Option<&dyn crate::store::Store>) -> String {
+    match store {
+        None => "store: none (no admin store file yet; `serve` creates it)\n".to_string(),
+        Some(s) => format!(
+            "store: {} at {} (revision {})\n",
+            s.kind(),
+            s.location(),
+            s.health().revision()
+        ),
+    }
+}
+
 pub fn check_table(snap: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config: {}", snap.label);

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
-use super::{internal, not_found, rfc3339};
+use super::{not_found, rfc3339};
 use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
 use crate::config::validate::{self, Merged};
@@ -249,7 +249,9 @@ pub fn entries(snap: &Snapshot, rows: &[StoredRow]) -> Vec<Entry> {
 pub fn store_rows(app: &App) -> Result<Vec<StoredRow>, ApiError> {
     match &app.store {
         None => Ok(Vec::new()),
-        Some(s) => s.list().map_err(|e| internal(e.to_string())),
+        Some(s) => s
+            .list()
+            .map_err(|e| super::writes::store_failed(&e, "reading the store")),
     }
 }
 
@@ -295,7 +297,19 @@ pub fn status(app: &App) -> Value {
         },
         "virtual_models": snap.origin_counts(),
         "store": match &app.store {
-            Some(s) => json!({"type": s.kind(), "path": s.location()}),
+            Some(s) => {
+                let h = s.health().state();
+                let mut v = json!({
+                    "type": s.kind(),
+                    "revision": h.revision,
+                    "connected": h.connected,
+                    "last_error": h.last_error,
+                });
+                // A file path is the store's name; a database URL is shown as `url`.
+                let key = if s.kind() == "sqlite" { "path" } else { "url" };
+                v[key] = json!(s.location());
+                v
+            }
             None => json!({"type": "none", "path": null}),
         },
         "master_key": snap.settings.master_key.is_some(),

@@ -61,7 +61,12 @@ pub struct ModelsSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    /// `sqlite` (default) or `postgresql`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub sqlite_path: Option<String>,
+    pub postgres_url: Option<String>,
+    pub poll_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
