@@ -627,6 +627,10 @@ fn status_reports_config_store_counts_and_version() {
     );
     assert_eq!(s["store"]["type"], "sqlite");
     assert!(s["store"]["path"].as_str().unwrap().ends_with("store.db"));
+    assert_eq!(
+        (&s["store"]["revision"], &s["store"]["connected"]),
+        (&json!(1), &json!(true))
+    );
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
 }
 
