@@ -126,11 +126,22 @@ impl App {
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let built = self.source.load().and_then(|loaded| {
             let (rows, revision) = match &self.store {
-                Some(s) => {
-                    let current = s.load().map_err(|e| e.to_string())?;
-                    let specs = current.rows.into_iter().map(|r| r.spec).collect();
-                    (specs, Some(current.revision))
-                }
+                Some(s) => match s.load() {
+                    Ok(current) => {
+                        let specs = current.rows.into_iter().map(|r| r.spec).collect();
+                        (specs, Some(current.revision))
+                    }
+                    // A config change still applies while a shared store is away: with the
+                    // rows the live snapshot has (the follower catches up once it is back).
+                    Err(e) if e.is_unavailable() => {
+                        log::warn!(
+                            "{e}; reloading the config with the store rows of revision {}",
+                            s.health().revision()
+                        );
+                        (self.snapshot.load().store_rows.clone(), None)
+                    }
+                    Err(e) => return Err(e.to_string()),
+                },
                 None => (Vec::new(), None),
             };
             let snap = self

@@ -461,6 +461,16 @@ fn a_database_out_of_reach_keeps_requests_served_refuses_writes_and_recovers() {
     let r = b.call("DELETE", &format!("{VMS}/fleet"), None, &[]);
     assert_eq!(r.status, 503);
     assert_eq!(served(&b, "fleet"), Ok("m1".into()));
+    // A config change still applies meanwhile, keeping the store rows the gateway has.
+    let edited = config(&up).replace(
+        "virtual_models: []",
+        "virtual_models:\n  - source: cfgvm\n    target: up/m2",
+    );
+    std::fs::write(&a.config, edited).unwrap();
+    eventually("the config reload applies during the outage", || {
+        served(&a, "cfgvm") == Ok("m2".into())
+    });
+    assert_eq!(served(&a, "fleet"), Ok("m1".into()));
 
     db.restore();
     eventually("writes are taken again", || {
@@ -481,6 +491,12 @@ fn a_database_out_of_reach_keeps_requests_served_refuses_writes_and_recovers() {
             status(g)["store"]["connected"] == true
         });
     }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "requests failed during the outage: {failures:?}"
+    );
+    assert!(ok > 0);
 }
 
 #[test]

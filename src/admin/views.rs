@@ -305,9 +305,7 @@ pub fn status(app: &App) -> Value {
                     "connected": h.connected,
                     "last_error": h.last_error,
                 });
-                // A file path is the store's name; a database URL is shown as `url`.
-                let key = if s.kind() == "sqlite" { "path" } else { "url" };
-                v[key] = json!(s.location());
+                v[s.location_field()] = json!(s.location());
                 v
             }
             None => json!({"type": "none", "path": null}),

@@ -197,6 +197,8 @@ pub trait Store: StoreRows + Send + Sync {
     fn kind(&self) -> &'static str;
     /// Where the rows live (a file path or a database URL without credentials).
     fn location(&self) -> String;
+    /// The status API's name for `location`: `path` (a file) or `url` (a database).
+    fn location_field(&self) -> &'static str;
     /// Every row, ordered by source.
     fn list(&self) -> Result<Vec<StoredRow>, StoreError> {
         self.load().map(|r| r.rows)

@@ -344,6 +344,10 @@ impl Store for PostgresStore {
         self.url.shown.clone()
     }
 
+    fn location_field(&self) -> &'static str {
+        "url"
+    }
+
     fn load(&self) -> Result<Revisioned, StoreError> {
         let location = self.url.shown.clone();
         self.with_client(async |c: &mut Client| {

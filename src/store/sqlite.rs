@@ -254,6 +254,10 @@ impl Store for SqliteStore {
         self.path.display().to_string()
     }
 
+    fn location_field(&self) -> &'static str {
+        "path"
+    }
+
     fn load(&self) -> Result<Revisioned, StoreError> {
         let mut conn = self.conn();
         // A read transaction: the rows and the revision of one moment.
