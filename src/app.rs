@@ -60,11 +60,6 @@ pub struct ReloadStatus {
     pub failed_count: u64,
 }
 
-/// Reads and writes the admin store's rows (implemented by `store`).
-pub trait StoreRows: Send + Sync {
-    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String>;
-}
-
 pub struct App {
     pub source: ConfigSource,
     snapshot: ArcSwap<Snapshot>,

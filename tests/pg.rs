@@ -460,6 +460,11 @@ fn a_database_out_of_reach_keeps_requests_served_refuses_writes_and_recovers() {
     assert_eq!(r.json()["error"]["type"], "service_unavailable");
     let r = b.call("DELETE", &format!("{VMS}/fleet"), None, &[]);
     assert_eq!(r.status, 503);
+    let r = b.call("GET", VMS, None, &[]);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "store_unavailable")
+    );
     assert_eq!(served(&b, "fleet"), Ok("m1".into()));
     // A config change still applies meanwhile, keeping the store rows the gateway has.
     let edited = config(&up).replace(

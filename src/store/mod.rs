@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::app::StoreRows;
 use crate::config::schema::VirtualModelSpec;
 
 pub use postgres::PostgresStore;
@@ -192,7 +191,7 @@ pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 /// A backend for admin rows. Implementations keep every write atomic: after a crash at any
 /// point each row is wholly there or not, and the changes of one call land together or not at
 /// all.
-pub trait Store: StoreRows + Send + Sync {
+pub trait Store: Send + Sync {
     /// `sqlite` or `postgresql`, for the status API.
     fn kind(&self) -> &'static str;
     /// Where the rows live (a file path or a database URL without credentials).

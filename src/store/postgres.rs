@@ -26,8 +26,6 @@ use super::sqlite::{decode, RawRow};
 use super::{
     pg_migrations, Change, Health, OnChange, Outcome, Revisioned, Store, StoreError, StoredRow,
 };
-use crate::app::StoreRows;
-use crate::config::schema::VirtualModelSpec;
 
 /// The channel writes notify on; the payload is the new revision.
 pub const CHANNEL: &str = "modelgate_store";
@@ -325,14 +323,6 @@ async fn write_change(
     }
     .map(|_| ())
     .map_err(|e| classify(location, e))
-}
-
-impl StoreRows for PostgresStore {
-    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String> {
-        self.list()
-            .map(|rows| rows.into_iter().map(|r| r.spec).collect())
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl Store for PostgresStore {

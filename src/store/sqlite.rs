@@ -13,7 +13,6 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::columns::{self, Columns};
 use super::{migrations, Change, Health, Outcome, Revisioned, Store, StoreError, StoredRow};
-use crate::app::StoreRows;
 use crate::config::schema::VirtualModelSpec;
 
 pub struct SqliteStore {
@@ -235,14 +234,6 @@ pub(super) fn decode(raw: RawRow) -> Result<StoredRow, StoreError> {
         updated_at: raw.updated_at,
         etag,
     })
-}
-
-impl StoreRows for SqliteStore {
-    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String> {
-        self.list()
-            .map(|rows| rows.into_iter().map(|r| r.spec).collect())
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl Store for SqliteStore {
