@@ -78,6 +78,15 @@ impl PgUrl {
         if config.get_user().is_none() {
             return Err(format!("{what} {:?} names no user; {hint}", redact(t)));
         }
+        if matches!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        ) {
+            return Err(format!(
+                "{what} {:?} asks for TLS (sslmode=require), which modelgate does not speak to PostgreSQL yet; reach the database over a private network or a local TLS proxy, and drop sslmode",
+                redact(t)
+            ));
+        }
         let shown = show(&config);
         Ok(PgUrl { config, shown })
     }
@@ -151,6 +160,9 @@ mod tests {
         assert!(!e.contains("pw@"), "{e}");
         let e = PgUrl::parse("postgresql:///db", "POSTGRES_URL").unwrap_err();
         assert!(e.contains("names no host"), "{e}");
+        let e = PgUrl::parse("postgresql://u@h/db?sslmode=require", "POSTGRES_URL").unwrap_err();
+        assert!(e.contains("asks for TLS (sslmode=require)"), "{e}");
+        assert!(PgUrl::parse("postgresql://u@h/db?sslmode=disable", "POSTGRES_URL").is_ok());
     }
 
     #[test]
