@@ -364,7 +364,9 @@ impl Store for PostgresStore {
         self.with_client(async |c: &mut Client| {
             let pg = |e| classify(&location, e);
             let tx = c.transaction().await.map_err(pg)?;
-            // The fleet's write lock: held until commit or rollback.
+            // The fleet's write lock: held until commit or rollback. The transaction is READ
+            // COMMITTED, so the rows read next (a new statement) include everything the writer
+            // before us committed while we waited here.
             tx.query_one(
                 "SELECT revision FROM modelgate_store_revision WHERE id = 1 FOR UPDATE",
                 &[],
