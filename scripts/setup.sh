@@ -43,4 +43,6 @@ if ! listening; then
     sleep 0.2
   done
   listening || { echo "PostgreSQL did not start on 127.0.0.1:5432 (see /var/log/postgresql/)" >&2; exit 1; }
+  # Where the package's own install already started the cluster, it runs with the old rules.
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
 fi
