@@ -781,3 +781,55 @@ fn propagation_latency() {
         samples[samples.len() - 1]
     );
 }
+
+/// Recovery after an outage, run by hand (BENCHMARKS.md):
+/// `cargo test --test pg -- --ignored --nocapture outage_recovery`.
+/// Ten times: the database is cut for 10 s under load (2 clients per gateway), then restored;
+/// measured from the restore until a write through A is taken and until B serves it. Every
+/// client request must succeed throughout.
+#[test]
+#[ignore]
+fn outage_recovery() {
+    let db = Db::new();
+    let up = Upstream::echo(&["m1", "m2"]);
+    let (a, b) = (start(&db, &up, &[]), start(&db, &up, &[]));
+    let r = a.call(
+        "POST",
+        VMS,
+        Some(&json!({"source": "fleet", "target": "up/m1"})),
+        &[],
+    );
+    assert_eq!(r.status, 201);
+    eventually("live on B", || served(&b, "fleet") == Ok("m1".into()));
+    let load = Load::start(&[a.port, b.port], 2, "fleet");
+    let mut taken = Vec::new();
+    let mut live = Vec::new();
+    for i in 0..10 {
+        db.cut();
+        std::thread::sleep(Duration::from_secs(10));
+        let source = format!("after-{i}");
+        let body = json!({"source": source, "target": "up/m2"});
+        assert_eq!(a.call("POST", VMS, Some(&body), &[]).status, 503);
+        db.restore();
+        let t = Instant::now();
+        eventually("a write is taken again", || {
+            a.call("POST", VMS, Some(&body), &[]).status == 201
+        });
+        taken.push(t.elapsed());
+        eventually("the write is live on B", || {
+            served(&b, &source) == Ok("m2".into())
+        });
+        live.push(t.elapsed());
+    }
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    taken.sort();
+    live.sort();
+    println!(
+        "{ok} client requests, none failed; after the restore: write taken p50 {:?} max {:?}; live on B p50 {:?} max {:?}",
+        taken[taken.len() / 2],
+        taken[taken.len() - 1],
+        live[live.len() / 2],
+        live[live.len() - 1]
+    );
+}
