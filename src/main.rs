@@ -232,7 +232,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&src, false)?;
             let app = App::start(src, store).map_err(anyhow::Error::msg)?;
             print!("{}", modelgate::cli::check_table(&app.snapshot()));
-            print!("{}", modelgate::cli::store_line(app.store.as_deref()));
+            let snap = app.snapshot();
+            print!(
+                "{}",
+                modelgate::cli::store_line(app.store.as_deref(), &snap.settings)
+            );
             println!("config is valid");
             Ok(())
         }
