@@ -16,3 +16,33 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# PostgreSQL for the fleet-store tests (tests/pg.rs): they need a server on 127.0.0.1:5432 that
+# trusts the postgres user there. When nothing listens on that port, install Debian's server,
+# let the cluster trust loopback connections and start it (no systemd needed). The tests fail,
+# never skip, when no server answers.
+listening() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+if ! listening; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    echo "installing: postgresql"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  fi
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  [ -d "/etc/postgresql/$version/main" ] || $SUDO pg_createcluster "$version" main >/dev/null
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! $SUDO grep -q "modelgate tests" "$hba"; then
+    # First match wins: trust loopback TCP ahead of the packaged rules.
+    $SUDO sed -i '1i # modelgate tests: trust loopback connections\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 50); do
+    listening && break
+    sleep 0.2
+  done
+  listening || { echo "PostgreSQL did not start on 127.0.0.1:5432 (see /var/log/postgresql/)" >&2; exit 1; }
+  # Where the package's own install already started the cluster, it runs with the old rules.
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, unit and integration tests (the real binary
-# against mock upstreams on 127.0.0.1), the official OpenAI and Anthropic SDK checks and the
-# headless-browser dashboard test.
+# against mock upstreams on 127.0.0.1, and fleets of it on a PostgreSQL server that setup.sh
+# starts when none listens on 127.0.0.1:5432), the official OpenAI and Anthropic SDK checks and
+# the headless-browser dashboard test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

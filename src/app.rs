@@ -1,8 +1,10 @@
 //! The gateway's shared state: the current snapshot, state that survives reloads, and how to
 //! rebuild the snapshot from its sources.
 //!
-//! `App::reload` is the only writer of the snapshot: it builds a complete new snapshot off the
-//! request path and swaps it in, or keeps the old one and records why.
+//! Snapshots are written only through `install`, by `App::reload` (config changed), by an admin
+//! write, and by `App::refresh_store` (another gateway wrote the shared store): each builds a
+//! complete new snapshot off the request path and swaps it in, or keeps the old one and records
+//! why.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -58,11 +60,6 @@ pub struct ReloadStatus {
     pub failed_count: u64,
 }
 
-/// Reads and writes the admin store's rows (implemented by `store`).
-pub trait StoreRows: Send + Sync {
-    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String>;
-}
-
 pub struct App {
     pub source: ConfigSource,
     snapshot: ArcSwap<Snapshot>,
@@ -85,7 +82,11 @@ impl App {
     pub fn start(source: ConfigSource, store: Option<Arc<dyn Store>>) -> Result<App, String> {
         let loaded = source.load()?;
         let rows = match &store {
-            Some(s) => s.rows()?,
+            Some(s) => {
+                let current = s.load().map_err(|e| e.to_string())?;
+                s.health().applied(current.revision);
+                current.rows.into_iter().map(|r| r.spec).collect()
+            }
             None => Vec::new(),
         };
         let registry = StateRegistry::default();
@@ -119,20 +120,35 @@ impl App {
     pub fn reload(&self) -> Result<(), String> {
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let built = self.source.load().and_then(|loaded| {
-            let rows = match &self.store {
-                Some(s) => s.rows()?,
-                None => Vec::new(),
+            let (rows, revision) = match &self.store {
+                Some(s) => match s.load() {
+                    Ok(current) => {
+                        let specs = current.rows.into_iter().map(|r| r.spec).collect();
+                        (specs, Some(current.revision))
+                    }
+                    // A config change still applies while a shared store is away: with the
+                    // rows the live snapshot has (the follower catches up once it is back).
+                    Err(e) if e.is_unavailable() => {
+                        log::warn!(
+                            "{e}; reloading the config with the store rows of revision {}",
+                            s.health().revision()
+                        );
+                        (self.snapshot.load().store_rows.clone(), None)
+                    }
+                    Err(e) => return Err(e.to_string()),
+                },
+                None => (Vec::new(), None),
             };
             let snap = self
                 .build_snapshot(&loaded, &rows)
                 .map_err(|e| e.join("\n"))?;
-            Ok((Arc::new(loaded), snap))
+            Ok((Arc::new(loaded), snap, revision))
         });
         let prev = self.reload_status.load();
         // The status is recorded before the new snapshot goes live, so whoever sees the new
         // routing also sees the reload that brought it.
         match built {
-            Ok((loaded, snap)) => {
+            Ok((loaded, snap, revision)) => {
                 self.reload_status.store(Arc::new(ReloadStatus {
                     at_ms: Some(now_ms()),
                     ok: true,
@@ -141,6 +157,9 @@ impl App {
                     failed_count: prev.failed_count,
                 }));
                 self.install(loaded, snap);
+                if let (Some(s), Some(rev)) = (&self.store, revision) {
+                    s.health().applied(rev);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -202,6 +221,60 @@ impl App {
     /// The config the current snapshot was built from.
     pub fn loaded(&self) -> Arc<LoadedConfig> {
         self.loaded.load_full()
+    }
+
+    /// Rebuilds the snapshot from the store's current rows and the config the live snapshot was
+    /// built from (a broken file on disk does not hold back other gateways' writes). Called by
+    /// the store's follower when another gateway wrote or the connection came back.
+    pub fn refresh_store(&self) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = store.load().map_err(|e| e.to_string())?;
+        if current.revision == store.health().revision() {
+            // Already live (this gateway wrote it, or an earlier rebuild read it).
+            return Ok(());
+        }
+        let specs: Vec<VirtualModelSpec> = current.rows.into_iter().map(|r| r.spec).collect();
+        let loaded = self.loaded();
+        match self.build_snapshot(&loaded, &specs) {
+            Ok(snap) => {
+                self.install(loaded, snap);
+                store.health().applied(current.revision);
+                log::info!(
+                    "admin store {}: revision {} is live",
+                    store.location(),
+                    current.revision
+                );
+                Ok(())
+            }
+            Err(errors) => {
+                let e = format!(
+                    "admin store revision {} does not validate against this gateway's config; keeping the last snapshot: {}",
+                    current.revision,
+                    errors.join("\n")
+                );
+                log::error!("{e}");
+                store.health().error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts following the store's writes by other gateways (a no-op for a store only this
+    /// process writes). The follower holds the app weakly: it stops rebuilding once the app is
+    /// gone.
+    pub fn follow_store(self: &Arc<Self>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let app = Arc::downgrade(self);
+        store.follow(Arc::new(move || {
+            if let Some(app) = app.upgrade() {
+                let _ = app.refresh_store();
+            }
+        }));
     }
 
     /// Validates `rows` as the store's new content against the current config, without swapping.

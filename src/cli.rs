@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::config::providers::ProviderKind;
+use crate::config::settings::Settings;
 use crate::routing::model::{Kind, Operation, Strategy, Target};
 use crate::routing::plan::{self, Availability, Conditions, TargetState};
 use crate::routing::user_path::{list_admits, UserPath};
@@ -48,6 +49,23 @@ fn availability_note(snap: &Snapshot, provider: Option<usize>, model: &str) -> S
 }
 
 /// The table `modelgate check` prints.
+/// The admin store line of `check`: which store, where, and the revision it is at (`store` is
+/// None for a SQLite file not created yet).
+pub fn store_line(store: Option<&dyn crate::store::Store>, settings: &Settings) -> String {
+    match store {
+        None => format!(
+            "store: sqlite at {} (no file yet; `serve` creates it)\n",
+            settings.sqlite_path
+        ),
+        Some(s) => format!(
+            "store: {} at {} (revision {})\n",
+            s.kind(),
+            s.location(),
+            s.health().revision()
+        ),
+    }
+}
+
 pub fn check_table(snap: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config: {}", snap.label);

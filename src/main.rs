@@ -1,4 +1,4 @@
-//! The `modelgate` command line: `serve` (default), `check`, `resolve`, `reload`.
+//! The `modelgate` command line: `serve` (default), `check`, `resolve`, `reload`, `store copy`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 
 use modelgate::app::{App, ConfigSource};
 use modelgate::config;
-use modelgate::store::{SqliteStore, Store};
+use modelgate::config::settings::StoreKind;
+use modelgate::store::endpoint::{Endpoint, PgUrl};
+use modelgate::store::{PostgresStore, SqliteStore, Store};
 
 #[global_allocator]
 static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
@@ -60,6 +62,27 @@ enum Command {
     },
     /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
     Reload,
+    /// Admin store tools.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every virtual model row from one store to another, keeping sources, etags and times.
+    Copy {
+        /// The store to read: sqlite:PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+        #[arg(long)]
+        from: String,
+        /// The store to write (created and migrated when new), in the same forms.
+        #[arg(long)]
+        to: String,
+        /// Replace the rows the target already holds (without it, a non-empty target is refused).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 fn source(common: &Common) -> anyhow::Result<ConfigSource> {
@@ -87,17 +110,28 @@ fn source(common: &Common) -> anyhow::Result<ConfigSource> {
     Ok(ConfigSource { path, ..src })
 }
 
-/// Opens the admin store at `SQLITE_PATH`. `serve` creates it; `check` and `resolve` read it
-/// only when it exists, so they create no files.
+/// Opens the admin store `STORAGE_TYPE` names. The SQLite file at `SQLITE_PATH`: `serve`
+/// creates it; `check` and `resolve` read it only when it exists, so they create no files.
+/// PostgreSQL at `POSTGRES_URL`: connected and migrated (an unreachable database stops start-up
+/// with the reason).
 fn open_store(src: &ConfigSource, create: bool) -> anyhow::Result<Option<Arc<dyn Store>>> {
     let loaded = src.load().map_err(anyhow::Error::msg)?;
-    let path = PathBuf::from(&loaded.settings.sqlite_path);
-    let store = if create {
-        Some(SqliteStore::open(&path)?)
-    } else {
-        SqliteStore::open_existing(&path)?
-    };
-    Ok(store.map(|s| Arc::new(s) as Arc<dyn Store>))
+    match &loaded.settings.store {
+        StoreKind::Sqlite => {
+            let path = PathBuf::from(&loaded.settings.sqlite_path);
+            let store = if create {
+                Some(SqliteStore::open(&path)?)
+            } else {
+                SqliteStore::open_existing(&path)?
+            };
+            Ok(store.map(|s| Arc::new(s) as Arc<dyn Store>))
+        }
+        StoreKind::Postgres { url } => {
+            let url = PgUrl::parse(url, "POSTGRES_URL").map_err(anyhow::Error::msg)?;
+            let poll = std::time::Duration::from_secs(loaded.settings.store_poll_s);
+            Ok(Some(Arc::new(PostgresStore::open(&url, poll)?)))
+        }
+    }
 }
 
 fn main() {
@@ -174,12 +208,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if let Some(store) = &app.store {
                 log::info!(
-                    "admin store: {} at {} ({} rows in use); admin API and dashboard at /admin/dashboard",
+                    "admin store: {} at {} (revision {}, {} rows in use); admin API and dashboard at /admin/dashboard",
                     store.kind(),
                     store.location(),
+                    store.health().revision(),
                     snap.origin_counts().store
                 );
             }
+            app.follow_store();
             modelgate::reload::on_sighup(app.clone()).context("installing the SIGHUP handler")?;
             let _watcher = match &src.path {
                 Some(p) => Some(
@@ -196,6 +232,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&src, false)?;
             let app = App::start(src, store).map_err(anyhow::Error::msg)?;
             print!("{}", modelgate::cli::check_table(&app.snapshot()));
+            let snap = app.snapshot();
+            print!(
+                "{}",
+                modelgate::cli::store_line(app.store.as_deref(), &snap.settings)
+            );
             println!("config is valid");
             Ok(())
         }
@@ -230,6 +271,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 n: n.max(1),
             };
             print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
+            Ok(())
+        }
+        Command::Store {
+            action: StoreCommand::Copy { from, to, replace },
+        } => {
+            use modelgate::store::copy;
+            let from = Endpoint::parse(&from, "--from").map_err(anyhow::Error::msg)?;
+            let to = Endpoint::parse(&to, "--to").map_err(anyhow::Error::msg)?;
+            let source = copy::open(&from, false)?;
+            let target = copy::open(&to, true)?;
+            let done = copy::copy(source.as_ref(), target.as_ref(), replace)?;
+            println!(
+                "copied {} virtual models from {} to {} (replaced {}; target revision {})",
+                done.rows,
+                from.shown(),
+                to.shown(),
+                done.replaced,
+                done.revision
+            );
             Ok(())
         }
         Command::Reload => {

@@ -347,6 +347,26 @@ impl Metrics {
             "Requests being served.",
         );
         let _ = writeln!(out, "modelgate_in_flight_requests {}", extra.in_flight);
+        if let Some(store) = &extra.store {
+            header(
+                &mut out,
+                "modelgate_store_revision",
+                "gauge",
+                "The admin store revision the live snapshot was built at.",
+            );
+            let _ = writeln!(out, "modelgate_store_revision {}", store.revision);
+            header(
+                &mut out,
+                "modelgate_store_connected",
+                "gauge",
+                "1 while the admin store answers (0: writes are refused, the last snapshot serves).",
+            );
+            let _ = writeln!(
+                out,
+                "modelgate_store_connected {}",
+                u8::from(store.connected)
+            );
+        }
         out
     }
 }
@@ -360,6 +380,8 @@ pub struct Gauges {
     pub last_reload_ok: bool,
     pub virtual_models: usize,
     pub in_flight: usize,
+    /// None without an admin store.
+    pub store: Option<crate::store::StoreState>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -452,6 +474,22 @@ fn histograms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_gauges_show_the_revision_and_connection() {
+        let m = Metrics::default();
+        assert!(!m.render(&Gauges::default()).contains("modelgate_store"));
+        let text = m.render(&Gauges {
+            store: Some(crate::store::StoreState {
+                revision: 7,
+                connected: false,
+                last_error: Some("gone".into()),
+            }),
+            ..Gauges::default()
+        });
+        assert!(text.contains("\nmodelgate_store_revision 7\n"), "{text}");
+        assert!(text.contains("\nmodelgate_store_connected 0\n"), "{text}");
+    }
 
     #[test]
     fn records_and_renders() {

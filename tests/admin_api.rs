@@ -627,6 +627,10 @@ fn status_reports_config_store_counts_and_version() {
     );
     assert_eq!(s["store"]["type"], "sqlite");
     assert!(s["store"]["path"].as_str().unwrap().ends_with("store.db"));
+    assert_eq!(
+        (&s["store"]["revision"], &s["store"]["connected"]),
+        (&json!(1), &json!(true))
+    );
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
 }
 
@@ -808,5 +812,41 @@ fn a_store_row_that_no_longer_validates_stops_start_up_naming_it() {
     assert!(
         err.contains("store (source \"pinned\"): target.provider \"b\" is not declared"),
         "{err}"
+    );
+}
+
+#[test]
+fn check_ends_with_the_sqlite_store_line_and_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("admin.db");
+    let db_env = db.display().to_string();
+    let cfg = "providers:\n  p:\n    type: mock\n    models: [m1]\n";
+    let (code, out) = run_cli(cfg, &["check"], &[("SQLITE_PATH", &db_env)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("store: sqlite at {db_env} (no file yet")),
+        "{out}"
+    );
+    assert!(!db.exists(), "check creates no store file");
+    let store = modelgate::store::SqliteStore::open(&db).unwrap();
+    let spec = serde_json::from_value(json!({"source": "s", "target": "p/m1"})).unwrap();
+    modelgate::store::Store::apply(
+        &store,
+        &[modelgate::store::Change::Upsert(Box::new(
+            modelgate::store::StoredRow {
+                spec,
+                created_at: 1,
+                updated_at: 1,
+                etag: "e".into(),
+            },
+        ))],
+    )
+    .unwrap();
+    drop(store);
+    let (code, out) = run_cli(cfg, &["check"], &[("SQLITE_PATH", &db_env)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("store: sqlite at {db_env} (revision 1)")),
+        "{out}"
     );
 }

@@ -216,11 +216,12 @@ fn chat(g: &Gateway, path: &str, model: &str) -> Resp {
     )
 }
 
-const IGNORED_LINES: [&str; 8] = [
+const IGNORED_LINES: [&str; 9] = [
     "server.pprof_enabled, server.enable_passthrough_routes, server.allow_passthrough_v1_alias, \
      server.enabled_passthrough_providers, SWAGGER_ENABLED: not supported by modelgate; ignored",
     "cache.model.local, REDIS_URL: not supported by modelgate; ignored",
-    "storage.postgresql, storage.mongodb: not supported by modelgate; ignored",
+    "storage.mongodb: not supported by modelgate; ignored",
+    "storage.postgresql.max_conns: not supported by modelgate; ignored",
     "logging.enabled, logging.log_bodies, logging.log_headers, logging.buffer_size, \
      logging.flush_interval, logging.retention_days, logging.only_model_interactions, \
      LOGGING_ENABLED: not supported by modelgate; ignored",
@@ -410,7 +411,7 @@ fn storage_types_without_a_file_setting_are_explained() {
     let (code, out) = run_cli("storage:\n  type: postgresql\n", &["check"], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("STORAGE_TYPE=postgresql and POSTGRES_URL"),
+        out.contains("storage.type is postgresql but no database is named"),
         "{out}"
     );
     let (code, out) = run_cli("storage:\n  type: mongodb\n", &["check"], &[]);

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
-use super::{internal, not_found, rfc3339};
+use super::{not_found, rfc3339};
 use crate::api_error::ApiError;
 use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
@@ -250,7 +250,9 @@ pub fn entries(snap: &Snapshot, rows: &[StoredRow]) -> Vec<Entry> {
 pub fn store_rows(app: &App) -> Result<Vec<StoredRow>, ApiError> {
     match &app.store {
         None => Ok(Vec::new()),
-        Some(s) => s.list().map_err(|e| internal(e.to_string())),
+        Some(s) => s
+            .list()
+            .map_err(|e| super::writes::store_failed(&e, "reading the store")),
     }
 }
 
@@ -296,7 +298,17 @@ pub fn status(app: &App) -> Value {
         },
         "virtual_models": snap.origin_counts(),
         "store": match &app.store {
-            Some(s) => json!({"type": s.kind(), "path": s.location()}),
+            Some(s) => {
+                let h = s.health().state();
+                let mut v = json!({
+                    "type": s.kind(),
+                    "revision": h.revision,
+                    "connected": h.connected,
+                    "last_error": h.last_error,
+                });
+                v[s.location_field()] = json!(s.location());
+                v
+            }
             None => json!({"type": "none", "path": null}),
         },
         "master_key": snap.settings.master_key.is_some(),

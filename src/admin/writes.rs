@@ -1,10 +1,14 @@
 //! Admin writes: create, replace, partial update (with rename), delete.
 //!
-//! Every write follows one protocol, under `App::rebuild_lock`: read the store's rows, decide
-//! the changes (a pure function of those rows and the live snapshot), build and validate the
-//! whole new snapshot with the config currently loaded, and only then commit the store
-//! transaction and swap the snapshot in. A write that fails at any step leaves the store and
-//! the live snapshot as they were; a successful one is live on the next request.
+//! Every write follows one protocol, under `App::rebuild_lock` and inside one store transaction
+//! that holds the store's write lock (`Store::transact`; with PostgreSQL, the whole fleet's):
+//! read the store's rows, decide the changes (a pure function of those rows and the live
+//! snapshot), build and validate the whole new snapshot with the config currently loaded, and
+//! only then commit (bumping the store's revision) and swap the snapshot in. `If-Match`, a free
+//! source and a rename's target are therefore checked against the rows the write commits over,
+//! whichever gateway wrote last. A write that fails at any step leaves the store and the live
+//! snapshot as they were; a successful one is live on the next request. A store out of reach
+//! answers 503 `store_unavailable`.
 
 use serde_json::Value;
 
@@ -15,7 +19,7 @@ use crate::app::App;
 use crate::config::schema::VirtualModelSpec;
 use crate::routing::model::Origin;
 use crate::snapshot::Snapshot;
-use crate::store::{derived_id, new_etag, new_id, now_s, Change, StoredRow};
+use crate::store::{derived_id, new_etag, new_id, now_s, Change, Outcome, StoreError, StoredRow};
 
 /// What a write decides from: the store's rows and the live snapshot, read under the lock.
 pub struct Current<'a> {
@@ -261,6 +265,21 @@ pub fn validation_failed(errors: &[String], source: Option<&str>) -> ApiError {
     unprocessable("validation_failed", errors.join("\n"), param)
 }
 
+/// The answer for a store that failed: 503 `store_unavailable` while it is out of reach (the
+/// gateway keeps serving its last snapshot), else 500. `doing` says what failed.
+pub fn store_failed(e: &StoreError, doing: &str) -> ApiError {
+    if e.is_unavailable() {
+        ApiError::new(
+            503,
+            "service_unavailable",
+            "store_unavailable",
+            format!("{doing}: {e}; requests are served from the last loaded virtual models, and writes are refused until it is back"),
+        )
+    } else {
+        internal(format!("{doing}: {e}"))
+    }
+}
+
 /// Runs the write protocol around `decide`.
 pub fn commit(
     app: &App,
@@ -275,26 +294,54 @@ pub fn commit(
         ));
     };
     let _guard = app.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-    let rows = store
-        .list()
-        .map_err(|e| internal(format!("reading the store: {e}")))?;
     let snap = app.snapshot();
-    let cur = Current { rows, snap: &snap };
-    let decision = decide(&cur)?;
-    let next = apply_changes(&cur.rows, &decision.changes);
-    let specs: Vec<VirtualModelSpec> = next.into_iter().map(|r| r.spec).collect();
     let loaded = app.loaded();
-    let built = app.build_snapshot(&loaded, &specs).map_err(|errors| {
-        validation_failed(&errors, decision.row.as_ref().map(StoredRow::source))
-    })?;
-    store
-        .apply(&decision.changes)
-        .map_err(|e| internal(format!("writing the store: {e}")))?;
+    let mut decide = Some(decide);
+    // What the decision inside the transaction came to: the write and its snapshot, or why not.
+    let mut result: Option<Result<(Decision, Snapshot), ApiError>> = None;
+    let revision = store
+        .transact(&mut |rows| {
+            let Some(decide) = decide.take() else {
+                return Outcome::Abort;
+            };
+            let cur = Current {
+                rows: rows.to_vec(),
+                snap: &snap,
+            };
+            let decided = decide(&cur).and_then(|decision| {
+                let next = apply_changes(&cur.rows, &decision.changes);
+                let specs: Vec<VirtualModelSpec> = next.into_iter().map(|r| r.spec).collect();
+                let built = app.build_snapshot(&loaded, &specs).map_err(|errors| {
+                    validation_failed(&errors, decision.row.as_ref().map(StoredRow::source))
+                })?;
+                Ok((decision, built))
+            });
+            let outcome = match &decided {
+                Ok((d, _)) => Outcome::Commit(d.changes.clone()),
+                Err(_) => Outcome::Abort,
+            };
+            result = Some(decided);
+            outcome
+        })
+        .map_err(|e| store_failed(&e, "writing the store"))?;
+    let (decision, built) = match result {
+        Some(r) => r?,
+        None => return Err(internal("the store ran no decision")),
+    };
+    let Some(revision) = revision else {
+        return Err(internal(
+            "the store rolled back a write it was told to commit",
+        ));
+    };
     app.install(loaded, built);
+    store.health().applied(revision);
     if let Some(r) = &decision.row {
-        log::info!("admin: wrote virtual model {:?} to the store", r.source());
+        log::info!(
+            "admin: wrote virtual model {:?} to the store (revision {revision})",
+            r.source()
+        );
     } else if let Some(Change::Delete(s)) = decision.changes.first() {
-        log::info!("admin: deleted virtual model {s:?} from the store");
+        log::info!("admin: deleted virtual model {s:?} from the store (revision {revision})");
     }
     Ok(decision)
 }

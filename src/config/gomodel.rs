@@ -67,10 +67,15 @@ const IGNORED: &[Ignored] = &[
     },
     Ignored {
         section: "storage",
-        keys: &["postgresql", "mongodb"],
+        keys: &["mongodb"],
         env: &["MONGODB_URL", "MONGODB_DATABASE"],
-        what: "the PostgreSQL store is configured with STORAGE_TYPE and POSTGRES_URL; MongoDB \
-               is not supported",
+        what: "MongoDB is not supported; the stores are sqlite and postgresql",
+    },
+    Ignored {
+        section: "storage.postgresql",
+        keys: &["max_conns"],
+        env: &["POSTGRES_MAX_CONNS"],
+        what: "the PostgreSQL store uses one connection for writes and one to follow changes",
     },
     Ignored {
         section: "logging",
@@ -140,6 +145,7 @@ const HONOURED: &[&str] = &[
     "cache.model.refresh_interval",
     "storage.type",
     "storage.sqlite.path",
+    "storage.postgresql.url",
     "metrics.enabled",
     "metrics.endpoint",
     "http.timeout",

@@ -147,6 +147,15 @@ pub struct StorageSpec {
     pub kind: Option<String>,
     #[serde(default)]
     pub sqlite: SqliteSpec,
+    #[serde(default)]
+    pub postgresql: PostgresStorageSpec,
+}
+
+/// GoModel's `storage.postgresql`: the database of the fleet store.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStorageSpec {
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -247,7 +256,12 @@ pub struct ModelsSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    /// `sqlite` (default) or `postgresql`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub sqlite_path: Option<String>,
+    pub postgres_url: Option<String>,
+    pub poll_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

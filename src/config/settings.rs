@@ -52,11 +52,52 @@ pub struct Settings {
     pub grace_period_s: u64,
     pub pid_file: Option<String>,
     pub sqlite_path: String,
+    pub store: StoreKind,
+    /// `STORE_POLL_SECONDS`: how often a fleet store's revision is checked besides
+    /// notifications.
+    pub store_poll_s: u64,
     pub log_json: bool,
     pub anthropic_default_max_tokens: u64,
 }
 
 pub const DEFAULT_BODY_LIMIT: u64 = 10 * 1024 * 1024;
+
+/// Which admin store a gateway opens (`STORAGE_TYPE`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    /// The file at `sqlite_path`.
+    Sqlite,
+    /// `POSTGRES_URL`, as given (parsed when the store opens).
+    Postgres { url: String },
+}
+
+/// `STORAGE_TYPE` / `store.type` (or GoModel's `storage.type`) and `POSTGRES_URL` /
+/// `store.postgres_url` (or GoModel's `storage.postgresql.url`), env over file.
+fn store_kind(file: &FileConfig, env: &Env, label: &str) -> Result<StoreKind, String> {
+    let (kind, from) = match (env.get("STORAGE_TYPE"), &file.store.kind) {
+        (Some(k), _) => (Some(k.to_string()), "STORAGE_TYPE".to_string()),
+        (None, Some(k)) => (Some(k.clone()), format!("{label}: store.type")),
+        (None, None) => (file.storage.kind.clone(), format!("{label}: storage.type")),
+    };
+    let url = env
+        .get("POSTGRES_URL")
+        .map(str::to_string)
+        .or(file.store.postgres_url.clone())
+        .or(file.storage.postgresql.url.clone())
+        .filter(|u| !u.trim().is_empty());
+    match kind.as_deref().map(|k| k.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("sqlite") => Ok(StoreKind::Sqlite),
+        Some("postgresql" | "postgres") => match url {
+            Some(url) => Ok(StoreKind::Postgres { url }),
+            None => Err(format!(
+                "{from} is postgresql but no database is named; set POSTGRES_URL (or store.postgres_url in the config file), e.g. postgresql://modelgate@db:5432/modelgate"
+            )),
+        },
+        Some(other) => Err(format!(
+            "{from} {other:?} is unknown; use sqlite or postgresql"
+        )),
+    }
+}
 
 /// Parses `10M`, `512K`, `1G`, `2048` (binary units).
 pub fn parse_size(raw: &str) -> Option<u64> {
@@ -221,6 +262,20 @@ impl Settings {
                 .or(file.store.sqlite_path.clone())
                 .or(storage_sqlite_path(file, label)?)
                 .unwrap_or_else(|| "data/modelgate.db".to_string()),
+            store: store_kind(file, env, label)?,
+            store_poll_s: match env_number(
+                env,
+                "STORE_POLL_SECONDS",
+                1,
+                "a number of seconds above 0",
+            )? {
+                Some(n) => n,
+                None => match file.store.poll_seconds {
+                    Some(0) => return Err(format!("{label}: store.poll_seconds must be above 0")),
+                    Some(n) => n,
+                    None => 30,
+                },
+            },
             log_json,
             anthropic_default_max_tokens,
         })
@@ -281,11 +336,8 @@ fn storage_sqlite_path(file: &FileConfig, label: &str) -> Result<Option<String>,
         .map(|k| k.trim().to_ascii_lowercase());
     match kind.as_deref() {
         None | Some("") | Some("sqlite") => Ok(file.storage.sqlite.path.clone()),
-        Some("postgresql") | Some("postgres") => Err(format!(
-            "{label}: storage.type \"postgresql\": the PostgreSQL store is configured with \
-             STORAGE_TYPE=postgresql and POSTGRES_URL, not in the file; remove storage.type or \
-             set it to sqlite"
-        )),
+        // The fleet store: `store_kind` reads storage.postgresql.url.
+        Some("postgresql") | Some("postgres") => Ok(None),
         Some(other) => Err(format!(
             "{label}: storage.type {other:?} is not supported; modelgate's stores are sqlite \
              (storage.sqlite.path or SQLITE_PATH) and postgresql (STORAGE_TYPE and POSTGRES_URL)"
@@ -472,10 +524,21 @@ mod tests {
             serde_yaml::from_str("storage: {type: sqlite, sqlite: {path: x.db}}").unwrap();
         let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
         assert_eq!(s.sqlite_path, "x.db");
+        let file: FileConfig = serde_yaml::from_str(
+            "storage: {type: postgresql, postgresql: {url: 'postgres://u@h/g'}}",
+        )
+        .unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(
+            s.store,
+            StoreKind::Postgres {
+                url: "postgres://u@h/g".into()
+            }
+        );
         let file: FileConfig = serde_yaml::from_str("storage: {type: postgresql}").unwrap();
         let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
         assert!(
-            e.contains("STORAGE_TYPE=postgresql and POSTGRES_URL"),
+            e.contains("c: storage.type is postgresql") && e.contains("POSTGRES_URL"),
             "{e}"
         );
         let file: FileConfig = serde_yaml::from_str("storage: {type: mongodb}").unwrap();
@@ -517,5 +580,64 @@ mod tests {
         let env = Env::from_pairs([("BODY_SIZE_LIMIT", "huge")]);
         let e = Settings::resolve(&FileConfig::default(), &env, "c").unwrap_err();
         assert!(e.contains("BODY_SIZE_LIMIT"));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_postgresql_is_named_with_a_url() {
+        let s = Settings::resolve(&FileConfig::default(), &Env::default(), "c").unwrap();
+        assert_eq!((s.store, s.store_poll_s), (StoreKind::Sqlite, 30));
+        let file: FileConfig = serde_yaml::from_str(
+            "store: {type: postgresql, postgres_url: 'postgresql://f@h/d', poll_seconds: 5}",
+        )
+        .unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(
+            (s.store, s.store_poll_s),
+            (
+                StoreKind::Postgres {
+                    url: "postgresql://f@h/d".into()
+                },
+                5
+            )
+        );
+        let env = Env::from_pairs([
+            ("POSTGRES_URL", "postgresql://e@h/d"),
+            ("STORE_POLL_SECONDS", "2"),
+        ]);
+        let s = Settings::resolve(&file, &env, "c").unwrap();
+        assert_eq!(
+            (s.store, s.store_poll_s),
+            (
+                StoreKind::Postgres {
+                    url: "postgresql://e@h/d".into()
+                },
+                2
+            )
+        );
+        let env = Env::from_pairs([("STORAGE_TYPE", "sqlite")]);
+        assert_eq!(
+            Settings::resolve(&file, &env, "c").unwrap().store,
+            StoreKind::Sqlite
+        );
+    }
+
+    #[test]
+    fn store_settings_errors_name_the_setting() {
+        let env = Env::from_pairs([("STORAGE_TYPE", "postgresql")]);
+        let e = Settings::resolve(&FileConfig::default(), &env, "c").unwrap_err();
+        assert!(e.starts_with("STORAGE_TYPE is postgresql but"), "{e}");
+        assert!(e.contains("POSTGRES_URL"), "{e}");
+        let env = Env::from_pairs([("STORAGE_TYPE", "mysql")]);
+        let e = Settings::resolve(&FileConfig::default(), &env, "c").unwrap_err();
+        assert_eq!(
+            e,
+            "STORAGE_TYPE \"mysql\" is unknown; use sqlite or postgresql"
+        );
+        let file: FileConfig = serde_yaml::from_str("store: {type: mongo}").unwrap();
+        let e = Settings::resolve(&file, &Env::default(), "c.yaml").unwrap_err();
+        assert!(e.starts_with("c.yaml: store.type \"mongo\""), "{e}");
+        let env = Env::from_pairs([("STORE_POLL_SECONDS", "0")]);
+        let e = Settings::resolve(&FileConfig::default(), &env, "c").unwrap_err();
+        assert!(e.starts_with("STORE_POLL_SECONDS=\"0\""), "{e}");
     }
 }

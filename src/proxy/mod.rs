@@ -725,6 +725,7 @@ impl Gateway {
             last_reload_ok: reload.ok,
             virtual_models: snap.table.models.len(),
             in_flight: crate::server::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
+            store: self.app.store.as_ref().map(|s| s.health().state()),
         })
     }
 }

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "spec and etag columns",
         apply: v2_spec_and_etag,
     },
+    Migration {
+        version: 3,
+        name: "store revision",
+        apply: v3_revision,
+    },
 ];
 
 /// The schema version this build writes.
@@ -80,6 +85,17 @@ fn v2_spec_and_etag(conn: &Connection) -> rusqlite::Result<()> {
     // NULL spec marks a row GoModel wrote: it is read from the GoModel columns.
     add_column(conn, "spec", "TEXT")?;
     add_column(conn, "etag", "TEXT NOT NULL DEFAULT ''")
+}
+
+fn v3_revision(conn: &Connection) -> rusqlite::Result<()> {
+    // One row: bumped by every write, so a copy to PostgreSQL carries on from it.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS modelgate_store_revision (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            revision INTEGER NOT NULL
+        );
+        INSERT OR IGNORE INTO modelgate_store_revision (id, revision) VALUES (1, 0);",
+    )
 }
 
 /// Brings the schema to `latest()`. Fails on a database from a newer modelgate.

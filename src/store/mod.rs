@@ -1,16 +1,27 @@
-//! The admin store: virtual model rows written through the admin API, kept behind the `Store`
-//! trait so that another backend (PostgreSQL, for fleets of gateways sharing rows) can follow.
+//! The admin store: virtual model rows written through the admin API, behind the `Store` trait:
+//! `sqlite` (one file, the default) or `postgres` (one database shared by a fleet of gateways).
 //!
-//! The store never validates rows and never touches the request path: the admin API validates
-//! a whole new snapshot before it commits, and rows reach requests only through a snapshot.
+//! The store never validates rows and never touches the request path: a write decides and
+//! validates its whole new snapshot inside the store's transaction (`Store::transact`), and rows
+//! reach requests only through a snapshot. Every committed write bumps the store's revision, so
+//! a gateway knows whether the rows it serves are the latest.
 
 pub mod columns;
+pub mod copy;
+pub mod endpoint;
 pub mod migrations;
+pub mod pg_migrations;
+pub mod postgres;
 pub mod sqlite;
 
-use crate::app::StoreRows;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
 use crate::config::schema::VirtualModelSpec;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// One stored virtual model with its bookkeeping.
@@ -73,20 +84,147 @@ pub enum StoreError {
         source_name: String,
         message: String,
     },
+    /// The database cannot be reached now (connection refused or lost, server shutting down):
+    /// admin writes answer 503 and the gateway keeps serving its last snapshot.
+    #[error("admin store {location} is unavailable: {message}")]
+    Unavailable { location: String, message: String },
+    #[error("admin store {location}: {source}")]
+    Postgres {
+        location: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("admin store {location}: schema version {found} is newer than this modelgate knows ({known}); upgrade modelgate or point POSTGRES_URL elsewhere")]
+    PgTooNew {
+        location: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("admin store {location}: migration {version} ({name}) failed: {source}")]
+    PgMigration {
+        location: String,
+        version: i64,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("{0}")]
+    Endpoint(String),
 }
 
-/// A backend for admin rows. Implementations keep every `apply` atomic: after a crash at any
+impl StoreError {
+    /// Whether the error is the database being out of reach (503) rather than a fault (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Rows together with the revision they are at.
+#[derive(Debug, Clone)]
+pub struct Revisioned {
+    pub rows: Vec<StoredRow>,
+    pub revision: i64,
+}
+
+/// What a write's decision does with the transaction it runs in.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Apply these changes, bump the revision and commit.
+    Commit(Vec<Change>),
+    /// Roll back: the decision refused the write (its reason is the caller's to keep).
+    Abort,
+}
+
+/// The store's health as the status API and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreState {
+    /// The revision the live snapshot was built at (0 before any write).
+    pub revision: i64,
+    pub connected: bool,
+    pub last_error: Option<String>,
+}
+
+/// Connection state shared by a store and its follower: atomics and one swapped string, so
+/// the status API and `/metrics` read it without a lock.
+#[derive(Debug, Default)]
+pub struct Health {
+    revision: AtomicI64,
+    connected: AtomicBool,
+    last_error: ArcSwapOption<String>,
+}
+
+impl Health {
+    pub fn connected(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, error: &str) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.last_error.store(Some(Arc::new(error.to_string())));
+    }
+
+    /// Records a failure that says nothing about the connection (rows that do not validate).
+    pub fn error(&self, error: &str) {
+        self.last_error.store(Some(Arc::new(error.to_string())));
+    }
+
+    /// Records the revision the live snapshot now reflects.
+    pub fn applied(&self, revision: i64) {
+        self.revision.store(revision, Ordering::Relaxed);
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    pub fn state(&self) -> StoreState {
+        StoreState {
+            revision: self.revision(),
+            connected: self.connected.load(Ordering::Relaxed),
+            last_error: self.last_error.load_full().map(|e| (*e).clone()),
+        }
+    }
+}
+
+/// What a follower calls when the rows changed under the gateway (another instance wrote, or
+/// the connection came back): rebuild the snapshot. Runs on a blocking thread.
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// A backend for admin rows. Implementations keep every write atomic: after a crash at any
 /// point each row is wholly there or not, and the changes of one call land together or not at
 /// all.
-pub trait Store: StoreRows + Send + Sync {
-    /// `sqlite` (or the name of another backend), for the status API.
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgresql`, for the status API.
     fn kind(&self) -> &'static str;
     /// Where the rows live (a file path or a database URL without credentials).
     fn location(&self) -> String;
+    /// The status API's name for `location`: `path` (a file) or `url` (a database).
+    fn location_field(&self) -> &'static str;
     /// Every row, ordered by source.
-    fn list(&self) -> Result<Vec<StoredRow>, StoreError>;
-    /// Applies `changes` in one transaction.
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    fn list(&self) -> Result<Vec<StoredRow>, StoreError> {
+        self.load().map(|r| r.rows)
+    }
+    /// Every row and the revision they are at, read in one transaction.
+    fn load(&self) -> Result<Revisioned, StoreError>;
+    /// One write: in one transaction that holds the store's write lock, reads every row, asks
+    /// `decide` what to do with them, and applies its changes, bumps the revision (and tells
+    /// the other gateways) and commits; `decide` refusing rolls back. So whatever `decide`
+    /// checks (`If-Match`, a free source) still holds when the changes land, whichever gateway
+    /// wrote last. Returns the new revision, or None when `decide` refused.
+    fn transact(
+        &self,
+        decide: &mut dyn FnMut(&[StoredRow]) -> Outcome,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Applies `changes` in one transaction, whatever the rows are.
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.transact(&mut |_| Outcome::Commit(changes.to_vec()))
+            .map(|_| ())
+    }
+    /// Revision, connection state and last error.
+    fn health(&self) -> &Health;
+    /// Starts watching for writes by other gateways, calling `on_change` after each (and when a
+    /// lost connection comes back). A store only this process writes needs no watching.
+    fn follow(&self, on_change: OnChange) {
+        let _ = on_change;
+    }
 }
 
 /// A fresh etag: random, so a row deleted and created again never repeats an old one.

@@ -3,7 +3,8 @@
 //! row wholly there or not, and a write's changes together or not at all.
 //!
 //! One connection behind a mutex: admin writes are rare and serialized anyway, and the request
-//! path never calls into the store.
+//! path never calls into the store. A write takes SQLite's write lock before it reads
+//! (`BEGIN IMMEDIATE`), so a second process on the same file cannot slip in between.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,13 +12,13 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::columns::{self, Columns};
-use super::{migrations, Change, Store, StoreError, StoredRow};
-use crate::app::StoreRows;
+use super::{migrations, Change, Health, Outcome, Revisioned, Store, StoreError, StoredRow};
 use crate::config::schema::VirtualModelSpec;
 
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    health: Health,
 }
 
 const SELECT: &str = "SELECT source, targets, strategy, session_affinity, provider_name, model,
@@ -85,10 +86,16 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         migrations::run(&mut conn, &shown)?;
-        Ok(SqliteStore {
+        let health = Health::default();
+        health.connected();
+        let store = SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-        })
+            health,
+        };
+        let revision = read_revision(&store.conn())?;
+        store.health.applied(revision);
+        Ok(store)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -120,13 +127,63 @@ impl SqliteStore {
     }
 }
 
-/// A row's columns as read, before decoding.
-struct RawRow {
-    columns: Columns,
-    created_at: i64,
-    updated_at: i64,
-    spec: Option<String>,
-    etag: String,
+fn read_revision(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT revision FROM modelgate_store_revision WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn read_rows(conn: &Connection) -> Result<Vec<StoredRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY source"))?;
+    let raws = stmt
+        .query_map([], raw_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter().map(decode).collect()
+}
+
+fn write_change(tx: &Connection, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::Upsert(row) => {
+            let c = columns::from_spec(&row.spec);
+            let spec = serde_json::to_string(&row.spec).map_err(|e| StoreError::BadRow {
+                source_name: c.source.clone(),
+                message: e.to_string(),
+            })?;
+            tx.execute(
+                UPSERT,
+                params![
+                    c.source,
+                    c.targets,
+                    c.strategy,
+                    c.session_affinity,
+                    c.provider_name,
+                    c.model,
+                    c.user_paths,
+                    c.description,
+                    c.enabled as i64,
+                    row.created_at,
+                    row.updated_at,
+                    spec,
+                    row.etag,
+                ],
+            )?;
+        }
+        Change::Delete(source) => {
+            tx.execute("DELETE FROM virtual_models WHERE source = ?1", [source])?;
+        }
+    }
+    Ok(())
+}
+
+/// A row's columns as read, before decoding (either backend).
+pub(super) struct RawRow {
+    pub(super) columns: Columns,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) spec: Option<String>,
+    pub(super) etag: String,
 }
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -149,7 +206,7 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     })
 }
 
-fn decode(raw: RawRow) -> Result<StoredRow, StoreError> {
+pub(super) fn decode(raw: RawRow) -> Result<StoredRow, StoreError> {
     let bad = |message: String| StoreError::BadRow {
         source_name: raw.columns.source.clone(),
         message,
@@ -179,14 +236,6 @@ fn decode(raw: RawRow) -> Result<StoredRow, StoreError> {
     })
 }
 
-impl StoreRows for SqliteStore {
-    fn rows(&self) -> Result<Vec<VirtualModelSpec>, String> {
-        self.list()
-            .map(|rows| rows.into_iter().map(|r| r.spec).collect())
-            .map_err(|e| e.to_string())
-    }
-}
-
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
@@ -196,53 +245,45 @@ impl Store for SqliteStore {
         self.path.display().to_string()
     }
 
-    fn list(&self) -> Result<Vec<StoredRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY source"))?;
-        let raws = stmt
-            .query_map([], raw_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(decode).collect()
+    fn location_field(&self) -> &'static str {
+        "path"
     }
 
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn load(&self) -> Result<Revisioned, StoreError> {
         let mut conn = self.conn();
+        // A read transaction: the rows and the revision of one moment.
         let tx = conn.transaction()?;
-        for change in changes {
-            match change {
-                Change::Upsert(row) => {
-                    let c = columns::from_spec(&row.spec);
-                    let spec =
-                        serde_json::to_string(&row.spec).map_err(|e| StoreError::BadRow {
-                            source_name: c.source.clone(),
-                            message: e.to_string(),
-                        })?;
-                    tx.execute(
-                        UPSERT,
-                        params![
-                            c.source,
-                            c.targets,
-                            c.strategy,
-                            c.session_affinity,
-                            c.provider_name,
-                            c.model,
-                            c.user_paths,
-                            c.description,
-                            c.enabled as i64,
-                            row.created_at,
-                            row.updated_at,
-                            spec,
-                            row.etag,
-                        ],
-                    )?;
-                }
-                Change::Delete(source) => {
-                    tx.execute("DELETE FROM virtual_models WHERE source = ?1", [source])?;
-                }
-            }
-        }
+        let revision = read_revision(&tx)?;
+        let rows = read_rows(&tx)?;
         tx.commit()?;
-        Ok(())
+        Ok(Revisioned { rows, revision })
+    }
+
+    fn transact(
+        &self,
+        decide: &mut dyn FnMut(&[StoredRow]) -> Outcome,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows = read_rows(&tx)?;
+        let changes = match decide(&rows) {
+            Outcome::Commit(changes) => changes,
+            Outcome::Abort => return Ok(None),
+        };
+        for change in &changes {
+            write_change(&tx, change)?;
+        }
+        let revision: i64 = tx.query_row(
+            "UPDATE modelgate_store_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Some(revision))
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
     }
 }
 
@@ -387,6 +428,30 @@ mod tests {
         let err = s.list().unwrap_err().to_string();
         assert!(err.contains("row \"x\""), "{err}");
         assert!(err.contains("did you mean `source`?"), "{err}");
+    }
+
+    #[test]
+    fn every_write_bumps_the_revision_and_a_refused_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap().revision, 0);
+        let rev = s
+            .transact(&mut |rows| {
+                assert!(rows.is_empty());
+                Outcome::Commit(vec![Change::Upsert(Box::new(row(
+                    r#"{"source":"a"}"#,
+                    "e",
+                )))])
+            })
+            .unwrap();
+        assert_eq!(rev, Some(1));
+        assert_eq!(s.transact(&mut |_| Outcome::Abort).unwrap(), None);
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        let current = s.load().unwrap();
+        assert_eq!((current.revision, current.rows.len()), (1, 1));
+        assert_eq!(s.health().revision(), 1);
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! `modelgate store copy`: every row from one store to another (SQLite to PostgreSQL or back),
+//! keeping each row's source, etag and times, in one transaction of the target.
+//!
+//! A target that holds rows is refused unless the copy is told to replace them; nothing here
+//! validates rows (the gateway that serves them does, as for any store).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::endpoint::Endpoint;
+use super::{Change, Outcome, PostgresStore, SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("--from {0}: no such file")]
+    NoSource(String),
+    #[error("--to {target} already holds {rows} virtual models; pass --replace to overwrite them, or copy into an empty store")]
+    NotEmpty { target: String, rows: usize },
+    #[error("store copy: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Copied {
+    pub rows: usize,
+    /// Rows of the target that were replaced.
+    pub replaced: usize,
+    /// The target's revision after the copy.
+    pub revision: i64,
+}
+
+/// Opens the store an endpoint names: a source must exist; a target is created (and migrated).
+pub fn open(endpoint: &Endpoint, create: bool) -> Result<Box<dyn Store>, CopyError> {
+    Ok(match endpoint {
+        Endpoint::Sqlite(path) => Box::new(open_sqlite(path, create)?),
+        // The copy never follows the store: the poll interval is not used.
+        Endpoint::Postgres(url) => Box::new(PostgresStore::open(url, Duration::from_secs(30))?),
+    })
+}
+
+fn open_sqlite(path: &Path, create: bool) -> Result<SqliteStore, CopyError> {
+    if create {
+        return Ok(SqliteStore::open(path)?);
+    }
+    SqliteStore::open_existing(path)?
+        .ok_or_else(|| CopyError::NoSource(format!("sqlite:{}", path.display())))
+}
+
+/// Copies every row of `from` into `to` in one transaction of `to`.
+pub fn copy(from: &dyn Store, to: &dyn Store, replace: bool) -> Result<Copied, CopyError> {
+    let rows = from.list()?;
+    let mut refused = None;
+    let mut replaced = 0;
+    let revision = to.transact(&mut |existing| {
+        if !existing.is_empty() && !replace {
+            refused = Some(existing.len());
+            return Outcome::Abort;
+        }
+        replaced = existing.len();
+        let mut changes: Vec<Change> = existing
+            .iter()
+            .map(|r| Change::Delete(r.source().to_string()))
+            .collect();
+        changes.extend(rows.iter().map(|r| Change::Upsert(Box::new(r.clone()))));
+        Outcome::Commit(changes)
+    })?;
+    match (refused, revision) {
+        (Some(n), _) => Err(CopyError::NotEmpty {
+            target: to.location(),
+            rows: n,
+        }),
+        (None, Some(revision)) => Ok(Copied {
+            rows: rows.len(),
+            replaced,
+            revision,
+        }),
+        (None, None) => Err(CopyError::NotEmpty {
+            target: to.location(),
+            rows: 0,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredRow;
+
+    fn row(source: &str, etag: &str) -> StoredRow {
+        StoredRow {
+            spec: serde_json::from_value(serde_json::json!({"source": source, "target": "p/m"}))
+                .unwrap(),
+            created_at: 11,
+            updated_at: 22,
+            etag: etag.into(),
+        }
+    }
+
+    #[test]
+    fn rows_keep_their_etags_and_times_and_a_full_target_needs_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        let b = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        a.apply(&[
+            Change::Upsert(Box::new(row("x", "e1"))),
+            Change::Upsert(Box::new(row("y", "e2"))),
+        ])
+        .unwrap();
+        let done = copy(&a, &b, false).unwrap();
+        assert_eq!((done.rows, done.replaced, done.revision), (2, 0, 1));
+        assert_eq!(b.list().unwrap(), a.list().unwrap());
+        let e = copy(&a, &b, false).unwrap_err().to_string();
+        assert!(
+            e.contains("already holds 2 virtual models; pass --replace"),
+            "{e}"
+        );
+        b.apply(&[Change::Upsert(Box::new(row("z", "e3")))])
+            .unwrap();
+        let done = copy(&a, &b, true).unwrap();
+        assert_eq!(done.replaced, 3);
+        assert_eq!(b.list().unwrap(), a.list().unwrap());
+    }
+
+    #[test]
+    fn a_missing_sqlite_source_is_named_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.db");
+        let e = open(&Endpoint::Sqlite(path.clone()), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("--from sqlite:"), "{e}");
+        assert!(e.ends_with("no such file"), "{e}");
+        assert!(!path.exists());
+    }
+}
