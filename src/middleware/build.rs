@@ -257,6 +257,69 @@ fn check_call(
     })
 }
 
+/// A problem in an entry of `middleware_configs:` found by checking it on its own (an entry no
+/// pipeline uses yet is still checked, so a mistake shows before it is referenced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntryError {
+    pub id: String,
+    /// Relative to the entry (`config_type`, `config.deny[0]`).
+    pub field: String,
+    pub problem: Problem,
+}
+
+impl fmt::Display for ConfigEntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "middleware_configs[\"{}\"].{}: {}",
+            self.id, self.field, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigEntryError {}
+
+/// Checks every entry of `middleware_configs:`: a known `config_type` and a configuration that
+/// middleware accepts.
+pub fn check_config_entries(
+    configs: &BTreeMap<String, MiddlewareConfigEntry>,
+) -> Vec<ConfigEntryError> {
+    let mut errors = Vec::new();
+    for (id, entry) in configs {
+        let Some(kind) = Kind::ALL
+            .into_iter()
+            .find(|k| k.config_type() == entry.config_type)
+        else {
+            let known: Vec<String> = Kind::ALL
+                .iter()
+                .map(|k| format!("\"{}\"", k.config_type()))
+                .collect();
+            errors.push(ConfigEntryError {
+                id: id.clone(),
+                field: "config_type".into(),
+                problem: Problem::Invalid(format!(
+                    "config_type \"{}\" is unknown; use one of {}",
+                    entry.config_type,
+                    known.join(", ")
+                )),
+            });
+            continue;
+        };
+        if let Err(problems) = compile(kind, &entry.config) {
+            errors.extend(problems.into_iter().map(|p| ConfigEntryError {
+                id: id.clone(),
+                field: if p.field.is_empty() {
+                    "config".into()
+                } else {
+                    format!("config.{}", p.field)
+                },
+                problem: p.problem,
+            }));
+        }
+    }
+    errors
+}
+
 fn known_ids(configs: &BTreeMap<String, MiddlewareConfigEntry>) -> String {
     if configs.is_empty() {
         return "the map is empty".into();

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::routing::model::Operation;
 
-pub use build::{MiddlewareError, Problem};
+pub use build::{check_config_entries, ConfigEntryError, MiddlewareError, Problem};
 pub use call::{MiddlewareCall, MiddlewareConfigEntry};
 pub use counters::{Counters, KindCounts, COUNTERS};
 pub use headers::HeaderSink;

@@ -290,3 +290,40 @@ fn known_names_are_derived_from_the_enum() {
         assert!(Kind::known_names().contains(kind.name()));
     }
 }
+
+#[test]
+fn config_entries_are_checked_on_their_own() {
+    let mut configs = BTreeMap::new();
+    configs.insert(
+        "team/odd".to_string(),
+        MiddlewareConfigEntry {
+            config_type: "guardrail_config".into(),
+            config: json!({}),
+        },
+    );
+    configs.insert(
+        "team/prompt".to_string(),
+        MiddlewareConfigEntry {
+            config_type: "system_prompt_config".into(),
+            config: json!({"txt": "x"}),
+        },
+    );
+    configs.insert(
+        "team/ok".to_string(),
+        MiddlewareConfigEntry {
+            config_type: "log_config".into(),
+            config: json!({"level": "debug"}),
+        },
+    );
+    let e: Vec<String> = check_config_entries(&configs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(e.len(), 2);
+    assert!(e[0].starts_with(r#"middleware_configs["team/odd"].config_type: config_type "guardrail_config" is unknown; use one of "set_params_config""#), "{}", e[0]);
+    assert!(
+        e[1].starts_with(r#"middleware_configs["team/prompt"].config.txt: unknown field `txt`"#),
+        "{}",
+        e[1]
+    );
+}
