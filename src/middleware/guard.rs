@@ -98,7 +98,8 @@ impl Guard {
         if let Some(deny) = &self.deny {
             let mut hit = None;
             text::for_each(body, operation, &mut |s| {
-                if hit.is_none() {
+                // `is_match` stops at the first match; `matches` (which pattern) runs all.
+                if hit.is_none() && deny.is_match(s) {
                     hit = deny.matches(s).iter().next();
                 }
             });

@@ -187,7 +187,7 @@ pub struct StreamRedactor {
     stages: Vec<Stage>,
     operation: Operation,
     channels: Vec<Channel>,
-    /// The last OpenAI chunk's `id`, `object`, `created` and `model`, for the chunk that
+    /// The first OpenAI chunk's `id`, `object`, `created` and `model`, for the chunk that
     /// carries text flushed at the end of the stream.
     template: Option<Value>,
 }
@@ -227,7 +227,8 @@ impl StreamRedactor {
         out
     }
 
-    fn channel(&mut self, key: (u64, u64)) -> &mut Channel {
+    /// Passes text of a channel through every stage; returns what may be sent now.
+    fn feed(&mut self, key: (u64, u64), text: &str) -> String {
         let at = match self.channels.iter().position(|c| c.key == key) {
             Some(at) => at,
             None => {
@@ -238,15 +239,9 @@ impl StreamRedactor {
                 self.channels.len() - 1
             }
         };
-        &mut self.channels[at]
-    }
-
-    /// Passes text of a channel through every stage; returns what may be sent now.
-    fn feed(&mut self, key: (u64, u64), text: &str) -> String {
-        let stages = self.stages.clone();
-        let channel = self.channel(key);
+        let channel = &mut self.channels[at];
         let mut input = text.to_string();
-        for (stage, held) in stages.iter().zip(channel.held.iter_mut()) {
+        for (stage, held) in self.stages.iter().zip(channel.held.iter_mut()) {
             held.push_str(&input);
             let mut out = String::new();
             let consumed = stage.rules.scan(held, &mut out, Some(stage.window));
@@ -340,7 +335,7 @@ impl StreamRedactor {
     /// OpenAI chat and completion chunks: `choices[].delta.content` / `choices[].text`; a
     /// choice's `finish_reason` ends its channel, and its held text rides in the same chunk.
     fn openai_chunk(&mut self, data: &mut Value) -> bool {
-        if let Some(obj) = data.as_object() {
+        if let Some(obj) = data.as_object().filter(|_| self.template.is_none()) {
             let mut template = serde_json::Map::new();
             for key in ["id", "object", "created", "model"] {
                 if let Some(v) = obj.get(key) {
