@@ -278,3 +278,32 @@ proptest! {
         prop_assert_eq!(text_of(&events, op), expected);
     }
 }
+
+#[test]
+fn each_choice_of_a_completions_stream_is_its_own_channel() {
+    let mut bytes = Vec::new();
+    for (index, piece) in [
+        (0, "a sk-abc"),
+        (1, "b sk-xyz"),
+        (0, "def12 A"),
+        (1, "uvw34 B"),
+    ] {
+        let chunk = json!({"id": "c", "object": "text_completion", "created": 1, "model": "m",
+            "choices": [{"index": index, "text": piece, "finish_reason": null}]});
+        write_event(&mut bytes, None, &chunk.to_string());
+    }
+    write_event(&mut bytes, None, "[DONE]");
+    let events = run(&key_rule(), Operation::Completion, &bytes, &[]);
+    let mut per_choice = [String::new(), String::new()];
+    for e in &events {
+        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+            continue;
+        };
+        for c in v["choices"].as_array().into_iter().flatten() {
+            let i = c["index"].as_u64().unwrap_or(9) as usize;
+            per_choice[i].push_str(c["text"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(per_choice, ["a [KEY] A", "b [KEY] B"]);
+    assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"));
+}
