@@ -96,3 +96,40 @@ fn a_dead_receiver_only_counts_failures() {
         failed + dropped >= failed_before + dropped_before + 5
     });
 }
+
+/// The README's pipeline example is a valid configuration.
+#[test]
+fn the_readme_example_builds() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("### Middleware pipelines")
+        .nth(1)
+        .and_then(|s| s.split("```yaml").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("a yaml block in the middleware section");
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("the example is YAML");
+    let configs: BTreeMap<String, modelgate::middleware::MiddlewareConfigEntry> =
+        serde_yaml::from_value(doc["middleware_configs"].clone()).expect("middleware_configs");
+    assert!(modelgate::middleware::check_config_entries(&configs).is_empty());
+    let vm = &doc["virtual_models"][0];
+    let list = |field: &str| -> Vec<MiddlewareCall> {
+        serde_yaml::from_value(vm[field].clone()).unwrap_or_else(|e| panic!("{field}: {e}"))
+    };
+    let (request, response, post) = (
+        list("request_middleware"),
+        list("response_middleware"),
+        list("post_response_middleware"),
+    );
+    let pipelines = Pipelines::build(&request, &response, &post, &configs)
+        .unwrap_or_else(|e| panic!("{}", e[0]));
+    let names: Vec<Vec<&str>> = pipelines.describe().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        names,
+        [
+            vec!["set-params", "system-prompt", "guard", "router"],
+            vec!["redact", "headers"],
+            vec!["webhook", "log"],
+        ]
+    );
+}
