@@ -446,7 +446,6 @@ impl StreamRedactor {
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
         );
-        let rules: Vec<Arc<Rules>> = self.stages.iter().map(|s| s.rules.clone()).collect();
         match data.get("type").and_then(Value::as_str) {
             Some("response.output_text.delta") => {
                 let Some(text) = data.get("delta").and_then(Value::as_str) else {
@@ -466,8 +465,8 @@ impl StreamRedactor {
                     self.write_flushed(key, flushed, before);
                 }
                 if let Some(text) = data.get_mut("text") {
-                    for r in &rules {
-                        redact_string(r, text);
+                    for stage in &self.stages {
+                        redact_string(&stage.rules, text);
                     }
                 }
                 true
@@ -475,8 +474,8 @@ impl StreamRedactor {
             Some("response.content_part.done") => {
                 if let Some(part) = data.get_mut("part") {
                     let mut parts = Value::Array(vec![part.take()]);
-                    for r in &rules {
-                        redact_parts(r, &mut parts);
+                    for stage in &self.stages {
+                        redact_parts(&stage.rules, &mut parts);
                     }
                     if let Value::Array(mut v) = parts {
                         *part = v.pop().unwrap_or(Value::Null);
@@ -486,16 +485,16 @@ impl StreamRedactor {
             }
             Some("response.output_item.done") => {
                 if let Some(item) = data.get_mut("item") {
-                    for r in &rules {
-                        redact_item(r, item);
+                    for stage in &self.stages {
+                        redact_item(&stage.rules, item);
                     }
                 }
                 true
             }
             Some("response.completed" | "response.incomplete" | "response.failed") => {
                 if let Some(response) = data.get_mut("response") {
-                    for r in &rules {
-                        redact_answer(r, response, Operation::Responses);
+                    for stage in &self.stages {
+                        redact_answer(&stage.rules, response, Operation::Responses);
                     }
                 }
                 true
