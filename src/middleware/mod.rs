@@ -355,8 +355,16 @@ impl Pipelines {
     }
 
     /// A redactor for one streamed answer in the client's dialect, or `None` when the pipeline
-    /// has no `redact` step (the stream then passes untouched).
+    /// has no `redact` step or the operation answers no text (embeddings, token counts): the
+    /// stream then passes untouched.
     pub fn stream_redactor(&self, operation: Operation) -> Option<StreamRedactor> {
+        match operation {
+            Operation::Embedding | Operation::CountTokens => return None,
+            Operation::Chat
+            | Operation::Completion
+            | Operation::Responses
+            | Operation::Messages => {}
+        }
         let stages: Vec<_> = self
             .response
             .iter()

@@ -281,6 +281,7 @@ fn response_phase_headers_and_redaction() {
     p.redact_body(&mut body, Operation::Messages);
     assert_eq!(body["content"][0]["text"], "a [REDACTED]");
     assert!(p.stream_redactor(Operation::Messages).is_some());
+    assert!(p.stream_redactor(Operation::Embedding).is_none());
 }
 
 #[test]
