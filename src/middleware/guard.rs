@@ -1,10 +1,12 @@
 //! `guard`: refuses requests whose text matches a `deny` pattern or is longer than
 //! `max_input_chars`, and rewrites the text that leaves through `redact` rules.
 //!
-//! Checks run on the client's text (see `text`) before redaction, in that order: deny, length,
-//! then redact. A refusal is returned to the pipeline, which the proxy answers with 400
-//! `request_blocked` before anything goes upstream. The deny patterns are one `RegexSet`, so a
-//! 200 KB body is scanned once per text piece whatever the number of patterns.
+//! Checks run on the client's text (see `text`) as it was sent: a deny match anywhere blocks,
+//! then a total over `max_input_chars` blocks, else the redactions apply. A refusal is returned
+//! to the pipeline, which the proxy answers with 400 `request_blocked` before anything goes
+//! upstream (so text redacted before a later piece was denied never leaves). The deny and
+//! redact patterns together are one `RegexSet`: a 200 KB body is walked once, and a piece
+//! matching none of them (nearly all) costs one scan whatever the number of patterns.
 
 use regex::RegexSet;
 use serde::Deserialize;
@@ -31,7 +33,10 @@ struct Config {
 
 #[derive(Debug)]
 pub(super) struct Guard {
-    deny: Option<RegexSet>,
+    /// The deny patterns, then the redact patterns; `None` when there are neither.
+    any: Option<RegexSet>,
+    /// How many of `any`'s patterns are deny patterns.
+    deny: usize,
     redact: Rules,
     max_input_chars: Option<u64>,
     message: Option<String>,
@@ -65,22 +70,29 @@ impl Guard {
                 "a guard needs at least one of deny, redact and max_input_chars",
             ));
         }
-        let deny = if c.deny.is_empty() || !problems.is_empty() {
+        let patterns: Vec<&str> = c
+            .deny
+            .iter()
+            .map(String::as_str)
+            .chain(c.redact.iter().map(|r| r.pattern.as_str()))
+            .collect();
+        let any = if patterns.is_empty() || !problems.is_empty() {
             None
         } else {
-            match RegexSet::new(&c.deny) {
+            match RegexSet::new(&patterns) {
                 Ok(set) => Some(set),
                 Err(e) => {
                     // Each pattern compiled alone; together they can still exceed the size
                     // limit.
-                    problems.push(FieldProblem::invalid("deny", e.to_string()));
+                    problems.push(FieldProblem::invalid("", e.to_string()));
                     None
                 }
             }
         };
         match redact {
             Some(redact) if problems.is_empty() => Ok(Guard {
-                deny,
+                any,
+                deny: c.deny.len(),
                 redact,
                 max_input_chars: c.max_input_chars,
                 message: c.message,
@@ -95,36 +107,46 @@ impl Guard {
         body: &mut Value,
         operation: Operation,
     ) -> Result<(), (String, BlockReason)> {
-        if let Some(deny) = &self.deny {
-            let mut hit = None;
-            text::for_each(body, operation, &mut |s| {
-                // `is_match` stops at the first match; `matches` (which pattern) runs all.
-                if hit.is_none() && deny.is_match(s) {
-                    hit = deny.matches(s).iter().next();
-                }
-            });
-            if let Some(pattern) = hit {
-                let message = self.message.clone().unwrap_or_else(|| {
-                    "the request was blocked: its content is not allowed here".to_string()
-                });
-                return Err((message, BlockReason::Denied { pattern }));
+        let count = self.max_input_chars.is_some();
+        let mut chars = 0u64;
+        let mut denied = None;
+        text::for_each_mut(body, operation, &mut |s| {
+            if denied.is_some() {
+                return;
             }
+            if count {
+                chars += s.chars().count() as u64;
+            }
+            let Some(any) = &self.any else {
+                return;
+            };
+            // `is_match` stops at the first match; `matches` (which ones) runs them all, so
+            // it is asked only about the rare piece that matches.
+            if !any.is_match(s) {
+                return;
+            }
+            let hits = any.matches(s);
+            if let Some(pattern) = hits.iter().find(|&i| i < self.deny) {
+                denied = Some(pattern);
+                return;
+            }
+            if let std::borrow::Cow::Owned(new) = self.redact.replace_all(s) {
+                *s = new;
+            }
+        });
+        if let Some(pattern) = denied {
+            let message = self.message.clone().unwrap_or_else(|| {
+                "the request was blocked: its content is not allowed here".to_string()
+            });
+            return Err((message, BlockReason::Denied { pattern }));
         }
         if let Some(max) = self.max_input_chars {
-            let chars = text::input_chars(body, operation);
             if chars > max {
                 let message = self.message.clone().unwrap_or_else(|| {
                     format!("the request was blocked: its input is {chars} characters, more than the {max} allowed")
                 });
                 return Err((message, BlockReason::TooLong { chars, max }));
             }
-        }
-        if !self.redact.is_empty() {
-            text::for_each_mut(body, operation, &mut |s| {
-                if let std::borrow::Cow::Owned(new) = self.redact.replace_all(s) {
-                    *s = new;
-                }
-            });
         }
         Ok(())
     }
@@ -188,6 +210,27 @@ mod tests {
         ]});
         assert_eq!(g.apply(&mut body, Operation::Chat), Ok(()));
         assert_eq!(body["messages"][0]["content"][0]["text"], "mine is [SSN].");
+    }
+
+    #[test]
+    fn length_counts_the_text_as_sent_and_deny_wins_over_length() {
+        let g = guard(
+            json!({"deny": ["forbidden"], "redact": [{"pattern": "x{4}", "replacement": ""}],
+                             "max_input_chars": 6}),
+        );
+        let mut body = chat("xxxxxxx");
+        assert_eq!(
+            g.apply(&mut body, Operation::Chat).map_err(|e| e.1),
+            Err(BlockReason::TooLong { chars: 7, max: 6 })
+        );
+        let mut body = json!({"model": "m", "messages": [
+            {"role": "user", "content": "a long first message"},
+            {"role": "user", "content": "forbidden"}
+        ]});
+        assert_eq!(
+            g.apply(&mut body, Operation::Chat).map_err(|e| e.1),
+            Err(BlockReason::Denied { pattern: 0 })
+        );
     }
 
     #[test]

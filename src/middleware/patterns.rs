@@ -85,10 +85,6 @@ impl Rules {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Replaces every match in `text`; borrows it when nothing matches.
     pub fn replace_all<'t>(&self, text: &'t str) -> Cow<'t, str> {
         if !self.rules.iter().any(|r| r.regex.is_match(text)) {
