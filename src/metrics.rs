@@ -367,7 +367,76 @@ impl Metrics {
                 u8::from(store.connected)
             );
         }
+        middleware(&mut out, &crate::middleware::COUNTERS);
         out
+    }
+}
+
+/// The middleware pipelines' counters: a series per middleware once it has run, and the
+/// webhook records once any was offered.
+fn middleware(out: &mut String, counters: &crate::middleware::Counters) {
+    let kinds = counters.kinds();
+    if !kinds.is_empty() {
+        header(
+            out,
+            "modelgate_middleware_calls_total",
+            "counter",
+            "Middleware runs by phase and middleware (a stream counts each chunk).",
+        );
+        for k in &kinds {
+            let _ = writeln!(
+                out,
+                "modelgate_middleware_calls_total{{phase=\"{}\",middleware=\"{}\"}} {}",
+                k.kind.phase().label(),
+                k.kind.name(),
+                k.calls
+            );
+        }
+        header(
+            out,
+            "modelgate_middleware_seconds_total",
+            "counter",
+            "Time spent in middleware by phase and middleware.",
+        );
+        for k in &kinds {
+            let _ = writeln!(
+                out,
+                "modelgate_middleware_seconds_total{{phase=\"{}\",middleware=\"{}\"}} {}",
+                k.kind.phase().label(),
+                k.kind.name(),
+                k.seconds
+            );
+        }
+        header(
+            out,
+            "modelgate_middleware_blocks_total",
+            "counter",
+            "Requests a middleware refused (answered 400 request_blocked).",
+        );
+        for k in kinds.iter().filter(|k| k.blocks > 0) {
+            let _ = writeln!(
+                out,
+                "modelgate_middleware_blocks_total{{phase=\"{}\",middleware=\"{}\"}} {}",
+                k.kind.phase().label(),
+                k.kind.name(),
+                k.blocks
+            );
+        }
+    }
+    let (sent, failed, dropped) = counters.webhook();
+    if sent + failed + dropped > 0 {
+        header(
+            out,
+            "modelgate_middleware_webhook_records_total",
+            "counter",
+            "Webhook records by result: sent, failed (receiver error or timeout, not retried), dropped (queue full).",
+        );
+        for (result, n) in [("sent", sent), ("failed", failed), ("dropped", dropped)] {
+            let _ = writeln!(
+                out,
+                "modelgate_middleware_webhook_records_total{{result=\"{result}\"}} {n}"
+            );
+        }
     }
 }
 
@@ -562,6 +631,37 @@ mod tests {
         // Never recorded: no series.
         assert!(!text.contains("modelgate_retries_total{"));
         assert!(!text.contains("modelgate_time_to_first_token_seconds_count{"));
+    }
+
+    #[test]
+    fn middleware_counters_render_per_phase_and_middleware() {
+        use crate::middleware::{Counters, MiddlewareCall, Pipelines, RequestFacts};
+        let mut out = String::new();
+        middleware(&mut out, &Counters::new());
+        assert!(out.is_empty(), "nothing before any middleware ran: {out}");
+        // A guard that blocks, run through the process's counters.
+        let call = MiddlewareCall {
+            name: "guard".into(),
+            config_type: None,
+            config: Some(serde_json::json!({"max_input_chars": 1})),
+            config_id: None,
+        };
+        let p = Pipelines::build(&[call], &[], &[], &Default::default()).expect("valid");
+        let mut body = serde_json::json!({"prompt": "too long"});
+        let facts = RequestFacts {
+            operation: crate::routing::model::Operation::Completion,
+            metadata: None,
+        };
+        assert!(p.run_request(&mut body, &facts).is_err());
+        let text = Metrics::default().render(&Gauges::default());
+        assert!(text
+            .contains("modelgate_middleware_calls_total{phase=\"request\",middleware=\"guard\"} "));
+        assert!(text.contains(
+            "modelgate_middleware_seconds_total{phase=\"request\",middleware=\"guard\"} "
+        ));
+        assert!(text.contains(
+            "modelgate_middleware_blocks_total{phase=\"request\",middleware=\"guard\"} "
+        ));
     }
 
     #[test]
