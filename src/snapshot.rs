@@ -154,6 +154,9 @@ pub struct Snapshot {
     pub store_rows: Vec<VirtualModelSpec>,
     /// Response tag values per virtual model, built once (see `TagValues`).
     pub tag_values: Vec<TagValues>,
+    /// Middleware pipelines per virtual model (as `table.models`), compiled once; `None` for a
+    /// virtual model without middleware, which then pays nothing for the feature.
+    pub pipelines: Vec<Option<Arc<crate::middleware::Pipelines>>>,
 }
 
 /// A virtual model's response tag values as header values: its source (for
@@ -222,10 +225,8 @@ impl Snapshot {
             env: &loaded.env_virtual_models,
         };
         let merged = validate::merge(&decl)?;
-        let pipeline_errors = crate::config::pipelines::check(&merged, &loaded.middleware_configs);
-        if !pipeline_errors.is_empty() {
-            return Err(pipeline_errors);
-        }
+        let mut pipelines =
+            crate::config::pipelines::compile(&merged, &loaded.middleware_configs, &loaded.label)?;
         let counters: HashMap<&str, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.table
@@ -281,7 +282,13 @@ impl Snapshot {
         let mut table = Table::new(models, names, loaded.settings.models_enabled_by_default);
         table.fallbacks = loaded.fallbacks.clone();
         let tag_values = tag_values(&table, &providers);
+        let pipelines = table
+            .models
+            .iter()
+            .map(|vm| pipelines.remove(vm.source.trim()))
+            .collect();
         Ok(Snapshot {
+            pipelines,
             settings: loaded.settings.clone(),
             providers,
             table,

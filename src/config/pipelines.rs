@@ -2,13 +2,59 @@
 //! `MiddlewareCall` gives exactly one of `config` and `config_id`, and a `config_id` names an
 //! entry of the file's `middleware_configs:` map.
 //!
-//! Only structure is checked here; whether a middleware name, phase or config key is known is
-//! `crate::middleware`'s job. Messages name the entry, the list, the index and the field.
+//! `check` looks at structure; `compile` then hands each entry's lists to
+//! `crate::middleware::Pipelines::build`, which knows the middlewares (names, phases, config
+//! keys, patterns). Messages name the entry, the list, the index and the field.
 
 use std::collections::BTreeMap;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::validate::Merged;
 use crate::middleware::call::MiddlewareConfigEntry;
+use crate::middleware::Pipelines;
+
+/// The compiled pipelines of every merged entry that has any middleware, by trimmed source;
+/// or every error, each naming the entry, the list, the index and the field. Entries of
+/// `middleware_configs:` are checked on their own too, used or not.
+pub fn compile(
+    merged: &[Merged<'_>],
+    configs: &BTreeMap<String, MiddlewareConfigEntry>,
+    label: &str,
+) -> Result<HashMap<String, Arc<Pipelines>>, Vec<String>> {
+    let mut errors = check(merged, configs);
+    errors.extend(
+        crate::middleware::check_config_entries(configs)
+            .into_iter()
+            .map(|e| format!("{label}: {e}")),
+    );
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut out = HashMap::new();
+    for m in merged {
+        let [(_, request), (_, response), (_, post)] = m.spec.middleware_lists();
+        if request.is_empty() && response.is_empty() && post.is_empty() {
+            continue;
+        }
+        let source = m.spec.source.as_deref().unwrap_or("").trim();
+        match Pipelines::build(request, response, post, configs) {
+            Ok(p) => {
+                out.insert(source.to_string(), Arc::new(p));
+            }
+            Err(es) => {
+                let at = format!("{} (source {source:?})", m.origin.location());
+                errors.extend(es.into_iter().map(|e| format!("{at}: {e}")));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
 
 /// Every structural error of the merged entries' middleware lists.
 pub fn check(

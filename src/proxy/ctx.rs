@@ -33,6 +33,8 @@ pub struct Ctx {
     pub plan: Option<Plan>,
     /// Where the request stands in its plan (`exchange` moves it).
     pub attempts: Attempts,
+    /// The middleware pipelines of the request's virtual model, when it has any.
+    pub pipelines: Option<Arc<crate::middleware::Pipelines>>,
     /// The current attempt's upstream body, built once per attempt (retries reuse it).
     pub attempt_body: Option<Bytes>,
     pub attempt_started: Option<Instant>,
@@ -105,6 +107,7 @@ impl Ctx {
             peek: None,
             plan: None,
             attempts: Attempts::default(),
+            pipelines: None,
             attempt_body: None,
             attempt_started: None,
             first_byte_at: None,

@@ -28,6 +28,7 @@ use super::ctx::Ctx;
 use super::respond::{self, ApiError};
 use super::{attempt_format, dialect, local, served_name, upstream_headers, Gateway};
 use crate::config::providers::ProviderKind;
+use crate::routing::model::Operation;
 
 /// The largest non-stream answer that is held and sent with its Content-Length in one write;
 /// a larger one streams through as it arrives.
@@ -232,7 +233,13 @@ impl Gateway {
         // rewritten, and judged before its status leaves.
         let whole = !ctx.stream || status >= 400;
         let translated = ctx.shaper.as_ref().is_some_and(dialect::Shaper::rewrites);
-        let limit = if translated { usize::MAX } else { WHOLE_LIMIT };
+        // So is a whole answer whose text a `redact` middleware rewrites.
+        let redacting = !ctx.stream && ctx.pipelines.as_ref().is_some_and(|p| p.redacts());
+        let limit = if translated || redacting {
+            usize::MAX
+        } else {
+            WHOLE_LIMIT
+        };
         let mut held = BytesMut::new();
         let mut ended = false;
         if whole {
@@ -267,7 +274,12 @@ impl Gateway {
                     ctx.error_code = Some("upstream_invalid_answer");
                 }
             }
-            let body = body.unwrap_or_default();
+            let mut body = body.unwrap_or_default();
+            if status < 400 {
+                if let Some(p) = ctx.pipelines.as_ref().filter(|p| p.redacts()) {
+                    body = redact_whole(p, &body, ctx.operation);
+                }
+            }
             header.set_status(status)?;
             header.remove_header(&TRANSFER_ENCODING);
             header.insert_header(CONTENT_LENGTH, HeaderValue::from(body.len()))?;
@@ -288,6 +300,11 @@ impl Gateway {
         }
         ctx.status = Some(status);
         self.write_head(session, ctx, header).await?;
+        let mut redactor = ctx
+            .pipelines
+            .as_ref()
+            .filter(|_| ctx.stream && status < 400)
+            .and_then(|p| p.stream_redactor(ctx.operation));
         let mut pending = (!held.is_empty()).then(|| held.freeze());
         loop {
             let (mut piece, end) = match pending.take() {
@@ -314,6 +331,13 @@ impl Gateway {
                 if end {
                     ctx.usage = shaper.usage;
                 }
+            }
+            if let Some(r) = redactor.as_mut() {
+                let mut out = piece.as_deref().map(|b| r.push(b)).unwrap_or_default();
+                if end {
+                    out.extend(r.finish());
+                }
+                piece = Some(Bytes::from(out));
             }
             if let Some(b) = piece.as_ref().filter(|b| !b.is_empty()) {
                 ctx.first_byte_at.get_or_insert_with(Instant::now);
@@ -346,6 +370,9 @@ impl Gateway {
     ) -> Result<()> {
         let tags = ctx.tags();
         respond::add_tags(&mut header, &tags)?;
+        if let Some(p) = ctx.pipelines.as_ref() {
+            p.apply_headers(&mut *header);
+        }
         session.set_keepalive(Some(60));
         session.write_response_header(header, false).await
     }
@@ -473,6 +500,18 @@ impl Gateway {
         ctx.error_code = Some("client_closed_request");
         session.set_keepalive(None);
         true
+    }
+}
+
+/// A whole answer with the `redact` middlewares applied to its text; unchanged when it is not
+/// JSON (nothing to find the text in).
+fn redact_whole(p: &crate::middleware::Pipelines, body: &Bytes, op: Operation) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            p.redact_body(&mut v, op);
+            serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
+        }
+        Err(_) => body.clone(),
     }
 }
 

@@ -111,6 +111,8 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     let created = discovery::now_ms() / 1000;
     let id = ctx.request_id.clone();
     let served = ctx.served.clone();
+    let pipelines_held = ctx.pipelines.clone();
+    let pipelines = pipelines_held.as_deref();
     let tags = Tags {
         request_id: &id,
         model: served.as_deref(),
@@ -157,13 +159,23 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
             out.extend(t.finish());
             body = out;
         }
-        return respond::write(
+        if let Some(mut r) = pipelines.and_then(|p| p.stream_redactor(ctx.operation)) {
+            let mut out = r.push(&body);
+            out.extend(r.finish());
+            body = out;
+        }
+        return respond::write_edited(
             session,
             200,
             "text/event-stream",
             Bytes::from(body),
             &tags,
             &[("cache-control", "no-cache".into())],
+            |h| {
+                if let Some(p) = pipelines {
+                    p.apply_headers(h);
+                }
+            },
         )
         .await;
     }
@@ -173,5 +185,21 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     if anthropic && ctx.operation == Operation::Messages {
         body = crate::translate::openai_response_to_anthropic(&body).unwrap_or(body);
     }
-    respond::write_json(session, 200, &body, &tags).await
+    if let Some(p) = pipelines.filter(|p| p.redacts()) {
+        p.redact_body(&mut body, ctx.operation);
+    }
+    respond::write_edited(
+        session,
+        200,
+        "application/json",
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        &tags,
+        &[],
+        |h| {
+            if let Some(p) = pipelines {
+                p.apply_headers(h);
+            }
+        },
+    )
+    .await
 }

@@ -22,6 +22,7 @@ pub mod local;
 pub mod mock;
 pub mod models;
 pub mod nemo_prefix;
+pub mod pipeline;
 pub mod request_info;
 pub mod respond;
 pub mod route;
@@ -127,7 +128,11 @@ impl Gateway {
     /// this future across an await (see `future_sizes` below).
     async fn routed(&self, session: &mut Session, ctx: &mut Ctx, op: Operation) -> Result<bool> {
         let snap = ctx.snapshot(&self.app);
-        let mut raw = match body::read(session, snap.settings.body_size_limit).await {
+        let raw = match body::read(session, snap.settings.body_size_limit).await {
+            Ok(b) => b,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        };
+        let mut raw = match pipeline::request_phase(session, &snap, ctx, op, raw) {
             Ok(b) => b,
             Err(e) => return self.fail(session, ctx, &e).await,
         };
@@ -257,6 +262,7 @@ impl Gateway {
         ctx.virtual_model = plan
             .virtual_model
             .map(|vi| SmolStr::new(&snap.table.models[vi].source));
+        pipeline::after_plan(snap, ctx, plan.virtual_model);
         ctx.body = raw;
         ctx.peek = Some(peek);
         ctx.operation = op;
@@ -703,6 +709,12 @@ impl Gateway {
             });
         }
         access_log::access_log(&snap.settings, ctx, elapsed);
+        pipeline::post_phase(
+            ctx,
+            elapsed.as_millis() as u64,
+            ttft.map(|t| (t * 1000.0) as u64),
+            cost,
+        );
     }
 
     /// The `/metrics` text.

@@ -85,6 +85,19 @@ pub async fn write(
     tags: &Tags<'_>,
     extra: &[(&str, String)],
 ) -> Result<()> {
+    write_edited(session, status, content_type, body, tags, extra, |_| {}).await
+}
+
+/// `write`, with `edit` applied to the header last (the `headers` middleware).
+pub async fn write_edited(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    tags: &Tags<'_>,
+    extra: &[(&str, String)],
+    edit: impl FnOnce(&mut ResponseHeader),
+) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(6))?;
     h.insert_header("content-type", content_type)?;
     h.insert_header("content-length", body.len().to_string())?;
@@ -92,6 +105,7 @@ pub async fn write(
     for (k, v) in extra {
         h.insert_header(k.to_string(), v.as_str())?;
     }
+    edit(&mut h);
     session.set_keepalive(Some(60));
     session.write_response_header(Box::new(h), false).await?;
     session.write_response_body(Some(body), true).await?;

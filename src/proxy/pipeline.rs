@@ -1,0 +1,116 @@
+//! Where the request path meets a virtual model's middleware pipelines (`crate::middleware`):
+//! the request phase before routing, the response phase on what the client receives, the
+//! post-response phase once the last byte left.
+//!
+//! A request naming no virtual model with middleware pays one branch: nothing is parsed. With
+//! request middleware the body is parsed once and written once per request, never per attempt.
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use super::body;
+use super::ctx::Ctx;
+use super::headers::Names;
+use super::respond::ApiError;
+use crate::middleware::{Pipelines, Record, RequestFacts, Usage};
+use crate::routing::model::Operation;
+use crate::routing::user_path::list_admits;
+use crate::snapshot::Snapshot;
+
+/// The pipelines of the virtual model a request names, when it has any and applies to the
+/// caller (a redirect whose `user_paths` do not cover the caller is ignored, and so is its
+/// middleware).
+fn named(snap: &Snapshot, model: &str, ctx: &Ctx) -> Option<Arc<Pipelines>> {
+    let vi = snap.table.redirect(model.trim())?;
+    let vm = &snap.table.models[vi];
+    let covered = vm
+        .user_paths
+        .as_deref()
+        .is_none_or(|l| l.is_empty() || list_admits(l, ctx.user_path.as_ref()));
+    if !covered {
+        return None;
+    }
+    snap.pipelines.get(vi)?.clone()
+}
+
+/// Runs the request phase of the named virtual model over `raw`, and keeps that virtual model's
+/// pipelines in `ctx` for the later phases. Returns the body to route (the same bytes when
+/// nothing ran), or the error to answer (a `guard` block: 400 `request_blocked`).
+pub fn request_phase(
+    session: &Session,
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    op: Operation,
+    raw: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
+    if snap.pipelines.iter().all(Option::is_none) {
+        return Ok(raw);
+    }
+    // Malformed bodies are refused by the planner's own peek, with its messages.
+    let Ok(peek) = body::peek(&raw) else {
+        return Ok(raw);
+    };
+    let Some(p) = named(snap, &peek.model, ctx) else {
+        return Ok(raw);
+    };
+    ctx.pipelines = Some(p.clone());
+    if !p.has_request() {
+        return Ok(raw);
+    }
+    let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let metadata = metadata_bytes(session, ctx.header_names);
+    let facts = RequestFacts {
+        operation: op,
+        metadata: metadata.as_deref(),
+    };
+    if let Err(b) = p.run_request(&mut value, &facts) {
+        let mut e = ApiError::invalid_request("request_blocked", b.message);
+        e.param = Some(format!("request_middleware[{}]", b.index));
+        return Err(e);
+    }
+    Ok(serde_json::to_vec(&value).unwrap_or(raw))
+}
+
+fn metadata_bytes(session: &Session, names: Names) -> Option<Vec<u8>> {
+    names
+        .find(&session.req_header().headers, "x-modelgate-metadata")
+        .map(|v| v.as_bytes().to_vec())
+}
+
+/// The pipelines of the virtual model the plan resolved, when the client named none with
+/// middleware (those were kept by `request_phase`).
+pub fn after_plan(snap: &Snapshot, ctx: &mut Ctx, vi: Option<usize>) {
+    if ctx.pipelines.is_none() {
+        ctx.pipelines = vi.and_then(|vi| snap.pipelines.get(vi).cloned().flatten());
+    }
+}
+
+/// The post-response phase: one record of the finished request to every `webhook` and `log`.
+pub fn post_phase(ctx: &Ctx, duration_ms: u64, ttft_ms: Option<u64>, cost_usd: Option<f64>) {
+    let Some(p) = ctx.pipelines.as_ref().filter(|p| p.has_post()) else {
+        return;
+    };
+    let record = Record {
+        request_id: ctx.request_id.clone(),
+        virtual_model: ctx.virtual_model.as_deref().unwrap_or("").to_string(),
+        served_model: ctx.served.as_deref().map(str::to_string),
+        user_path: ctx.user_path.as_ref().map(|u| u.as_str().to_string()),
+        status: ctx.status.unwrap_or(0),
+        attempts: ctx.attempts.made,
+        duration_ms,
+        ttft_ms,
+        usage: Usage {
+            prompt_tokens: ctx.usage.map(|u| u.0),
+            completion_tokens: ctx.usage.map(|u| u.1),
+        },
+        cost_usd,
+    };
+    p.run_post(&record);
+}
