@@ -101,7 +101,7 @@ pub fn check_table(snap: &Snapshot) -> String {
     if snap.table.models.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
-    for vm in &snap.table.models {
+    for (vi, vm) in snap.table.models.iter().enumerate() {
         let mut flags = Vec::new();
         if !vm.enabled {
             flags.push("disabled".to_string());
@@ -140,6 +140,7 @@ pub fn check_table(snap: &Snapshot) -> String {
                 availability_note(snap, t.provider, &t.model)
             );
         }
+        pipelines_lines(&mut out, snap, vi, "      ");
     }
     // A GoModel file: what was honoured, then what was ignored (those warnings only here).
     let gomodel = &snap.settings;
@@ -167,6 +168,18 @@ pub fn check_table(snap: &Snapshot) -> String {
         }
     }
     out
+}
+
+/// A virtual model's middleware pipelines, one line per non-empty phase.
+fn pipelines_lines(out: &mut String, snap: &Snapshot, vi: usize, indent: &str) {
+    let Some(p) = snap.pipelines.get(vi).and_then(Option::as_ref) else {
+        return;
+    };
+    for (phase, names) in p.describe() {
+        if !names.is_empty() {
+            let _ = writeln!(out, "{indent}{}: {}", phase.list_name(), names.join(", "));
+        }
+    }
 }
 
 /// What `modelgate resolve` is asked about.
@@ -219,6 +232,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
             "off".to_string()
         };
         let _ = writeln!(out, "  session affinity: {affinity}");
+        pipelines_lines(&mut out, snap, vi, "  ");
         if let Some(types) = &vm.model_types {
             let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
             let _ = writeln!(out, "  model_types: {}", names.join(", "));

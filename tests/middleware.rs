@@ -284,3 +284,34 @@ fn a_webhook_gets_one_record_per_request_and_a_dead_one_changes_nothing() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 }
+
+#[test]
+fn check_and_resolve_print_the_pipelines() {
+    let up = upstream("fine", 1);
+    let cfg = config(&up, "");
+    let (code, out) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("request_middleware: set-params, system-prompt, guard")
+            && out.contains("response_middleware: redact, headers"),
+        "{out}"
+    );
+    let (code, out) = run_cli(&cfg, &["resolve", "routed"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("request_middleware: router"), "{out}");
+}
+
+#[test]
+fn an_unknown_middleware_is_a_start_up_error_naming_the_entry_list_and_index() {
+    let up = upstream("fine", 1);
+    let cfg = config(
+        &up,
+        "  - source: bad\n    target: a/m1\n    response_middleware:\n      - {name: redactor, config: {}}\n",
+    );
+    let (code, out) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(source \"bad\"): response_middleware[0]") && out.contains("\"redact\""),
+        "{out}"
+    );
+}
