@@ -360,6 +360,16 @@ impl Conditions for View<'_> {
         }
     }
 
+    fn concrete_circuit_open(&self, provider: usize, model: &str) -> bool {
+        self.health.is_some_and(|h| {
+            let name = crate::health::concrete::concrete_name(
+                &self.snap.providers[provider].config.name,
+                model,
+            );
+            h.concrete.is_open(&name, self.now_ms)
+        })
+    }
+
     fn pinned(&self, vm: usize, session: &str) -> Option<usize> {
         self.health
             .and_then(|h| h.pinned(self.snap, vm, session, self.now_ms))

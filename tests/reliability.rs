@@ -612,3 +612,43 @@ fn an_upstream_400_is_not_replaced_by_the_mock_fallback() {
     assert_eq!(r.json()["error"]["message"], "bad temperature");
     assert_eq!(served(&r), "a/m1");
 }
+
+#[test]
+fn a_concrete_model_called_directly_opens_its_circuit() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&config(&a, &b, "", "  []\n"), &[]);
+    // The default retry tries twice per request: 2 + 2 + 1 = 5 consecutive failures (the
+    // default threshold), and the try that opens the breaker is not retried.
+    for _ in 0..3 {
+        let r = g.chat("a/m1");
+        assert_eq!(r.status, 500, "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 5);
+    for _ in 0..5 {
+        let r = g.chat("a/m1");
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (503, "circuit_open"),
+            "{}",
+            r.body
+        );
+        let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(after > 0 && after <= 30, "Retry-After {after}");
+    }
+    // The body's `provider` field names the same model, behind the same circuit.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "m1", "provider": "a", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        a.requests().len(),
+        5,
+        "an open circuit contacts no upstream"
+    );
+    // Another model of the same provider keeps its own circuit.
+    let r = g.chat("a/m2");
+    assert_eq!(r.status, 500, "{}", r.body);
+}

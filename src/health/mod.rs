@@ -1,10 +1,12 @@
-//! Observed state per target: circuit breaker, latency window, SLA windows, session pins.
+//! Observed state per target: circuit breaker, latency window, SLA windows, session pins; and a
+//! breaker per concrete model called directly (`concrete`).
 //!
 //! Keyed by the target's concrete name (`provider/model`), so state survives reloads for targets
 //! that still exist. The request path reads through one `ArcSwap` load and atomics; the maps are
 //! rebuilt only when a snapshot is swapped in (`sync`).
 
 pub mod breaker;
+pub mod concrete;
 pub mod sessions;
 pub mod window;
 
@@ -17,6 +19,7 @@ use crate::routing::model::Strategy;
 use crate::routing::plan::TargetState;
 use crate::snapshot::Snapshot;
 use breaker::Breaker;
+use concrete::ConcreteBreakers;
 use sessions::Sessions;
 use window::Window;
 
@@ -55,6 +58,8 @@ pub type TargetMap = HashMap<String, Arc<TargetHealth>, foldhash::fast::RandomSt
 #[derive(Debug, Default)]
 pub struct Health {
     targets: ArcSwap<TargetMap>,
+    /// Breakers of concrete models called directly, apart from the virtual-model targets.
+    pub concrete: ConcreteBreakers,
     pub sessions: Sessions,
 }
 

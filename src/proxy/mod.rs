@@ -92,7 +92,7 @@ fn route_error(e: &RouteError) -> ApiError {
             "unsupported_operation",
             e.to_string(),
         ),
-        RouteError::AllCircuitsOpen { .. } => {
+        RouteError::AllCircuitsOpen { .. } | RouteError::CircuitOpen { .. } => {
             let mut a = ApiError::new(503, "service_unavailable", "circuit_open", e.to_string());
             a.retry_after_s = Some(30);
             a
@@ -219,6 +219,10 @@ impl Gateway {
                 if let RouteError::AllCircuitsOpen { virtual_model } = &e {
                     err.retry_after_s = Some(self.circuits_retry_after_s(snap, virtual_model));
                 }
+                if let RouteError::CircuitOpen { model } = &e {
+                    let ms = self.app.health.concrete.retry_after_ms(model, now);
+                    err.retry_after_s = Some(ms.div_ceil(1000).max(1));
+                }
                 return Prepared::Fail(err);
             }
         };
@@ -323,6 +327,12 @@ impl Gateway {
                     // not even the retry its policy would allow.
                     tries = u32::MAX;
                 }
+            }
+        } else if let (None, Some(name)) = (plan.virtual_model, ctx.served.as_deref()) {
+            // A concrete model called directly has a breaker of its own.
+            let cfg = snap.providers[attempt.provider].config.breaker;
+            if self.app.health.concrete.record_failure(name, &cfg, now) {
+                tries = u32::MAX;
             }
         }
         let has_next = self.next_usable(ctx, ctx.attempt + 1).is_some();
@@ -1043,6 +1053,12 @@ impl Gateway {
                     .unwrap_or_default();
                 h.breaker.record_success(&cfg, now_ms());
             }
+        } else if let (None, Some(name)) = (plan.virtual_model, ctx.served.as_deref()) {
+            let cfg = snap.providers[a.provider].config.breaker;
+            self.app
+                .health
+                .concrete
+                .record_success(name, &cfg, now_ms());
         }
     }
 
