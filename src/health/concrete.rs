@@ -47,12 +47,19 @@ impl ConcreteBreakers {
         }
     }
 
-    /// Whether a request to `name` may not be sent now.
-    pub fn is_open(&self, name: &str, now_ms: u64) -> bool {
+    /// Whether a new request to `name` may not be sent now. With `claim` the caller is planning
+    /// that request: a half-open breaker gives it the probe slot if it is free.
+    pub fn is_open(&self, name: &str, cfg: &BreakerConfig, now_ms: u64, claim: bool) -> bool {
         if self.map.is_empty() {
             return false;
         }
-        self.map.pin().get(name).is_some_and(|b| !b.allows(now_ms))
+        self.map.pin().get(name).is_some_and(|b| {
+            if claim {
+                !b.admit(cfg, now_ms)
+            } else {
+                !b.would_admit(now_ms)
+            }
+        })
     }
 
     /// Milliseconds until `name`'s open circuit half-opens (0 when it is not open).
@@ -78,7 +85,7 @@ mod tests {
     fn a_model_that_never_failed_is_closed_and_untracked() {
         let c = ConcreteBreakers::default();
         c.record_success("p/m", &CFG, 0);
-        assert!(!c.is_open("p/m", 0));
+        assert!(!c.is_open("p/m", &CFG, 0, true));
         assert!(c.map.is_empty());
     }
 
@@ -89,10 +96,15 @@ mod tests {
             assert!(!c.record_failure("p/m", &CFG, 0));
         }
         assert!(c.record_failure("p/m", &CFG, 0));
-        assert!(c.is_open("p/m", 1));
-        assert!(!c.is_open("p/other", 1));
+        assert!(c.is_open("p/m", &CFG, 1, true));
+        assert!(!c.is_open("p/other", &CFG, 1, true));
         assert_eq!(c.retry_after_ms("p/m", 1_000), 29_000);
-        assert!(!c.is_open("p/m", 30_000), "half-open after the pause");
+        assert!(
+            !c.is_open("p/m", &CFG, 30_000, false),
+            "half-open after the pause"
+        );
+        assert!(!c.is_open("p/m", &CFG, 30_000, true), "the probe");
+        assert!(c.is_open("p/m", &CFG, 30_000, true), "one probe at a time");
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
         snap,
         health: Some(&app.health),
         now_ms: discovery::now_ms(),
+        claims_probes: false,
     };
     for (vi, vm) in snap.table.models.iter().enumerate() {
         if vm.kind != Kind::Redirect || !vm.enabled {

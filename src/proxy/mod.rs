@@ -203,6 +203,7 @@ impl Gateway {
             snap,
             health: Some(&self.app.health),
             now_ms: now,
+            claims_probes: true,
         };
         let mut plan = match plan::plan(&snap.table, &req, &view) {
             Ok(p) => p,
