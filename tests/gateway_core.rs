@@ -324,6 +324,44 @@ fn allowlist_mode_serves_only_configured_models() {
 }
 
 #[test]
+fn invalid_utf8_inside_a_string_is_a_400_that_reaches_no_upstream() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    // A long message, so the bad bytes sit past the scanner's first blocks too.
+    let text = "x".repeat(150);
+    for bad in [&b"\xff"[..], b"\xc3(", b"\xed\xa0\x80"] {
+        let mut body = format!(r#"{{"model":"a/m1","messages":[{{"role":"user","content":"{text}"#)
+            .into_bytes();
+        body.extend(bad);
+        body.extend(br#"!"}]}"#);
+        let r = g.post_raw("/v1/chat/completions", &body, &[]);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "invalid_json"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("UTF-8"),
+            "{}",
+            r.body
+        );
+    }
+    // Valid non-ASCII text passes.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": [{"role": "user", "content": "héllo 中文 😀"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.requests().len(), 1, "only the valid body went upstream");
+}
+
+#[test]
 fn client_errors_have_typed_envelopes() {
     let a = Upstream::echo(&["m1"]);
     let b = Upstream::echo(&[]);
