@@ -56,6 +56,7 @@ pub struct ModelsSection {
     pub enabled_by_default: Option<bool>,
     pub configured_provider_models_mode: Option<String>,
     pub cache_refresh_interval: Option<u64>,
+    pub refresh_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
