@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod log_sink;
 pub mod metrics;
+pub mod mono_clock;
 pub mod proxy;
 pub mod reload;
 pub mod retire;

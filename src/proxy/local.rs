@@ -192,7 +192,7 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
     let view = View {
         snap,
         health: Some(&app.health),
-        now_ms: discovery::now_ms(),
+        now_ms: crate::mono_clock::now_ms(),
         claims_probes: false,
     };
     for (vi, vm) in snap.table.models.iter().enumerate() {

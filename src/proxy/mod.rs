@@ -32,8 +32,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use smol_str::SmolStr;
 
 use crate::app::App;
-use crate::catalog::discovery::now_ms;
 use crate::config::providers::ProviderKind;
+use crate::mono_clock::now_ms;
 use crate::routing::model::{Operation, WireFormat};
 use crate::routing::plan::{self, RouteError};
 use crate::snapshot::View;
@@ -1034,7 +1034,7 @@ impl Gateway {
             injected,
             &ctx.request_id,
             &attempt.model,
-            now_ms() / 1000,
+            crate::wall_clock::now_secs(),
         ));
         Ok(())
     }
