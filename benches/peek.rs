@@ -90,6 +90,10 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("peek/{name} ({} bytes)", body.len()));
         g.bench_function("scanner", |b| b.iter(|| peek(black_box(&body))));
         g.bench_function("serde_json", |b| b.iter(|| serde_peek(black_box(&body))));
+        // What checking the whole body's UTF-8 up front would add to the scanner.
+        g.bench_function("from_utf8", |b| {
+            b.iter(|| std::str::from_utf8(black_box(&body)).is_ok())
+        });
         g.finish();
     }
 }

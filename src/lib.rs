@@ -12,6 +12,7 @@ pub mod health;
 pub mod log_sink;
 pub mod metrics;
 pub mod middleware;
+pub mod mono_clock;
 pub mod proxy;
 pub mod reload;
 pub mod request_body;

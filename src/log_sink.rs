@@ -5,9 +5,14 @@
 //! `PERIOD` and writes what has arrived. Lines that matter at once (anything but the access log:
 //! warnings, reload results, start-up) wake it immediately through `wake`. `flush` waits
 //! (bounded) for everything logged so far, and runs before the process exits.
+//!
+//! The queue is bounded (`QUEUE_LINES`) and lossy: when the writer falls behind (stderr is a
+//! pipe nobody reads fast enough), a line that finds it full is dropped and counted in
+//! `dropped()` (`modelgate_log_lines_dropped_total`), and the request that logged it never waits.
 
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::Duration;
@@ -15,22 +20,46 @@ use std::time::Duration;
 /// How long an access line may wait for the writer.
 const PERIOD: Duration = Duration::from_millis(10);
 
+/// Lines the queue holds: at one line a request, 8,192 lines are 10 ms at 800,000 requests a
+/// second, far beyond what the writer drains each period; the queue fills only when the output
+/// itself stalls.
+pub const QUEUE_LINES: usize = 8_192;
+
+/// Lines dropped because the queue was full, since start.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped because the queue was full, since start (for `/metrics`).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 enum Msg {
     Line(Vec<u8>),
     Flush(SyncSender<()>),
 }
 
-static SINK: OnceLock<(Sender<Msg>, Thread)> = OnceLock::new();
+static SINK: OnceLock<(SyncSender<Msg>, Thread)> = OnceLock::new();
+
+/// Queues a line without waiting: a full queue drops it and counts the drop in `dropped`. A
+/// writer thread that is gone (only at exit) drops the line rather than the request.
+fn send_line(tx: &SyncSender<Msg>, line: Vec<u8>, dropped: &AtomicU64) {
+    match tx.try_send(Msg::Line(line)) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A `Write` that hands each write to the writer thread.
 pub struct ChannelWriter {
-    tx: Sender<Msg>,
+    tx: SyncSender<Msg>,
+    dropped: &'static AtomicU64,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // A writer thread that is gone (only at exit) drops the line rather than the request.
-        let _ = self.tx.send(Msg::Line(buf.to_vec()));
+        send_line(&self.tx, buf.to_vec(), self.dropped);
         Ok(buf.len())
     }
 
@@ -42,14 +71,20 @@ impl Write for ChannelWriter {
 /// Starts the writer thread (once) writing to `out`, and returns a writer for the logger.
 pub fn start(out: impl Write + Send + 'static) -> io::Result<ChannelWriter> {
     if let Some((tx, _)) = SINK.get() {
-        return Ok(ChannelWriter { tx: tx.clone() });
+        return Ok(ChannelWriter {
+            tx: tx.clone(),
+            dropped: &DROPPED,
+        });
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
     let handle = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || write_loop(rx, io::BufWriter::with_capacity(64 * 1024, out), PERIOD))?;
     let (tx, _) = SINK.get_or_init(|| (tx, handle.thread().clone()));
-    Ok(ChannelWriter { tx: tx.clone() })
+    Ok(ChannelWriter {
+        tx: tx.clone(),
+        dropped: &DROPPED,
+    })
 }
 
 /// Has the writer write what it holds now rather than at its next period.
@@ -92,6 +127,9 @@ pub fn flush() {
         return;
     };
     let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+    // Off the request path (exit, logger flush): a full queue is drained within a period, so
+    // this may wait for room, as the acknowledgement below waits (at most a second).
+    writer.unpark();
     if tx.send(Msg::Flush(ack_tx)).is_ok() {
         writer.unpark();
         let _ = ack_rx.recv_timeout(Duration::from_secs(1));
@@ -139,7 +177,7 @@ pub fn access(body: impl FnOnce(&mut String)) {
             }
             body(&mut line);
             line.push('\n');
-            let _ = tx.send(Msg::Line(line.into_bytes()));
+            send_line(tx, line.into_bytes(), &DROPPED);
         }
         None => {
             let mut line = String::new();
@@ -169,7 +207,7 @@ impl log::Log for Logger {
         }
         if record.target() == ACCESS {
             if let Some((tx, _)) = SINK.get() {
-                let _ = tx.send(Msg::Line(access_line(self.json, record)));
+                send_line(tx, access_line(self.json, record), &DROPPED);
                 return;
             }
         }
@@ -323,11 +361,15 @@ mod tests {
 
     #[test]
     fn lines_arrive_whole_and_in_order_and_flush_waits_for_them() {
+        static DROPS: AtomicU64 = AtomicU64::new(0);
         let out = Shared::default();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
         let seen = out.clone();
         let writer = std::thread::spawn(move || write_loop(rx, out, Duration::from_millis(1)));
-        let mut w = ChannelWriter { tx: tx.clone() };
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            dropped: &DROPS,
+        };
         for i in 0..1000 {
             w.write_all(format!("line {i}\n").as_bytes())
                 .expect("write");
@@ -345,5 +387,38 @@ mod tests {
         writer
             .join()
             .expect("writer ends when every sender is gone");
+    }
+
+    #[test]
+    fn a_full_queue_drops_lines_counts_them_and_never_blocks() {
+        static DROPS: AtomicU64 = AtomicU64::new(0);
+        let out = Shared::default();
+        let seen = out.clone();
+        // A queue of 4 and a writer that is not running yet: the sender must not wait.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            dropped: &DROPS,
+        };
+        for i in 0..10 {
+            w.write_all(format!("line {i}\n").as_bytes())
+                .expect("write");
+        }
+        assert_eq!(DROPS.load(Ordering::Relaxed), 6);
+        // The writer then writes the four that fit, the oldest, in order.
+        let writer = std::thread::spawn(move || write_loop(rx, out, Duration::from_millis(1)));
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        tx.send(Msg::Flush(ack_tx)).expect("send");
+        writer.thread().unpark();
+        ack_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("flushed");
+        let text = String::from_utf8(seen.0.lock().expect("lock").clone()).expect("utf8");
+        assert_eq!(text, "line 0\nline 1\nline 2\nline 3\n");
+        // Room again: nothing more is dropped.
+        w.write_all(b"line 10\n").expect("write");
+        assert_eq!(DROPS.load(Ordering::Relaxed), 6);
+        drop((w, tx));
+        writer.join().expect("writer ends");
     }
 }

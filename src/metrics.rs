@@ -368,6 +368,17 @@ impl Metrics {
             );
         }
         middleware(&mut out, &crate::middleware::COUNTERS);
+        header(
+            &mut out,
+            "modelgate_log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because the log queue was full (the output fell behind).",
+        );
+        let _ = writeln!(
+            out,
+            "modelgate_log_lines_dropped_total {}",
+            crate::log_sink::dropped()
+        );
         out
     }
 }
@@ -585,6 +596,11 @@ mod tests {
         );
         assert!(text
             .contains("modelgate_cost_usd_total{provider=\"openai\",model=\"gpt-4o\"} 0.000075"));
+        assert!(text.contains("# TYPE modelgate_log_lines_dropped_total counter\n"));
+        assert!(text.contains(&format!(
+            "\nmodelgate_log_lines_dropped_total {}\n",
+            crate::log_sink::dropped()
+        )));
     }
 
     #[test]

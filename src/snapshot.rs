@@ -399,6 +399,10 @@ pub struct View<'a> {
     pub snap: &'a Snapshot,
     pub health: Option<&'a crate::health::Health>,
     pub now_ms: u64,
+    /// The view plans a request that will be sent: a half-open breaker hands it the probe slot
+    /// (or counts as open while another probe is out). Views that only list or explain leave
+    /// the slot alone.
+    pub claims_probes: bool,
 }
 
 impl Conditions for View<'_> {
@@ -412,9 +416,18 @@ impl Conditions for View<'_> {
 
     fn target_state(&self, vm: usize, target: usize) -> TargetState {
         match self.health {
-            Some(h) => h.target_state(self.snap, vm, target, self.now_ms),
+            Some(h) => h.target_state(self.snap, vm, target, self.now_ms, self.claims_probes),
             None => TargetState::default(),
         }
+    }
+
+    fn concrete_circuit_open(&self, provider: usize, model: &str) -> bool {
+        self.health.is_some_and(|h| {
+            let p = &self.snap.providers[provider].config;
+            let name = crate::health::concrete::concrete_name(&p.name, model);
+            h.concrete
+                .is_open(&name, &p.breaker, self.now_ms, self.claims_probes)
+        })
     }
 
     fn pinned(&self, vm: usize, session: &str) -> Option<usize> {

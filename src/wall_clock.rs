@@ -1,8 +1,9 @@
 //! The wall clock at millisecond-ish resolution, read cheaply.
 //!
-//! Everything the gateway keys by wall-clock time (breaker windows, latency and SLA windows,
-//! session pins, catalog refresh limits, `created` stamps, log timestamps) needs milliseconds at
-//! most, and reads the clock several times per request. On Linux this reads
+//! For timestamps only (`created` stamps, log lines, reload and catalog refresh times): time
+//! windows (breakers, latency and SLA windows, session pins) run on `mono_clock`, which a step of
+//! the wall clock does not move. Both need milliseconds at most and are read several times per
+//! request. On Linux this reads
 //! `CLOCK_REALTIME_COARSE`: the time of the last scheduler tick (1 to 4 ms old), served from the
 //! vDSO without reading the CPU's time-stamp counter, which a virtual machine makes slow.
 //! Durations (time to first byte, request time) keep using `Instant`.

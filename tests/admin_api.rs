@@ -184,8 +184,18 @@ fn patch_keeps_absent_fields_clears_nulls_and_empties_lists() {
     assert_eq!(v["strategy"], "priority");
     assert_eq!(v["targets"], json!([{"model": "a/m1"}, {"model": "a/m2"}]));
     assert_eq!(v["model_types"], json!(["chat"]));
-    // An empty user_paths list admits nobody: the name falls through to "unsupported model".
-    assert_eq!(g.chat("p").status, 404);
+    // An empty user_paths list is no restriction, exactly like an absent one: callers with and
+    // without a path get the redirect.
+    let with_path = [("x-modelgate-user-path", "/elsewhere")];
+    for headers in [&[][..], &with_path[..]] {
+        let r = g.post(
+            "/v1/chat/completions",
+            &json!({"model": "p", "messages": [{"role": "user", "content": "hi"}]}),
+            headers,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-modelgate-virtual-model"), Some("p"));
+    }
     let r = g.call("PATCH", &path("p"), Some(&json!({"user_paths": null})), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(g.chat("p").status, 200);
@@ -508,8 +518,15 @@ fn gomodel_routes_speak_gomodels_bodies_and_codes() {
     assert_eq!(v["enabled"], true);
     assert_eq!(v["valid"], true);
     assert_eq!(v["resolved_model"], "a/m1");
-    // An empty user_paths list is GoModel's "everyone".
+    // An empty user_paths list is GoModel's "everyone", callers with a path included.
     assert_eq!(g.chat("smart").status, 200);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("x-modelgate-user-path", "/team/x")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
 
     let lb = g.call(
         "PUT",
@@ -542,7 +559,7 @@ fn gomodel_routes_speak_gomodels_bodies_and_codes() {
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     assert_eq!(g.chat("smart").status, 404);
     assert_eq!(g.chat("smart2").status, 200);
-    assert_eq!(upstream_models(&a), vec!["m1", "m2"]);
+    assert_eq!(upstream_models(&a), vec!["m1", "m1", "m2"]);
 
     let missing = g.call(
         "PUT",
@@ -602,6 +619,50 @@ fn gomodel_routes_speak_gomodels_bodies_and_codes() {
         &[],
     );
     assert_eq!(cfg_del.status, 400);
+}
+
+#[test]
+fn an_empty_user_paths_list_means_everyone_on_both_admin_apis() {
+    let (_a, _b, g) = start();
+    let with_path = [("x-modelgate-user-path", "/team/x")];
+    let served_by_redirect = |source: &str| {
+        [&[][..], &with_path[..]].iter().all(|headers| {
+            let r = g.post(
+                "/v1/chat/completions",
+                &json!({"model": source, "messages": [{"role": "user", "content": "hi"}]}),
+                headers,
+            );
+            r.status == 200 && r.header("x-modelgate-virtual-model") == Some(source)
+        })
+    };
+    // REST: restricted, then PATCHed to [].
+    let r = g.call(
+        "POST",
+        VMS,
+        Some(&json!({"source": "rest", "target": "a/m1", "user_paths": ["/other"]})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!served_by_redirect("rest"));
+    let r = g.call(
+        "PATCH",
+        &path("rest"),
+        Some(&json!({"user_paths": []})),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(served_by_redirect("rest"));
+    // GoModel's route: restricted, then replaced with [].
+    for (paths, open) in [(json!(["/other"]), false), (json!([]), true)] {
+        let r = g.call(
+            "PUT",
+            "/admin/virtual-models",
+            Some(&json!({"source": "gm", "target_model": "a/m1", "user_paths": paths})),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(served_by_redirect("gm"), open, "user_paths {paths}");
+    }
 }
 
 #[test]

@@ -135,6 +135,22 @@ fn policies_match_whole_segments_and_the_most_specific_wins() {
 }
 
 #[test]
+fn an_empty_user_paths_list_in_the_config_is_no_restriction() {
+    let a = Upstream::echo(&["m1", "m2"]);
+    let b = Upstream::echo(&["m3"]);
+    // A redirect and an access policy, each with `user_paths: []`.
+    let vms =
+        "  - {source: smart, target: a/m1, user_paths: []}\n  - {source: b/m3, user_paths: []}\n";
+    let g = Gateway::start(&two(&a, &b, vms), &[]);
+    for headers in [&[][..], &[("x-modelgate-user-path", "/team/x")][..]] {
+        let r = chat_as(&g, "smart", headers);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+        assert_eq!(chat_as(&g, "b/m3", headers).status, 200);
+    }
+}
+
+#[test]
 fn user_path_header_spellings_and_errors() {
     let a = Upstream::echo(&["m1"]);
     let b = Upstream::echo(&[]);

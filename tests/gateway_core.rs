@@ -311,6 +311,94 @@ fn catalog_discovery_makes_listed_models_routable() {
         .any(|s| s.path == "/v1/models"));
 }
 
+/// An OpenAI-compatible upstream whose `GET /v1/models` answers only once `release` is
+/// received (or after 8 s), listing `m1` and `late-model`; chat requests are echoed at once.
+fn slow_catalog_upstream() -> (u16, std::sync::mpsc::Sender<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(gate));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        head.push(std::mem::take(&mut line));
+                    }
+                    let Some(first) = head.first() else { return };
+                    let len: usize = head
+                        .iter()
+                        .find_map(|h| {
+                            h.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = if first.starts_with("GET") && first.contains("/models") {
+                        let _ = gate
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(std::time::Duration::from_secs(8));
+                        json!({"object": "list", "data": [{"id": "m1"}, {"id": "late-model"}]})
+                    } else {
+                        let req: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        chat_reply(req["model"].as_str().unwrap_or("?"), "ok")
+                    };
+                    let text = answer.to_string();
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                }
+            });
+        }
+    });
+    (port, release)
+}
+
+#[test]
+fn a_slow_catalog_refresh_is_waited_for_only_up_to_the_bound() {
+    let (port, release) = slow_catalog_upstream();
+    let cfg = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: k\n    models: [m1]\nvirtual_models: []\n"
+    );
+    let g = Gateway::start(&cfg, &[("MODEL_REFRESH_WAIT_MS", "300")]);
+    // The listing is held back (up to 8 s) while the request waits its 300 ms: the usual 404.
+    let r = g.chat("a/late-model");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "model_not_found"),
+        "{}",
+        r.body
+    );
+    // The refresh finishes in the background; the model is then served without another wait.
+    let _ = release.send(());
+    let _ = release.send(());
+    let mut status = 0;
+    for _ in 0..200 {
+        status = g.chat("a/late-model").status;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn allowlist_mode_serves_only_configured_models() {
     let a = Upstream::echo(&["discovered-model"]);
@@ -321,6 +409,44 @@ fn allowlist_mode_serves_only_configured_models() {
     );
     assert_eq!(g.chat("a/discovered-model").status, 404);
     assert_eq!(g.chat("a/m1").status, 200);
+}
+
+#[test]
+fn invalid_utf8_inside_a_string_is_a_400_that_reaches_no_upstream() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    // A long message, so the bad bytes sit past the scanner's first blocks too.
+    let text = "x".repeat(150);
+    for bad in [&b"\xff"[..], b"\xc3(", b"\xed\xa0\x80"] {
+        let mut body = format!(r#"{{"model":"a/m1","messages":[{{"role":"user","content":"{text}"#)
+            .into_bytes();
+        body.extend(bad);
+        body.extend(br#"!"}]}"#);
+        let r = g.post_raw("/v1/chat/completions", &body, &[]);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "invalid_json"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("UTF-8"),
+            "{}",
+            r.body
+        );
+    }
+    // Valid non-ASCII text passes.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": [{"role": "user", "content": "héllo 中文 😀"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.requests().len(), 1, "only the valid body went upstream");
 }
 
 #[test]

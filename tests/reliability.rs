@@ -637,3 +637,117 @@ fn statuses_listed_outside_the_defaults_are_retried_and_fall_back() {
     assert_eq!(served(&r), "b/m3", "409 must fall back as listed");
     assert_eq!(b.requests().len(), 1);
 }
+
+#[test]
+fn a_concrete_model_called_directly_opens_its_circuit() {
+    let a = Upstream::start(&[], failing(500, "a is down"));
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&config(&a, &b, "", "  []\n"), &[]);
+    // The default retry tries twice per request: 2 + 2 + 1 = 5 consecutive failures (the
+    // default threshold), and the try that opens the breaker is not retried.
+    for _ in 0..3 {
+        let r = g.chat("a/m1");
+        assert_eq!(r.status, 500, "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 5);
+    for _ in 0..5 {
+        let r = g.chat("a/m1");
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (503, "circuit_open"),
+            "{}",
+            r.body
+        );
+        let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(after > 0 && after <= 30, "Retry-After {after}");
+    }
+    // The body's `provider` field names the same model, behind the same circuit.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "m1", "provider": "a", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        a.requests().len(),
+        5,
+        "an open circuit contacts no upstream"
+    );
+    // Another model of the same provider keeps its own circuit.
+    let r = g.chat("a/m2");
+    assert_eq!(r.status, 500, "{}", r.body);
+}
+
+/// Polls `/metrics` (bounded) until the breaker of `target` reports `state` (2 = half-open).
+fn wait_for_breaker(g: &Gateway, target: &str, state: u8) {
+    let line = format!("modelgate_circuit_breaker_state{{target=\"{target}\"}} {state}");
+    for _ in 0..200 {
+        if g.get("/metrics").1.lines().any(|l| l == line) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the breaker of {target} never reported state {state}");
+}
+
+#[test]
+fn half_open_admits_one_probe_at_a_time() {
+    // Down until `up` is set; then each answer waits for the gate.
+    let up = Arc::new(AtomicBool::new(false));
+    let (open_gate, gate) = gate();
+    let u = up.clone();
+    let a = Upstream::start(&[], move |s| {
+        if !u.load(Ordering::SeqCst) {
+            return Reply::Json(500, json!({"error": {"message": "a is down"}}));
+        }
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        Reply::Json(200, chat_reply(s.json()["model"].as_str().unwrap(), "ok"))
+    });
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: smart\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n";
+    let breaker =
+        "circuit_breaker: {failure_threshold: 1, open_seconds: 1, success_threshold: 2}\n";
+    let g = Arc::new(Gateway::start(&config(&a, &b, breaker, vms), &[]));
+    assert_eq!(g.chat("smart").status, 500);
+    wait_for_breaker(&g, "a/m1", 2);
+    up.store(true, Ordering::SeqCst);
+
+    // Four requests at once while half-open: one is the probe (held at the upstream), the
+    // other three are refused without contacting it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        let (g, tx) = (g.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let r = g.chat("smart");
+            let _ = tx.send((r.status, r.error_code()));
+        });
+    }
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        refused.push(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    assert!(
+        refused
+            .iter()
+            .all(|(s, c)| (*s, c.as_str()) == (503, "circuit_open")),
+        "{refused:?}"
+    );
+    // The probe may still be on its way to the upstream: wait for it (bounded).
+    for _ in 0..400 {
+        if a.requests().len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(a.requests().len(), 2, "the failure, then exactly one probe");
+    open_gate.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap().0, 200);
+
+    // One success of two: still half-open, and the next probe is admitted.
+    wait_for_breaker(&g, "a/m1", 2);
+    open_gate.send(()).unwrap();
+    assert_eq!(g.chat("smart").status, 200);
+    // Two successes close the circuit: requests go through side by side again.
+    wait_for_breaker(&g, "a/m1", 0);
+    assert_eq!(a.requests().len(), 3);
+}

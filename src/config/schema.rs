@@ -251,6 +251,7 @@ pub struct ModelsSection {
     pub overrides_enabled: Option<bool>,
     pub configured_provider_models_mode: Option<String>,
     pub cache_refresh_interval: Option<u64>,
+    pub refresh_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

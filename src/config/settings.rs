@@ -48,6 +48,9 @@ pub struct Settings {
     /// in their own section.
     pub gomodel_ignored: Vec<String>,
     pub cache_refresh_interval_s: u64,
+    /// How long a request naming a model the catalog lacks waits for the on-demand `/models`
+    /// refresh before it is answered 404 (the refresh goes on in the background).
+    pub model_refresh_wait_ms: u64,
     pub threads: usize,
     pub grace_period_s: u64,
     pub pid_file: Option<String>,
@@ -98,6 +101,8 @@ fn store_kind(file: &FileConfig, env: &Env, label: &str) -> Result<StoreKind, St
         )),
     }
 }
+/// The default bound of a request's wait for an on-demand catalog refresh.
+pub const DEFAULT_MODEL_REFRESH_WAIT_MS: u64 = 2_000;
 
 /// Parses `10M`, `512K`, `1G`, `2048` (binary units).
 pub fn parse_size(raw: &str) -> Option<u64> {
@@ -187,6 +192,18 @@ impl Settings {
                 .unwrap_or(3600)
                 .max(1),
         };
+        let model_refresh_wait_ms = match env_number(
+            env,
+            "MODEL_REFRESH_WAIT_MS",
+            0,
+            "a number of milliseconds (0: do not wait)",
+        )? {
+            Some(n) => n,
+            None => file
+                .models
+                .refresh_wait_ms
+                .unwrap_or(DEFAULT_MODEL_REFRESH_WAIT_MS),
+        };
         let log_json = match env
             .get("LOG_FORMAT")
             .map(str::to_string)
@@ -250,6 +267,7 @@ impl Settings {
             gomodel_honoured: Vec::new(),
             gomodel_ignored: Vec::new(),
             cache_refresh_interval_s,
+            model_refresh_wait_ms,
             threads,
             grace_period_s,
             pid_file: env
@@ -545,6 +563,24 @@ mod tests {
         let e = Settings::resolve(&file, &Env::default(), "c").unwrap_err();
         assert!(
             e.contains("\"mongodb\" is not supported") && e.contains("sqlite"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_refresh_wait_is_two_seconds_unless_set() {
+        let none = Settings::resolve(&FileConfig::default(), &Env::default(), "c").unwrap();
+        assert_eq!(none.model_refresh_wait_ms, 2_000);
+        let file: FileConfig = serde_yaml::from_str("models: {refresh_wait_ms: 500}").unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(s.model_refresh_wait_ms, 500);
+        let env = Env::from_pairs([("MODEL_REFRESH_WAIT_MS", "0")]);
+        let s = Settings::resolve(&file, &env, "c").unwrap();
+        assert_eq!(s.model_refresh_wait_ms, 0);
+        let env = Env::from_pairs([("MODEL_REFRESH_WAIT_MS", "2s")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert!(
+            e.contains("MODEL_REFRESH_WAIT_MS=\"2s\" must be a number of milliseconds"),
             "{e}"
         );
     }

@@ -326,8 +326,11 @@ pub fn build_one(
         }
         targets.push(target);
     }
+    // An empty list is no restriction, exactly like an absent one (SPEC section 4), whichever
+    // origin or admin route wrote it: decided here, once, for every origin.
     let user_paths = match &spec.user_paths {
         None => None,
+        Some(list) if list.is_empty() => None,
         Some(list) => {
             let mut v = Vec::with_capacity(list.len());
             for (i, p) in list.iter().enumerate() {
@@ -588,4 +591,34 @@ fn check_header(lower: &str, at: &str, field: &str, op: &str, raw: &str) -> Resu
     http::HeaderName::from_bytes(lower.as_bytes())
         .map_err(|_| format!("{at}: {field}.headers.{op}: {raw:?} is not a valid header name"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::StateRegistry;
+    use crate::config::env::Env;
+    use crate::snapshot::Snapshot;
+
+    fn snapshot(vms: &str) -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let text =
+            format!("providers:\n  p:\n    type: mock\n    models: [a, b]\nvirtual_models:\n{vms}");
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
+        Snapshot::build(&loaded, &[], None, &StateRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn an_empty_user_paths_list_is_no_restriction() {
+        let snap = snapshot(
+            "  - {source: smart, target: p/a, user_paths: []}\n  - {source: p/b, user_paths: []}\n",
+        );
+        assert!(snap.table.models.iter().all(|vm| vm.user_paths.is_none()));
+        let snap = snapshot("  - {source: smart, target: p/a, user_paths: [/team]}\n");
+        assert_eq!(
+            snap.table.models[0].user_paths.as_ref().map(Vec::len),
+            Some(1)
+        );
+    }
 }

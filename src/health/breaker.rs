@@ -1,5 +1,10 @@
 //! A lock-free circuit breaker: closed -> open after N consecutive failures, half-open after a
 //! pause, closed again after M successes. Time comes in as milliseconds; no clock is read here.
+//!
+//! Half-open admits one probe at a time: `admit` hands the probe slot to one request, and the
+//! slot is free again when that request reports (a success below the threshold) or when it
+//! expires after the breaker's pause, so a probe that never reports (client gone, cancelled, a
+//! fallback the plan never reached) cannot wedge the breaker.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -32,6 +37,13 @@ pub struct Breaker {
     failures: AtomicU32,
     successes: AtomicU32,
     open_until_ms: AtomicU64,
+    /// When the probe slot frees itself (0 or past: free).
+    probe_until_ms: AtomicU64,
+}
+
+/// How long a probe holds the slot when it never reports: the breaker's pause, at least 1 s.
+fn probe_hold_ms(cfg: &BreakerConfig) -> u64 {
+    cfg.open_seconds.saturating_mul(1000).max(1000)
 }
 
 impl Breaker {
@@ -45,9 +57,42 @@ impl Breaker {
         }
     }
 
-    /// Whether a request may be sent now.
+    /// Whether the circuit is not open at `now`; half-open counts as not open whoever holds the
+    /// probe slot (a request planned onto this breaker may go on; see `admit`).
     pub fn allows(&self, now_ms: u64) -> bool {
         self.state(now_ms) != BreakerState::Open
+    }
+
+    /// Whether a new request may be planned onto this breaker now: always when closed, never
+    /// when open, and when half-open only if it takes the free probe slot.
+    pub fn admit(&self, cfg: &BreakerConfig, now_ms: u64) -> bool {
+        match self.state(now_ms) {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => {
+                let held = self.probe_until_ms.load(Ordering::Acquire);
+                held <= now_ms
+                    && self
+                        .probe_until_ms
+                        .compare_exchange(
+                            held,
+                            now_ms.saturating_add(probe_hold_ms(cfg)),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+            }
+        }
+    }
+
+    /// Whether `admit` would admit a request now, without taking the probe slot (for views
+    /// that list rather than route).
+    pub fn would_admit(&self, now_ms: u64) -> bool {
+        match self.state(now_ms) {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => self.probe_until_ms.load(Ordering::Acquire) <= now_ms,
+        }
     }
 
     /// Milliseconds until an open breaker half-opens.
@@ -68,6 +113,8 @@ impl Breaker {
                     self.successes.store(0, Ordering::Release);
                     self.state.store(CLOSED, Ordering::Release);
                 }
+                // The probe reported: the next request may probe.
+                self.probe_until_ms.store(0, Ordering::Release);
             }
         }
     }
@@ -81,6 +128,7 @@ impl Breaker {
                 .store(now_ms + cfg.open_seconds * 1000, Ordering::Release);
             self.state.store(OPEN, Ordering::Release);
             self.failures.store(0, Ordering::Release);
+            self.probe_until_ms.store(0, Ordering::Release);
         }
     }
 }
@@ -142,5 +190,90 @@ mod tests {
         b.record_failure(&CFG, 30_000);
         assert_eq!(b.state(30_001), BreakerState::Open);
         assert_eq!(b.retry_after_ms(30_001), 29_999);
+    }
+
+    fn half_open() -> Breaker {
+        let b = Breaker::default();
+        for _ in 0..5 {
+            b.record_failure(&CFG, 0);
+        }
+        b
+    }
+
+    #[test]
+    fn closed_admits_every_request() {
+        let b = Breaker::default();
+        for _ in 0..10 {
+            assert!(b.admit(&CFG, 0));
+        }
+    }
+
+    #[test]
+    fn open_admits_nothing() {
+        let b = half_open();
+        assert!(!b.admit(&CFG, 29_999));
+        assert!(!b.would_admit(29_999));
+    }
+
+    #[test]
+    fn half_open_admits_one_probe_at_a_time() {
+        let b = half_open();
+        assert!(b.would_admit(30_000));
+        assert!(b.admit(&CFG, 30_000));
+        assert!(
+            !b.admit(&CFG, 30_001),
+            "a second request while the probe is out"
+        );
+        assert!(!b.would_admit(30_001));
+        // The circuit itself is not open: the probe's own plan may go on.
+        assert!(b.allows(30_001));
+    }
+
+    #[test]
+    fn a_probe_success_below_the_threshold_frees_the_slot() {
+        let b = half_open();
+        assert!(b.admit(&CFG, 30_000));
+        b.record_success(&CFG, 30_010);
+        assert_eq!(b.state(30_011), BreakerState::HalfOpen);
+        assert!(b.admit(&CFG, 30_011), "the next probe");
+        assert!(!b.admit(&CFG, 30_012));
+        b.record_success(&CFG, 30_020);
+        assert_eq!(b.state(30_021), BreakerState::Closed);
+        assert!(b.admit(&CFG, 30_021) && b.admit(&CFG, 30_021));
+    }
+
+    #[test]
+    fn a_probe_failure_reopens_for_a_full_pause() {
+        let b = half_open();
+        assert!(b.admit(&CFG, 30_000));
+        b.record_failure(&CFG, 30_010);
+        assert_eq!(b.state(30_011), BreakerState::Open);
+        assert!(!b.admit(&CFG, 59_999));
+        // Half-open again, with the slot free.
+        assert!(b.admit(&CFG, 60_010));
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_frees_the_slot_after_the_pause() {
+        let b = half_open();
+        assert!(b.admit(&CFG, 30_000));
+        assert!(!b.admit(&CFG, 59_999));
+        assert!(b.admit(&CFG, 60_000), "the slot expired");
+        assert!(!b.admit(&CFG, 60_001));
+    }
+
+    #[test]
+    fn concurrent_requests_in_half_open_admit_exactly_one() {
+        let b = std::sync::Arc::new(half_open());
+        let admitted: usize = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || b.admit(&CFG, 30_000))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| usize::from(h.join().unwrap_or(false)))
+            .sum();
+        assert_eq!(admitted, 1);
     }
 }

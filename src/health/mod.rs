@@ -1,10 +1,12 @@
-//! Observed state per target: circuit breaker, latency window, SLA windows, session pins.
+//! Observed state per target: circuit breaker, latency window, SLA windows, session pins; and a
+//! breaker per concrete model called directly (`concrete`).
 //!
 //! Keyed by the target's concrete name (`provider/model`), so state survives reloads for targets
 //! that still exist. The request path reads through one `ArcSwap` load and atomics; the maps are
 //! rebuilt only when a snapshot is swapped in (`sync`).
 
 pub mod breaker;
+pub mod concrete;
 pub mod sessions;
 pub mod window;
 
@@ -17,6 +19,7 @@ use crate::routing::model::Strategy;
 use crate::routing::plan::TargetState;
 use crate::snapshot::Snapshot;
 use breaker::Breaker;
+use concrete::ConcreteBreakers;
 use sessions::Sessions;
 use window::Window;
 
@@ -55,6 +58,8 @@ pub type TargetMap = HashMap<String, Arc<TargetHealth>, foldhash::fast::RandomSt
 #[derive(Debug, Default)]
 pub struct Health {
     targets: ArcSwap<TargetMap>,
+    /// Breakers of concrete models called directly, apart from the virtual-model targets.
+    pub concrete: ConcreteBreakers,
     pub sessions: Sessions,
 }
 
@@ -91,12 +96,31 @@ impl Health {
         self.targets.load_full()
     }
 
-    pub fn target_state(&self, snap: &Snapshot, vm: usize, t: usize, now_ms: u64) -> TargetState {
+    /// A target's state at `now_ms`. With `claim`, the caller is planning a request: a
+    /// half-open breaker gives it the probe slot, or reads as open while another probe is out.
+    pub fn target_state(
+        &self,
+        snap: &Snapshot,
+        vm: usize,
+        t: usize,
+        now_ms: u64,
+        claim: bool,
+    ) -> TargetState {
         let model = &snap.table.models[vm];
         let target = &model.targets[t];
         let map = self.targets.load();
         let Some(h) = map.get(&target.name) else {
             return TargetState::default();
+        };
+        let admitted = if claim {
+            let cfg = target
+                .provider
+                .and_then(|p| snap.providers.get(p))
+                .map(|p| p.config.breaker)
+                .unwrap_or_default();
+            h.breaker.admit(&cfg, now_ms)
+        } else {
+            h.breaker.would_admit(now_ms)
         };
         // Only the latency strategy ranks by it: other plans skip the window's scan.
         let latency = (model.strategy == Strategy::Latency)
@@ -116,7 +140,7 @@ impl Health {
             }
         }
         TargetState {
-            circuit_open: !h.breaker.allows(now_ms),
+            circuit_open: !admitted,
             sla_breached,
             latency_ms: latency.map(|(us, _)| us / 1000.0),
             samples: latency.map_or(0, |(_, n)| n),

@@ -40,10 +40,11 @@ const VALUE_DEPTH_LIMIT: usize = 127;
 
 /// Reads the body once: invalid JSON, a non-object or a missing `model` are 400s.
 ///
-/// Accepts and refuses exactly what `serde_json::from_slice` into a struct of `model` (a raw
-/// value), `stream` and `provider` (values) did, but skips everything else with
+/// Accepts and refuses exactly what `serde_json::from_str` into a struct of `model` (a raw
+/// value), `stream` and `provider` (values) does, but skips everything else with
 /// `json_scan`, which is several times faster on long strings full of escapes. The three fields
-/// are small, so they are still read by serde_json.
+/// are small, so they are still read by serde_json. A body that is not UTF-8 (invalid bytes in
+/// any string) is refused like serde_json refuses a `&str` that is not one: before anything else.
 pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request(
@@ -59,6 +60,10 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
         read_field(body, k, m, &mut f)
     })
     .map_err(|e| match e {
+        // The scanner checks UTF-8 string by string, so an earlier fault can hide a later
+        // invalid byte; a body that is not UTF-8 is refused for that first. A scan that
+        // succeeded checked every string, and no non-ASCII byte is valid outside one.
+        _ if std::str::from_utf8(body).is_err() => not_utf8(body),
         ScanError::Shape { .. } => not_an_object(),
         ScanError::Syntax { reason, at } => {
             let (line, column) = json_scan::line_column(body, at);
@@ -162,6 +167,21 @@ fn read_field(body: &[u8], k: usize, m: Member, f: &mut Fields) -> Result<(), Sc
         f.provider = Some(value);
     }
     Ok(())
+}
+
+/// A body with invalid UTF-8, located at its first invalid byte.
+fn not_utf8(body: &[u8]) -> ApiError {
+    let at = std::str::from_utf8(body)
+        .err()
+        .map_or(0, |e| e.valid_up_to());
+    let (line, column) = json_scan::line_column(body, at);
+    ApiError::invalid_request(
+        "invalid_json",
+        format!(
+            "request body is not valid JSON: invalid UTF-8 at line {line} column {column}; send \
+             UTF-8 text"
+        ),
+    )
 }
 
 fn not_an_object() -> ApiError {

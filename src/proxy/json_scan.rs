@@ -6,13 +6,15 @@
 //! It exists because parsing a 200 KB coding-agent body with serde_json spent most of its time
 //! skipping long strings full of escapes; here strings are skipped 64 bytes at a time with a
 //! bit mask of the bytes that matter (`"`, `\` and control characters), and an escape costs a
-//! shift of that mask rather than a new search.
+//! shift of that mask rather than a new search. The same blocks' high bits say whether a string
+//! holds a non-ASCII byte: only such a string is checked for UTF-8, once it has ended.
 //!
 //! What it must accept and reject is serde_json's behaviour for a derived struct whose unknown
-//! fields are ignored, and that differs from RFC 8259 in places on purpose:
+//! fields are ignored, read from a `&str` (so every string is UTF-8), and that differs from
+//! RFC 8259 in places on purpose:
 //! - skipped values have no nesting limit (serde_json ignores them without recursion);
-//! - skipped strings are not checked for UTF-8 or for paired surrogate escapes;
-//! - top-level keys are decoded, so they must be UTF-8 with paired surrogates;
+//! - skipped strings are not checked for paired surrogate escapes;
+//! - top-level keys are decoded, so their escapes must pair surrogates;
 //! - a top-level key asked for twice is an error (serde's "duplicate field").
 //!
 //! Deciding what a member's value means is the caller's job (`on_member`), called in document
@@ -380,55 +382,80 @@ impl Scanner<'_> {
     }
 
     /// Skips the rest of a string (the opening quote is behind us); returns whether it held an
-    /// escape. Checks escapes and control characters, not UTF-8.
+    /// escape. Checks escapes, control characters and, in a string holding a non-ASCII byte,
+    /// UTF-8.
     ///
     /// Bytes are taken in blocks, each turned into one mask of the bytes that matter and
     /// consumed bit by bit: first one 16-byte block (most strings of a chat body end there),
     /// then 64-byte blocks (long strings), then 16-byte blocks and single bytes for the tail.
     fn skip_str(&mut self) -> Result<bool, ScanError> {
         let b = self.b;
-        let mut i = self.i;
-        let mut escaped = false;
+        let start = self.i;
+        let mut i = start;
+        let mut seen = Seen::default();
         if let Some(block) = b.get(i..i + 16) {
-            let mask = u64::from(mask16(block.try_into().unwrap_or(&[0; 16])));
-            match walk(b, i, 16, mask, &mut escaped)? {
-                Step::End(end) => return self.end_str(end, escaped),
+            let block: &[u8; 16] = block.try_into().unwrap_or(&[0; 16]);
+            let (mask, high) = (u64::from(mask16(block)), u64::from(high16(block)));
+            match walk(b, i, 16, mask, high, &mut seen)? {
+                Step::End(end) => return self.end_str(start, end, seen),
                 Step::Next(next) => i = next,
             }
         }
         while let Some(block) = b.get(i..i + 64) {
-            let mask = mask64(block.try_into().unwrap_or(&[0; 64]));
-            match walk(b, i, 64, mask, &mut escaped)? {
-                Step::End(end) => return self.end_str(end, escaped),
+            let block: &[u8; 64] = block.try_into().unwrap_or(&[0; 64]);
+            match walk(b, i, 64, mask64(block), high64(block), &mut seen)? {
+                Step::End(end) => return self.end_str(start, end, seen),
                 Step::Next(next) => i = next,
             }
         }
         while let Some(block) = b.get(i..i + 16) {
-            let mask = u64::from(mask16(block.try_into().unwrap_or(&[0; 16])));
-            match walk(b, i, 16, mask, &mut escaped)? {
-                Step::End(end) => return self.end_str(end, escaped),
+            let block: &[u8; 16] = block.try_into().unwrap_or(&[0; 16]);
+            let (mask, high) = (u64::from(mask16(block)), u64::from(high16(block)));
+            match walk(b, i, 16, mask, high, &mut seen)? {
+                Step::End(end) => return self.end_str(start, end, seen),
                 Step::Next(next) => i = next,
             }
         }
         while let Some(&c) = b.get(i) {
             match c {
-                b'"' => return self.end_str(i + 1, escaped),
+                b'"' => return self.end_str(start, i + 1, seen),
                 b'\\' => {
-                    escaped = true;
+                    seen.escape = true;
                     i = escape_end(b, i)?;
                 }
                 0..=0x1F => return Err(control_character(i)),
+                0x80.. => {
+                    seen.non_ascii = true;
+                    i += 1;
+                }
                 _ => i += 1,
             }
         }
         Err(ScanError::syntax("EOF while parsing a string", b.len()))
     }
 
+    /// Ends the string that began at `start` just before `end`, its closing quote; a string
+    /// with a non-ASCII byte must be UTF-8.
     #[inline]
-    fn end_str(&mut self, end: usize, escaped: bool) -> Result<bool, ScanError> {
+    fn end_str(&mut self, start: usize, end: usize, seen: Seen) -> Result<bool, ScanError> {
+        if seen.non_ascii {
+            if let Err(e) = std::str::from_utf8(&self.b[start..end - 1]) {
+                return Err(ScanError::syntax(
+                    "invalid unicode code point",
+                    start + e.valid_up_to(),
+                ));
+            }
+        }
         self.i = end;
-        Ok(escaped)
+        Ok(seen.escape)
     }
+}
+
+/// What a string's walk has met so far.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    escape: bool,
+    non_ascii: bool,
 }
 
 /// Where a string's block walk stopped.
@@ -441,27 +468,35 @@ enum Step {
 
 /// Walks the special bytes (bits of `mask`) of the `width`-byte block at `base`: the closing
 /// quote ends the string, an escape is checked and its bytes masked off, a control character
-/// is an error.
+/// is an error. `high` marks the block's non-ASCII bytes; those before the string's end count.
 #[inline(always)]
 fn walk(
     b: &[u8],
     base: usize,
     width: usize,
     mut mask: u64,
-    escaped: &mut bool,
+    high: u64,
+    seen: &mut Seen,
 ) -> Result<Step, ScanError> {
     loop {
         if mask == 0 {
+            seen.non_ascii |= high != 0;
             return Ok(Step::Next(base + width));
         }
-        let j = base + mask.trailing_zeros() as usize;
+        let off = mask.trailing_zeros();
+        let j = base + off as usize;
         match b[j] {
-            b'"' => return Ok(Step::End(j + 1)),
+            b'"' => {
+                // `off` < 64: the bits below it are the string's last bytes in this block.
+                seen.non_ascii |= high & ((1u64 << off) - 1) != 0;
+                return Ok(Step::End(j + 1));
+            }
             b'\\' => {
-                *escaped = true;
+                seen.escape = true;
                 let next = escape_end(b, j)?;
                 let off = next - base;
                 if off >= width {
+                    seen.non_ascii |= high != 0;
                     return Ok(Step::Next(next));
                 }
                 mask &= !0u64 << off;
@@ -531,6 +566,40 @@ fn portable_mask16(block: &[u8; 16]) -> u16 {
     let mut mask = 0u16;
     for (k, &c) in block.iter().enumerate() {
         mask |= u16::from(c == b'"' || c == b'\\' || c < 0x20) << k;
+    }
+    mask
+}
+
+/// Bit k is set when `block[k]` is not ASCII (its high bit is set): one movemask on x86_64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn high16(block: &[u8; 16]) -> u16 {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8};
+    // SAFETY: as in `mask16`: SSE2 is baseline, and the unaligned load reads `block` only.
+    unsafe { _mm_movemask_epi8(_mm_loadu_si128(block.as_ptr().cast::<__m128i>())) as u16 }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn high16(block: &[u8; 16]) -> u16 {
+    portable_high16(block)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn portable_high16(block: &[u8; 16]) -> u16 {
+    let mut mask = 0u16;
+    for (k, &c) in block.iter().enumerate() {
+        mask |= u16::from(c >= 0x80) << k;
+    }
+    mask
+}
+
+/// `high16` for 64 bytes.
+#[inline(always)]
+fn high64(block: &[u8; 64]) -> u64 {
+    let mut mask = 0u64;
+    for (k, part) in block.chunks_exact(16).enumerate() {
+        mask |= u64::from(high16(part.try_into().unwrap_or(&[0; 16]))) << (16 * k);
     }
     mask
 }
@@ -613,6 +682,10 @@ mod tests {
         block[51] = 0x80;
         let want = (1u64 << 0) | (1 << 5) | (1 << 17) | (1 << 33) | (1 << 63);
         assert_eq!(mask64(&block), want);
+        assert_eq!(high64(&block), (1 << 50) | (1 << 51));
+        let third: &[u8; 16] = block[48..].try_into().unwrap();
+        assert_eq!(high16(third), 0b1100);
+        assert_eq!(portable_high16(third), 0b1100);
         let first: &[u8; 16] = block[..16].try_into().unwrap();
         assert_eq!(mask16(first), want as u16);
         assert_eq!(portable_mask16(first), want as u16);
@@ -643,6 +716,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_in_every_string_at_every_offset() {
+        // A bad sequence at each offset of the first blocks, with the string's end or more
+        // text (valid non-ASCII included) right behind it; valid non-ASCII alone is accepted.
+        for bad in [
+            &b"\xff"[..],
+            b"\xc3",
+            b"\xc3(",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+        ] {
+            for pad in 0..100 {
+                for after in [&b""[..], "é".as_bytes(), b"tail", b"\\n"] {
+                    let mut doc = br#"{"skip":[""#.to_vec();
+                    doc.extend("a".repeat(pad).as_bytes());
+                    doc.extend(bad);
+                    doc.extend(after);
+                    doc.extend(br#""],"model":"m"}"#);
+                    let at = 10 + pad;
+                    let got = scan_object(&doc, ["model"], |_, _| Ok(()));
+                    assert_eq!(
+                        got,
+                        Err(ScanError::syntax("invalid unicode code point", at)),
+                        "{doc:?}"
+                    );
+                }
+            }
+        }
+        for pad in 0..100 {
+            let doc = format!(
+                r#"{{"skip":["{}é中😀","{}"],"model":"m"}}"#,
+                "a".repeat(pad),
+                "b".repeat(pad)
+            );
+            assert!(scan(&doc).is_ok(), "{doc:?}");
+        }
+    }
+
+    #[test]
+    fn a_non_ascii_byte_after_the_closing_quote_is_not_the_strings() {
+        // The block that holds the quote reads on past it: bytes there are not the string's.
+        let doc = b"{\"model\":\"m\",\"a\":[\"x\",\"\xc3\xa9\"]}";
+        assert!(scan_object(doc, ["model"], |_, _| Ok(())).is_ok());
+        let doc = b"{\"model\":\"m\"} \xff";
+        assert!(matches!(
+            scan_object(doc, ["model"], |_, _| Ok(())),
+            Err(ScanError::Syntax { .. })
+        ));
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub async fn public_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) ->
 }
 
 /// Refreshes the catalog of the provider(s) a missing model could belong to, at most once a
-/// minute per provider. True when a refresh ran.
+/// minute per provider, waiting for them at most `model_refresh_wait_ms`. True when a refresh
+/// was started.
 pub async fn refresh_for(
     app: &Arc<App>,
     snap: &Snapshot,
@@ -99,8 +100,12 @@ pub async fn refresh_for(
     if tasks.is_empty() {
         return false;
     }
+    // One bound for all of them: past it the request is answered from what is known (the
+    // refreshes run on, in their own tasks, for the requests that follow).
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(snap.settings.model_refresh_wait_ms);
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     true
 }

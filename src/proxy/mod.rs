@@ -38,8 +38,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use smol_str::SmolStr;
 
 use crate::app::App;
-use crate::catalog::discovery::now_ms;
 use crate::config::providers::ProviderKind;
+use crate::mono_clock::now_ms;
 use crate::routing::model::{Operation, WireFormat};
 use crate::routing::plan::{self, RouteError};
 use crate::snapshot::View;
@@ -97,7 +97,7 @@ fn route_error(e: &RouteError) -> ApiError {
             "unsupported_operation",
             e.to_string(),
         ),
-        RouteError::AllCircuitsOpen { .. } => {
+        RouteError::AllCircuitsOpen { .. } | RouteError::CircuitOpen { .. } => {
             let mut a = ApiError::new(503, "service_unavailable", "circuit_open", e.to_string());
             a.retry_after_s = Some(30);
             a
@@ -206,6 +206,7 @@ impl Gateway {
             snap,
             health: Some(&self.app.health),
             now_ms: now,
+            claims_probes: true,
         };
         let mut plan = match plan::plan(&snap.table, &req, &view) {
             Ok(p) => p,
@@ -221,6 +222,10 @@ impl Gateway {
                 let mut err = route_error(&e);
                 if let RouteError::AllCircuitsOpen { virtual_model } = &e {
                     err.retry_after_s = Some(self.circuits_retry_after_s(snap, virtual_model));
+                }
+                if let RouteError::CircuitOpen { model } = &e {
+                    let ms = self.app.health.concrete.retry_after_ms(model, now);
+                    err.retry_after_s = Some(ms.div_ceil(1000).max(1));
                 }
                 return Prepared::Fail(err);
             }
@@ -307,15 +312,24 @@ impl Gateway {
         };
         let now = now_ms();
         let mut opened = false;
-        if let Some(t) = target.filter(|_| counts) {
-            if let Some(h) = self.app.health.get(&t.name) {
-                let cfg = t
-                    .provider
-                    .map(|p| snap.providers[p].config.breaker)
-                    .unwrap_or_default();
-                h.breaker.record_failure(&cfg, now);
-                opened = !h.breaker.allows(now);
+        match (target, ctx.served.as_deref()) {
+            _ if !counts => {}
+            (Some(t), _) => {
+                if let Some(h) = self.app.health.get(&t.name) {
+                    let cfg = t
+                        .provider
+                        .map(|p| snap.providers[p].config.breaker)
+                        .unwrap_or_default();
+                    h.breaker.record_failure(&cfg, now);
+                    opened = !h.breaker.allows(now);
+                }
             }
+            // A concrete model called directly has a breaker of its own.
+            (None, Some(name)) => {
+                let cfg = snap.providers[attempt.provider].config.breaker;
+                opened = self.app.health.concrete.record_failure(name, &cfg, now);
+            }
+            (None, None) => {}
         }
         let next_usable = self.next_usable(ctx, ctx.attempts.index + 1);
         let provider_retry = &snap.providers[attempt.provider].config.retry;
@@ -602,7 +616,7 @@ impl Gateway {
             injected,
             &ctx.request_id,
             &attempt.model,
-            now_ms() / 1000,
+            crate::wall_clock::now_secs(),
         ));
         Ok(())
     }
@@ -622,6 +636,12 @@ impl Gateway {
                     .unwrap_or_default();
                 h.breaker.record_success(&cfg, now_ms());
             }
+        } else if let (None, Some(name)) = (plan.virtual_model, ctx.served.as_deref()) {
+            let cfg = snap.providers[a.provider].config.breaker;
+            self.app
+                .health
+                .concrete
+                .record_success(name, &cfg, now_ms());
         }
     }
 

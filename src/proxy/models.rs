@@ -10,7 +10,6 @@ use super::respond::{self, ApiError, Tags};
 use super::route::Route;
 use super::Gateway;
 use crate::app::App;
-use crate::catalog::discovery;
 use crate::routing::model::{Kind, Operation};
 use crate::routing::plan::{self};
 use crate::routing::table::Access;
@@ -94,7 +93,8 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
     let view = View {
         snap,
         health: Some(&app.health),
-        now_ms: discovery::now_ms(),
+        now_ms: crate::mono_clock::now_ms(),
+        claims_probes: false,
     };
     for (vi, vm) in snap.table.models.iter().enumerate() {
         if vm.kind != Kind::Redirect || !vm.enabled {

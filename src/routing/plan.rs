@@ -51,6 +51,10 @@ pub trait Conditions {
     /// A provider whose catalog lists a bare model id.
     fn locate(&self, model: &str) -> Option<usize>;
     fn target_state(&self, vm: usize, target: usize) -> TargetState;
+    /// Whether the circuit of a concrete model called directly (no virtual model) is open.
+    fn concrete_circuit_open(&self, _provider: usize, _model: &str) -> bool {
+        false
+    }
     /// The target a session is pinned to, if any.
     fn pinned(&self, _vm: usize, _session: &str) -> Option<usize> {
         None
@@ -96,6 +100,8 @@ pub enum RouteError {
     },
     #[error("every target of {virtual_model} has an open circuit; retry later")]
     AllCircuitsOpen { virtual_model: String },
+    #[error("model {model} has an open circuit; retry later")]
+    CircuitOpen { model: String },
 }
 
 /// Why a target is left out of a plan.
@@ -226,6 +232,11 @@ fn concrete<C: Conditions>(
         }
     }
     match table.access(pname, model, req.user_path) {
+        Access::Allowed if cond.concrete_circuit_open(provider, model) => {
+            Err(RouteError::CircuitOpen {
+                model: format!("{pname}/{model}"),
+            })
+        }
         Access::Allowed => Ok(Plan {
             virtual_model: None,
             attempts: vec![Attempt {

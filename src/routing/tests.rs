@@ -89,6 +89,8 @@ struct World {
     pins: HashMap<(usize, String), usize>,
     /// Bare model id -> provider whose catalog lists it.
     located: HashMap<String, usize>,
+    /// `provider/model` names of concrete models whose own circuit is open.
+    concrete_open: Vec<String>,
     /// Successive "random" numbers: 0, 1, 2, ...
     dice: Cell<u64>,
 }
@@ -112,6 +114,10 @@ impl World {
         s.samples = samples;
         self
     }
+    fn concrete_open(mut self, name: &str) -> World {
+        self.concrete_open.push(name.to_string());
+        self
+    }
     fn pin(mut self, vm: usize, session: &str, t: usize) -> World {
         self.pins.insert((vm, session.to_string()), t);
         self
@@ -131,6 +137,10 @@ impl Conditions for World {
     }
     fn target_state(&self, vm: usize, target: usize) -> TargetState {
         self.state.get(&(vm, target)).copied().unwrap_or_default()
+    }
+    fn concrete_circuit_open(&self, provider: usize, model: &str) -> bool {
+        let name = format!("{}/{model}", PROVIDERS[provider]);
+        self.concrete_open.contains(&name)
     }
     fn pinned(&self, vm: usize, session: &str) -> Option<usize> {
         self.pins.get(&(vm, session.to_string())).copied()
@@ -603,6 +613,38 @@ fn all_circuits_open_on_a_shadow_falls_through_to_the_shadowed_model() {
     let p = plan(&tb, &req("a/m"), &w).unwrap();
     assert_eq!(p.virtual_model, None);
     assert_eq!(names(&tb, &p), ["a/m"]);
+}
+
+#[test]
+fn a_concrete_model_with_an_open_circuit_is_its_own_error() {
+    let tb = table(vec![]);
+    let w = World::default().concrete_open("a/m");
+    assert_eq!(
+        plan(&tb, &req("a/m"), &w),
+        Err(RouteError::CircuitOpen {
+            model: "a/m".into()
+        })
+    );
+    // The body's `provider` field reaches the same model, and the same circuit.
+    let r = Request {
+        provider: Some("a"),
+        ..req("m")
+    };
+    assert!(matches!(
+        plan(&tb, &r, &w),
+        Err(RouteError::CircuitOpen { .. })
+    ));
+    // Another model of the provider is unaffected.
+    assert!(plan(&tb, &req("a/other"), &w).is_ok());
+}
+
+#[test]
+fn a_concrete_circuit_does_not_close_a_virtual_models_target() {
+    // A redirect's targets keep their own health: the concrete model's circuit is the direct
+    // callers' alone.
+    let tb = table(vec![vm("smart", Strategy::Priority, vec![t("a/m")])]);
+    let w = World::default().concrete_open("a/m");
+    assert_eq!(plan_names(&tb, &req("smart"), &w), ["a/m"]);
 }
 
 // ---- resolution and fall-through ----

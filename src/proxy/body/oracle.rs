@@ -1,5 +1,6 @@
 //! The former `peek`, kept for tests as the oracle the scanner must agree with: one
-//! `serde_json::from_slice` into a derived struct.
+//! `serde_json::from_str` into a derived struct (so a body must be UTF-8, as serde_json requires
+//! of a `&str`).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -31,7 +32,13 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
             "request body must be a JSON object",
         ));
     }
-    let p: PeekFields<'_> = serde_json::from_slice(body).map_err(|e| {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::invalid_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let p: PeekFields<'_> = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_data() {
             "request body must be a JSON object".to_string()
         } else {

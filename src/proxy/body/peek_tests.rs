@@ -54,6 +54,8 @@ fn string_piece() -> impl Gen<Value = String> {
         4 => "[a-z ]{0,12}",
         2 => (0usize..140).prop_map(|n| "x".repeat(n)),
         1 => Just("é中😀".to_string()),
+        1 => prop_oneof![Just(BAD_BYTE), Just(BAD_TRUNCATED), Just(BAD_SURROGATE), Just(BAD_OVERLONG), Just(BAD_TOO_HIGH)]
+            .prop_map(|c| c.to_string()),
         3 => prop_oneof![
             Just("\\n"), Just("\\\""), Just("\\\\"), Just("\\/"), Just("\\b"), Just("\\f"),
             Just("\\r"), Just("\\t"), Just("\\u00e9"), Just("\\u002D"), Just("\\ud83d\\ude00"),
@@ -62,6 +64,31 @@ fn string_piece() -> impl Gen<Value = String> {
         ]
         .prop_map(str::to_string),
     ]
+}
+
+/// Placeholders (private-use characters) that `to_bytes` replaces with invalid UTF-8: a byte
+/// that never starts a sequence, a truncated sequence, an encoded surrogate, an overlong
+/// encoding, a code point past U+10FFFF.
+const BAD_BYTE: char = '\u{F8F0}';
+const BAD_TRUNCATED: char = '\u{F8F1}';
+const BAD_SURROGATE: char = '\u{F8F2}';
+const BAD_OVERLONG: char = '\u{F8F3}';
+const BAD_TOO_HIGH: char = '\u{F8F4}';
+
+/// A generated document as bytes, its placeholders turned into invalid UTF-8.
+fn to_bytes(doc: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(doc.len());
+    for c in doc.chars() {
+        match c {
+            BAD_BYTE => out.push(0xFF),
+            BAD_TRUNCATED => out.extend(b"\xE4\xB8"),
+            BAD_SURROGATE => out.extend(b"\xED\xA0\x80"),
+            BAD_OVERLONG => out.extend(b"\xC0\xAF"),
+            BAD_TOO_HIGH => out.extend(b"\xF4\x90\x80\x80"),
+            c => out.extend(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
 }
 
 fn string() -> impl Gen<Value = String> {
@@ -186,7 +213,7 @@ fn mutation() -> impl Gen<Value = Mutation> {
 }
 
 fn mutate(doc: &str, mutations: &[Mutation]) -> Vec<u8> {
-    let mut b = doc.as_bytes().to_vec();
+    let mut b = to_bytes(doc);
     for m in mutations {
         let n = b.len().max(1);
         match *m {
@@ -205,10 +232,11 @@ fn mutate(doc: &str, mutations: &[Mutation]) -> Vec<u8> {
 proptest! {
     #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
 
-    /// Well-formed documents (with the odd serde_json-specific refusal inside).
+    /// Well-formed documents (with the odd serde_json-specific refusal inside, and the odd
+    /// invalid UTF-8 in a string).
     #[test]
     fn agrees_with_serde_json_on_documents(doc in document()) {
-        prop_assert_eq!(agree(doc.as_bytes()), Ok(()));
+        prop_assert_eq!(agree(&to_bytes(&doc)), Ok(()));
     }
 
     /// Documents broken by truncation, replaced, inserted or deleted bytes.
@@ -250,7 +278,7 @@ fn lone_surrogates_are_skipped_in_other_strings_but_refused_in_read_ones() {
 }
 
 #[test]
-fn invalid_utf8_is_skipped_in_other_strings_but_refused_in_read_ones() {
+fn invalid_utf8_is_refused_in_every_string() {
     for body in [
         &b"{\"model\":\"m\",\"messages\":\"\xff\"}"[..],
         b"{\"model\":\"\xff\"}",
@@ -260,8 +288,17 @@ fn invalid_utf8_is_skipped_in_other_strings_but_refused_in_read_ones() {
         b"{\"model\":\"m\",\"provider\":{\"\xff\":1}}",
         b"{\"model\":\"m\",\"x\":{\"\xff\":1}}",
         b"{\"model\":\"m\"}\xff",
+        // An earlier fault does not hide the invalid byte.
+        b"{\"model\":\"m\",\"model\":\"n\",\"x\":\"\xff\"}",
+        b"{\"model\":\"m\",\"a\":01,\"x\":\"\xff\"}",
+        b"{\"model\":1,\"x\":\"\xff\"}",
     ] {
         check(body);
+        assert_eq!(
+            peek(body).map_err(|e| e.code).err(),
+            Some("invalid_json"),
+            "{body:?}"
+        );
     }
 }
 
