@@ -219,7 +219,7 @@ fn env_template_lists_every_variable_the_code_reads() {
     }
     // Names built at run time: provider auto-discovery (`<TYPE>_API_KEY`, or `<TYPE>_BASE_URL`
     // for keyless local servers) and env_logger's filter.
-    for t in modelgate::config::providers::TYPE_NAMES.split(", ") {
+    for t in modelgate::config::providers::type_names().split(", ") {
         let kind = modelgate::config::providers::ProviderKind::parse(t).unwrap();
         if kind.default_base_url().is_empty() {
             continue; // mock and openai_compatible are never discovered

@@ -46,7 +46,14 @@ const COMPATIBLE: [(&str, &str, bool); 18] = [
     ("zai", "https://api.z.ai/api/paas/v4", true),
 ];
 
-pub const TYPE_NAMES: &str = "openai, anthropic, groq, xai, openrouter, deepseek, gemini, mistral, together, fireworks, ollama, vllm, llamacpp, sglang, lmstudio, azure, oracle, minimax, zai, openai_compatible, mock";
+/// Every type name `ProviderKind::parse` accepts (its aliases aside), for messages: derived
+/// from the same table, so the two cannot drift.
+pub fn type_names() -> String {
+    let mut names = vec!["openai", "anthropic"];
+    names.extend(COMPATIBLE.iter().map(|(n, _, _)| *n));
+    names.push("mock");
+    names.join(", ")
+}
 
 /// Azure OpenAI's `api-version` unless `api_version` or `AZURE_API_VERSION` names another.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -381,7 +388,10 @@ pub fn resolve(
         }
         let kind_raw = spec.kind.as_deref().unwrap_or(name.as_str());
         let kind = ProviderKind::parse(kind_raw).ok_or_else(|| {
-            format!("{at}: type {kind_raw:?} is unknown; use one of {TYPE_NAMES}")
+            format!(
+                "{at}: type {kind_raw:?} is unknown; use one of {}",
+                type_names()
+            )
         })?;
         let base = match kind {
             ProviderKind::Mock => None,
@@ -631,6 +641,16 @@ fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_type_name_parses_to_itself() {
+        let names = type_names();
+        for name in names.split(", ") {
+            let kind = ProviderKind::parse(name).unwrap_or_else(|| panic!("{name} does not parse"));
+            assert_eq!(kind.name(), name);
+        }
+        assert!(names.contains("azure") && names.contains("mock"));
+    }
 
     #[test]
     fn base_url_parts() {
