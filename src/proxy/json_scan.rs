@@ -766,6 +766,25 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_after_valid_non_ascii_is_refused_too() {
+        // The walk stops marking non-ASCII bytes after a string's first: a later bad byte, in
+        // the same block or blocks on, is still found (by the check at the string's end).
+        for gap in [0, 5, 20, 70, 150] {
+            let mut doc = br#"{"skip":"e\u00e9"#.to_vec();
+            doc.extend("é".as_bytes());
+            doc.extend("a".repeat(gap).as_bytes());
+            doc.push(0xff);
+            doc.extend(br#"z","model":"m"}"#);
+            let at = doc.len() - 16;
+            assert_eq!(
+                scan_object(&doc, ["model"], |_, _| Ok(())),
+                Err(ScanError::syntax("invalid unicode code point", at)),
+                "{doc:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_non_ascii_byte_after_the_closing_quote_is_not_the_strings() {
         // The block that holds the quote reads on past it: bytes there are not the string's.
         let doc = b"{\"model\":\"m\",\"a\":[\"x\",\"\xc3\xa9\"]}";
