@@ -112,16 +112,6 @@ impl Health {
         let Some(h) = map.get(&target.name) else {
             return TargetState::default();
         };
-        let admitted = if claim {
-            let cfg = target
-                .provider
-                .and_then(|p| snap.providers.get(p))
-                .map(|p| p.config.breaker)
-                .unwrap_or_default();
-            h.breaker.admit(&cfg, now_ms)
-        } else {
-            h.breaker.would_admit(now_ms)
-        };
         // Only the latency strategy ranks by it: other plans skip the window's scan.
         let latency = (model.strategy == Strategy::Latency)
             .then(|| h.latency_us.mean(now_ms, LATENCY_SPAN_MS))
@@ -139,6 +129,17 @@ impl Health {
                 }
             }
         }
+        // A target left out for its SLA takes no probe slot it would not use.
+        let admitted = if claim && !sla_breached {
+            let cfg = target
+                .provider
+                .and_then(|p| snap.providers.get(p))
+                .map(|p| p.config.breaker)
+                .unwrap_or_default();
+            h.breaker.admit(&cfg, now_ms)
+        } else {
+            h.breaker.would_admit(now_ms)
+        };
         TargetState {
             circuit_open: !admitted,
             sla_breached,
@@ -186,5 +187,50 @@ mod tests {
         assert!(health.get("p/b").is_none());
         assert!(health.get("p/c").is_some());
         assert_eq!(health.all().len(), 2);
+    }
+
+    #[test]
+    fn a_requests_view_takes_the_probe_slot_and_a_listing_does_not() {
+        let health = Health::default();
+        let snap = snapshot("p/a");
+        health.sync(&snap);
+        let cfg = crate::config::providers::BreakerConfig::default();
+        let h = health.get("p/a").unwrap();
+        for _ in 0..cfg.failure_threshold {
+            h.breaker.record_failure(&cfg, 1_000);
+        }
+        let half_open = 1_000 + cfg.open_seconds * 1000;
+        assert!(
+            health
+                .target_state(&snap, 0, 0, half_open - 1, true)
+                .circuit_open
+        );
+        // Listings look without taking the slot.
+        assert!(
+            !health
+                .target_state(&snap, 0, 0, half_open, false)
+                .circuit_open
+        );
+        assert!(
+            !health
+                .target_state(&snap, 0, 0, half_open, false)
+                .circuit_open
+        );
+        // The first request planned gets it; the next sees the circuit as open.
+        assert!(
+            !health
+                .target_state(&snap, 0, 0, half_open, true)
+                .circuit_open
+        );
+        assert!(
+            health
+                .target_state(&snap, 1, 0, half_open, true)
+                .circuit_open
+        );
+        assert!(
+            health
+                .target_state(&snap, 0, 0, half_open, false)
+                .circuit_open
+        );
     }
 }

@@ -6,8 +6,9 @@
 //! It exists because parsing a 200 KB coding-agent body with serde_json spent most of its time
 //! skipping long strings full of escapes; here strings are skipped 64 bytes at a time with a
 //! bit mask of the bytes that matter (`"`, `\` and control characters), and an escape costs a
-//! shift of that mask rather than a new search. The same blocks' high bits say whether a string
-//! holds a non-ASCII byte: only such a string is checked for UTF-8, once it has ended.
+//! shift of that mask rather than a new search. Until a string's first non-ASCII byte the mask
+//! marks those bytes too (a byte's high bit, taken by the same movemask): only a string that
+//! holds one is checked for UTF-8, once it has ended.
 //!
 //! What it must accept and reject is serde_json's behaviour for a derived struct whose unknown
 //! fields are ignored, read from a `&str` (so every string is UTF-8), and that differs from
@@ -391,31 +392,17 @@ impl Scanner<'_> {
     fn skip_str(&mut self) -> Result<bool, ScanError> {
         let b = self.b;
         let start = self.i;
-        let mut i = start;
         let mut seen = Seen::default();
-        if let Some(block) = b.get(i..i + 16) {
-            let block: &[u8; 16] = block.try_into().unwrap_or(&[0; 16]);
-            let (mask, high) = (u64::from(mask16(block)), u64::from(high16(block)));
-            match walk(b, i, 16, mask, high, &mut seen)? {
-                Step::End(end) => return self.end_str(start, end, seen),
-                Step::Next(next) => i = next,
-            }
-        }
-        while let Some(block) = b.get(i..i + 64) {
-            let block: &[u8; 64] = block.try_into().unwrap_or(&[0; 64]);
-            match walk(b, i, 64, mask64(block), high64(block), &mut seen)? {
-                Step::End(end) => return self.end_str(start, end, seen),
-                Step::Next(next) => i = next,
-            }
-        }
-        while let Some(block) = b.get(i..i + 16) {
-            let block: &[u8; 16] = block.try_into().unwrap_or(&[0; 16]);
-            let (mask, high) = (u64::from(mask16(block)), u64::from(high16(block)));
-            match walk(b, i, 16, mask, high, &mut seen)? {
-                Step::End(end) => return self.end_str(start, end, seen),
-                Step::Next(next) => i = next,
-            }
-        }
+        // The masks mark non-ASCII bytes too until the string's first one; from there on (the
+        // string will be checked for UTF-8 anyway) the walk goes on with masks that do not.
+        let mut i = match blocks::<true>(b, start, &mut seen)? {
+            Run::End(end) => return self.end_str(start, end, seen),
+            Run::Rest(i) if seen.non_ascii => match blocks::<false>(b, i, &mut seen)? {
+                Run::End(end) => return self.end_str(start, end, seen),
+                Run::Rest(i) => i,
+            },
+            Run::Rest(i) => i,
+        };
         while let Some(&c) = b.get(i) {
             match c {
                 b'"' => return self.end_str(start, i + 1, seen),
@@ -458,6 +445,57 @@ struct Seen {
     non_ascii: bool,
 }
 
+/// How far `blocks` went.
+enum Run {
+    /// The string ends before this offset.
+    End(usize),
+    /// Go on from this offset: fewer than 16 bytes are left, or (with marked non-ASCII bytes)
+    /// the string's first non-ASCII byte is just behind.
+    Rest(usize),
+}
+
+/// Walks a string's bytes from `i` in blocks: one of 16 bytes (most strings of a chat body end
+/// there), then blocks of 64 (long strings), then of 16. With `HIGH` the masks also mark
+/// non-ASCII bytes, and the run stops just past the first one.
+#[inline(always)]
+fn blocks<const HIGH: bool>(b: &[u8], mut i: usize, seen: &mut Seen) -> Result<Run, ScanError> {
+    let first = i;
+    while let Some(block) = b.get(i..i + 16) {
+        let mask = u64::from(mask16::<HIGH>(block.try_into().unwrap_or(&[0; 16])));
+        match walk(b, i, 16, mask, seen)? {
+            Step::End(end) => return Ok(Run::End(end)),
+            Step::Next(next) => i = next,
+        }
+        if HIGH && seen.non_ascii {
+            return Ok(Run::Rest(i));
+        }
+        if i >= first + 16 {
+            break;
+        }
+    }
+    while let Some(block) = b.get(i..i + 64) {
+        let mask = mask64::<HIGH>(block.try_into().unwrap_or(&[0; 64]));
+        match walk(b, i, 64, mask, seen)? {
+            Step::End(end) => return Ok(Run::End(end)),
+            Step::Next(next) => i = next,
+        }
+        if HIGH && seen.non_ascii {
+            return Ok(Run::Rest(i));
+        }
+    }
+    while let Some(block) = b.get(i..i + 16) {
+        let mask = u64::from(mask16::<HIGH>(block.try_into().unwrap_or(&[0; 16])));
+        match walk(b, i, 16, mask, seen)? {
+            Step::End(end) => return Ok(Run::End(end)),
+            Step::Next(next) => i = next,
+        }
+        if HIGH && seen.non_ascii {
+            return Ok(Run::Rest(i));
+        }
+    }
+    Ok(Run::Rest(i))
+}
+
 /// Where a string's block walk stopped.
 enum Step {
     /// The string ends before this offset (its closing quote is the byte before).
@@ -468,38 +506,34 @@ enum Step {
 
 /// Walks the special bytes (bits of `mask`) of the `width`-byte block at `base`: the closing
 /// quote ends the string, an escape is checked and its bytes masked off, a control character
-/// is an error. `high` marks the block's non-ASCII bytes; those before the string's end count.
+/// is an error. A marked non-ASCII byte is noted, and the walk goes on just past it.
 #[inline(always)]
 fn walk(
     b: &[u8],
     base: usize,
     width: usize,
     mut mask: u64,
-    high: u64,
     seen: &mut Seen,
 ) -> Result<Step, ScanError> {
     loop {
         if mask == 0 {
-            seen.non_ascii |= high != 0;
             return Ok(Step::Next(base + width));
         }
-        let off = mask.trailing_zeros();
-        let j = base + off as usize;
+        let j = base + mask.trailing_zeros() as usize;
         match b[j] {
-            b'"' => {
-                // `off` < 64: the bits below it are the string's last bytes in this block.
-                seen.non_ascii |= high & ((1u64 << off) - 1) != 0;
-                return Ok(Step::End(j + 1));
-            }
+            b'"' => return Ok(Step::End(j + 1)),
             b'\\' => {
                 seen.escape = true;
                 let next = escape_end(b, j)?;
                 let off = next - base;
                 if off >= width {
-                    seen.non_ascii |= high != 0;
                     return Ok(Step::Next(next));
                 }
                 mask &= !0u64 << off;
+            }
+            0x80.. => {
+                seen.non_ascii = true;
+                return Ok(Step::Next(j + 1));
             }
             _ => return Err(control_character(j)),
         }
@@ -529,11 +563,13 @@ fn escape_end(b: &[u8], at: usize) -> Result<usize, ScanError> {
     }
 }
 
-/// Bit k is set when `block[k]` is `"`, `\\` or a control character. SSE2 is part of every
-/// x86_64 CPU, so this is one 16-byte compare of each kind; elsewhere, a plain loop.
+/// Bit k is set when `block[k]` is `"`, `\\` or a control character, and with `HIGH` also when
+/// it is not ASCII. SSE2 is part of every x86_64 CPU, so this is one 16-byte compare of each
+/// kind (a byte's high bit is its own sign bit, taken by the same movemask); elsewhere, a plain
+/// loop.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn mask16(block: &[u8; 16]) -> u16 {
+fn mask16<const HIGH: bool>(block: &[u8; 16]) -> u16 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -551,65 +587,36 @@ fn mask16(block: &[u8; 16]) -> u16 {
             ),
             control,
         );
+        let special = if HIGH {
+            _mm_or_si128(special, v)
+        } else {
+            special
+        };
         _mm_movemask_epi8(special) as u16
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn mask16(block: &[u8; 16]) -> u16 {
-    portable_mask16(block)
+fn mask16<const HIGH: bool>(block: &[u8; 16]) -> u16 {
+    portable_mask16::<HIGH>(block)
 }
 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn portable_mask16(block: &[u8; 16]) -> u16 {
+fn portable_mask16<const HIGH: bool>(block: &[u8; 16]) -> u16 {
     let mut mask = 0u16;
     for (k, &c) in block.iter().enumerate() {
-        mask |= u16::from(c == b'"' || c == b'\\' || c < 0x20) << k;
-    }
-    mask
-}
-
-/// Bit k is set when `block[k]` is not ASCII (its high bit is set): one movemask on x86_64.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn high16(block: &[u8; 16]) -> u16 {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8};
-    // SAFETY: as in `mask16`: SSE2 is baseline, and the unaligned load reads `block` only.
-    unsafe { _mm_movemask_epi8(_mm_loadu_si128(block.as_ptr().cast::<__m128i>())) as u16 }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn high16(block: &[u8; 16]) -> u16 {
-    portable_high16(block)
-}
-
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn portable_high16(block: &[u8; 16]) -> u16 {
-    let mut mask = 0u16;
-    for (k, &c) in block.iter().enumerate() {
-        mask |= u16::from(c >= 0x80) << k;
-    }
-    mask
-}
-
-/// `high16` for 64 bytes.
-#[inline(always)]
-fn high64(block: &[u8; 64]) -> u64 {
-    let mut mask = 0u64;
-    for (k, part) in block.chunks_exact(16).enumerate() {
-        mask |= u64::from(high16(part.try_into().unwrap_or(&[0; 16]))) << (16 * k);
+        mask |= u16::from(c == b'"' || c == b'\\' || c < 0x20 || (HIGH && c >= 0x80)) << k;
     }
     mask
 }
 
 /// The same for 64 bytes: four 16-byte masks side by side.
 #[inline(always)]
-fn mask64(block: &[u8; 64]) -> u64 {
+fn mask64<const HIGH: bool>(block: &[u8; 64]) -> u64 {
     let mut mask = 0u64;
     for (k, part) in block.chunks_exact(16).enumerate() {
-        mask |= u64::from(mask16(part.try_into().unwrap_or(&[0; 16]))) << (16 * k);
+        mask |= u64::from(mask16::<HIGH>(part.try_into().unwrap_or(&[0; 16]))) << (16 * k);
     }
     mask
 }
@@ -681,19 +688,21 @@ mod tests {
         block[50] = 0xFF;
         block[51] = 0x80;
         let want = (1u64 << 0) | (1 << 5) | (1 << 17) | (1 << 33) | (1 << 63);
-        assert_eq!(mask64(&block), want);
-        assert_eq!(high64(&block), (1 << 50) | (1 << 51));
-        let third: &[u8; 16] = block[48..].try_into().unwrap();
-        assert_eq!(high16(third), 0b1100);
-        assert_eq!(portable_high16(third), 0b1100);
+        let high = (1u64 << 50) | (1 << 51);
+        assert_eq!(mask64::<false>(&block), want);
+        assert_eq!(mask64::<true>(&block), want | high);
         let first: &[u8; 16] = block[..16].try_into().unwrap();
-        assert_eq!(mask16(first), want as u16);
-        assert_eq!(portable_mask16(first), want as u16);
+        assert_eq!(mask16::<false>(first), want as u16);
+        assert_eq!(portable_mask16::<false>(first), want as u16);
         for k in 0..4 {
             let part: &[u8; 16] = block[16 * k..16 * (k + 1)].try_into().unwrap();
             assert_eq!(
-                u64::from(portable_mask16(part)),
+                u64::from(portable_mask16::<false>(part)),
                 (want >> (16 * k)) & 0xFFFF
+            );
+            assert_eq!(
+                u64::from(portable_mask16::<true>(part)),
+                ((want | high) >> (16 * k)) & 0xFFFF
             );
         }
     }
@@ -753,6 +762,25 @@ mod tests {
                 "b".repeat(pad)
             );
             assert!(scan(&doc).is_ok(), "{doc:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_after_valid_non_ascii_is_refused_too() {
+        // The walk stops marking non-ASCII bytes after a string's first: a later bad byte, in
+        // the same block or blocks on, is still found (by the check at the string's end).
+        for gap in [0, 5, 20, 70, 150] {
+            let mut doc = br#"{"skip":"e\u00e9"#.to_vec();
+            doc.extend("é".as_bytes());
+            doc.extend("a".repeat(gap).as_bytes());
+            doc.push(0xff);
+            doc.extend(br#"z","model":"m"}"#);
+            let at = doc.len() - 16;
+            assert_eq!(
+                scan_object(&doc, ["model"], |_, _| Ok(())),
+                Err(ScanError::syntax("invalid unicode code point", at)),
+                "{doc:?}"
+            );
         }
     }
 
