@@ -3,7 +3,10 @@
 //! Request phase: `set-params` + `system-prompt` + `guard` (three deny patterns, one redaction,
 //! a length limit) on a ~200 KB coding-agent chat body (built as bench/run.py builds its big
 //! body), against the parse + serialize the proxy does for any rewritten body. Response phase:
-//! `redact` over a 20-chunk OpenAI stream against passing the same bytes through.
+//! `redact` over a 20-chunk OpenAI stream, whole and up to its first text event. Each request
+//! step is also timed alone: regular-expression scans dominate, and their cost depends on the
+//! patterns (a literal is found with a vectorised search; a case-insensitive alternation or a
+//! class-based pattern runs the lazy DFA over every byte).
 //!
 //! `cargo bench --bench middleware`
 
@@ -133,6 +136,58 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // Each step alone, on the parsed body: what a pipeline's cost is made of.
+    for (label, calls) in [
+        (
+            "set-params",
+            vec![call(
+                "set-params",
+                json!({"set": {"temperature": 0.2}, "defaults": {"max_tokens": 1024}}),
+            )],
+        ),
+        (
+            "system-prompt",
+            vec![call("system-prompt", json!({"text": "Answer in English."}))],
+        ),
+        (
+            "guard deny: 3 patterns, one case-insensitive",
+            vec![call(
+                "guard",
+                json!({"deny": ["(?i)ignore (all )?previous instructions", "BEGIN RSA PRIVATE KEY", "rm -rf /"]}),
+            )],
+        ),
+        (
+            "guard deny: one literal",
+            vec![call(
+                "guard",
+                json!({"deny": ["ignore previous instructions"]}),
+            )],
+        ),
+        (
+            "guard redact: SSN pattern",
+            vec![call(
+                "guard",
+                json!({"redact": [{"pattern": r"\b\d{3}-\d{2}-\d{4}\b", "replacement": "[SSN]"}]}),
+            )],
+        ),
+        (
+            "guard max_input_chars",
+            vec![call("guard", json!({"max_input_chars": 1_000_000}))],
+        ),
+    ] {
+        let p = Pipelines::build(&calls, &[], &[], &BTreeMap::new()).expect("valid");
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
+        g.bench_function(label, |b| {
+            b.iter_batched(
+                || parsed.clone(),
+                |mut v| {
+                    let _ = p.run_request(&mut v, &facts);
+                    v
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 
     let redact = Pipelines::build(
