@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod store;
 pub mod translate;
 pub mod wall_clock;
+pub mod wire;
 
 /// The global allocator the gateway binary installs, and the benchmarks that time its work.
 ///

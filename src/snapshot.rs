@@ -116,7 +116,7 @@ fn upstream_uris(p: &ProviderConfig) -> Vec<(Operation, WireFormat, http::Uri)> 
         .iter()
         .flat_map(|op| WireFormat::ALL.iter().map(move |f| (*op, *f)))
         .filter_map(|(op, f)| {
-            let mut path = format!("{}{}", base.path, op.upstream_suffix(f));
+            let mut path = format!("{}{}", base.path, crate::wire::path(op, f));
             if let Some(q) = &p.query {
                 path.push('?');
                 path.push_str(q);

@@ -149,7 +149,7 @@ async fn fill(c: &Client, sel: &str, value: &str) {
 async fn the_dashboard_manages_virtual_models_in_a_real_browser() {
     let up = Upstream::echo(&["m1", "m2"]);
     let config = format!(
-        "providers:\n{}virtual_models:\n  - source: cfg-alias\n    target: a/m1\n    description: from the file\n  - source: cfg-mw\n    target: a/m2\n    request_middleware:\n      - {{name: log, config_type: log_config, config: {{level: info}}}}\n",
+        "providers:\n{}virtual_models:\n  - source: cfg-alias\n    target: a/m1\n    description: from the file\n  - source: cfg-mw\n    target: a/m2\n    post_response_middleware:\n      - {{name: log, config_type: log_config, config: {{level: info}}}}\n",
         provider_block("a", &up, &["m1", "m2"])
     );
     let g = Gateway::start(&config, &[("MODELGATE_MASTER_KEY", KEY)]);

@@ -74,7 +74,7 @@ fn create_is_201_callable_and_shown_in_the_rest_view() {
             "project": "p1",
             "default_model_entity": "b/m3",
             "models": [{"model": "a/m1", "backend_format": "OPENAI_CHAT"}],
-            "request_middleware": [{"name": "log", "config_type": "log_config", "config_id": "default/log-info"}]
+            "post_response_middleware": [{"name": "log", "config_type": "log_config", "config_id": "default/log-info"}]
         })),
         &[("x-modelgate-user-path", "/alice")],
     );
@@ -92,7 +92,10 @@ fn create_is_201_callable_and_shown_in_the_rest_view() {
     assert_eq!(v["autoprovisioned"], false);
     assert_eq!(v["created_by"], "/alice");
     assert_eq!(v["updated_by"], "/alice");
-    assert_eq!(v["request_middleware"][0]["config_id"], "default/log-info");
+    assert_eq!(
+        v["post_response_middleware"][0]["config_id"],
+        "default/log-info"
+    );
     assert_eq!(v["response_middleware"], json!([]));
     assert_eq!(v["override_proxy"], Value::Null);
     assert!(v["created_at"].as_str().unwrap().ends_with('Z'));
@@ -111,7 +114,7 @@ fn create_is_201_callable_and_shown_in_the_rest_view() {
     assert_eq!(rest["origin"], "store");
     assert_eq!(rest["strategy"], "priority");
     assert_eq!(rest["id"], v["id"]);
-    assert_eq!(rest["request_middleware"][0]["name"], "log");
+    assert_eq!(rest["post_response_middleware"][0]["name"], "log");
 
     let got = g.call("GET", &vm("team", "fast"), None, &[]);
     assert_eq!(got.status, 200);
@@ -289,7 +292,7 @@ fn patch_keeps_absent_fields_clears_nulls_and_empties_lists() {
         &vms("w"),
         Some(&json!({"name": "p", "project": "proj", "default_model_entity": "a/m1",
             "models": [{"model": "b/m3"}],
-            "request_middleware": [{"name": "log", "config_type": "log_config", "config": {"level": "info"}}]})),
+            "request_middleware": [{"name": "system-prompt", "config_type": "system_prompt_config", "config": {"text": "Be brief."}}]})),
         &[],
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -305,7 +308,7 @@ fn patch_keeps_absent_fields_clears_nulls_and_empties_lists() {
         (v["project"].clone(), v["default_model_entity"].clone()),
         (json!("proj"), json!("a/m1"))
     );
-    assert_eq!(v["request_middleware"][0]["name"], "log");
+    assert_eq!(v["request_middleware"][0]["name"], "system-prompt");
     assert_eq!(v["updated_by"], "/bob");
     assert_eq!(v["id"], id);
 

@@ -36,12 +36,12 @@ pub fn fetch_models(p: &ProviderConfig) -> Result<super::ModelSet, String> {
         .build();
     let mut req = agent.get(&url);
     if let Some(key) = &p.api_key {
-        req = match p.kind {
-            ProviderKind::Anthropic => req
-                .set("x-api-key", key)
-                .set("anthropic-version", "2023-06-01"),
-            _ => req.set("authorization", &format!("Bearer {key}")),
-        };
+        let format = p.kind.wire_format();
+        let (name, value) = crate::wire::key_header(format, key);
+        req = req.set(name, &value);
+        if let Some((name, value)) = crate::wire::version_header(format) {
+            req = req.set(name, value);
+        }
     }
     for (k, v) in &p.headers {
         req = req.set(k, v);

@@ -114,7 +114,9 @@ impl ProviderKind {
     pub fn wire_format(self) -> WireFormat {
         match self {
             ProviderKind::Anthropic => WireFormat::AnthropicMessages,
-            _ => WireFormat::OpenAiChat,
+            ProviderKind::OpenAi | ProviderKind::Compatible(_) | ProviderKind::Mock => {
+                WireFormat::OpenAiChat
+            }
         }
     }
 

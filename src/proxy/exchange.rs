@@ -401,7 +401,7 @@ impl Gateway {
             _ => {
                 let mut path = String::with_capacity(base.path.len() + 24);
                 path.push_str(&base.path);
-                path.push_str(ctx.operation.upstream_suffix(format));
+                path.push_str(crate::wire::path(ctx.operation, format));
                 // The provider's own query (Azure's `api-version`), then the client's.
                 let mut sep = '?';
                 for q in [provider.config.query.as_deref(), query]

@@ -13,8 +13,7 @@ use super::headers;
 use crate::routing::model::{Target, WireFormat};
 use crate::snapshot::{KeyHeaders, ProviderRuntime};
 
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const X_API_KEY: HeaderName = HeaderName::from_static(crate::wire::anthropic::KEY_HEADER);
 
 /// The upstream request's headers: the client's minus the dropped ones, then host, the
 /// provider's key and headers, the target's header rules and the body's length.
@@ -47,15 +46,22 @@ pub fn build(
                 "the provider's API key is not a valid header value",
             )
         }
-        KeyHeaders::Valid { bearer, api_key } => match format {
-            WireFormat::AnthropicMessages => {
-                put(h, X_API_KEY, api_key.clone())?;
-                if headers::find(h, "anthropic-version").is_none() {
-                    put(h, ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"))?;
+        KeyHeaders::Valid { bearer, api_key } => {
+            // The values are built once per snapshot; the dialect says which one goes.
+            match format {
+                WireFormat::AnthropicMessages => put(h, X_API_KEY, api_key.clone())?,
+                WireFormat::OpenAiChat => put(h, AUTHORIZATION, bearer.clone())?,
+            }
+            if let Some((name, default)) = crate::wire::version_header(format) {
+                if headers::find(h, name).is_none() {
+                    put(
+                        h,
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(default),
+                    )?;
                 }
             }
-            WireFormat::OpenAiChat => put(h, AUTHORIZATION, bearer.clone())?,
-        },
+        }
     }
     for (k, v) in &provider.extra_headers {
         put(h, k.clone(), v.clone())?;
@@ -209,7 +215,10 @@ mod tests {
         assert_eq!(get(&h, "x-debug"), ["1"]);
 
         let mut h = client();
-        h.insert(ANTHROPIC_VERSION, HeaderValue::from_static("2024-01-01"));
+        h.insert(
+            crate::wire::anthropic::VERSION_HEADER,
+            HeaderValue::from_static("2024-01-01"),
+        );
         anthropic(&snap, &mut h);
         assert_eq!(get(&h, "anthropic-version"), ["2024-01-01"]);
     }

@@ -126,19 +126,6 @@ impl Operation {
         }
     }
 
-    /// The upstream path under a provider's base URL for this operation in `format`'s dialect.
-    pub fn upstream_suffix(self, format: WireFormat) -> &'static str {
-        match (self, format) {
-            (Operation::Chat | Operation::Messages, WireFormat::AnthropicMessages) => "/messages",
-            (Operation::Messages, WireFormat::OpenAiChat) => "/chat/completions",
-            (Operation::Chat, _) => "/chat/completions",
-            (Operation::Completion, _) => "/completions",
-            (Operation::Embedding, _) => "/embeddings",
-            (Operation::Responses, _) => "/responses",
-            (Operation::CountTokens, _) => "/messages/count_tokens",
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Operation::Chat => "chat",

@@ -21,13 +21,14 @@ vms = nemo.inference.virtual_models
 def create_and_retrieve():
     vm = vms.create(name="chat", default_model_entity="oa/gpt-x",
                     models=[{"model": "claude/claude-x", "backend_format": "ANTHROPIC_MESSAGES"}],
-                    request_middleware=[{"name": "log", "config_type": "log_config", "config": {}}])
+                    request_middleware=[{"name": "system-prompt", "config_type": "system_prompt_config",
+                                        "config": {"text": "Be brief."}}])
     assert vm.workspace == "sdk" and vm.name == "chat", vm
     assert vm.id == vm.entity_id and vm.parent == "sdk", vm
     assert vm.default_model_entity == "oa/gpt-x", vm
     assert [m.model for m in vm.models] == ["oa/gpt-x", "claude/claude-x"], vm
     assert vm.models[1].backend_format == "ANTHROPIC_MESSAGES", vm
-    assert vm.request_middleware[0].name == "log", vm
+    assert vm.request_middleware[0].name == "system-prompt", vm
     got = vms.retrieve("chat")
     assert got.id == vm.id and got.created_at == vm.created_at, got
     try:
