@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MOCK_PORT, PORTS, parse_builds, start_mock, start_target, stop  # noqa: E402
+from run import (MOCK_PORT, PORTS, descendants, parse_builds, start_mock,  # noqa: E402
+                 start_target, stop)
 
 BODIES = {
     "small": {"model": "bench", "messages": [

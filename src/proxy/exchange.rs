@@ -310,7 +310,12 @@ impl Gateway {
             let (mut piece, end) = match pending.take() {
                 Some(b) => (Some(b), false),
                 None => match read_piece(session, &mut up, idle).await {
-                    Read::Piece(b) => (Some(b), false),
+                    Read::Piece(b) => {
+                        // Pieces that have already arrived leave with this one, in one write
+                        // (a burst of events is not split into a write per event).
+                        let (b, end) = with_ready_pieces(&mut up, b);
+                        (Some(b), end)
+                    }
                     Read::End => (None, true),
                     Read::Broken { timed_out } => {
                         ctx.error_code = Some(if timed_out {
@@ -526,6 +531,33 @@ async fn read_piece(session: &mut Session, up: &mut Upstream, idle: Duration) ->
         },
         () = client_gone(session) => Read::ClientGone,
     }
+}
+
+/// `first` joined with every piece of the answer that is already here (read without waiting),
+/// and whether the answer ended with them.
+fn with_ready_pieces(up: &mut Upstream, first: Bytes) -> (Bytes, bool) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut joined: Option<BytesMut> = None;
+    let mut end = false;
+    loop {
+        // One poll: a piece already buffered or on the socket comes back now; otherwise
+        // nothing was consumed and the read is dropped.
+        let next = std::pin::pin!(up.read_body_bytes()).poll(&mut cx);
+        match next {
+            Poll::Ready(Ok(Some(more))) => joined
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&more),
+            Poll::Ready(Ok(None)) => {
+                end = true;
+                break;
+            }
+            // A broken read shows again on the next wait, where it is handled.
+            Poll::Ready(Err(_)) | Poll::Pending => break,
+        }
+    }
+    (joined.map_or(first, BytesMut::freeze), end)
 }
 
 /// Completes when the client closes its connection (its request body was read whole before).
