@@ -25,3 +25,22 @@ pub use response::{
 };
 pub use sse::{write_event, SseEvent, SseParser};
 pub use stream::{AnthropicToOpenAiStream, OpenAiToAnthropicStream};
+
+/// An Anthropic `tool_use` block as an OpenAI chat `tool_calls` entry: the input object becomes
+/// the JSON text of `arguments` (an absent input is `{}`). Shared by the request translation
+/// (assistant turns of a conversation) and the answer translation.
+pub(crate) fn openai_tool_call(
+    id: &str,
+    name: &str,
+    input: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let arguments = match input {
+        Some(v) => v.to_string(),
+        None => "{}".to_string(),
+    };
+    serde_json::json!({
+        "id": id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    })
+}

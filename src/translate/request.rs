@@ -890,20 +890,11 @@ fn anthropic_assistant_to_openai(content: &Value, path: &str) -> Result<Value> {
         let (block_path, block) = block_object(block, path, j)?;
         match get_str(block, "type", &block_path)? {
             "text" => text.push_str(get_str(block, "text", &block_path)?),
-            "tool_use" => {
-                let input = block
-                    .get("input")
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
-                tool_calls.push(json!({
-                    "id": get_str(block, "id", &block_path)?,
-                    "type": "function",
-                    "function": {
-                        "name": get_str(block, "name", &block_path)?,
-                        "arguments": input.to_string(),
-                    },
-                }));
-            }
+            "tool_use" => tool_calls.push(super::openai_tool_call(
+                get_str(block, "id", &block_path)?,
+                get_str(block, "name", &block_path)?,
+                block.get("input"),
+            )),
             // Chat Completions has no way to hand reasoning back to the model; the
             // signature-bound thinking blocks only matter to Anthropic itself.
             "thinking" | "redacted_thinking" => {}

@@ -88,20 +88,11 @@ pub fn anthropic_response_to_openai(resp: &Value, created: u64) -> Result<Value>
             .ok_or_else(|| TranslateError::wrong_type(&path, "an object"))?;
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(str_field_at(block, "text", &path)?),
-            Some("tool_use") => {
-                let input = block
-                    .get("input")
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
-                tool_calls.push(json!({
-                    "id": str_field_at(block, "id", &path)?,
-                    "type": "function",
-                    "function": {
-                        "name": str_field_at(block, "name", &path)?,
-                        "arguments": input.to_string(),
-                    },
-                }));
-            }
+            Some("tool_use") => tool_calls.push(super::openai_tool_call(
+                str_field_at(block, "id", &path)?,
+                str_field_at(block, "name", &path)?,
+                block.get("input"),
+            )),
             // Thinking, server-tool and other block kinds have no place in a chat
             // completion message; the answer itself is in the text and tool_use blocks.
             _ => {}
