@@ -157,6 +157,9 @@ pub struct Snapshot {
     /// Middleware pipelines per virtual model (as `table.models`), compiled once; `None` for a
     /// virtual model without middleware, which then pays nothing for the feature.
     pub pipelines: Vec<Option<Arc<crate::middleware::Pipelines>>>,
+    /// Whether any virtual model has middleware: decided once here, so a request to a
+    /// gateway without any pays one branch.
+    pub any_pipelines: bool,
 }
 
 /// A virtual model's response tag values as header values: its source (for
@@ -282,12 +285,13 @@ impl Snapshot {
         let mut table = Table::new(models, names, loaded.settings.models_enabled_by_default);
         table.fallbacks = loaded.fallbacks.clone();
         let tag_values = tag_values(&table, &providers);
-        let pipelines = table
+        let pipelines: Vec<_> = table
             .models
             .iter()
             .map(|vm| pipelines.remove(vm.source.trim()))
             .collect();
         Ok(Snapshot {
+            any_pipelines: pipelines.iter().any(Option::is_some),
             pipelines,
             settings: loaded.settings.clone(),
             providers,

@@ -45,7 +45,7 @@ pub fn request_phase(
     op: Operation,
     raw: Vec<u8>,
 ) -> Result<Vec<u8>, ApiError> {
-    if snap.pipelines.iter().all(Option::is_none) {
+    if !snap.any_pipelines {
         return Ok(raw);
     }
     // Malformed bodies are refused by the planner's own peek, with its messages.
