@@ -182,6 +182,52 @@ fn pipelines_lines(out: &mut String, snap: &Snapshot, vi: usize, indent: &str) {
     }
 }
 
+/// What the virtual model's request middleware would do with the sample body (or an empty
+/// chat request): the model its `router` rules pick, or the `guard` that blocks it.
+fn request_phase_line(out: &mut String, snap: &Snapshot, vi: usize, q: &Question<'_>) {
+    let Some(p) = snap
+        .pipelines
+        .get(vi)
+        .and_then(Option::as_ref)
+        .filter(|p| p.has_request())
+    else {
+        return;
+    };
+    let mut body = q
+        .body
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"messages": [{"role": "user", "content": ""}]}));
+    if let Some(m) = body.as_object_mut() {
+        m.insert(
+            "model".into(),
+            serde_json::Value::String(q.model.to_string()),
+        );
+    }
+    let metadata = q.metadata.and_then(|m| serde_json::to_vec(m).ok());
+    let facts = crate::middleware::RequestFacts {
+        operation: Operation::Chat,
+        metadata: metadata.as_deref(),
+    };
+    let sample = if q.body.is_some() {
+        "this body"
+    } else {
+        "an empty chat request"
+    };
+    match p.run_request(&mut body, &facts) {
+        Ok(()) => {
+            let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("");
+            let _ = writeln!(out, "  request middleware on {sample}: model {model}");
+        }
+        Err(b) => {
+            let _ = writeln!(
+                out,
+                "  request middleware on {sample}: blocked by request_middleware[{}]: {}",
+                b.index, b.message
+            );
+        }
+    }
+}
+
 /// What `modelgate resolve` is asked about.
 pub struct Question<'a> {
     pub model: &'a str,
@@ -190,6 +236,8 @@ pub struct Question<'a> {
     pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// How many consecutive requests to plan.
     pub n: usize,
+    /// A sample request body for the request middleware (`--body`).
+    pub body: Option<&'a serde_json::Value>,
 }
 
 /// The explanation `modelgate resolve` prints: the virtual model and its settings, every
@@ -233,6 +281,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         };
         let _ = writeln!(out, "  session affinity: {affinity}");
         pipelines_lines(&mut out, snap, vi, "  ");
+        request_phase_line(&mut out, snap, vi, q);
         if let Some(types) = &vm.model_types {
             let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
             let _ = writeln!(out, "  model_types: {}", names.join(", "));

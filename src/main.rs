@@ -59,6 +59,10 @@ enum Command {
         /// Request metadata as a JSON object, for targets with metadata_match.
         #[arg(long)]
         metadata: Option<String>,
+        /// A sample chat request body (JSON), for the virtual model's request middleware: what
+        /// its `router` rules would pick, or whether a `guard` would block it.
+        #[arg(long)]
+        body: Option<String>,
     },
     /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
     Reload,
@@ -245,7 +249,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             user_path,
             n,
             metadata,
+            body,
         } => {
+            let body = match body.as_deref() {
+                None => None,
+                Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(v @ serde_json::Value::Object(_)) => Some(v),
+                    _ => anyhow::bail!(
+                        "--body {raw:?} is not a JSON object; give a chat request, e.g. '{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'"
+                    ),
+                },
+            };
             let store = open_store(&src, false)?;
             let app = App::start(src, store).map_err(anyhow::Error::msg)?;
             let up = match user_path {
@@ -269,6 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 user_path: up.as_ref(),
                 metadata: metadata.as_ref(),
                 n: n.max(1),
+                body: body.as_ref(),
             };
             print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
             Ok(())

@@ -299,6 +299,39 @@ fn check_and_resolve_print_the_pipelines() {
     let (code, out) = run_cli(&cfg, &["resolve", "routed"], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("request_middleware: router"), "{out}");
+    assert!(
+        out.contains("request middleware on an empty chat request: model a/m1"),
+        "{out}"
+    );
+    // What the router rules pick for a sample body.
+    let long = format!(
+        r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(150)
+    );
+    let (code, out) = run_cli(&cfg, &["resolve", "routed", "--body", &long], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("request middleware on this body: model a/big"),
+        "{out}"
+    );
+    let (code, out) = run_cli(
+        &cfg,
+        &[
+            "resolve",
+            "mw",
+            "--body",
+            r#"{"messages": [{"role": "user", "content": "the secret plan"}]}"#,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("blocked by request_middleware[2]: that topic is blocked"),
+        "{out}"
+    );
+    let (code, out) = run_cli(&cfg, &["resolve", "routed", "--body", "[1]"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--body \"[1]\" is not a JSON object"), "{out}");
 }
 
 #[test]
