@@ -407,6 +407,8 @@ pub struct View<'a> {
     /// (or counts as open while another probe is out). Views that only list or explain leave
     /// the slot alone.
     pub claims_probes: bool,
+    /// The probe slots this view took while planning: (virtual model, target, hold's end).
+    pub probes: std::cell::RefCell<Vec<(usize, usize, u64)>>,
 }
 
 impl Conditions for View<'_> {
@@ -420,7 +422,14 @@ impl Conditions for View<'_> {
 
     fn target_state(&self, vm: usize, target: usize) -> TargetState {
         match self.health {
-            Some(h) => h.target_state(self.snap, vm, target, self.now_ms, self.claims_probes),
+            Some(h) => {
+                let (state, probe) =
+                    h.target_state_claiming(self.snap, vm, target, self.now_ms, self.claims_probes);
+                if let Some(until) = probe {
+                    self.probes.borrow_mut().push((vm, target, until));
+                }
+                state
+            }
             None => TargetState::default(),
         }
     }

@@ -751,3 +751,33 @@ fn half_open_admits_one_probe_at_a_time() {
     wait_for_breaker(&g, "a/m1", 0);
     assert_eq!(a.requests().len(), 3);
 }
+
+#[test]
+fn a_probe_slot_taken_for_a_fallback_never_reached_is_freed_when_the_request_ends() {
+    let up = Arc::new(AtomicBool::new(false));
+    let u = up.clone();
+    let a = Upstream::start(&[], move |s| {
+        if !u.load(Ordering::SeqCst) {
+            return Reply::Json(500, json!({"error": {"message": "a is down"}}));
+        }
+        Reply::Json(200, chat_reply(s.json()["model"].as_str().unwrap(), "ok"))
+    });
+    let b = Upstream::echo(&[]);
+    // `first` plans a/m1 as its fallback behind b; `only` has a/m1 alone (one breaker: the
+    // target's name).
+    let vms = "  - source: first\n    strategy: priority\n    targets: [b/m3, {model: a/m1, retry: {attempts: 1}}]\n  - source: only\n    targets:\n      - {model: a/m1, retry: {attempts: 1}}\n";
+    let breaker =
+        "circuit_breaker: {failure_threshold: 1, open_seconds: 2, success_threshold: 1}\n";
+    let g = Gateway::start(&config(&a, &b, breaker, vms), &[]);
+    assert_eq!(g.chat("only").status, 500);
+    wait_for_breaker(&g, "a/m1", 2);
+    up.store(true, Ordering::SeqCst);
+    // Planned with a/m1's probe slot as its fallback; b answers, a/m1 is never reached.
+    let r = g.chat("first");
+    assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    assert_eq!(a.requests().len(), 1);
+    // The slot was freed when that request ended: this request is the probe.
+    let r = g.chat("only");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.requests().len(), 2);
+}

@@ -41,6 +41,17 @@ pub struct Breaker {
     probe_until_ms: AtomicU64,
 }
 
+/// What planning a request onto a breaker got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The circuit is closed: no slot needed.
+    Closed,
+    /// Half-open: the probe slot, held until this time unless reported or released.
+    Probe(u64),
+    /// Open, or half-open with another probe out.
+    Refused,
+}
+
 /// How long a probe holds the slot when it never reports: the breaker's pause, at least 1 s.
 fn probe_hold_ms(cfg: &BreakerConfig) -> u64 {
     cfg.open_seconds.saturating_mul(1000).max(1000)
@@ -66,23 +77,38 @@ impl Breaker {
     /// Whether a new request may be planned onto this breaker now: always when closed, never
     /// when open, and when half-open only if it takes the free probe slot.
     pub fn admit(&self, cfg: &BreakerConfig, now_ms: u64) -> bool {
+        self.claim(cfg, now_ms) != Claim::Refused
+    }
+
+    /// `admit`, telling a probe slot taken apart: its holder frees it with `release` if the
+    /// request never reaches this target.
+    pub fn claim(&self, cfg: &BreakerConfig, now_ms: u64) -> Claim {
         match self.state(now_ms) {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
+            BreakerState::Closed => Claim::Closed,
+            BreakerState::Open => Claim::Refused,
             BreakerState::HalfOpen => {
                 let held = self.probe_until_ms.load(Ordering::Acquire);
-                held <= now_ms
+                let until = now_ms.saturating_add(probe_hold_ms(cfg));
+                let taken = held <= now_ms
                     && self
                         .probe_until_ms
-                        .compare_exchange(
-                            held,
-                            now_ms.saturating_add(probe_hold_ms(cfg)),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
+                        .compare_exchange(held, until, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                if taken {
+                    Claim::Probe(until)
+                } else {
+                    Claim::Refused
+                }
             }
         }
+    }
+
+    /// Frees the probe slot taken by the `claim` that returned `Probe(until)`, unless the slot
+    /// has changed hands since (reported, expired and taken again).
+    pub fn release(&self, until: u64) {
+        let _ = self
+            .probe_until_ms
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Whether `admit` would admit a request now, without taking the probe slot (for views
@@ -251,6 +277,28 @@ mod tests {
         assert!(!b.admit(&CFG, 59_999));
         // Half-open again, with the slot free.
         assert!(b.admit(&CFG, 60_010));
+    }
+
+    #[test]
+    fn a_released_probe_slot_is_free_at_once_and_a_stale_release_changes_nothing() {
+        let b = Breaker::default();
+        for t in 0..5 {
+            b.record_failure(&CFG, 1_000 + t);
+        }
+        let half_open = 1_004 + CFG.open_seconds * 1000;
+        let Claim::Probe(until) = b.claim(&CFG, half_open) else {
+            panic!("the first request takes the probe slot");
+        };
+        assert_eq!(b.claim(&CFG, half_open), Claim::Refused);
+        b.release(until);
+        let Claim::Probe(again) = b.claim(&CFG, half_open + 1) else {
+            panic!("a released slot is free");
+        };
+        // The first holder's late release must not free the second holder's slot.
+        b.release(until);
+        assert_eq!(b.claim(&CFG, half_open + 2), Claim::Refused);
+        b.release(again);
+        assert!(b.would_admit(half_open + 3));
     }
 
     #[test]

@@ -106,11 +106,24 @@ impl Health {
         now_ms: u64,
         claim: bool,
     ) -> TargetState {
+        self.target_state_claiming(snap, vm, t, now_ms, claim).0
+    }
+
+    /// `target_state`, with the probe slot this call took (its hold's end), if it took one: the
+    /// request frees it when it never reaches the target (`release_probe`).
+    pub fn target_state_claiming(
+        &self,
+        snap: &Snapshot,
+        vm: usize,
+        t: usize,
+        now_ms: u64,
+        claim: bool,
+    ) -> (TargetState, Option<u64>) {
         let model = &snap.table.models[vm];
         let target = &model.targets[t];
         let map = self.targets.load();
         let Some(h) = map.get(&target.name) else {
-            return TargetState::default();
+            return (TargetState::default(), None);
         };
         // Only the latency strategy ranks by it: other plans skip the window's scan.
         let latency = (model.strategy == Strategy::Latency)
@@ -130,21 +143,37 @@ impl Health {
             }
         }
         // A target left out for its SLA takes no probe slot it would not use.
-        let admitted = if claim && !sla_breached {
+        let (admitted, probe) = if claim && !sla_breached {
             let cfg = target
                 .provider
                 .and_then(|p| snap.providers.get(p))
                 .map(|p| p.config.breaker)
                 .unwrap_or_default();
-            h.breaker.admit(&cfg, now_ms)
+            match h.breaker.claim(&cfg, now_ms) {
+                breaker::Claim::Closed => (true, None),
+                breaker::Claim::Probe(until) => (true, Some(until)),
+                breaker::Claim::Refused => (false, None),
+            }
         } else {
-            h.breaker.would_admit(now_ms)
+            (h.breaker.would_admit(now_ms), None)
         };
-        TargetState {
+        let state = TargetState {
             circuit_open: !admitted,
             sla_breached,
             latency_ms: latency.map(|(us, _)| us / 1000.0),
             samples: latency.map_or(0, |(_, n)| n),
+        };
+        (state, probe)
+    }
+
+    /// Frees the probe slot of target `t` of virtual model `vm` that planning took for a
+    /// request which never reached that target.
+    pub fn release_probe(&self, snap: &Snapshot, vm: usize, t: usize, until: u64) {
+        let Some(target) = snap.table.models.get(vm).and_then(|m| m.targets.get(t)) else {
+            return;
+        };
+        if let Some(h) = self.targets.load().get(&target.name) {
+            h.breaker.release(until);
         }
     }
 

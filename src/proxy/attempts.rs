@@ -41,6 +41,8 @@ pub struct Attempts {
     pub fallbacks: u32,
     /// Tries that ended without a response (connect or read failures, timeouts).
     pub connect_failures: u32,
+    /// Which of the plan's first 64 attempts were tried (bit i: attempt i).
+    tried: u64,
 }
 
 impl Attempts {
@@ -48,6 +50,20 @@ impl Attempts {
     pub fn begin(&mut self) {
         self.made += 1;
         self.tries_on_target += 1;
+        self.mark_tried();
+    }
+
+    fn mark_tried(&mut self) {
+        if let Some(bit) = 1u64.checked_shl(self.index as u32) {
+            self.tried |= bit;
+        }
+    }
+
+    /// Whether the attempt at `index` was tried (answered locally included). Attempts past
+    /// the 64th count as tried: their probe slots are left to expire.
+    pub fn was_tried(&self, index: usize) -> bool {
+        1u64.checked_shl(index as u32)
+            .is_none_or(|bit| self.tried & bit != 0)
     }
 
     /// A fallback to the attempt at `index` that is answered without an upstream request (the
@@ -59,6 +75,7 @@ impl Attempts {
         }
         self.tries_on_target = 1;
         self.made += 1;
+        self.mark_tried();
     }
 
     /// Decides what follows a failure of the current try and moves the cursor accordingly.
@@ -202,6 +219,24 @@ mod tests {
             (a.index, a.tries_on_target, a.made, a.fallbacks),
             (1, 1, 3, 1)
         );
+    }
+
+    #[test]
+    fn the_attempts_tried_are_known() {
+        let t = target(1);
+        let mut a = walk();
+        a.on_failure(
+            Failure::Connection,
+            Some(&t),
+            &RetryPolicy::default(),
+            false,
+            Some(2),
+            None,
+            0.5,
+        );
+        a.begin();
+        assert!(a.was_tried(0) && !a.was_tried(1) && a.was_tried(2) && !a.was_tried(3));
+        assert!(a.was_tried(64), "beyond the mask counts as tried");
     }
 
     #[test]

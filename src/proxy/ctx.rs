@@ -33,6 +33,9 @@ pub struct Ctx {
     pub plan: Option<Plan>,
     /// Where the request stands in its plan (`exchange` moves it).
     pub attempts: Attempts,
+    /// Probe slots of half-open targets that planning took for this request: (virtual model,
+    /// target, hold's end). Those the request never reaches are freed when it ends.
+    pub probes: Vec<(usize, usize, u64)>,
     /// The middleware pipelines of the request's virtual model, when it has any.
     pub pipelines: Option<Arc<crate::middleware::Pipelines>>,
     /// The current attempt's upstream body, built once per attempt (retries reuse it).
@@ -107,6 +110,7 @@ impl Ctx {
             peek: None,
             plan: None,
             attempts: Attempts::default(),
+            probes: Vec::new(),
             pipelines: None,
             attempt_body: None,
             attempt_started: None,

@@ -207,8 +207,11 @@ impl Gateway {
             health: Some(&self.app.health),
             now_ms: now,
             claims_probes: true,
+            probes: Default::default(),
         };
-        let mut plan = match plan::plan(&snap.table, &req, &view) {
+        let planned = plan::plan(&snap.table, &req, &view);
+        ctx.probes = view.probes.take();
+        let mut plan = match planned {
             Ok(p) => p,
             Err(RouteError::NotFound { .. }) if may_refresh => {
                 return Prepared::Refresh {
@@ -729,12 +732,30 @@ impl Gateway {
             });
         }
         access_log::access_log(&snap.settings, ctx, elapsed);
+        self.release_unreached_probes(&snap, ctx);
         pipeline::post_phase(
             ctx,
             elapsed.as_millis() as u64,
             ttft.map(|t| (t * 1000.0) as u64),
             cost,
         );
+    }
+
+    /// Frees the probe slots planning took for targets this request never tried (a fallback
+    /// it did not need, a plan it never ran), so the next request may probe them at once.
+    fn release_unreached_probes(&self, snap: &crate::snapshot::Snapshot, ctx: &mut Ctx) {
+        for (vm, t, until) in std::mem::take(&mut ctx.probes) {
+            let tried = ctx.plan.as_ref().is_some_and(|p| {
+                p.virtual_model == Some(vm)
+                    && p.attempts
+                        .iter()
+                        .enumerate()
+                        .any(|(i, a)| a.target == Some(t) && ctx.attempts.was_tried(i))
+            });
+            if !tried {
+                self.app.health.release_probe(snap, vm, t, until);
+            }
+        }
     }
 
     /// The `/metrics` text.

@@ -95,6 +95,7 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
         health: Some(&app.health),
         now_ms: crate::mono_clock::now_ms(),
         claims_probes: false,
+        probes: Default::default(),
     };
     for (vi, vm) in snap.table.models.iter().enumerate() {
         if vm.kind != Kind::Redirect || !vm.enabled {

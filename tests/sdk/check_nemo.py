@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 
+import anthropic
 import openai
 from nemo_platform import NeMoPlatform, ConflictError, NotFoundError
 
@@ -87,7 +88,21 @@ def openai_client_on_the_nemo_base_url():
     assert "sdk/chat" in ids, ids
 
 
-CHECKS = [create_and_retrieve, list_pages, patch_and_delete, openai_client_on_the_nemo_base_url]
+def anthropic_client_on_a_nemo_virtual_model():
+    # The virtual model made through the NeMo API answers the Anthropic SDK too (its default
+    # target speaks OpenAI: the gateway translates both ways).
+    an = anthropic.Anthropic(base_url=URL, api_key=KEY, max_retries=0, timeout=30)
+    r = an.messages.create(model="sdk/chat", max_tokens=32,
+                           messages=[{"role": "user", "content": "hello"}])
+    assert r.content[0].text == "Hello from GPT", r
+    with an.messages.stream(model="sdk/chat", max_tokens=32,
+                            messages=[{"role": "user", "content": "hello"}]) as s:
+        text = "".join(s.text_stream)
+    assert text == "Hello from GPT", text
+
+
+CHECKS = [create_and_retrieve, list_pages, patch_and_delete, openai_client_on_the_nemo_base_url,
+          anthropic_client_on_a_nemo_virtual_model]
 
 if __name__ == "__main__":
     passed = failed = 0
