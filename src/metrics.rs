@@ -306,6 +306,21 @@ impl Metrics {
                 esc(target)
             );
         }
+        if !extra.model_breakers.is_empty() {
+            header(
+                &mut out,
+                "modelgate_model_circuit_breaker_state",
+                "gauge",
+                "Breaker state per concrete model called directly: 0 closed, 1 open, 2 half-open.",
+            );
+            for (model, state) in &extra.model_breakers {
+                let _ = writeln!(
+                    out,
+                    "modelgate_model_circuit_breaker_state{{model=\"{}\"}} {state}",
+                    esc(model)
+                );
+            }
+        }
         header(
             &mut out,
             "modelgate_config_reloads_total",
@@ -455,6 +470,8 @@ fn middleware(out: &mut String, counters: &crate::middleware::Counters) {
 #[derive(Debug, Default)]
 pub struct Gauges {
     pub breakers: Vec<(String, u8)>,
+    /// Breakers of concrete models called directly, by `provider/model`.
+    pub model_breakers: Vec<(String, u8)>,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub last_reload_ok: bool,

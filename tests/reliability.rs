@@ -676,6 +676,13 @@ fn a_concrete_model_called_directly_opens_its_circuit() {
     // Another model of the same provider keeps its own circuit.
     let r = g.chat("a/m2");
     assert_eq!(r.status, 500, "{}", r.body);
+    // `/metrics` shows the model's breaker open, and the other model's closed.
+    let (_, metrics) = g.get("/metrics");
+    assert!(
+        metrics.contains("modelgate_model_circuit_breaker_state{model=\"a/m1\"} 1")
+            && metrics.contains("modelgate_model_circuit_breaker_state{model=\"a/m2\"} 0"),
+        "{metrics}"
+    );
 }
 
 /// Polls `/metrics` (bounded) until the breaker of `target` reports `state` (2 = half-open).

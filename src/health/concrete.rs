@@ -63,6 +63,18 @@ impl ConcreteBreakers {
     }
 
     /// Milliseconds until `name`'s open circuit half-opens (0 when it is not open).
+    /// Every concrete model's breaker state at `now_ms` (for `/metrics`), sorted by name.
+    pub fn states(&self, now_ms: u64) -> Vec<(String, u8)> {
+        let mut out: Vec<(String, u8)> = self
+            .map
+            .pin()
+            .iter()
+            .map(|(name, b)| (name.to_string(), b.state(now_ms).as_metric()))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn retry_after_ms(&self, name: &str, now_ms: u64) -> u64 {
         self.map
             .pin()

@@ -773,6 +773,7 @@ impl Gateway {
         let reload = self.app.reload_status.load();
         self.metrics.render(&crate::metrics::Gauges {
             breakers,
+            model_breakers: self.app.health.concrete.states(now),
             reloads_ok: reload.ok_count,
             reloads_failed: reload.failed_count,
             last_reload_ok: reload.ok,
