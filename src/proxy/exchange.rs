@@ -88,7 +88,9 @@ impl Gateway {
                     return self.answer_error(session, ctx, &e).await;
                 }
             }
-            let header = self.upstream_header(session, ctx)?;
+            // A header that cannot be built (a provider key that is no valid header value) fails
+            // this attempt like a refused connection: the plan falls back.
+            let header = self.upstream_header(session, ctx).ok();
             let body = ctx.attempt_body.clone().unwrap_or_default();
             let t = provider.config.timeouts;
             let first_byte = Duration::from_millis(t.first_byte_ms);
@@ -103,9 +105,9 @@ impl Gateway {
             };
             ctx.attempt_started = Some(Instant::now());
             ctx.first_byte_at = None;
-            let tried = match peer {
+            let tried = match peer.zip(header) {
                 None => Tried::NoAnswer { timed_out: false },
-                Some(peer) => {
+                Some((peer, header)) => {
                     tokio::select! {
                         t = self.send(peer, header, body, first_byte) => t,
                         () = client_gone(session) => Tried::ClientGone,
