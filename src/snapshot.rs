@@ -160,6 +160,8 @@ pub struct Snapshot {
     /// Whether any virtual model has middleware: decided once here, so a request to a
     /// gateway without any pays one branch.
     pub any_pipelines: bool,
+    /// GoModel's guardrails, a request pipeline run on every chat-shaped request.
+    pub guardrails: Option<Arc<crate::middleware::Pipelines>>,
 }
 
 /// A virtual model's response tag values as header values: its source (for
@@ -290,8 +292,25 @@ impl Snapshot {
             .iter()
             .map(|vm| pipelines.remove(vm.source.trim()))
             .collect();
+        let guardrails = if loaded.guardrails.is_empty() {
+            None
+        } else {
+            let p = crate::middleware::Pipelines::build(
+                &loaded.guardrails,
+                &[],
+                &[],
+                &loaded.middleware_configs,
+            )
+            .map_err(|es| {
+                es.into_iter()
+                    .map(|e| format!("{}: guardrails: {e}", loaded.label))
+                    .collect::<Vec<_>>()
+            })?;
+            Some(Arc::new(p))
+        };
         Ok(Snapshot {
-            any_pipelines: pipelines.iter().any(Option::is_some),
+            any_pipelines: guardrails.is_some() || pipelines.iter().any(Option::is_some),
+            guardrails,
             pipelines,
             settings: loaded.settings.clone(),
             providers,

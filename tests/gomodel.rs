@@ -227,7 +227,7 @@ const IGNORED_LINES: [&str; 9] = [
      LOGGING_ENABLED: not supported by modelgate; ignored",
     "usage, USAGE_ENABLED: not supported by modelgate; ignored",
     "workflows: not supported by modelgate; ignored",
-    "guardrails, GUARDRAILS_ENABLED: not supported by modelgate; ignored",
+    "guardrails.enable_for_batch_processing: not supported by modelgate; ignored",
     "budgets: not supported by modelgate; ignored",
 ];
 
@@ -504,4 +504,77 @@ fn the_fallback_catalog_mode_uses_configured_models_only_while_models_is_unavail
     assert!(ids.contains(&"down/conf-down".to_string()), "{ids:?}");
     assert_eq!(g.chat("up/conf-up").status, 404);
     assert_eq!(g.chat("up/listed").status, 200);
+}
+
+#[test]
+fn system_prompt_guardrails_apply_to_every_chat_request_in_order() {
+    let up = Upstream::echo(&["m1"]);
+    let cfg = format!(
+        "providers:\n{}guardrails:\n  enabled: true\n  rules:\n    - name: safety\n      type: system_prompt\n      order: 1\n      system_prompt: {{mode: decorator, content: \"Be safe.\"}}\n    - name: default\n      type: system_prompt\n      order: 0\n      system_prompt: {{mode: inject, content: \"You help.\"}}\n    - name: privacy\n      type: llm_based_altering\n      llm_based_altering: {{model: x}}\n",
+        provider_block("a", &up, &["m1"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let system_texts = |i: usize| -> Vec<String> {
+        up.requests()[i].json()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "system")
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // No system prompt of the client's: inject adds one (order 0), decorator goes before it.
+    assert_eq!(g.chat("a/m1").status, 200);
+    assert_eq!(system_texts(0), ["Be safe.", "You help."]);
+    // The client's own system prompt: inject leaves it, decorator still goes first.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": [{"role": "system", "content": "Mine."},
+                                               {"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(system_texts(1), ["Be safe.", "Mine."]);
+    assert!(
+        g.logs().contains("guardrails.rules[2] (\"privacy\"): type \"llm_based_altering\": not supported by modelgate; ignored"),
+        "{}",
+        g.logs()
+    );
+    // Off unless enabled: GUARDRAILS_ENABLED=false wins over the file.
+    let g = Gateway::start(&cfg, &[("GUARDRAILS_ENABLED", "false")]);
+    assert_eq!(g.chat("a/m1").status, 200);
+    assert!(system_texts(2).is_empty());
+}
+
+#[test]
+fn an_override_guardrail_replaces_the_clients_system_prompt() {
+    let up = Upstream::echo(&["m1"]);
+    let cfg = format!(
+        "providers:\n{}guardrails:\n  enabled: true\n  rules:\n    - name: strict\n      type: system_prompt\n      system_prompt: {{mode: override, content: \"Policy only.\"}}\n",
+        provider_block("a", &up, &["m1"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "messages": [{"role": "system", "content": "Mine."},
+                                               {"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = up.requests()[0].json();
+    assert_eq!(
+        seen["messages"][0],
+        json!({"role": "system", "content": "Policy only."})
+    );
+    assert_eq!(seen["messages"].as_array().unwrap().len(), 2);
+    // A mode neither system knows is an error naming the rule.
+    let bad = cfg.replace("mode: override", "mode: sometimes");
+    let (code, out) = run_cli(&bad, &["check"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "guardrails.rules[0] (\"strict\"): system_prompt.mode \"sometimes\" is unknown"
+        ),
+        "{out}"
+    );
 }

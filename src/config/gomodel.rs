@@ -111,12 +111,9 @@ const IGNORED: &[Ignored] = &[
     },
     Ignored {
         section: "guardrails",
-        keys: &[],
-        env: &[
-            "GUARDRAILS_ENABLED",
-            "ENABLE_GUARDRAILS_FOR_BATCH_PROCESSING",
-        ],
-        what: "GoModel's guardrails",
+        keys: &["enable_for_batch_processing"],
+        env: &["ENABLE_GUARDRAILS_FOR_BATCH_PROCESSING"],
+        what: "modelgate has no batch API",
     },
     Ignored {
         section: "budgets",
@@ -152,6 +149,7 @@ const HONOURED: &[&str] = &[
     "http.response_header_timeout",
     "resilience.retry",
     "resilience.circuit_breaker",
+    "guardrails (type system_prompt)",
     "fallback.default_mode",
     "fallback.manual_rules_path",
     "fallback.overrides",
@@ -419,6 +417,63 @@ pub fn fallback_rules(
     Ok(rules)
 }
 
+/// GoModel's `guardrails` as request middleware calls, in `order` (stable for equal orders:
+/// GoModel runs those side by side, and system-prompt rules touch one field, so the file's order
+/// is as good as any). Only `system_prompt` rules exist here; other types are named once and
+/// left out. Off unless `enabled` (or `GUARDRAILS_ENABLED`) says true, as in GoModel.
+pub fn guardrail_calls(
+    spec: &super::schema::GuardrailsSpec,
+    env: &Env,
+    label: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<crate::middleware::MiddlewareCall>, String> {
+    let enabled = match env.get("GUARDRAILS_ENABLED") {
+        Some(v) => super::env::parse_bool(v)
+            .ok_or_else(|| format!("GUARDRAILS_ENABLED={v:?} must be true or false"))?,
+        None => spec.enabled.unwrap_or(false),
+    };
+    if !enabled {
+        return Ok(Vec::new());
+    }
+    let mut rules: Vec<(usize, &super::schema::GuardrailRuleSpec)> =
+        spec.rules.iter().enumerate().collect();
+    rules.sort_by_key(|(_, r)| r.order.unwrap_or(0));
+    let mut calls = Vec::new();
+    for (i, rule) in rules {
+        let at = format!("{label}: guardrails.rules[{i}] ({:?})", rule.name);
+        match rule.kind.trim() {
+            "system_prompt" => {
+                let Some(sp) = &rule.system_prompt else {
+                    return Err(format!("{at}: type system_prompt needs a system_prompt block with content"));
+                };
+                if sp.content.trim().is_empty() {
+                    return Err(format!("{at}: system_prompt.content is empty"));
+                }
+                let position = match sp.mode.as_deref().map(str::trim).unwrap_or("inject") {
+                    "inject" => "inject",
+                    "override" => "replace",
+                    "decorator" => "prepend",
+                    other => {
+                        return Err(format!(
+                            "{at}: system_prompt.mode {other:?} is unknown; use inject, override or decorator"
+                        ))
+                    }
+                };
+                calls.push(crate::middleware::MiddlewareCall {
+                    name: "system-prompt".into(),
+                    config_type: Some("system_prompt_config".into()),
+                    config: Some(serde_json::json!({"text": sp.content, "position": position})),
+                    config_id: None,
+                });
+            }
+            other => warnings.push(format!(
+                "{at}: type {other:?}: not supported by modelgate; ignored (system_prompt rules are)"
+            )),
+        }
+    }
+    Ok(calls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +495,7 @@ mod tests {
     fn ignored_sections_are_removed_and_named_one_line_each() {
         let mut v: serde_yaml::Value = serde_yaml::from_str(
             "server: {port: 1, pprof_enabled: true, swagger_enabled: false}\n\
-             usage: {enabled: true}\nguardrails: {enabled: false}\n\
+             usage: {enabled: true}\nguardrails: {enabled: false, enable_for_batch_processing: true}\n\
              cache: {model: {refresh_interval: 60, local: {cache_dir: x}}}\n",
         )
         .unwrap();
@@ -454,14 +509,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("usage: not supported"), "{text}");
-        assert!(text.contains("guardrails: not supported"), "{text}");
+        assert!(
+            text.contains("guardrails.enable_for_batch_processing: not supported"),
+            "{text}"
+        );
         assert!(text.contains("cache.model.local: not supported"), "{text}");
         assert!(text.contains("LOGGING_ENABLED: not supported"), "{text}");
         assert!(text.contains("budgets"), "{text}");
         assert_eq!(r.ignored.len(), 6, "{text}");
         assert_eq!(
             serde_yaml::to_string(&v).unwrap(),
-            "server:\n  port: 1\ncache:\n  model:\n    refresh_interval: 60\n"
+            "server:\n  port: 1\ncache:\n  model:\n    refresh_interval: 60\nguardrails:\n  enabled: false\n"
         );
         assert!(r.honoured.contains(&"server.port".to_string()));
         assert!(r

@@ -38,6 +38,9 @@ pub struct LoadedConfig {
     pub env_virtual_models: Vec<VirtualModelSpec>,
     /// Fallbacks of concrete models requested directly (GoModel's `fallback` section).
     pub fallbacks: FallbackRules,
+    /// GoModel's guardrails as request middleware run on every chat-shaped request (empty when
+    /// they are off).
+    pub guardrails: Vec<crate::middleware::MiddlewareCall>,
     pub warnings: Vec<String>,
 }
 
@@ -87,6 +90,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
     let defaults = ProviderDefaults::resolve(&file, env, settings.retry.clone(), &label)?;
     let providers = providers::resolve(&file.providers, &label, env, &defaults, &mut warnings)?;
     let fallbacks = gomodel::fallback_rules(&file.fallback, env, &label, &mut warnings)?;
+    let guardrails = gomodel::guardrail_calls(&file.guardrails, env, &label, &mut warnings)?;
     let env_virtual_models = match env.get("VIRTUAL_MODELS") {
         None => Vec::new(),
         Some(raw) => parse_virtual_models_json(raw)?,
@@ -100,6 +104,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         middleware_configs: file.middleware_configs,
         env_virtual_models,
         fallbacks,
+        guardrails,
         warnings,
     })
 }

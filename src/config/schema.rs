@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub resilience: ResilienceSpec,
     #[serde(default)]
     pub fallback: FallbackSpec,
+    #[serde(default)]
+    pub guardrails: GuardrailsSpec,
     /// Shared middleware configurations, keyed `"workspace/name"`, that a `MiddlewareCall`
     /// names with `config_id`.
     #[serde(default)]
@@ -217,6 +219,38 @@ pub struct GoBreakerSpec {
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,
     pub timeout: Option<DurationMs>,
+}
+
+/// GoModel's `guardrails` (`enable_for_batch_processing` is stripped as ignored first).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailsSpec {
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub rules: Vec<GuardrailRuleSpec>,
+}
+
+/// One GoModel guardrail rule; only `system_prompt` rules are honoured.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailRuleSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    pub order: Option<i64>,
+    pub user_path: Option<String>,
+    pub system_prompt: Option<SystemPromptRuleSpec>,
+    /// Named as unsupported when present; its settings are not read.
+    pub llm_based_altering: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPromptRuleSpec {
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub content: String,
 }
 
 /// GoModel's `fallback`: fallbacks for concrete models requested directly.

@@ -1,4 +1,5 @@
-//! `system-prompt`: a system text put before, after or instead of the client's.
+//! `system-prompt`: a system text put before, after or instead of the client's, or only where
+//! the client gave none (`inject`, GoModel's guardrail mode).
 //!
 //! OpenAI chat: a `system` message (prepend: first; append: after the client's leading
 //! system/developer messages; replace: every system/developer message removed, ours first).
@@ -23,6 +24,8 @@ pub(super) enum Position {
     Prepend,
     Append,
     Replace,
+    /// Only when the request has no system text of its own.
+    Inject,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +77,11 @@ impl SystemPrompt {
         let ours = json!({"role": "system", "content": self.text});
         match self.position {
             Position::Prepend => messages.insert(0, ours),
+            Position::Inject => {
+                if !messages.iter().any(is_system) {
+                    messages.insert(0, ours);
+                }
+            }
             Position::Append => {
                 let at = messages
                     .iter()
@@ -95,6 +103,11 @@ impl SystemPrompt {
         };
         let current = obj.get_mut(field);
         let replaced = match (self.position, current) {
+            // The client's own system text, in whatever form: left as it is.
+            (Position::Inject, Some(v)) if !v.is_null() && v != &Value::String(String::new()) => {
+                return
+            }
+            (Position::Inject, _) => Value::String(self.text.clone()),
             (Position::Replace, _) | (_, None) | (_, Some(Value::Null)) => {
                 Value::String(self.text.clone())
             }

@@ -52,11 +52,14 @@ pub fn request_phase(
     let Ok(peek) = body::peek(&raw) else {
         return Ok(raw);
     };
-    let Some(p) = named(snap, &peek.model, ctx) else {
-        return Ok(raw);
-    };
-    ctx.pipelines = Some(p.clone());
-    if !p.has_request() {
+    let named = named(snap, &peek.model, ctx);
+    if let Some(p) = &named {
+        ctx.pipelines = Some(p.clone());
+    }
+    // GoModel's guardrails first (a gateway-wide policy), then the virtual model's own steps.
+    let guardrails = snap.guardrails.as_ref().filter(|_| chat_shaped(op));
+    let own = named.as_ref().filter(|p| p.has_request());
+    if guardrails.is_none() && own.is_none() {
         return Ok(raw);
     }
     let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
@@ -70,12 +73,22 @@ pub fn request_phase(
         operation: op,
         metadata: metadata.as_deref(),
     };
-    if let Err(b) = p.run_request(&mut value, &facts) {
-        let mut e = ApiError::invalid_request("request_blocked", b.message);
-        e.param = Some(format!("request_middleware[{}]", b.index));
-        return Err(e);
+    for p in [guardrails, own].into_iter().flatten() {
+        if let Err(b) = p.run_request(&mut value, &facts) {
+            let mut e = ApiError::invalid_request("request_blocked", b.message);
+            e.param = Some(format!("request_middleware[{}]", b.index));
+            return Err(e);
+        }
     }
     Ok(serde_json::to_vec(&value).unwrap_or(raw))
+}
+
+/// The operations with a conversation (and a system prompt) to act on.
+fn chat_shaped(op: Operation) -> bool {
+    match op {
+        Operation::Chat | Operation::Responses | Operation::Messages => true,
+        Operation::Completion | Operation::Embedding | Operation::CountTokens => false,
+    }
 }
 
 fn metadata_bytes(session: &Session, names: Names) -> Option<Vec<u8>> {
