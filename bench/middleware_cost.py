@@ -38,7 +38,8 @@ virtual_models:
     request_middleware:
       - {{name: set-params, config: {{set: {{temperature: 0.2}}, defaults: {{max_tokens: 512}}}}}}
       - {{name: system-prompt, config: {{text: "Follow the team's style guide.", position: prepend}}}}
-      - {{name: guard, config: {{deny: ["(?i)ignore (all|previous) instructions"], redact: [{{pattern: "sk-[A-Za-z0-9]{{20,}}", replacement: "[key]"}}], max_input_chars: 1000000}}}}
+{guard}"""
+GUARD = """      - {{name: guard, config: {{deny: ["(?i)ignore (all|previous) instructions"], redact: [{{pattern: "sk-[A-Za-z0-9]{{20,}}", replacement: "[key]"}}], max_input_chars: 1000000}}}}
 """
 
 
@@ -48,6 +49,7 @@ def main():
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--secs", type=int, default=4)
     p.add_argument("--conns", type=int, default=4)
+    p.add_argument("--no-guard", action="store_true", help="set-params and system-prompt only")
     args = p.parse_args()
     args.pin, args.workers = False, 1
     args.out = Path(tempfile.mkdtemp(prefix="modelgate-mwcost-"))
@@ -60,7 +62,8 @@ def main():
         files[vm] = f
     conf = args.out / "conf"
     conf.mkdir()
-    (conf / "config.yaml").write_text(CONFIG.format(mock=MOCK_PORT))
+    guard = "" if args.no_guard else GUARD.format()
+    (conf / "config.yaml").write_text(CONFIG.format(mock=MOCK_PORT, guard=guard))
     mock = start_mock(args, MOCK_PORT)
     gw = None
     try:

@@ -176,9 +176,14 @@ impl Gateway {
         raw: Vec<u8>,
         may_refresh: bool,
     ) -> Prepared {
-        let peek = match body::peek(&raw) {
-            Ok(p) => p,
-            Err(e) => return Prepared::Fail(e),
+        // The request phase may have peeked at these very bytes already (`ctx.peek` is then
+        // set, and cleared whenever the body changed).
+        let peek = match ctx.peek.take() {
+            Some(p) => p,
+            None => match body::peek(&raw) {
+                Ok(p) => p,
+                Err(e) => return Prepared::Fail(e),
+            },
         };
         ctx.stream = peek.stream;
         ctx.peek = Some(peek.clone());

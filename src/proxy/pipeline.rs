@@ -60,6 +60,8 @@ pub fn request_phase(
     let guardrails = snap.guardrails.as_ref().filter(|_| chat_shaped(op));
     let own = named.as_ref().filter(|p| p.has_request());
     if guardrails.is_none() && own.is_none() {
+        // The body is unchanged: the planner takes this peek rather than making another.
+        ctx.peek = Some(peek);
         return Ok(raw);
     }
     let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
