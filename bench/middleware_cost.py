@@ -10,6 +10,11 @@ cancels within a pair).
     cargo build --release -p modelgate -p mock-upstream
     python3 bench/middleware_cost.py                 # the 200 KB coding-agent body, 8 pairs
     python3 bench/middleware_cost.py --body small --pairs 12
+    python3 bench/middleware_cost.py --dead-webhook --body small   # a webhook nobody answers
+
+With --dead-webhook, `piped` instead carries one post-response `webhook` to a port where
+nothing listens: the client's latency (p50, p99) is compared, and the drops the gateway counts
+are read from /metrics.
 """
 
 import argparse
@@ -50,6 +55,8 @@ def main():
     p.add_argument("--secs", type=int, default=4)
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--no-guard", action="store_true", help="set-params and system-prompt only")
+    p.add_argument("--dead-webhook", action="store_true",
+                   help="compare a post-response webhook to a dead receiver instead")
     args = p.parse_args()
     args.pin, args.workers = False, 1
     args.out = Path(tempfile.mkdtemp(prefix="modelgate-mwcost-"))
@@ -63,7 +70,14 @@ def main():
     conf = args.out / "conf"
     conf.mkdir()
     guard = "" if args.no_guard else GUARD.format()
-    (conf / "config.yaml").write_text(CONFIG.format(mock=MOCK_PORT, guard=guard))
+    config = CONFIG.format(mock=MOCK_PORT, guard=guard)
+    if args.dead_webhook:
+        # Nothing listens on the port after PORT.
+        config = config.split("  - source: piped")[0] + (
+            "  - source: piped\n    target: mock/bench-a\n    post_response_middleware:\n"
+            f"      - {{name: webhook, config: {{url: \"http://127.0.0.1:{PORT + 1}/hook\", "
+            "timeout_ms: 200}}\n")
+    (conf / "config.yaml").write_text(config)
     mock = start_mock(args, MOCK_PORT)
     gw = None
     try:
@@ -80,15 +94,26 @@ def main():
                 c0 = cpu_seconds(gw.pid)
                 r = wrk(args, PORT, files[vm], args.conns, args.secs)
                 cpu[vm] = (cpu_seconds(gw.pid) - c0) * 1e6 / max(r["requests"], 1)
+                cpu[vm + "_p50"], cpu[vm + "_p99"] = r["p50_us"], r["p99_us"]
             rows.append(cpu)
-            print(f"pair {i + 1}: plain {cpu['plain']:.1f} µs/req, piped {cpu['piped']:.1f} "
-                  f"µs/req, ratio {cpu['piped'] / cpu['plain']:.2f}", flush=True)
+            print(f"pair {i + 1}: plain {cpu['plain']:.1f} µs/req (p50 {cpu['plain_p50']} p99 "
+                  f"{cpu['plain_p99']} µs), piped {cpu['piped']:.1f} µs/req (p50 "
+                  f"{cpu['piped_p50']} p99 {cpu['piped_p99']} µs), ratio "
+                  f"{cpu['piped'] / cpu['plain']:.2f}", flush=True)
         ratios = [r["piped"] / r["plain"] for r in rows]
         print(f"\n{args.body} body: CPU per request with the pipeline / without, median of "
               f"{len(rows)} pairs: {statistics.median(ratios):.2f}x "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f}); plain "
               f"{statistics.median(r['plain'] for r in rows):.1f} µs, piped "
               f"{statistics.median(r['piped'] for r in rows):.1f} µs")
+        for vm in ("plain", "piped"):
+            print(f"{vm}: latency p50 {statistics.median(r[vm + '_p50'] for r in rows)} µs, "
+                  f"p99 {statistics.median(r[vm + '_p99'] for r in rows)} µs (medians)")
+        if args.dead_webhook:
+            import urllib.request
+            text = urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics").read().decode()
+            print("\n".join(ln for ln in text.splitlines()
+                            if ln.startswith("modelgate_middleware_webhook_records_total")))
     finally:
         if gw:
             stop(gw)

@@ -120,8 +120,17 @@ impl Dispatcher {
     }
 }
 
+/// After a failed delivery, records for that receiver are dropped (and counted) for a pause
+/// that doubles from `PAUSE_MIN` up to `PAUSE_MAX` while it keeps failing, so a dead receiver
+/// costs one attempt per pause instead of one per request.
+const PAUSE_MIN: Duration = Duration::from_secs(1);
+const PAUSE_MAX: Duration = Duration::from_secs(30);
+
 fn send_loop(rx: Receiver<Job>, counters: &'static Counters, period: Duration) {
     let mut last_log: Option<Instant> = None;
+    // Per receiver URL: until when its records are dropped, and the pause that set it.
+    let mut paused: std::collections::HashMap<String, (Instant, Duration)> =
+        std::collections::HashMap::new();
     loop {
         std::thread::park_timeout(period);
         loop {
@@ -130,16 +139,32 @@ fn send_loop(rx: Receiver<Job>, counters: &'static Counters, period: Duration) {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             };
+            let now = Instant::now();
+            if paused
+                .get(&job.target.url)
+                .is_some_and(|(until, _)| now < *until)
+            {
+                counters.webhook_dropped();
+                continue;
+            }
             match post(&job) {
-                Ok(()) => counters.webhook_sent(),
+                Ok(()) => {
+                    paused.remove(&job.target.url);
+                    counters.webhook_sent()
+                }
                 Err(e) => {
+                    let pause = paused
+                        .get(&job.target.url)
+                        .map_or(PAUSE_MIN, |(_, p)| (*p * 2).min(PAUSE_MAX));
+                    paused.insert(job.target.url.clone(), (Instant::now() + pause, pause));
                     let failed = counters.webhook_failed();
                     if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                         last_log = Some(Instant::now());
                         log::warn!(
                             target: super::log_line::TARGET,
-                            "webhook {}: {e}; the record is dropped ({failed} failed so far)",
-                            job.target.shown()
+                            "webhook {}: {e}; the record is dropped ({failed} failed so far), and so are the next {} s of records",
+                            job.target.shown(),
+                            pause.as_secs()
                         );
                     }
                 }
@@ -266,6 +291,33 @@ mod tests {
             hook.send(&body);
         }
         assert_eq!(counters.webhook(), (0, 0, 3));
+    }
+
+    #[test]
+    fn a_dead_receiver_is_tried_once_then_paused() {
+        let counters = leaked_counters();
+        let dispatcher: &'static Dispatcher = Box::leak(Box::new(
+            Dispatcher::start(16, counters).expect("sender thread"),
+        ));
+        // Nothing listens on a port that was just free.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let hook =
+            Webhook::compile_with(&json!({"url": url, "timeout_ms": 500}), || Ok(dispatcher))
+                .expect("valid config");
+        let body: Arc<str> = "{}".into();
+        for _ in 0..6 {
+            hook.send(&body);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.webhook().1 + counters.webhook().2 < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // One delivery attempted and failed; the rest dropped during the pause it set.
+        assert_eq!(counters.webhook(), (0, 1, 5));
     }
 
     #[test]
