@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod health;
 pub mod log_sink;
 pub mod metrics;

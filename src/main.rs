@@ -193,6 +193,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let loaded = src.load().map_err(anyhow::Error::msg)?;
             init_logging(loaded.settings.log_json);
+            match modelgate::fd_limit::raise() {
+                Ok((before, after)) => log::info!(
+                    "open files: soft limit {} -> {} (hard {})",
+                    before.soft,
+                    after.soft,
+                    after.hard
+                ),
+                Err(e) => log::warn!("open files: the soft limit could not be raised: {e}"),
+            }
             let store = open_store(&src, true)?;
             let app = Arc::new(App::start(src.clone(), store).map_err(anyhow::Error::msg)?);
             let snap = app.snapshot();
@@ -241,6 +250,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 modelgate::cli::store_line(app.store.as_deref(), &snap.settings)
             );
+            if let Ok(limits) = modelgate::fd_limit::current() {
+                println!("{}", modelgate::fd_limit::check_line(limits));
+            }
             println!("config is valid");
             Ok(())
         }

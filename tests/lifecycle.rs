@@ -437,3 +437,55 @@ fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
     assert_eq!(exit_code_within_20s(&mut g), Some(0), "{}", g.logs());
     assert!(!pid_file.exists(), "the pid file outlived the gateway");
 }
+
+#[test]
+fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "providers:\n  m:\n    type: mock\n    models: [a]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = command(dir.path());
+    cmd.args(["--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only getrlimit and setrlimit run between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            r.rlim_cur = r.rlim_max.min(256);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let g = GatewayRef { port };
+    let up = g.wait_up();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "gateway did not start");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "started with a soft limit of 256: {line}");
+    // The hard limit is what the machine allows; it is above 256 here unless the machine is odd.
+    if hard != "256" {
+        assert_ne!(soft, "256", "{line}");
+    }
+}
