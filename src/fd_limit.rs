@@ -25,8 +25,8 @@ pub fn current() -> std::io::Result<Limits> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(Limits {
-        soft: r.rlim_cur as u64,
-        hard: r.rlim_max as u64,
+        soft: r.rlim_cur,
+        hard: r.rlim_max,
     })
 }
 
@@ -35,8 +35,8 @@ pub fn raise() -> std::io::Result<(Limits, Limits)> {
     let before = current()?;
     if before.soft < before.hard {
         let r = libc::rlimit {
-            rlim_cur: before.hard as libc::rlim_t,
-            rlim_max: before.hard as libc::rlim_t,
+            rlim_cur: before.hard,
+            rlim_max: before.hard,
         };
         // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
         // needs no privilege.
