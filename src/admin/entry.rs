@@ -59,28 +59,33 @@ pub fn strip_view_keys(m: &mut Map<String, Value>) {
     }
 }
 
+/// A request body object as `T`; a shape error is 422 `invalid_field` naming the field's path
+/// (as `param` too) and suggesting the nearest known key for an unknown one.
+pub fn deserialize<T: serde::de::DeserializeOwned>(m: Map<String, Value>) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let unknown = inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string);
+        // The path of an unknown field already ends with it.
+        let param = match path.as_str() {
+            "." => unknown,
+            p => Some(p.to_string()),
+        };
+        let message = crate::config::suggest(&inner);
+        let message = match &param {
+            Some(p) => format!("{p}: {message}"),
+            None => message,
+        };
+        unprocessable("invalid_field", message, param)
+    })
+}
+
 /// An entry from a JSON object; a shape error is 422 with the field's path as `param`.
 pub fn from_object(m: Map<String, Value>) -> Result<VirtualModelSpec, ApiError> {
-    let mut spec: VirtualModelSpec =
-        serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let unknown = inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_string);
-            // The path of an unknown field already ends with it.
-            let param = match path.as_str() {
-                "." => unknown,
-                p => Some(p.to_string()),
-            };
-            let message = crate::config::suggest(&inner);
-            let message = match &param {
-                Some(p) => format!("{p}: {message}"),
-                None => message,
-            };
-            unprocessable("invalid_field", message, param)
-        })?;
+    let mut spec: VirtualModelSpec = deserialize(m)?;
     if let Some(s) = spec.source.as_mut() {
         *s = s.trim().to_string();
     }

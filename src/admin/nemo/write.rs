@@ -111,24 +111,7 @@ impl Fields {
         for k in READ_ONLY {
             m.remove(k);
         }
-        let f: Fields = serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let unknown = inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_string);
-            let param = match path.as_str() {
-                "." => unknown,
-                p => Some(p.to_string()),
-            };
-            let message = crate::config::suggest(&inner);
-            let message = match &param {
-                Some(p) => format!("{p}: {message}"),
-                None => message,
-            };
-            unprocessable("invalid_field", message, param)
-        })?;
+        let f: Fields = entry::deserialize(m)?;
         if let Some(Some(p)) = &f.override_proxy {
             return Err(unprocessable(
                 "invalid_field",
