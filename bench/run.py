@@ -199,8 +199,10 @@ def start_target(name, args, upstream_port, phase):
     if name == "direct":
         return None
     if name == "nginx":
+        conns = getattr(args, "nginx_connections", 4096)
         conf = fill("nginx.conf.template", conf_dir / "nginx.conf", WORKERS=args.workers,
-                    PREFIX=run_dir, UPSTREAM=upstream, LISTEN=f"127.0.0.1:{port}")
+                    PREFIX=run_dir, UPSTREAM=upstream, LISTEN=f"127.0.0.1:{port}",
+                    CONNECTIONS=conns, RLIMIT=2 * conns + 64)
         cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
         return start(name, pinned(cmd, 1, args), log, port)
     if kind == "pingora":

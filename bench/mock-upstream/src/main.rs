@@ -1,5 +1,5 @@
 //! A fast OpenAI-style upstream for the load benchmark: `POST /v1/chat/completions` (a JSON
-//! answer, or 20 SSE chunks when the body says `"stream": true`) and `GET /v1/models`.
+//! answer, or `--chunks` SSE chunks (20) when the body says `"stream": true`) and `GET /v1/models`.
 //!
 //! It must stay cheap next to the proxies it measures: it reads the body whole but never parses
 //! it as JSON (a byte scan finds `model` and `stream`), and it answers on a single thread unless
@@ -35,13 +35,13 @@ struct Args {
     /// Pause between SSE chunks, in microseconds (0: all chunks at once).
     #[arg(long, default_value_t = 0)]
     chunk_delay_us: u64,
+    /// SSE chunks per streamed answer (the last carries `finish_reason`), then `[DONE]`.
+    #[arg(long, default_value_t = 20)]
+    chunks: usize,
     /// Model ids listed by GET /v1/models (comma-separated).
     #[arg(long, default_value = "bench-a,bench-b")]
     models: String,
 }
-
-/// SSE chunks per streamed answer (the last carries `finish_reason`), then `[DONE]`.
-const CHUNKS: usize = 20;
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
@@ -72,6 +72,7 @@ async fn serve(args: Args) -> Result<(), String> {
     eprintln!("mock upstream listening on {}", args.listen);
     let models = Bytes::from(models_json(&args.models));
     let delay = (args.chunk_delay_us > 0).then(|| Duration::from_micros(args.chunk_delay_us));
+    let chunks = args.chunks.max(1);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -79,7 +80,7 @@ async fn serve(args: Args) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let models = models.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, models.clone(), delay));
+            let svc = service_fn(move |req| handle(req, models.clone(), delay, chunks));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -91,6 +92,7 @@ async fn handle(
     req: Request<Incoming>,
     models: Bytes,
     delay: Option<Duration>,
+    chunks: usize,
 ) -> Result<Response<Answer>, Infallible> {
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == hyper::Method::GET && path.ends_with("/models") {
@@ -113,7 +115,7 @@ async fn handle(
     };
     let model = string_field(&body, b"\"model\"").unwrap_or("unknown");
     if bool_field(&body, b"\"stream\"") {
-        let mut r = Response::new(Answer::Sse(Sse::new(model, delay)));
+        let mut r = Response::new(Answer::Sse(Sse::new(model, delay, chunks)));
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("text/event-stream"),
@@ -170,8 +172,8 @@ fn completion(model: &str) -> String {
     )
 }
 
-fn chunk(model: &str, i: usize) -> Bytes {
-    let (content, finish) = if i + 1 == CHUNKS {
+fn chunk(model: &str, i: usize, n: usize) -> Bytes {
+    let (content, finish) = if i + 1 == n {
         ("", r#""stop""#)
     } else {
         ("tok ", "null")
@@ -195,8 +197,8 @@ struct Sse {
 }
 
 impl Sse {
-    fn new(model: &str, delay: Option<Duration>) -> Sse {
-        let mut chunks: VecDeque<Bytes> = (0..CHUNKS).map(|i| chunk(model, i)).collect();
+    fn new(model: &str, delay: Option<Duration>, n: usize) -> Sse {
+        let mut chunks: VecDeque<Bytes> = (0..n).map(|i| chunk(model, i, n)).collect();
         chunks.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
         Sse {
             chunks,
