@@ -1,15 +1,26 @@
-//! The process allocator: mimalloc, entered through its plain `malloc`-style calls whenever the
-//! requested alignment is one every mimalloc block has anyway.
+//! The process allocator: mimalloc for blocks under 4 KiB, the C library's allocator for
+//! larger ones, each entered through its plain `malloc`-style calls whenever the requested
+//! alignment is one every block has anyway.
+//!
+//! Small blocks (strings, map nodes, headers, the request context) are where mimalloc pays: a
+//! reload of 10,000 virtual models ran twice as fast as on glibc alone, and a proxied request
+//! costs fewer instructions. Large blocks are buffers (Pingora's 64 KiB body buffers, the
+//! client write buffer, header buffers) that an open stream holds for its whole life and
+//! mostly never writes into. mimalloc keeps such blocks on memory that is already resident,
+//! so each held buffer costs its full size: an open stream held about 130 KiB of RSS this way.
+//! The C library hands out fresh pages that stay off RSS until written, so a held buffer costs
+//! what was written into it (`bench/streams.py`; BENCHMARKS.md, "Open streams"). Whether a
+//! block is large is decided by its layout's size, which Rust passes again to `dealloc` and
+//! `realloc`, so every block goes back to the allocator it came from.
 //!
 //! The usual Rust binding sends every allocation through mimalloc's aligned entry points. Those
 //! are only fast for blocks of up to 1 KiB that happen to sit on an aligned address; anything
-//! larger (Pingora's read and write buffers, the request context, header blocks) takes a
-//! general path that sizes the block twice and may over-allocate and mark the page as holding
-//! interior pointers, which then slows every `free` on that page. Almost every Rust layout asks
-//! for an alignment of at most a machine word, which all mimalloc blocks satisfy (block sizes are
-//! whole words and pages start aligned), so those go to `mi_malloc` / `mi_zalloc` /
-//! `mi_realloc` directly, the same way the standard library's system allocator skips
-//! `posix_memalign` for small alignments. Larger alignments keep the aligned calls.
+//! larger takes a general path that sizes the block twice and may over-allocate and mark the
+//! page as holding interior pointers, which then slows every `free` on that page. Almost every
+//! Rust layout asks for an alignment of at most a machine word, which all mimalloc blocks
+//! satisfy (block sizes are whole words and pages start aligned), so those go to `mi_malloc` /
+//! `mi_zalloc` / `mi_realloc` directly, the same way the standard library's system allocator
+//! skips `posix_memalign` for small alignments. Larger alignments keep the aligned calls.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -19,44 +30,110 @@ use libmimalloc_sys as mi;
 /// The alignment every mimalloc block has.
 const BLOCK_ALIGN: usize = std::mem::size_of::<usize>();
 
+/// The alignment every block of the C library's `malloc` has (glibc: two words).
+const LIBC_ALIGN: usize = 2 * std::mem::size_of::<usize>();
+
+/// Blocks of this size and more come from the C library (see the module doc).
+const LARGE: usize = 4096;
+
 /// The global allocator the gateway binary installs (see the crate root).
 pub struct Allocator;
 
-// SAFETY: every method forwards to mimalloc, which returns null or a block of at least the
-// requested size aligned as the layout asks: plain calls only when `align <= BLOCK_ALIGN`, which
-// every mimalloc block satisfies, the aligned calls otherwise. `dealloc` and `realloc` receive
-// only pointers this allocator returned, and `mi_free` / `mi_realloc` accept blocks from either
-// kind of call.
+/// A large block from the C library, aligned as `layout` asks; null when out of memory.
+///
+/// # Safety
+/// `layout.size()` is not zero.
+unsafe fn libc_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
+    if layout.align() <= LIBC_ALIGN {
+        return if zeroed {
+            libc::calloc(1, layout.size()) as *mut u8
+        } else {
+            libc::malloc(layout.size()) as *mut u8
+        };
+    }
+    let mut p: *mut c_void = std::ptr::null_mut();
+    // `posix_memalign` wants a power of two that is a multiple of the word size, which every
+    // alignment over LIBC_ALIGN is.
+    if libc::posix_memalign(&mut p, layout.align(), layout.size()) != 0 {
+        return std::ptr::null_mut();
+    }
+    if zeroed {
+        std::ptr::write_bytes(p as *mut u8, 0, layout.size());
+    }
+    p as *mut u8
+}
+
+/// A small block from mimalloc.
+///
+/// # Safety
+/// `layout.size()` is not zero.
+unsafe fn mi_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
+    match (layout.align() <= BLOCK_ALIGN, zeroed) {
+        (true, false) => mi::mi_malloc(layout.size()) as *mut u8,
+        (true, true) => mi::mi_zalloc(layout.size()) as *mut u8,
+        (false, false) => mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8,
+        (false, true) => mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8,
+    }
+}
+
+// SAFETY: a block of `LARGE` bytes or more comes from the C library (`malloc`/`calloc` when its
+// alignment suffices, `posix_memalign` otherwise) and goes back with `free`; a smaller one comes
+// from mimalloc (plain calls only when `align <= BLOCK_ALIGN`, which every mimalloc block
+// satisfies, the aligned calls otherwise) and goes back with `mi_free`. Which one is decided by
+// the layout's size, which the caller passes unchanged to `dealloc` and `realloc`; a `realloc`
+// across the boundary allocates from the other side, copies the smaller of the two sizes and
+// frees the old block where it came from. Each returns null or a block of at least the
+// requested size aligned as the layout asks.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= BLOCK_ALIGN {
-            mi::mi_malloc(layout.size()) as *mut u8
+        if layout.size() >= LARGE {
+            libc_alloc(layout, false)
         } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
+            mi_alloc(layout, false)
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= BLOCK_ALIGN {
-            mi::mi_zalloc(layout.size()) as *mut u8
+        if layout.size() >= LARGE {
+            libc_alloc(layout, true)
         } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
+            mi_alloc(layout, true)
         }
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        mi::mi_free(ptr as *mut c_void);
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= LARGE {
+            libc::free(ptr as *mut c_void);
+        } else {
+            mi::mi_free(ptr as *mut c_void);
+        }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= BLOCK_ALIGN {
-            mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8
-        } else {
-            mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
+        match (layout.size() >= LARGE, new_size >= LARGE) {
+            (false, false) if layout.align() <= BLOCK_ALIGN => {
+                mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8
+            }
+            (false, false) => {
+                mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
+            }
+            (true, true) if layout.align() <= LIBC_ALIGN => {
+                libc::realloc(ptr as *mut c_void, new_size) as *mut u8
+            }
+            // Across the boundary, or a large block with a large alignment: a new block.
+            (true, true) | (true, false) | (false, true) => {
+                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+                let new = self.alloc(new_layout);
+                if !new.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                new
+            }
         }
     }
 }
