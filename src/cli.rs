@@ -193,16 +193,12 @@ fn request_phase_line(out: &mut String, snap: &Snapshot, vi: usize, q: &Question
     else {
         return;
     };
-    let mut body = q
-        .body
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({"messages": [{"role": "user", "content": ""}]}));
-    if let Some(m) = body.as_object_mut() {
-        m.insert(
-            "model".into(),
-            serde_json::Value::String(q.model.to_string()),
-        );
-    }
+    let mut body = crate::middleware::Body::from(
+        q.body
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"messages": [{"role": "user", "content": ""}]})),
+    );
+    body.insert("model", serde_json::Value::String(q.model.to_string()));
     let metadata = q.metadata.and_then(|m| serde_json::to_vec(m).ok());
     let facts = crate::middleware::RequestFacts {
         operation: Operation::Chat,
@@ -215,7 +211,8 @@ fn request_phase_line(out: &mut String, snap: &Snapshot, vi: usize, q: &Question
     };
     match p.run_request(&mut body, &facts) {
         Ok(()) => {
-            let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("");
+            let model = body.get("model").and_then(|m| m.as_str());
+            let model = model.as_deref().unwrap_or("");
             let _ = writeln!(out, "  request middleware on {sample}: model {model}");
         }
         Err(b) => {

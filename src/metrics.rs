@@ -680,7 +680,7 @@ mod tests {
             config_id: None,
         };
         let p = Pipelines::build(&[call], &[], &[], &Default::default()).expect("valid");
-        let mut body = serde_json::json!({"prompt": "too long"});
+        let mut body = crate::middleware::Body::from(serde_json::json!({"prompt": "too long"}));
         let facts = RequestFacts {
             operation: crate::routing::model::Operation::Completion,
             metadata: None,

@@ -84,6 +84,30 @@ fn request_middleware_edits_what_the_upstream_receives() {
 }
 
 #[test]
+fn fields_no_middleware_edits_reach_the_upstream_as_the_client_wrote_them() {
+    let up = upstream("fine", 1);
+    let g = Gateway::start(&config(&up, ""), &[]);
+    // Escapes a parse-and-write would rewrite (`\u00e9` as `é`, `\/` as `/`), spacing, and a
+    // number written in a form of its own.
+    let body = br#"{"model": "mw", "n": 1.50e0, "messages": [{"role": "user", "content": "caf\u00e9 \/ ok"}, {"role": "assistant", "content": "a\tb"}]}"#;
+    let r = g.post_raw("/v1/chat/completions", body, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = &up.requests()[0];
+    let text = String::from_utf8_lossy(&seen.body);
+    for message in [
+        r#"{"role": "user", "content": "caf\u00e9 \/ ok"}"#,
+        r#"{"role": "assistant", "content": "a\tb"}"#,
+    ] {
+        assert!(text.contains(message), "{message} byte for byte in {text}");
+    }
+    assert!(text.contains(r#""n":1.50e0"#), "{text}");
+    let seen = seen.json();
+    assert_eq!(seen["messages"][0]["content"], "Be brief.");
+    assert_eq!(seen["messages"][1]["content"], "café / ok");
+    assert_eq!(seen["temperature"], 0.1);
+}
+
+#[test]
 fn a_guard_deny_sends_nothing_upstream_in_either_dialect() {
     let up = upstream("fine", 1);
     let g = Gateway::start(&config(&up, ""), &[]);

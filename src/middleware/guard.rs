@@ -12,6 +12,7 @@ use regex::RegexSet;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::body::Body;
 use super::build::{parse_config, FieldProblem};
 use super::patterns::{compile_regex, RuleSpec, Rules};
 use super::text;
@@ -102,15 +103,19 @@ impl Guard {
     }
 
     /// Checks and rewrites the body; on a refusal returns the message for the client and why.
+    ///
+    /// The text is read where it lies (no part of the body is parsed for the checks); only
+    /// when a redaction matched are the fields holding text parsed and rewritten.
     pub fn apply(
         &self,
-        body: &mut Value,
+        body: &mut Body,
         operation: Operation,
     ) -> Result<(), (String, BlockReason)> {
         let count = self.max_input_chars.is_some();
         let mut chars = 0u64;
         let mut denied = None;
-        text::for_each_mut(body, operation, &mut |s| {
+        let mut redacts = false;
+        text::for_each(body, operation, &mut |s| {
             if denied.is_some() {
                 return;
             }
@@ -125,13 +130,9 @@ impl Guard {
             if !any.is_match(s) {
                 return;
             }
-            let hits = any.matches(s);
-            if let Some(pattern) = hits.iter().find(|&i| i < self.deny) {
-                denied = Some(pattern);
-                return;
-            }
-            if let std::borrow::Cow::Owned(new) = self.redact.replace_all(s) {
-                *s = new;
+            match any.matches(s).iter().find(|&i| i < self.deny) {
+                Some(pattern) => denied = Some(pattern),
+                None => redacts = true,
             }
         });
         if let Some(pattern) = denied {
@@ -148,6 +149,13 @@ impl Guard {
                 return Err((message, BlockReason::TooLong { chars, max }));
             }
         }
+        if redacts {
+            text::for_each_mut(body, operation, &mut |s| {
+                if let std::borrow::Cow::Owned(new) = self.redact.replace_all(s) {
+                    *s = new;
+                }
+            });
+        }
         Ok(())
     }
 }
@@ -161,8 +169,13 @@ mod tests {
         Guard::compile(&config).expect("valid config")
     }
 
-    fn chat(text: &str) -> Value {
-        json!({"model": "m", "messages": [{"role": "user", "content": text}]})
+    /// A body as the proxy reads it: from the client's bytes.
+    fn raw(v: Value) -> Body {
+        Body::parse(serde_json::to_vec(&v).unwrap_or_default()).expect("an object")
+    }
+
+    fn chat(text: &str) -> Body {
+        raw(json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
     }
 
     #[test]
@@ -180,7 +193,8 @@ mod tests {
     #[test]
     fn deny_sees_anthropic_system_and_blocks() {
         let g = guard(json!({"deny": ["secret"]}));
-        let mut body = json!({"system": [{"type": "text", "text": "a secret"}], "messages": []});
+        let mut body =
+            raw(json!({"system": [{"type": "text", "text": "a secret"}], "messages": []}));
         let (message, reason) = g.apply(&mut body, Operation::Messages).unwrap_err();
         assert_eq!(reason, BlockReason::Denied { pattern: 0 });
         assert!(message.contains("blocked"));
@@ -189,14 +203,14 @@ mod tests {
     #[test]
     fn longer_input_than_allowed_blocks_and_says_by_how_much() {
         let g = guard(json!({"max_input_chars": 5}));
-        let mut body = json!({"prompt": ["abc", "déf"]});
+        let mut body = raw(json!({"prompt": ["abc", "déf"]}));
         let (message, reason) = g.apply(&mut body, Operation::Completion).unwrap_err();
         assert_eq!(reason, BlockReason::TooLong { chars: 6, max: 5 });
         assert!(
             message.contains("6 characters, more than the 5 allowed"),
             "{message}"
         );
-        let mut body = json!({"prompt": "abcdé"});
+        let mut body = raw(json!({"prompt": "abcdé"}));
         assert_eq!(g.apply(&mut body, Operation::Completion), Ok(()));
     }
 
@@ -205,11 +219,14 @@ mod tests {
         let g = guard(
             json!({"redact": [{"pattern": r"\b\d{3}-\d{2}-\d{4}\b", "replacement": "[SSN]"}]}),
         );
-        let mut body = json!({"model": "m", "messages": [
+        let mut body = raw(json!({"model": "m", "messages": [
             {"role": "user", "content": [{"type": "text", "text": "mine is 123-45-6789."}]}
-        ]});
+        ]}));
         assert_eq!(g.apply(&mut body, Operation::Chat), Ok(()));
-        assert_eq!(body["messages"][0]["content"][0]["text"], "mine is [SSN].");
+        assert_eq!(
+            body.to_value()["messages"][0]["content"][0]["text"],
+            "mine is [SSN]."
+        );
     }
 
     #[test]
@@ -223,10 +240,10 @@ mod tests {
             g.apply(&mut body, Operation::Chat).map_err(|e| e.1),
             Err(BlockReason::TooLong { chars: 7, max: 6 })
         );
-        let mut body = json!({"model": "m", "messages": [
+        let mut body = raw(json!({"model": "m", "messages": [
             {"role": "user", "content": "a long first message"},
             {"role": "user", "content": "forbidden"}
-        ]});
+        ]}));
         assert_eq!(
             g.apply(&mut body, Operation::Chat).map_err(|e| e.1),
             Err(BlockReason::Denied { pattern: 0 })

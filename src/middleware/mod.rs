@@ -9,6 +9,7 @@
 //! request's record). This module must never do I/O on the request path nor take a lock there:
 //! the only I/O, the webhook POSTs, happens on one sender thread behind a bounded queue.
 
+pub mod body;
 mod build;
 pub mod call;
 mod counters;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 use crate::routing::model::Operation;
 
+pub use body::Body;
 pub use build::{check_config_entries, ConfigEntryError, MiddlewareError, Problem};
 pub use call::{MiddlewareCall, MiddlewareConfigEntry};
 pub use counters::{Counters, KindCounts, COUNTERS};
@@ -301,7 +303,7 @@ impl Pipelines {
 
     /// Runs the request phase, in list order, over the parsed body in the client's dialect.
     /// `model` may change (`set-params`, `router`); the caller resolves the final one.
-    pub fn run_request(&self, body: &mut Value, facts: &RequestFacts<'_>) -> Result<(), Blocked> {
+    pub fn run_request(&self, body: &mut Body, facts: &RequestFacts<'_>) -> Result<(), Blocked> {
         for (index, step) in self.request.iter().enumerate() {
             let started = Instant::now();
             let outcome = match step {

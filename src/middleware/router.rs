@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::body::Body;
 use super::build::{parse_config, FieldProblem};
 use super::{text, RequestFacts};
 use crate::routing::model::Operation;
@@ -59,7 +60,7 @@ pub(super) struct Router {
 
 /// The request's facts, each computed on first use.
 struct Facts<'a> {
-    body: &'a Value,
+    body: &'a Body,
     operation: Operation,
     metadata_raw: Option<&'a [u8]>,
     input_chars: Option<u64>,
@@ -180,7 +181,7 @@ impl Router {
     }
 
     /// The model the rules pick for this request, if any.
-    pub fn pick(&self, body: &Value, facts: &RequestFacts<'_>) -> Option<&str> {
+    pub fn pick(&self, body: &Body, facts: &RequestFacts<'_>) -> Option<&str> {
         let mut f = Facts {
             body,
             operation: facts.operation,
@@ -196,13 +197,11 @@ impl Router {
             .or(self.default.as_deref())
     }
 
-    pub fn apply(&self, body: &mut Value, facts: &RequestFacts<'_>) {
+    pub fn apply(&self, body: &mut Body, facts: &RequestFacts<'_>) {
         let Some(model) = self.pick(body, facts) else {
             return;
         };
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::String(model.to_string()));
-        }
+        body.insert("model", Value::String(model.to_string()));
     }
 }
 
@@ -224,12 +223,17 @@ mod tests {
         .expect("valid config")
     }
 
+    /// A body as the proxy reads it: from the client's bytes.
+    fn raw(v: &Value) -> Body {
+        Body::parse(serde_json::to_vec(v).unwrap_or_default()).expect("an object")
+    }
+
     fn pick(body: Value, op: Operation, metadata: Option<&str>) -> Option<String> {
         let facts = RequestFacts {
             operation: op,
             metadata: metadata.map(str::as_bytes),
         };
-        router().pick(&body, &facts).map(str::to_string)
+        router().pick(&raw(&body), &facts).map(str::to_string)
     }
 
     fn chat(content: Value) -> Value {
@@ -271,7 +275,7 @@ mod tests {
         );
         let r = Router::compile(&json!({"rules": [{"when": {"has_tools": true}, "model": "t"}]}))
             .expect("valid config");
-        let mut body = chat(json!("hi"));
+        let mut body = raw(&chat(json!("hi")));
         r.apply(
             &mut body,
             &RequestFacts {
@@ -279,12 +283,14 @@ mod tests {
                 metadata: None,
             },
         );
-        assert_eq!(body["model"], "m");
+        assert_eq!(body.to_value()["model"], "m");
     }
 
     #[test]
     fn apply_writes_model_in_anthropic_bodies_too() {
-        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]});
+        let mut body = raw(
+            &json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+        );
         router().apply(
             &mut body,
             &RequestFacts {
@@ -292,7 +298,7 @@ mod tests {
                 metadata: None,
             },
         );
-        assert_eq!(body["model"], "vision");
+        assert_eq!(body.to_value()["model"], "vision");
     }
 
     #[test]

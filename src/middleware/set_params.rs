@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::body::Body;
 use super::build::{parse_config, FieldProblem};
 
 #[derive(Debug, Deserialize)]
@@ -69,21 +70,17 @@ impl SetParams {
     }
 
     /// Applies to a JSON object body; any other body is left as it is (the proxy refuses it).
-    pub fn apply(&self, body: &mut Value) {
-        let Some(obj) = body.as_object_mut() else {
-            return;
-        };
+    pub fn apply(&self, body: &mut Body) {
         for key in &self.remove {
-            // `shift_remove` keeps the order of the other keys (the body stays recognisable).
-            obj.shift_remove(key);
+            body.remove(key);
         }
         for (key, value) in &self.defaults {
-            if !obj.contains_key(key) {
-                obj.insert(key.clone(), value.clone());
+            if !body.contains_key(key) {
+                body.insert(key, value.clone());
             }
         }
         for (key, value) in &self.set {
-            obj.insert(key.clone(), value.clone());
+            body.insert(key, value.clone());
         }
     }
 }
@@ -93,11 +90,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn run(config: Value, mut body: Value) -> Value {
+    fn run(config: Value, body: Value) -> Value {
+        let mut body = Body::parse(serde_json::to_vec(&body).unwrap_or_default()).expect("object");
         SetParams::compile(&config)
             .expect("valid config")
             .apply(&mut body);
-        body
+        serde_json::from_slice(&body.to_vec()).expect("json")
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{Body, SlotRef};
 use super::build::{parse_config, FieldProblem};
 use crate::routing::model::Operation;
 
@@ -42,9 +43,10 @@ pub(super) struct SystemPrompt {
     position: Position,
 }
 
-fn is_system(message: &Value) -> bool {
+/// Whether a message is the client's system text (its `role` read without parsing the rest).
+fn is_system(message: SlotRef<'_>) -> bool {
     matches!(
-        message.get("role").and_then(Value::as_str),
+        message.field("role").and_then(SlotRef::as_str).as_deref(),
         Some("system" | "developer")
     )
 }
@@ -61,7 +63,7 @@ impl SystemPrompt {
         })
     }
 
-    pub fn apply(&self, body: &mut Value, operation: Operation) {
+    pub fn apply(&self, body: &mut Body, operation: Operation) {
         match operation {
             Operation::Chat => self.apply_chat(body),
             Operation::Messages | Operation::CountTokens => self.apply_field(body, "system"),
@@ -70,21 +72,21 @@ impl SystemPrompt {
         }
     }
 
-    fn apply_chat(&self, body: &mut Value) {
-        let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
+    fn apply_chat(&self, body: &mut Body) {
+        // The conversation is opened into its messages, none of them parsed.
+        let Some(mut messages) = body.items_mut("messages") else {
             return;
         };
         let ours = json!({"role": "system", "content": self.text});
         match self.position {
             Position::Prepend => messages.insert(0, ours),
             Position::Inject => {
-                if !messages.iter().any(is_system) {
+                if !messages.any(is_system) {
                     messages.insert(0, ours);
                 }
             }
             Position::Append => {
                 let at = messages
-                    .iter()
                     .position(|m| !is_system(m))
                     .unwrap_or(messages.len());
                 messages.insert(at, ours);
@@ -97,11 +99,8 @@ impl SystemPrompt {
     }
 
     /// A top-level system field: absent, a string or a list of text blocks.
-    fn apply_field(&self, body: &mut Value, field: &str) {
-        let Some(obj) = body.as_object_mut() else {
-            return;
-        };
-        let current = obj.get_mut(field);
+    fn apply_field(&self, body: &mut Body, field: &str) {
+        let current = body.value_mut(field);
         let replaced = match (self.position, current) {
             // The client's own system text, in whatever form: left as it is.
             (Position::Inject, Some(v)) if !v.is_null() && v != &Value::String(String::new()) => {
@@ -128,7 +127,7 @@ impl SystemPrompt {
             // An empty string, or a shape the upstream would refuse anyway: ours alone.
             (Position::Prepend | Position::Append, Some(_)) => Value::String(self.text.clone()),
         };
-        obj.insert(field.to_string(), replaced);
+        body.insert(field, replaced);
     }
 }
 
@@ -136,11 +135,12 @@ impl SystemPrompt {
 mod tests {
     use super::*;
 
-    fn run(config: Value, op: Operation, mut body: Value) -> Value {
+    fn run(config: Value, op: Operation, body: Value) -> Value {
+        let mut body = Body::parse(serde_json::to_vec(&body).unwrap_or_default()).expect("object");
         SystemPrompt::compile(&config)
             .expect("valid config")
             .apply(&mut body, op);
-        body
+        serde_json::from_slice(&body.to_vec()).expect("json")
     }
 
     fn chat() -> Value {

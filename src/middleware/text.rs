@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+use super::body::{Body, SlotRef};
 use crate::routing::model::Operation;
 
 /// The top-level fields holding client text for an operation.
@@ -31,15 +32,15 @@ fn is_image_part(kind: Option<&str>) -> bool {
 }
 
 /// Calls `f` on every piece of client text.
-pub(super) fn for_each(body: &Value, operation: Operation, f: &mut dyn FnMut(&str)) {
+pub(super) fn for_each(body: &Body, operation: Operation, f: &mut dyn FnMut(&str)) {
     for field in fields(operation) {
-        if let Some(v) = body.get(*field) {
+        if let Some(v) = body.get(field) {
             if *field == "messages" {
-                for message in v.as_array().into_iter().flatten() {
-                    if let Some(content) = message.get("content") {
+                v.for_each_item(&mut |message| {
+                    if let Some(content) = message.field("content") {
                         content_for_each(content, f);
                     }
-                }
+                });
             } else {
                 content_for_each(v, f);
             }
@@ -47,7 +48,17 @@ pub(super) fn for_each(body: &Value, operation: Operation, f: &mut dyn FnMut(&st
     }
 }
 
-fn content_for_each(content: &Value, f: &mut dyn FnMut(&str)) {
+/// A string content is read where it lies (borrowed when it has no escapes); a list of parts is
+/// parsed (parts are few and short next to the strings).
+fn content_for_each(content: SlotRef<'_>, f: &mut dyn FnMut(&str)) {
+    if let Some(s) = content.as_str() {
+        f(&s);
+        return;
+    }
+    value_for_each(&content.value(), f);
+}
+
+fn value_for_each(content: &Value, f: &mut dyn FnMut(&str)) {
     match content {
         Value::String(s) => f(s),
         Value::Array(parts) => {
@@ -60,7 +71,7 @@ fn content_for_each(content: &Value, f: &mut dyn FnMut(&str)) {
                                 f(s);
                             }
                         } else if let Some(inner) = o.get("content") {
-                            content_for_each(inner, f);
+                            value_for_each(inner, f);
                         }
                     }
                     _ => {}
@@ -71,10 +82,9 @@ fn content_for_each(content: &Value, f: &mut dyn FnMut(&str)) {
     }
 }
 
-/// Calls `f` on every piece of client text, which it may rewrite in place.
-pub(super) fn for_each_mut(body: &mut Value, operation: Operation, f: &mut dyn FnMut(&mut String)) {
+pub(super) fn for_each_mut(body: &mut Body, operation: Operation, f: &mut dyn FnMut(&mut String)) {
     for field in fields(operation) {
-        if let Some(v) = body.get_mut(*field) {
+        if let Some(v) = body.value_mut(field) {
             if *field == "messages" {
                 for message in v.as_array_mut().into_iter().flatten() {
                     if let Some(content) = message.get_mut("content") {
@@ -113,32 +123,35 @@ fn content_for_each_mut(content: &mut Value, f: &mut dyn FnMut(&mut String)) {
 }
 
 /// Characters of client text.
-pub(super) fn input_chars(body: &Value, operation: Operation) -> u64 {
+pub(super) fn input_chars(body: &Body, operation: Operation) -> u64 {
     let mut n = 0u64;
     for_each(body, operation, &mut |s| n += s.chars().count() as u64);
     n
 }
 
-/// Whether the request offers tools (`tools`, or OpenAI's older `functions`), non-empty.
-pub(super) fn has_tools(body: &Value) -> bool {
-    ["tools", "functions"].iter().any(|k| {
-        body.get(*k)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    })
+pub(super) fn has_tools(body: &Body) -> bool {
+    ["tools", "functions"]
+        .iter()
+        .any(|k| body.get(k).is_some_and(SlotRef::is_nonempty_array))
 }
 
-/// Whether any message or input item carries an image part.
-pub(super) fn has_images(body: &Value, operation: Operation) -> bool {
-    fields(operation)
-        .iter()
-        .any(|field| match body.get(*field) {
-            Some(Value::Array(items)) if *field == "messages" => items
-                .iter()
-                .any(|m| m.get("content").is_some_and(content_has_image)),
-            Some(v) => content_has_image(v),
-            None => false,
-        })
+pub(super) fn has_images(body: &Body, operation: Operation) -> bool {
+    let mut any = false;
+    for field in fields(operation) {
+        match body.get(field) {
+            Some(items) if *field == "messages" => items.for_each_item(&mut |m| {
+                any = any || m.field("content").is_some_and(slot_has_image);
+            }),
+            Some(v) => any = any || slot_has_image(v),
+            None => {}
+        }
+    }
+    any
+}
+
+/// Only a list of parts can hold an image: a string content is never parsed.
+fn slot_has_image(content: SlotRef<'_>) -> bool {
+    content.as_str().is_none() && content_has_image(&content.value())
 }
 
 fn content_has_image(content: &Value) -> bool {
@@ -156,9 +169,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A body as the proxy reads it: from the client's bytes.
+    fn raw(v: &Value) -> Body {
+        Body::parse(serde_json::to_vec(v).unwrap_or_default()).expect("an object")
+    }
+
     fn texts(body: &Value, op: Operation) -> Vec<String> {
         let mut out = Vec::new();
-        for_each(body, op, &mut |s| out.push(s.to_string()));
+        for_each(&raw(body), op, &mut |s| out.push(s.to_string()));
         out
     }
 
@@ -173,8 +191,8 @@ mod tests {
             {"role": "assistant", "content": null, "tool_calls": []}
         ]});
         assert_eq!(texts(&body, Operation::Chat), ["sys", "hello"]);
-        assert!(has_images(&body, Operation::Chat));
-        assert_eq!(input_chars(&body, Operation::Chat), 8);
+        assert!(has_images(&raw(&body), Operation::Chat));
+        assert_eq!(input_chars(&raw(&body), Operation::Chat), 8);
     }
 
     #[test]
@@ -188,7 +206,7 @@ mod tests {
             texts(&body, Operation::Messages),
             ["be brief", "42", "thanks"]
         );
-        assert!(!has_images(&body, Operation::Messages));
+        assert!(!has_images(&raw(&body), Operation::Messages));
     }
 
     #[test]
@@ -203,23 +221,23 @@ mod tests {
                                          {"type": "input_image", "image_url": "u"}]}
         ]});
         assert_eq!(texts(&body, Operation::Responses), ["i", "q"]);
-        assert!(has_images(&body, Operation::Responses));
+        assert!(has_images(&raw(&body), Operation::Responses));
     }
 
     #[test]
     fn rewriting_reaches_every_piece() {
-        let mut body = json!({"system": "s", "messages": [{"role": "user", "content": "u"}]});
+        let mut body = raw(&json!({"system": "s", "messages": [{"role": "user", "content": "u"}]}));
         for_each_mut(&mut body, Operation::Messages, &mut |s| s.push('!'));
         assert_eq!(
-            body,
+            body.to_value(),
             json!({"system": "s!", "messages": [{"role": "user", "content": "u!"}]})
         );
     }
 
     #[test]
     fn tools_count_only_when_listed() {
-        assert!(has_tools(&json!({"tools": [{"type": "function"}]})));
-        assert!(!has_tools(&json!({"tools": []})));
-        assert!(!has_tools(&json!({})));
+        assert!(has_tools(&raw(&json!({"tools": [{"type": "function"}]}))));
+        assert!(!has_tools(&raw(&json!({"tools": []}))));
+        assert!(!has_tools(&raw(&json!({}))));
     }
 }

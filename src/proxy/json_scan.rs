@@ -216,6 +216,60 @@ pub fn skip_value_at(body: &[u8], start: usize) -> Result<usize, ScanError> {
     Ok(s.i)
 }
 
+/// Walks the object or array that starts at `start` (after optional whitespace), calling
+/// `on_item` with each member's quoted key span (`None` for an array's elements) and its value
+/// span, in document order; returns the offset just past its end. Nothing is decoded or
+/// allocated: values are skipped as `skip_value_at` skips them.
+pub fn for_each_item_at(
+    body: &[u8],
+    start: usize,
+    mut on_item: impl FnMut(Option<(usize, usize)>, (usize, usize)),
+) -> Result<usize, ScanError> {
+    let mut s = Scanner { b: body, i: start };
+    let close = match s.ws() {
+        Some(b'{') => b'}',
+        Some(b'[') => b']',
+        Some(_) => {
+            return Err(ScanError::Shape {
+                reason: Cow::Borrowed("expected an object or an array"),
+                at: s.i,
+            })
+        }
+        None => return Err(ScanError::syntax("EOF while parsing a value", s.i)),
+    };
+    s.i += 1;
+    if s.ws() == Some(close) {
+        return Ok(s.i + 1);
+    }
+    loop {
+        let key = if close == b'}' {
+            match s.ws() {
+                Some(b'"') => {}
+                Some(_) => return Err(ScanError::syntax("key must be a string", s.i)),
+                None => return Err(ScanError::syntax("EOF while parsing an object", s.i)),
+            }
+            let key_start = s.i;
+            s.i += 1;
+            s.skip_str()?;
+            let span = (key_start, s.i);
+            s.colon()?;
+            Some(span)
+        } else {
+            None
+        };
+        s.ws();
+        let value_start = s.i;
+        s.skip_value()?;
+        on_item(key, (value_start, s.i));
+        match s.ws() {
+            Some(b',') => s.i += 1,
+            Some(c) if c == close => return Ok(s.i + 1),
+            Some(_) => return Err(ScanError::syntax("expected `,` or a closing bracket", s.i)),
+            None => return Err(ScanError::syntax("EOF while parsing a value", s.i)),
+        }
+    }
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -624,6 +678,38 @@ fn mask64<const HIGH: bool>(block: &[u8; 64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_of_objects_and_arrays_come_as_spans_in_order() {
+        let b = br#" {"a" : [1, {"x":"}"}], "b\u0041":"s\"", "c":{}} "#;
+        let mut seen = Vec::new();
+        let end = for_each_item_at(b, 0, |k, (s, e)| {
+            let key = k.map(|(ka, kb)| String::from_utf8_lossy(&b[ka..kb]).into_owned());
+            seen.push((key, String::from_utf8_lossy(&b[s..e]).into_owned()));
+        })
+        .expect("an object");
+        assert_eq!(&b[end..], b" ");
+        let expected = [
+            (Some(r#""a""#), r#"[1, {"x":"}"}]"#),
+            (Some(r#""b\u0041""#), r#""s\"""#),
+            (Some(r#""c""#), "{}"),
+        ];
+        let seen: Vec<(Option<&str>, &str)> = seen
+            .iter()
+            .map(|(k, v)| (k.as_deref(), v.as_str()))
+            .collect();
+        assert_eq!(seen, expected);
+        let mut items = Vec::new();
+        for_each_item_at(b"[ 1 ,\"two\", [] ]", 0, |k, span| items.push((k, span)))
+            .expect("an array");
+        assert_eq!(items, [(None, (2, 3)), (None, (5, 10)), (None, (12, 14))]);
+        let mut none = 0;
+        assert_eq!(for_each_item_at(b"[ ]", 0, |_, _| none += 1), Ok(3));
+        assert_eq!(none, 0);
+        assert!(for_each_item_at(b"[1,]", 0, |_, _| {}).is_err());
+        assert!(for_each_item_at(b"{\"a\" 1}", 0, |_, _| {}).is_err());
+        assert!(for_each_item_at(b"\"s\"", 0, |_, _| {}).is_err());
+    }
 
     fn scan(body: &str) -> Result<Vec<(usize, Member)>, ScanError> {
         let mut found = Vec::new();

@@ -3,18 +3,18 @@
 //! post-response phase once the last byte left.
 //!
 //! A request naming no virtual model with middleware pays one branch: nothing is parsed. With
-//! request middleware the body is parsed once and written once per request, never per attempt.
+//! request middleware the body is read once and written once per request, never per attempt,
+//! and only the fields a step edits are parsed (`middleware::Body`).
 
 use std::sync::Arc;
 
 use pingora::proxy::Session;
-use serde_json::Value;
 
 use super::body;
 use super::ctx::Ctx;
 use super::headers::Names;
 use super::respond::ApiError;
-use crate::middleware::{Pipelines, Record, RequestFacts, Usage};
+use crate::middleware::{Body, Pipelines, Record, RequestFacts, Usage};
 use crate::routing::model::Operation;
 use crate::routing::user_path::list_admits;
 use crate::snapshot::Snapshot;
@@ -64,7 +64,8 @@ pub fn request_phase(
         ctx.peek = Some(peek);
         return Ok(raw);
     }
-    let mut value: Value = serde_json::from_slice(&raw).map_err(|e| {
+    // Only what a step edits is parsed; the rest goes on as the client sent it.
+    let mut value = Body::parse(raw).map_err(|e| {
         ApiError::invalid_request(
             "invalid_json",
             format!("request body is not valid JSON: {e}"),
@@ -82,7 +83,7 @@ pub fn request_phase(
             return Err(e);
         }
     }
-    Ok(serde_json::to_vec(&value).unwrap_or(raw))
+    Ok(value.to_vec())
 }
 
 /// The operations with a conversation (and a system prompt) to act on.
