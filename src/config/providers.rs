@@ -611,6 +611,7 @@ fn discover(
                     .map(|id| ModelSpec {
                         id: id.to_string(),
                         pricing: None,
+                        context_window: None,
                     })
                     .collect()
             })
