@@ -659,3 +659,14 @@ fn resolve_shows_class_rules_steering_hedge_and_the_affinity_key() {
         assert!(out.contains(line), "{line}\n{out}");
     }
 }
+
+#[test]
+fn a_zero_context_window_is_refused() {
+    let cfg = "providers:\n  m:\n    type: mock\n    models: [{id: a, context_window: 0}]\n";
+    let (code, out) = run_cli(cfg, &["check"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("providers.m: models[0] (\"a\"): context_window must be above 0"),
+        "{out}"
+    );
+}
