@@ -74,12 +74,13 @@ def ttfb(port, model):
     s.close()
     status = int(data.split(b" ", 2)[1])
     if status != 200:
-        sys.exit(f"{model}: status {status}: {data[:300]!r}")
+        raise RuntimeError(f"{model}: status {status}: {data[:300]!r}")
     return t1 - t0
 
 
 def run(port, model, n, concurrency):
     out = []
+    errors = []
     lock = threading.Lock()
     left = [n]
 
@@ -89,7 +90,12 @@ def run(port, model, n, concurrency):
                 if left[0] == 0:
                     return
                 left[0] -= 1
-            t = ttfb(port, model)
+            try:
+                t = ttfb(port, model)
+            except Exception as e:  # reported below: a thread cannot exit the script
+                with lock:
+                    errors.append(e)
+                return
             with lock:
                 out.append(t)
 
@@ -98,6 +104,8 @@ def run(port, model, n, concurrency):
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        sys.exit(f"{len(errors)} request(s) failed; the first: {errors[0]}")
     return sorted(out)
 
 
@@ -113,14 +121,17 @@ def main():
     ap.add_argument("--budget-percent", type=float, default=25)
     ap.add_argument("--slow-percent", type=int, default=20)
     ap.add_argument("--slow-ms", type=int, default=2000)
+    ap.add_argument("--bin-dir", default=RELEASE,
+                    help="where modelgate and mock-upstream are (default target/release)")
     a = ap.parse_args()
+    a.bin_dir = os.path.abspath(a.bin_dir)
 
     procs = []
     try:
         ports = {"a": free_port(), "b": free_port()}
         for name, port in ports.items():
             cmd = [
-                os.path.join(RELEASE, "mock-upstream"),
+                os.path.join(a.bin_dir, "mock-upstream"),
                 "--listen", f"127.0.0.1:{port}",
                 "--models", f"bench-{name}",
             ]
@@ -152,12 +163,21 @@ def main():
         env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn",
                "SQLITE_PATH": os.path.join(tmp, "store.db")}
         gw = subprocess.Popen(
-            [os.path.join(RELEASE, "modelgate"), "--config", cfg,
+            [os.path.join(a.bin_dir, "modelgate"), "--config", cfg,
              "--listen", f"127.0.0.1:{gw_port}"],
             env=env, cwd=tmp, stderr=subprocess.DEVNULL,
         )
         procs.append(gw)
         wait_port(gw_port, gw, "modelgate")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            ok = subprocess.run(
+                ["curl", "-sf", f"http://127.0.0.1:{gw_port}/health"],
+                capture_output=True,
+            ).returncode == 0
+            if ok:
+                break
+            time.sleep(0.1)
         # Warm the pools.
         run(gw_port, "b/bench-b", 20, 4)
 
