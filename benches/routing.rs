@@ -120,6 +120,7 @@ impl Conditions for World {
             sla_breached: false,
             latency_ms: Some(100.0 + ((vm * 7 + target * 13) % 50) as f64),
             samples: 10,
+            ..TargetState::default()
         }
     }
     fn random(&self) -> u64 {
@@ -147,6 +148,7 @@ fn bench(c: &mut Criterion) {
                     operation: Operation::Chat,
                     metadata: None,
                     session_key: None,
+                    input_tokens: None,
                 };
                 black_box(plan(&table, &req, &world)).is_ok()
             })

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::config::providers::ProviderKind;
 use crate::config::settings::Settings;
+use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{Kind, Operation, Strategy, Target};
 use crate::routing::plan::{self, Availability, Conditions, TargetState};
 use crate::routing::user_path::{list_admits, UserPath};
@@ -250,6 +251,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         operation: Operation::Chat,
         metadata: q.metadata,
         session_key: None,
+        input_tokens: None,
     };
     let vi = snap.table.redirect_any(q.model.trim());
     let mut checks = Vec::new();
@@ -265,18 +267,38 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
             vm.origin.label(),
             vm.strategy.name(),
         );
-        let affinity = if vm.uses_affinity() {
-            format!(
+        let affinity = match (vm.uses_affinity(), vm.session.prefix_messages) {
+            (true, Some(n)) => format!(
+                "on (key: prefix, the system prompt and first {n} message(s); ttl {} s)",
+                vm.session.ttl_seconds
+            ),
+            (true, None) => format!(
                 "on (headers {}, ttl {} s)",
                 vm.session.headers.join(", "),
                 vm.session.ttl_seconds
-            )
-        } else if vm.session.enabled {
-            format!("not used by strategy {}", vm.strategy.name())
-        } else {
-            "off".to_string()
+            ),
+            (false, _) if vm.session.enabled => {
+                format!("not used by strategy {}", vm.strategy.name())
+            }
+            (false, _) => "off".to_string(),
         };
         let _ = writeln!(out, "  session affinity: {affinity}");
+        if let (true, Some(n), Some(body)) =
+            (vm.uses_affinity(), vm.session.prefix_messages, q.body)
+        {
+            let bytes = serde_json::to_vec(body).unwrap_or_default();
+            let key = crate::proxy::prompt::prefix_key(&bytes, n)
+                .map_or("none (no system prompt or messages)".to_string(), |k| {
+                    format!("prefix:{k:016x}")
+                });
+            let _ = writeln!(out, "  affinity key of the sample body: {key}");
+        }
+        let _ = writeln!(out, "  hedge: {}", hedge_line(vm.hedge));
+        let _ = writeln!(
+            out,
+            "  rate-limit steering: {}",
+            steer_line(vm.steer.min_remaining_fraction)
+        );
         pipelines_lines(&mut out, snap, vi, "  ");
         request_phase_line(&mut out, snap, vi, q);
         if let Some(types) = &vm.model_types {
@@ -331,6 +353,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
                     " [never a fallback]"
                 }
             );
+            let _ = writeln!(out, "    on failure: {}", class_rules(t));
         }
         if skipped.is_none() && checks.iter().all(|(_, r)| r.is_err()) {
             skipped = Some("no target is eligible".to_string());
@@ -381,6 +404,51 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         }
     }
     out
+}
+
+/// A target's failure rules: its fallback statuses and error classes, and its context window.
+fn class_rules(t: &Target) -> String {
+    let statuses: Vec<String> = t.fallback_on.iter().map(u16::to_string).collect();
+    let classes: Vec<&str> = t.fallback_on_errors.iter().map(|c| c.name()).collect();
+    let mut line = format!("fall back on status {}", statuses.join(", "));
+    if !classes.is_empty() {
+        line.push_str(&format!(" or error class {}", classes.join(", ")));
+    }
+    if t.fallback_on_errors
+        .contains(&ErrorClass::ContextLengthExceeded)
+    {
+        line.push_str(" (context_length_exceeded: only to a larger known window)");
+    }
+    match t.context_window {
+        Some(w) => line.push_str(&format!("; context window {w} tokens")),
+        None => line.push_str("; context window unknown"),
+    }
+    line
+}
+
+/// The hedge settings, as `resolve` prints them.
+fn hedge_line(h: Option<crate::routing::model::HedgePolicy>) -> String {
+    match h {
+        None => "off".to_string(),
+        Some(h) => format!(
+            "after {} ms without an answer header, {} extra request(s) to the next target; budget {}% of requests per minute",
+            h.after_ms, h.max_extra, h.budget_percent
+        ),
+    }
+}
+
+/// The steering rule, as `resolve` prints it (the observed state lives in the running
+/// gateway: `resolve` sends nothing and has none).
+fn steer_line(min: f64) -> String {
+    let low = if min > 0.0 {
+        format!(
+            "a target under {}% of its announced rate limit is tried last until the limit resets; ",
+            min * 100.0
+        )
+    } else {
+        "low remaining limits are ignored (min_remaining_fraction 0); ".to_string()
+    };
+    format!("{low}a 429 with Retry-After skips it until then (observed state: none offline)")
 }
 
 /// Why the strategy picked target `ti` first (offline: no latency samples, no sessions).

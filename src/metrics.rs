@@ -66,6 +66,8 @@ pub struct Outcome<'a> {
     pub ttft_s: Option<f64>,
     pub attempts: u32,
     pub fallbacks: u32,
+    /// Extra requests a hedge sent (in `attempts` too; not retries).
+    pub hedges: u32,
     pub tokens: Option<(u64, u64)>,
     pub cost_usd: Option<f64>,
 }
@@ -105,6 +107,10 @@ pub struct Metrics {
     tokens_out: papaya::HashMap<Pair, Arc<AtomicU64>>,
     /// Estimated cost in micro-dollars.
     cost_micro: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    /// Failed upstream answers by (provider, error class).
+    error_classes: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    /// Hedge races by (virtual model, outcome).
+    hedges: papaya::HashMap<Pair, Arc<AtomicU64>>,
 }
 
 fn slot<K: Hash + Eq + Clone, V: Default>(map: &papaya::HashMap<K, Arc<V>>, key: K) -> Arc<V> {
@@ -154,7 +160,7 @@ impl Metrics {
             h.attempts
                 .get_or_init(|| slot(&self.attempts, h.provider.clone()))
                 .fetch_add(o.attempts as u64, Ordering::Relaxed);
-            let retries = o.attempts.saturating_sub(1 + o.fallbacks);
+            let retries = o.attempts.saturating_sub(1 + o.fallbacks + o.hedges);
             if retries > 0 {
                 h.retries
                     .get_or_init(|| slot(&self.retries, h.provider.clone()))
@@ -180,6 +186,23 @@ impl Metrics {
                     .fetch_add((c * 1e6).round() as u64, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A failed upstream answer of `class` from the provider of `served` (`provider/model`).
+    /// Failures are rare: the label pair is built per call.
+    pub fn record_error_class(&self, served: &str, class: crate::routing::error_class::ErrorClass) {
+        let (provider, _) = split(Some(served));
+        slot(&self.error_classes, (provider, class.name().to_string()))
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How a hedged request's race ended.
+    pub fn record_hedge(&self, virtual_model: &str, outcome: crate::proxy::hedge::HedgeOutcome) {
+        slot(
+            &self.hedges,
+            (virtual_model.to_string(), outcome.name().to_string()),
+        )
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The series of one (virtual model, served model) pair; created on first use.
@@ -292,6 +315,20 @@ impl Metrics {
             "Estimated cost from usage and list prices.",
             &self.cost_micro,
             1e-6,
+        );
+        labelled_pairs(
+            &mut out,
+            "modelgate_upstream_errors_total",
+            "Failed upstream answers by provider and error class.",
+            ("provider", "class"),
+            &self.error_classes,
+        );
+        labelled_pairs(
+            &mut out,
+            "modelgate_hedges_total",
+            "Hedged requests by virtual model and outcome: won (the extra request answered first), lost (the first did), denied (no budget).",
+            ("virtual_model", "outcome"),
+            &self.hedges,
         );
         header(
             &mut out,
@@ -511,6 +548,37 @@ fn counters(
     }
 }
 
+/// A counter whose series are labelled by a pair; nothing (not even its header) before the
+/// first count.
+fn labelled_pairs(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: (&str, &str),
+    map: &papaya::HashMap<Pair, Arc<AtomicU64>>,
+) {
+    let m = map.pin();
+    let mut rows: Vec<(&Pair, u64)> = m
+        .iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    header(out, name, "counter", help);
+    rows.sort();
+    for ((a, b), v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{{}=\"{}\",{}=\"{}\"}} {v}",
+            labels.0,
+            esc(a),
+            labels.1,
+            esc(b)
+        );
+    }
+}
+
 fn pair_counters(
     out: &mut String,
     name: &str,
@@ -599,6 +667,7 @@ mod tests {
             ttft_s: Some(0.05),
             attempts: 3,
             fallbacks: 1,
+            hedges: 0,
             tokens: Some((10, 5)),
             cost_usd: Some(0.000075),
         });
@@ -700,5 +769,36 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn error_classes_and_hedges_are_counted_by_label() {
+        let m = Metrics::default();
+        assert!(!m
+            .render(&Gauges::default())
+            .contains("modelgate_hedges_total"));
+        use crate::routing::error_class::ErrorClass;
+        m.record_error_class("anthropic/claude-sonnet-4-6", ErrorClass::Overloaded);
+        m.record_error_class("anthropic/claude-haiku-4-5", ErrorClass::Overloaded);
+        m.record_hedge("smart", crate::proxy::hedge::HedgeOutcome::Won);
+        let text = m.render(&Gauges::default());
+        assert!(text.contains(
+            "modelgate_upstream_errors_total{provider=\"anthropic\",class=\"overloaded\"} 2\n"
+        ));
+        assert!(
+            text.contains("modelgate_hedges_total{virtual_model=\"smart\",outcome=\"won\"} 1\n")
+        );
+        // A hedge's extra request is no retry.
+        m.record(&Outcome {
+            virtual_model: Some("smart"),
+            served: Some("openai/gpt-4o"),
+            status: 200,
+            attempts: 2,
+            hedges: 1,
+            ..Outcome::default()
+        });
+        assert!(!m
+            .render(&Gauges::default())
+            .contains("modelgate_retries_total{"));
     }
 }

@@ -251,6 +251,7 @@ impl Snapshot {
                 if let Some(pi) = t.provider {
                     t.price = catalog::price(&loaded.providers[pi], &t.model)
                         .map(|p| p.input_per_mtok + p.output_per_mtok);
+                    t.context_window = catalog::context_window(&loaded.providers[pi], &t.model);
                 }
             }
         }

@@ -130,7 +130,9 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
             Some(targets)
         },
         strategy: columns::strategy_from_gomodel(&u.strategy),
-        session_affinity: u.session_affinity,
+        session_affinity: u
+            .session_affinity
+            .map(crate::config::schema::SessionAffinitySpec::Enabled),
         // GoModel's empty list means "everyone"; ours would mean "no one".
         user_paths: u.user_paths.clone().filter(|p| !p.is_empty()),
         description: Some(u.description.trim().to_string()).filter(|d| !d.is_empty()),
@@ -138,6 +140,8 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
         slug: existing.and_then(|e| e.slug.clone()),
         model_types: existing.and_then(|e| e.model_types.clone()),
         sticky_routing: existing.and_then(|e| e.sticky_routing.clone()),
+        hedge: existing.and_then(|e| e.hedge),
+        steer: existing.and_then(|e| e.steer),
         routing_config: None,
         // GoModel's body has no NeMo fields: the existing row keeps them.
         id: existing.and_then(|e| e.id.clone()),
@@ -171,8 +175,8 @@ pub fn gomodel_view(e: &Entry, snap: &crate::snapshot::Snapshot) -> Value {
     if !c.strategy.is_empty() {
         m.insert("strategy".into(), json!(c.strategy));
     }
-    if let Some(a) = e.spec.session_affinity {
-        m.insert("session_affinity".into(), json!(a));
+    if let Some(a) = &e.spec.session_affinity {
+        m.insert("session_affinity".into(), json!(a.enabled()));
     }
     if e.kind == Kind::Policy {
         if !c.provider_name.is_empty() {

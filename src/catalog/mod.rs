@@ -19,15 +19,38 @@ use crate::config::schema::PricingSpec;
 
 /// Looked up for every answered request (its cost); foldhash, as the keys are compiled in.
 static BUNDLED_PRICES: Lazy<foldhash::HashMap<String, (f64, f64)>> = Lazy::new(|| {
-    let raw: HashMap<String, serde_json::Value> =
-        serde_json::from_str(include_str!("prices.json")).unwrap_or_default();
-    raw.into_iter()
-        .filter_map(|(k, v)| {
-            let a = v.as_array()?;
-            Some((k, (a.first()?.as_f64()?, a.get(1)?.as_f64()?)))
-        })
+    bundled()
+        .filter_map(|(k, a)| Some((k, (a.first()?.as_f64()?, a.get(1)?.as_f64()?))))
         .collect()
 });
+
+/// Context windows of the bundled table's models, in tokens.
+static BUNDLED_WINDOWS: Lazy<foldhash::HashMap<String, u64>> = Lazy::new(|| {
+    bundled()
+        .filter_map(|(k, a)| Some((k, a.get(2)?.as_u64()?)))
+        .collect()
+});
+
+/// The bundled table's rows: `model -> [input price, output price, context window]`.
+fn bundled() -> impl Iterator<Item = (String, Vec<serde_json::Value>)> {
+    let raw: HashMap<String, serde_json::Value> =
+        serde_json::from_str(include_str!("prices.json")).unwrap_or_default();
+    raw.into_iter().filter_map(|(k, v)| match v {
+        serde_json::Value::Array(a) => Some((k, a)),
+        _ => None,
+    })
+}
+
+/// A model's context window in tokens: the configured `context_window`, else the bundled
+/// table's; `None` when neither knows it.
+pub fn context_window(provider: &ProviderConfig, model: &str) -> Option<u64> {
+    provider
+        .models
+        .iter()
+        .find(|m| m.id == model)
+        .and_then(|m| m.context_window)
+        .or_else(|| BUNDLED_WINDOWS.get(model).copied())
+}
 
 /// Input + output USD per million tokens for a model: config pricing, else the bundled table.
 pub fn price(provider: &ProviderConfig, model: &str) -> Option<PricingSpec> {
@@ -114,5 +137,7 @@ mod tests {
     fn bundled_table_loads() {
         assert!(BUNDLED_PRICES.len() > 10);
         assert_eq!(BUNDLED_PRICES.get("gpt-4o-mini"), Some(&(0.15, 0.6)));
+        assert_eq!(BUNDLED_WINDOWS.get("gpt-4o-mini"), Some(&128_000));
+        assert_eq!(BUNDLED_WINDOWS.len(), BUNDLED_PRICES.len());
     }
 }

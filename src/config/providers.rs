@@ -427,6 +427,14 @@ pub fn resolve(
             headers.push((lower, v.clone()));
         }
         Timeouts::check(&spec.timeouts, &at)?;
+        for (i, m) in spec.models.iter().enumerate() {
+            if m.context_window == Some(0) {
+                return Err(format!(
+                    "{at}: models[{i}] ({:?}): context_window must be above 0 (tokens)",
+                    m.id
+                ));
+            }
+        }
         let api_key = api_key(spec.api_key.as_deref(), &format!("{at}: api_key"))?;
         let resilience = spec.resilience.unwrap_or_default();
         let retry = super::settings::backoff_over(
@@ -611,6 +619,7 @@ fn discover(
                     .map(|id| ModelSpec {
                         id: id.to_string(),
                         pricing: None,
+                        context_window: None,
                     })
                     .collect()
             })

@@ -341,11 +341,13 @@ pub struct TimeoutSpec {
     pub idle_ms: Option<u64>,
 }
 
-/// A configured model: a bare id, or an object with pricing.
+/// A configured model: a bare id, or an object with pricing and a context window.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     pub id: String,
     pub pricing: Option<PricingSpec>,
+    /// The model's context window in tokens (overrides the bundled table's).
+    pub context_window: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq)]
@@ -360,6 +362,7 @@ pub struct PricingSpec {
 struct ModelSpecObject {
     id: String,
     pricing: Option<PricingSpec>,
+    context_window: Option<u64>,
 }
 
 impl<'de> Deserialize<'de> for ModelSpec {
@@ -368,12 +371,13 @@ impl<'de> Deserialize<'de> for ModelSpec {
         impl<'de> Visitor<'de> for V {
             type Value = ModelSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a model id or {id, pricing}")
+                f.write_str("a model id or {id, pricing, context_window}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ModelSpec, E> {
                 Ok(ModelSpec {
                     id: v.to_string(),
                     pricing: None,
+                    context_window: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
@@ -381,6 +385,7 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 Ok(ModelSpec {
                     id: o.id,
                     pricing: o.pricing,
+                    context_window: o.context_window,
                 })
             }
         }
@@ -407,7 +412,13 @@ pub struct VirtualModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_config: Option<RoutingConfigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_affinity: Option<bool>,
+    pub session_affinity: Option<SessionAffinitySpec>,
+    /// Hedged requests (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeSpec>,
+    /// Rate-limit steering settings (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steer: Option<SteerSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_routing: Option<StickySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -497,6 +508,9 @@ pub struct TargetSpec {
     pub retry: Option<RetrySpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_on: Option<Vec<StatusCode>>,
+    /// Error classes (`routing::error_class`) that fall back besides `fallback_on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_on_errors: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_candidate: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -523,6 +537,7 @@ struct TargetSpecObject {
     retry: Option<RetrySpec>,
     #[serde(alias = "fallback_status_codes")]
     fallback_on: Option<Vec<StatusCode>>,
+    fallback_on_errors: Option<Vec<String>>,
     fallback_candidate: Option<bool>,
     override_params: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(alias = "headers_override")]
@@ -555,6 +570,7 @@ impl<'de> Deserialize<'de> for TargetSpec {
                     priority: o.priority,
                     retry: o.retry,
                     fallback_on: o.fallback_on,
+                    fallback_on_errors: o.fallback_on_errors,
                     fallback_candidate: o.fallback_candidate,
                     override_params: o.override_params,
                     headers: o.headers,
@@ -657,4 +673,87 @@ pub struct SlaSpec {
     pub time_to_first_token_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_per_output_token_ms: Option<u64>,
+}
+
+/// `session_affinity`: `true`/`false` (pin by session header), or an object that also chooses
+/// the key: `{key: prefix, prefix_messages: N, ttl_seconds}` pins by the request's system
+/// prompt and first N messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionAffinitySpec {
+    Enabled(bool),
+    Keyed(AffinityKeySpec),
+}
+
+impl SessionAffinitySpec {
+    /// Whether pins apply at all.
+    pub fn enabled(&self) -> bool {
+        match self {
+            SessionAffinitySpec::Enabled(b) => *b,
+            SessionAffinitySpec::Keyed(k) => k.enabled.unwrap_or(true),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityKeySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `header` (default) or `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_messages: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+impl Serialize for SessionAffinitySpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SessionAffinitySpec::Enabled(b) => s.serialize_bool(*b),
+            SessionAffinitySpec::Keyed(k) => k.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionAffinitySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SessionAffinitySpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or {key, prefix_messages, ttl_seconds}")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SessionAffinitySpec, E> {
+                Ok(SessionAffinitySpec::Enabled(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SessionAffinitySpec, A::Error> {
+                AffinityKeySpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SessionAffinitySpec::Keyed)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `hedge`: after `after_ms` without an answer's header, the same request also goes to the
+/// next target of the plan.
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_extra: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<f64>,
+}
+
+/// `steer`: rate-limit steering of a virtual model's targets.
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SteerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_remaining_fraction: Option<f64>,
 }

@@ -12,10 +12,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::providers::RESERVED_HEADERS;
-use super::schema::{TargetSpec, VirtualModelSpec};
+use super::schema::{
+    AffinityKeySpec, HedgeSpec, SessionAffinitySpec, TargetSpec, VirtualModelSpec,
+};
+use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
-    Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla, Strategy, Target, VirtualModel,
-    WireFormat, DEFAULT_FALLBACK_ON,
+    HedgePolicy, Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla, SteerPolicy, Strategy,
+    Target, VirtualModel, WireFormat, DEFAULT_FALLBACK_ON,
 };
 use crate::routing::schedule;
 use crate::routing::user_path::UserPath;
@@ -356,11 +359,17 @@ pub fn build_one(
         }
     };
     let mut session = SessionConfig::default();
-    if let Some(a) = spec.session_affinity {
-        session.enabled = a;
+    if let Some(a) = &spec.session_affinity {
+        session.enabled = a.enabled();
+        if let SessionAffinitySpec::Keyed(k) = a {
+            affinity_key(k, &at, &mut session)?;
+        }
     }
     if let Some(st) = &spec.sticky_routing {
-        session.enabled = spec.session_affinity.unwrap_or(true);
+        session.enabled = spec
+            .session_affinity
+            .as_ref()
+            .is_none_or(SessionAffinitySpec::enabled);
         if let Some(ttl) = st.ttl_seconds {
             if ttl == 0 {
                 return Err(format!("{at}: sticky_routing.ttl_seconds must be above 0"));
@@ -403,6 +412,24 @@ pub fn build_one(
             "{at}: strategy is ignored on an access policy (no targets)"
         ));
     }
+    let hedge = match &spec.hedge {
+        None => None,
+        Some(h) => Some(hedge_policy(h, &at)?),
+    };
+    let mut steer = SteerPolicy::default();
+    if let Some(f) = spec.steer.as_ref().and_then(|s| s.min_remaining_fraction) {
+        if !f.is_finite() || !(0.0..=1.0).contains(&f) {
+            return Err(format!(
+                "{at}: steer.min_remaining_fraction {f} must be between 0 and 1 (0 turns the steering off)"
+            ));
+        }
+        steer.min_remaining_fraction = f;
+    }
+    if hedge.is_some() && targets.len() < 2 {
+        warnings.push(format!(
+            "{at}: hedge has no effect with fewer than two targets"
+        ));
+    }
     let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
     let counter = previous
         .get(source.as_str())
@@ -416,6 +443,8 @@ pub fn build_one(
         strategy,
         targets,
         session,
+        steer,
+        hedge,
         slug,
         model_types,
         user_paths,
@@ -550,6 +579,18 @@ fn build_target(
             strategy.name()
         ));
     }
+    let mut fallback_on_errors = Vec::new();
+    for (i, c) in t.fallback_on_errors.iter().flatten().enumerate() {
+        let class = ErrorClass::parse(c).ok_or_else(|| {
+            format!(
+                "{at}: {field}.fallback_on_errors[{i}]: {c:?} is not an error class; use {}",
+                ErrorClass::names()
+            )
+        })?;
+        if !fallback_on_errors.contains(&class) {
+            fallback_on_errors.push(class);
+        }
+    }
     let sla = t.sla.map(|s| Sla {
         time_to_first_token_ms: s.time_to_first_token_ms,
         time_per_output_token_ms: s.time_per_output_token_ms,
@@ -566,6 +607,7 @@ fn build_target(
             .as_ref()
             .map(|v| v.iter().map(|c| c.0).collect())
             .unwrap_or_else(|| DEFAULT_FALLBACK_ON.to_vec()),
+        fallback_on_errors,
         fallback_candidate: t.fallback_candidate.unwrap_or(true),
         override_params: t.override_params.clone(),
         headers_set,
@@ -578,7 +620,68 @@ fn build_target(
         sla,
         backend_format,
         price: None,
+        context_window: None,
         policy: None,
+    })
+}
+
+/// `session_affinity: {key, prefix_messages, ttl_seconds}` into the session settings.
+fn affinity_key(k: &AffinityKeySpec, at: &str, session: &mut SessionConfig) -> Result<(), String> {
+    match k.key.as_deref().map(str::trim) {
+        None | Some("header") | Some("headers") => {
+            if k.prefix_messages.is_some() {
+                return Err(format!(
+                    "{at}: session_affinity.prefix_messages applies only with key: prefix"
+                ));
+            }
+        }
+        Some("prefix") => session.prefix_messages = Some(k.prefix_messages.unwrap_or(1)),
+        Some(other) => {
+            return Err(format!(
+                "{at}: session_affinity.key {other:?} is unknown; use header or prefix"
+            ))
+        }
+    }
+    if let Some(ttl) = k.ttl_seconds {
+        if ttl == 0 {
+            return Err(format!(
+                "{at}: session_affinity.ttl_seconds must be above 0"
+            ));
+        }
+        session.ttl_seconds = ttl;
+    }
+    Ok(())
+}
+
+/// `hedge: {after_ms, max_extra, budget_percent}` into a policy.
+fn hedge_policy(h: &HedgeSpec, at: &str) -> Result<HedgePolicy, String> {
+    let after_ms = h.after_ms.ok_or_else(|| {
+        format!("{at}: hedge.after_ms is required (the wait before the extra request)")
+    })?;
+    if after_ms == 0 {
+        return Err(format!("{at}: hedge.after_ms must be above 0"));
+    }
+    let max_extra = h.max_extra.unwrap_or(HedgePolicy::DEFAULT_MAX_EXTRA);
+    if max_extra != 1 {
+        return Err(format!(
+            "{at}: hedge.max_extra {max_extra} is unsupported; one extra request (max_extra: 1) races the first"
+        ));
+    }
+    let budget_percent = h
+        .budget_percent
+        .unwrap_or(HedgePolicy::DEFAULT_BUDGET_PERCENT);
+    if !budget_percent.is_finite()
+        || !(0.0..=100.0).contains(&budget_percent)
+        || budget_percent == 0.0
+    {
+        return Err(format!(
+            "{at}: hedge.budget_percent {budget_percent} must be above 0 and at most 100"
+        ));
+    }
+    Ok(HedgePolicy {
+        after_ms,
+        max_extra,
+        budget_percent,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod concrete;
 pub mod sessions;
+pub mod steer;
 pub mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -38,12 +39,15 @@ pub struct TargetHealth {
     pub latency_us: Window,
     pub ttft_ms: Window,
     pub tpot_us: Window,
+    /// What the provider's rate-limit headers last said.
+    pub steer: steer::Steer,
 }
 
 impl Default for TargetHealth {
     fn default() -> Self {
         TargetHealth {
             breaker: Breaker::default(),
+            steer: steer::Steer::default(),
             latency_us: Window::new(LATENCY_SAMPLES),
             ttft_ms: Window::new(LATENCY_SAMPLES),
             tpot_us: Window::new(LATENCY_SAMPLES),
@@ -157,11 +161,14 @@ impl Health {
         } else {
             (h.breaker.would_admit(now_ms), None)
         };
+        let steer = h.steer.state(now_ms);
         let state = TargetState {
             circuit_open: !admitted,
             sla_breached,
             latency_ms: latency.map(|(us, _)| us / 1000.0),
             samples: latency.map_or(0, |(_, n)| n),
+            rate_limited: steer.rate_limited,
+            remaining_fraction: steer.remaining_fraction,
         };
         (state, probe)
     }

@@ -22,7 +22,7 @@ mod redact;
 mod router;
 mod set_params;
 mod system_prompt;
-mod text;
+pub(crate) mod text;
 mod webhook;
 
 use std::time::Instant;

@@ -32,7 +32,7 @@ fn is_image_part(kind: Option<&str>) -> bool {
 }
 
 /// Calls `f` on every piece of client text.
-pub(super) fn for_each(body: &Body, operation: Operation, f: &mut dyn FnMut(&str)) {
+pub(crate) fn for_each(body: &Body, operation: Operation, f: &mut dyn FnMut(&str)) {
     for field in fields(operation) {
         if let Some(v) = body.get(field) {
             if *field == "messages" {

@@ -27,6 +27,8 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             duration_ms: f64,
             stream: bool,
             error: Option<&'static str>,
+            error_class: Option<&'static str>,
+            hedge: Option<&'static str>,
             tokens_in: Option<u64>,
             tokens_out: Option<u64>,
         }
@@ -42,6 +44,8 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
             duration_ms: (ms * 1000.0).round() / 1000.0,
             stream: ctx.stream,
             error: ctx.error_code,
+            error_class: ctx.error_class.map(|c| c.name()),
+            hedge: ctx.hedge.map(|h| h.name()),
             tokens_in: ctx.usage.map(|u| u.0),
             tokens_out: ctx.usage.map(|u| u.1),
         };
@@ -57,7 +61,8 @@ pub fn access_log(settings: &Settings, ctx: &Ctx, elapsed: Duration) {
 }
 
 /// The text access line: `<request id> <path> user_path=.. model=.. virtual=.. served=..
-/// attempts=.. status=.. duration_ms=.. tokens=in/out [error=..]`, `-` for what is absent.
+/// attempts=.. status=.. duration_ms=.. tokens=in/out [error=..] [error_class=..] [hedge=..]`,
+/// `-` for what is absent.
 fn text_line(
     line: &mut String,
     ctx: &Ctx,
@@ -99,6 +104,14 @@ fn text_line(
     if let Some(code) = ctx.error_code {
         line.push_str(" error=");
         line.push_str(code);
+    }
+    if let Some(class) = ctx.error_class {
+        line.push_str(" error_class=");
+        line.push_str(class.name());
+    }
+    if let Some(h) = ctx.hedge {
+        line.push_str(" hedge=");
+        line.push_str(h.name());
     }
 }
 

@@ -5,6 +5,7 @@
 //! One owner for this state: the exchange loop (`proxy::exchange`) reports what happened and
 //! carries out the answer. Nothing here knows about Pingora, the clock or the network.
 
+use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{RetryPolicy, Target, DEFAULT_FALLBACK_ON};
 
 /// Longest `Retry-After` we wait before retrying the same target.
@@ -12,8 +13,8 @@ pub const RETRY_AFTER_CAP_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// The upstream answered with this status.
-    Status(u16),
+    /// The upstream answered with this status, which with its body says this class.
+    Status(u16, ErrorClass),
     /// Connecting failed, or the connection broke before a response.
     Connection,
 }
@@ -41,6 +42,8 @@ pub struct Attempts {
     pub fallbacks: u32,
     /// Tries that ended without a response (connect or read failures, timeouts).
     pub connect_failures: u32,
+    /// Extra requests a hedge sent (counted in `made` too).
+    pub hedges: u32,
     /// Which of the plan's first 64 attempts were tried (bit i: attempt i).
     tried: u64,
 }
@@ -54,9 +57,27 @@ impl Attempts {
     }
 
     fn mark_tried(&mut self) {
-        if let Some(bit) = 1u64.checked_shl(self.index as u32) {
+        self.mark(self.index);
+    }
+
+    fn mark(&mut self, index: usize) {
+        if let Some(bit) = 1u64.checked_shl(index as u32) {
             self.tried |= bit;
         }
+    }
+
+    /// A hedge sends the same request to the attempt at `index` while the current one is
+    /// under way: one more upstream request.
+    pub fn begin_hedge(&mut self, index: usize) {
+        self.made += 1;
+        self.hedges += 1;
+        self.mark(index);
+    }
+
+    /// The hedge to `index` answered first: it becomes the current attempt, with one try.
+    pub fn hedge_won(&mut self, index: usize) {
+        self.index = index;
+        self.tries_on_target = 1;
     }
 
     /// Whether the attempt at `index` was tried (answered locally included). Attempts past
@@ -142,10 +163,20 @@ pub fn decide(
 ) -> Next {
     let retry = target.map_or(provider_retry, |t| &t.retry);
     let retryable = match failure {
-        Failure::Status(s) => retry.on_status.contains(&s),
+        Failure::Status(s, _) => retry.on_status.contains(&s),
         Failure::Connection => true,
     };
-    if retryable && tries < retry.attempts {
+    let falls_back = match failure {
+        Failure::Connection => true,
+        Failure::Status(s, class) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| {
+            t.fallback_on.contains(&s) || t.fallback_on_errors.contains(&class)
+        }),
+    };
+    // A 429 with `Retry-After` takes the target out until then (rate-limit steering): when
+    // the plan can fall back, it does so at once instead of waiting to retry.
+    let steered_away =
+        matches!(failure, Failure::Status(429, _)) && retry_after_s.is_some() && has_next;
+    if retryable && tries < retry.attempts && !(steered_away && falls_back) {
         let wait = retry_after_s
             .map(|s| (s * 1000).min(RETRY_AFTER_CAP_MS))
             .unwrap_or(0);
@@ -156,16 +187,37 @@ pub fn decide(
     if !has_next {
         return Next::GiveUp;
     }
-    let falls_back = match failure {
-        Failure::Connection => true,
-        Failure::Status(s) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| {
-            t.fallback_on.contains(&s)
-        }),
-    };
     if falls_back {
         Next::Fallback
     } else {
         Next::GiveUp
+    }
+}
+
+/// Whether a failure of class `class` on a target with context window `failed_window` may
+/// fall back to an attempt with `candidate_window`: a prompt too long for one model goes only
+/// to a model with a larger known window (any known window, when the failed one's is not
+/// known). Every other class may go anywhere.
+pub fn admits_fallback(
+    class: Option<ErrorClass>,
+    failed_window: Option<u64>,
+    candidate_window: Option<u64>,
+) -> bool {
+    match class {
+        Some(ErrorClass::ContextLengthExceeded) => match (failed_window, candidate_window) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(f), Some(c)) => c > f,
+        },
+        Some(
+            ErrorClass::RateLimited
+            | ErrorClass::ContentFiltered
+            | ErrorClass::Overloaded
+            | ErrorClass::Auth
+            | ErrorClass::InvalidRequest
+            | ErrorClass::Server,
+        )
+        | None => true,
     }
 }
 
@@ -177,6 +229,11 @@ pub fn is_failure_status(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::error_class::from_status;
+
+    fn status(s: u16) -> Failure {
+        Failure::Status(s, from_status(s))
+    }
 
     fn walk() -> Attempts {
         let mut a = Attempts::default();
@@ -189,7 +246,7 @@ mod tests {
         let t = target(2);
         let mut a = walk();
         let next = a.on_failure(
-            Failure::Status(503),
+            status(503),
             Some(&t),
             &RetryPolicy::default(),
             false,
@@ -205,7 +262,7 @@ mod tests {
         );
         // The target's tries are used up: on to the next attempt.
         let next = a.on_failure(
-            Failure::Status(503),
+            status(503),
             Some(&t),
             &RetryPolicy::default(),
             false,
@@ -244,7 +301,7 @@ mod tests {
         let t = target(3);
         let mut a = walk();
         let next = a.on_failure(
-            Failure::Status(500),
+            status(500),
             Some(&t),
             &RetryPolicy::default(),
             true,
@@ -261,7 +318,7 @@ mod tests {
         let t = target(3);
         let mut a = walk();
         let next = a.on_failure(
-            Failure::Status(500),
+            status(500),
             Some(&t),
             &RetryPolicy::default(),
             true,
@@ -288,7 +345,7 @@ mod tests {
         let mut a = walk();
         assert_eq!(
             a.on_failure(
-                Failure::Status(408),
+                status(408),
                 Some(&t),
                 &RetryPolicy::default(),
                 false,
@@ -301,7 +358,7 @@ mod tests {
         a.begin();
         assert_eq!(
             a.on_failure(
-                Failure::Status(408),
+                status(408),
                 Some(&t),
                 &RetryPolicy::default(),
                 false,
@@ -315,7 +372,7 @@ mod tests {
         let mut a = walk();
         assert_eq!(
             a.on_failure(
-                Failure::Status(409),
+                status(409),
                 Some(&t),
                 &RetryPolicy::default(),
                 false,
@@ -328,7 +385,7 @@ mod tests {
         let mut a = walk();
         assert_eq!(
             a.on_failure(
-                Failure::Status(400),
+                status(400),
                 Some(&t),
                 &RetryPolicy::default(),
                 false,
@@ -360,7 +417,7 @@ mod tests {
     fn a_local_answer_after_a_failure_counts_as_a_fallback_and_a_request() {
         let mut a = walk();
         a.on_failure(
-            Failure::Status(500),
+            status(500),
             None,
             &RetryPolicy::default(),
             true,
@@ -390,7 +447,7 @@ mod tests {
         let t = target(2);
         assert_eq!(
             decide(
-                Failure::Status(500),
+                status(500),
                 Some(&t),
                 &RetryPolicy::default(),
                 1,
@@ -402,7 +459,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Failure::Status(500),
+                status(500),
                 Some(&t),
                 &RetryPolicy::default(),
                 2,
@@ -414,7 +471,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Failure::Status(500),
+                status(500),
                 Some(&t),
                 &RetryPolicy::default(),
                 2,
@@ -431,7 +488,7 @@ mod tests {
         let t = target(2);
         assert_eq!(
             decide(
-                Failure::Status(400),
+                status(400),
                 Some(&t),
                 &RetryPolicy::default(),
                 1,
@@ -443,7 +500,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Failure::Status(401),
+                status(401),
                 Some(&t),
                 &RetryPolicy::default(),
                 1,
@@ -460,11 +517,11 @@ mod tests {
         let t = target(3);
         assert_eq!(
             decide(
-                Failure::Status(429),
+                status(429),
                 Some(&t),
                 &RetryPolicy::default(),
                 1,
-                true,
+                false,
                 Some(2),
                 0.5
             ),
@@ -472,11 +529,11 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Failure::Status(429),
+                status(429),
                 Some(&t),
                 &RetryPolicy::default(),
                 1,
-                true,
+                false,
                 Some(3600),
                 0.5
             ),
@@ -499,7 +556,7 @@ mod tests {
         let waits: Vec<Next> = (1..=3)
             .map(|n| {
                 decide(
-                    Failure::Status(500),
+                    status(500),
                     Some(&t),
                     &RetryPolicy::default(),
                     n,
@@ -524,11 +581,11 @@ mod tests {
             ..RetryPolicy::default()
         };
         assert_eq!(
-            decide(Failure::Status(503), None, &provider, 2, false, None, 0.5),
+            decide(status(503), None, &provider, 2, false, None, 0.5),
             Next::Retry { delay_ms: 7 }
         );
         assert_eq!(
-            decide(Failure::Status(503), None, &provider, 3, false, None, 0.5),
+            decide(status(503), None, &provider, 3, false, None, 0.5),
             Next::GiveUp
         );
     }
@@ -560,5 +617,101 @@ mod tests {
             ),
             Next::GiveUp
         );
+    }
+
+    #[test]
+    fn a_429_with_retry_after_falls_back_at_once_when_it_can() {
+        let t = target(3);
+        let p = RetryPolicy::default();
+        assert_eq!(
+            decide(status(429), Some(&t), &p, 1, true, Some(5), 0.5),
+            Next::Fallback
+        );
+        // Without Retry-After, the retry policy applies as before.
+        assert_eq!(
+            decide(status(429), Some(&t), &p, 1, true, None, 0.5),
+            Next::Retry { delay_ms: 100 }
+        );
+        // When 429 does not fall back, the retry (with its wait) stays.
+        let no_fallback = Target {
+            fallback_on: vec![500],
+            ..target(3)
+        };
+        assert_eq!(
+            decide(status(429), Some(&no_fallback), &p, 1, true, Some(1), 0.5),
+            Next::Retry { delay_ms: 1000 }
+        );
+    }
+
+    #[test]
+    fn error_classes_add_to_the_fallback_statuses() {
+        let t = Target {
+            fallback_on_errors: vec![ErrorClass::ContextLengthExceeded],
+            ..target(1)
+        };
+        let p = RetryPolicy::default();
+        let too_long = Failure::Status(400, ErrorClass::ContextLengthExceeded);
+        assert_eq!(
+            decide(too_long, Some(&t), &p, 1, true, None, 0.5),
+            Next::Fallback
+        );
+        // The same status of another class goes to the client.
+        let invalid = Failure::Status(400, ErrorClass::InvalidRequest);
+        assert_eq!(
+            decide(invalid, Some(&t), &p, 1, true, None, 0.5),
+            Next::GiveUp
+        );
+        // Without the class listed, a context-length 400 is the client's.
+        assert_eq!(
+            decide(too_long, Some(&target(1)), &p, 1, true, None, 0.5),
+            Next::GiveUp
+        );
+        let filtered = Target {
+            fallback_on_errors: vec![ErrorClass::ContentFiltered],
+            ..target(1)
+        };
+        assert_eq!(
+            decide(
+                Failure::Status(400, ErrorClass::ContentFiltered),
+                Some(&filtered),
+                &p,
+                1,
+                true,
+                None,
+                0.5
+            ),
+            Next::Fallback
+        );
+    }
+
+    #[test]
+    fn a_prompt_too_long_falls_back_only_to_a_larger_window() {
+        let ctx = Some(ErrorClass::ContextLengthExceeded);
+        assert!(admits_fallback(ctx, Some(8_000), Some(128_000)));
+        assert!(!admits_fallback(ctx, Some(128_000), Some(128_000)));
+        assert!(!admits_fallback(ctx, Some(128_000), Some(8_000)));
+        assert!(!admits_fallback(ctx, Some(8_000), None));
+        assert!(admits_fallback(ctx, None, Some(8_000)));
+        assert!(!admits_fallback(ctx, None, None));
+        for c in ErrorClass::ALL
+            .into_iter()
+            .filter(|c| *c != ErrorClass::ContextLengthExceeded)
+        {
+            assert!(
+                admits_fallback(Some(c), Some(128_000), Some(8_000)),
+                "{c:?}"
+            );
+        }
+        assert!(admits_fallback(None, Some(128_000), None));
+    }
+
+    #[test]
+    fn a_hedge_counts_as_a_request_and_its_win_moves_the_cursor() {
+        let mut a = walk();
+        a.begin_hedge(2);
+        assert_eq!((a.index, a.made, a.hedges, a.fallbacks), (0, 2, 1, 0));
+        assert!(a.was_tried(2) && !a.was_tried(1));
+        a.hedge_won(2);
+        assert_eq!((a.index, a.tries_on_target, a.made), (2, 1, 2));
     }
 }

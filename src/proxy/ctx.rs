@@ -57,6 +57,11 @@ pub struct Ctx {
     pub usage: Option<(u64, u64)>,
     /// The health of the attempt (its index) that last needed it.
     pub health: Option<(usize, Arc<crate::health::TargetHealth>)>,
+    /// The class of the last upstream failure (`X-Modelgate-Error-Class` when the client's
+    /// answer is a failure).
+    pub error_class: Option<crate::routing::error_class::ErrorClass>,
+    /// How the request's hedge ended, when its virtual model hedges and the race began.
+    pub hedge: Option<super::hedge::HedgeOutcome>,
 }
 
 impl Ctx {
@@ -91,6 +96,19 @@ impl Ctx {
             virtual_model: self.virtual_model.as_deref(),
             attempts: Some(self.attempts.made),
             prebuilt: self.prebuilt_tags(),
+            error_class: None,
+        }
+    }
+
+    /// `tags`, with the error class of the last upstream failure when the answer with
+    /// `status` is a failure.
+    pub fn tags_for(&self, status: u16) -> super::respond::Tags<'_> {
+        super::respond::Tags {
+            error_class: self
+                .error_class
+                .filter(|_| status >= 400)
+                .map(crate::routing::error_class::ErrorClass::name),
+            ..self.tags()
         }
     }
 
@@ -126,6 +144,8 @@ impl Ctx {
             shaper: None,
             usage: None,
             health: None,
+            error_class: None,
+            hedge: None,
         }
     }
 

@@ -25,10 +25,14 @@ use pingora::{Error, ErrorType, Result};
 
 use super::attempts::{Failure, Next};
 use super::ctx::Ctx;
+use super::hedge::{HedgeBudget, HedgeOutcome};
+use super::rate_limit;
 use super::respond::{self, ApiError};
 use super::{attempt_format, dialect, local, served_name, upstream_headers, Gateway};
 use crate::config::providers::ProviderKind;
-use crate::routing::model::Operation;
+use crate::mono_clock::now_ms;
+use crate::routing::error_class::{self, ErrorClass};
+use crate::routing::model::{HedgePolicy, Operation};
 
 /// The largest non-stream answer that is held and sent with its Content-Length in one write;
 /// a larger one streams through as it arrives.
@@ -41,6 +45,29 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 struct Answered {
     up: Box<Upstream>,
     peer: Box<HttpPeer>,
+    /// The body already read (a failed answer's, to classify it) and whether it is all.
+    held: Option<(Bytes, bool)>,
+}
+
+/// A hedge's extra request, built for another attempt of the plan than the current one.
+struct Leg {
+    index: usize,
+    peer: Box<HttpPeer>,
+    header: Box<RequestHeader>,
+    body: Bytes,
+    first_byte: Duration,
+    shaper: Option<dialect::Shaper>,
+    served: smol_str::SmolStr,
+}
+
+/// How reading a failed answer's body ended.
+enum ErrorBody {
+    /// The bytes read (at most `error_class::BODY_LIMIT` and a piece) and whether they are all.
+    Read(Bytes, bool),
+    Broken {
+        timed_out: bool,
+    },
+    ClientGone,
 }
 
 /// How a try ended before anything reached the client.
@@ -92,26 +119,22 @@ impl Gateway {
             // this attempt like a refused connection: the plan falls back.
             let header = self.upstream_header(session, ctx).ok();
             let body = ctx.attempt_body.clone().unwrap_or_default();
-            let t = provider.config.timeouts;
-            let first_byte = Duration::from_millis(t.first_byte_ms);
-            let peer = match (provider.addr(), provider.config.base.as_ref()) {
-                (Some(addr), Some(base)) => {
-                    let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
-                    peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
-                    peer.options.idle_timeout = Some(POOL_IDLE);
-                    Some(Box::new(peer))
-                }
-                _ => None,
-            };
+            let first_byte = Duration::from_millis(provider.config.timeouts.first_byte_ms);
+            let peer = peer_of(provider);
             ctx.attempt_started = Some(Instant::now());
             ctx.first_byte_at = None;
-            let tried = match peer.zip(header) {
-                None => Tried::NoAnswer { timed_out: false },
-                Some((peer, header)) => {
+            let tried = match (peer.zip(header), self.hedge_plan(ctx)) {
+                (None, _) => Tried::NoAnswer { timed_out: false },
+                (Some((peer, header)), None) => {
                     tokio::select! {
                         t = self.send(peer, header, body, first_byte) => t,
                         () = client_gone(session) => Tried::ClientGone,
                     }
+                }
+                // Boxed: only hedging virtual models pay for the race's larger future.
+                (Some((peer, header)), Some(hedge)) => {
+                    Box::pin(self.hedged(session, ctx, (peer, header, body, first_byte), hedge))
+                        .await
                 }
             };
             let next = match tried {
@@ -120,9 +143,12 @@ impl Gateway {
                     ctx.timed_out |= timed_out;
                     self.after_failure(ctx, Failure::Connection, None)
                 }
-                Tried::Answered(a) => {
+                Tried::Answered(mut a) => {
                     let status = a.up.resp_header().map_or(502, |h| h.status.as_u16());
                     ctx.upstream_status = Some(status);
+                    if let Some(h) = a.up.resp_header() {
+                        self.observe_rate_limits(ctx, h, status);
+                    }
                     if status < 400 {
                         self.record_success(ctx);
                         return self.deliver(session, ctx, a).await;
@@ -135,28 +161,214 @@ impl Gateway {
                         ctx.retry_after = retry_after.map(str::to_string);
                     }
                     let secs = retry_after.and_then(|v| v.parse::<u64>().ok());
-                    match self.after_failure(ctx, Failure::Status(status), secs) {
+                    // Error bodies are small: read (bounded) to say what went wrong.
+                    let idle = self.idle_bound(ctx);
+                    let (body, ended) = match Box::pin(read_error_body(session, &mut a.up, idle))
+                        .await
+                    {
+                        ErrorBody::Read(b, ended) => (b, ended),
+                        ErrorBody::ClientGone => return Ok(self.client_left(session, ctx)),
+                        ErrorBody::Broken { timed_out } => {
+                            ctx.timed_out |= timed_out;
+                            ctx.upstream_status = None;
+                            let next = self.after_failure(ctx, Failure::Connection, None);
+                            if let Some(done) = Box::pin(self.carry_out(session, ctx, next)).await?
+                            {
+                                return Ok(done);
+                            }
+                            continue;
+                        }
+                    };
+                    let class = error_class::classify(status, &body).unwrap_or(ErrorClass::Server);
+                    ctx.error_class = Some(class);
+                    self.metrics
+                        .record_error_class(ctx.served.as_deref().unwrap_or(""), class);
+                    a.held = Some((body, ended));
+                    match self.after_failure(ctx, Failure::Status(status, class), secs) {
                         // The client gets the upstream's own answer.
                         Next::GiveUp => return self.deliver(session, ctx, a).await,
-                        next => next,
-                    }
-                }
-            };
-            match next {
-                Next::Retry { delay_ms } => {
-                    if delay_ms > 0 {
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
-                            () = client_gone(session) => return Ok(self.client_left(session, ctx)),
+                        next => {
+                            if ended {
+                                // Read whole: the connection can serve the next request.
+                                self.connector
+                                    .release_http_session(*a.up, &*a.peer, Some(POOL_IDLE))
+                                    .await;
+                            }
+                            next
                         }
                     }
                 }
-                Next::Fallback => ctx.attempt_body = None,
-                Next::GiveUp => {
-                    let e = self.gave_up(ctx);
-                    return self.answer_error(session, ctx, &e).await;
-                }
+            };
+            if let Some(done) = Box::pin(self.carry_out(session, ctx, next)).await? {
+                return Ok(done);
             }
+        }
+    }
+
+    /// Carries out `next` after a failed try: waits before a retry, prepares a fallback, or
+    /// answers the client. `Some` when the request is over (answered, or the client left).
+    async fn carry_out(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        next: Next,
+    ) -> Result<Option<bool>> {
+        match next {
+            Next::Retry { delay_ms } => {
+                if delay_ms > 0 {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                        () = client_gone(session) => return Ok(Some(self.client_left(session, ctx))),
+                    }
+                }
+                Ok(None)
+            }
+            Next::Fallback => {
+                ctx.attempt_body = None;
+                Ok(None)
+            }
+            Next::GiveUp => {
+                let e = self.gave_up(ctx);
+                Box::pin(self.answer_error(session, ctx, &e))
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+
+    /// The hedge of the current try, when its virtual model hedges, this is the request's
+    /// first try and the plan has a further attempt an extra request can go to.
+    fn hedge_plan(&self, ctx: &Ctx) -> Option<(HedgePolicy, usize)> {
+        let snap = ctx.snap.as_ref()?;
+        let plan = ctx.plan.as_ref()?;
+        let policy = snap.table.models[plan.virtual_model?].hedge?;
+        if ctx.attempts.made != 1 {
+            return None;
+        }
+        let next = self.next_usable(ctx, ctx.attempts.index + 1, None)?;
+        let provider = &snap.providers[plan.attempts[next].provider];
+        (provider.config.kind != ProviderKind::Mock).then_some((policy, next))
+    }
+
+    /// Sends the current try and, when it has no answer header after `after_ms` and the
+    /// budget has room, the same request to attempt `next`: the first header wins, the other
+    /// try's future (and with it its connection, never returned to the pool) is dropped.
+    async fn hedged(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        (peer, header, body, first_byte): (Box<HttpPeer>, Box<RequestHeader>, Bytes, Duration),
+        (policy, next): (HedgePolicy, usize),
+    ) -> Tried {
+        let budget = self.hedge_budget(ctx.virtual_model.as_deref().unwrap_or(""));
+        budget.request(now_ms());
+        let first = self.send(peer, header, body, first_byte);
+        tokio::pin!(first);
+        tokio::select! {
+            t = &mut first => return t,
+            () = tokio::time::sleep(Duration::from_millis(policy.after_ms)) => {}
+            () = client_gone(session) => return Tried::ClientGone,
+        }
+        let leg = if budget.try_extra(now_ms(), policy.budget_percent) {
+            self.hedge_leg(session, ctx, next)
+        } else {
+            ctx.hedge = Some(HedgeOutcome::Denied);
+            None
+        };
+        let Some(leg) = leg else {
+            return tokio::select! {
+                t = &mut first => t,
+                () = client_gone(session) => Tried::ClientGone,
+            };
+        };
+        ctx.attempts.begin_hedge(leg.index);
+        let started = Instant::now();
+        let second = self.send(leg.peer, leg.header, leg.body.clone(), leg.first_byte);
+        tokio::pin!(second);
+        let mut first_failed: Option<Tried> = None;
+        let mut second_failed = false;
+        loop {
+            tokio::select! {
+                t = &mut first, if first_failed.is_none() => {
+                    if matches!(t, Tried::Answered(_)) || second_failed {
+                        ctx.hedge = Some(HedgeOutcome::Lost);
+                        return t;
+                    }
+                    first_failed = Some(t);
+                }
+                t = &mut second, if !second_failed => {
+                    if matches!(t, Tried::Answered(_)) {
+                        ctx.hedge = Some(HedgeOutcome::Won);
+                        ctx.attempts.hedge_won(leg.index);
+                        ctx.attempt_body = Some(leg.body);
+                        ctx.shaper = leg.shaper;
+                        ctx.served = Some(leg.served);
+                        ctx.attempt_started = Some(started);
+                        return t;
+                    }
+                    second_failed = true;
+                    if let Some(f) = first_failed.take() {
+                        ctx.hedge = Some(HedgeOutcome::Lost);
+                        return f;
+                    }
+                }
+                () = client_gone(session) => return Tried::ClientGone,
+            }
+        }
+    }
+
+    /// The extra request of a hedge to attempt `index`: its body, header, shaper and peer,
+    /// built as that attempt's own would be, leaving the current attempt's untouched.
+    fn hedge_leg(&self, session: &Session, ctx: &mut Ctx, index: usize) -> Option<Leg> {
+        let snap = ctx.snapshot(&self.app);
+        let attempt = ctx.plan.as_ref()?.attempts.get(index)?.clone();
+        let provider = &snap.providers[attempt.provider];
+        let current = ctx.attempts.index;
+        let body = ctx.attempt_body.take();
+        let shaper = ctx.shaper.take();
+        ctx.attempts.index = index;
+        let built = self
+            .prepare_attempt(ctx)
+            .ok()
+            .and_then(|()| self.upstream_header(session, ctx).ok());
+        ctx.attempts.index = current;
+        let leg_body = std::mem::replace(&mut ctx.attempt_body, body);
+        let leg_shaper = std::mem::replace(&mut ctx.shaper, shaper);
+        Some(Leg {
+            index,
+            peer: peer_of(provider)?,
+            header: built?,
+            body: leg_body?,
+            first_byte: Duration::from_millis(provider.config.timeouts.first_byte_ms),
+            shaper: leg_shaper,
+            served: served_name(&provider.config.name, &attempt.model),
+        })
+    }
+
+    /// The hedge budget of a virtual model, created at its first hedged request.
+    fn hedge_budget(&self, source: &str) -> std::sync::Arc<HedgeBudget> {
+        let m = self.hedges.pin();
+        if let Some(b) = m.get(source) {
+            return b.clone();
+        }
+        m.get_or_insert_with(source.to_string(), Default::default)
+            .clone()
+    }
+
+    /// Feeds an answer's rate-limit headers to its target's steering state.
+    fn observe_rate_limits(&self, ctx: &mut Ctx, header: &ResponseHeader, status: u16) {
+        let Some(reading) = rate_limit::read(&header.headers, crate::wall_clock::now_ms()) else {
+            return;
+        };
+        let snap = ctx.snapshot(&self.app);
+        let Some((vi, ti)) = ctx.plan.as_ref().and_then(|p| {
+            p.virtual_model
+                .zip(p.attempts.get(ctx.attempts.index).and_then(|a| a.target))
+        }) else {
+            return;
+        };
+        if let Some(h) = self.attempt_health(ctx, &snap.table.models[vi].targets[ti].name) {
+            h.steer.observe(&reading, status, now_ms());
         }
     }
 
@@ -201,6 +413,7 @@ impl Gateway {
                     return Tried::Answered(Answered {
                         up: Box::new(up),
                         peer,
+                        held: None,
                     })
                 }
                 Err(e) if reused && !matches!(e.etype(), ErrorType::ReadTimedout) => continue,
@@ -220,7 +433,11 @@ impl Gateway {
     /// Content-Length when it is not a stream and fits `WHOLE_LIMIT`, else relayed piece by
     /// piece as it arrives.
     async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, a: Answered) -> Result<bool> {
-        let Answered { mut up, peer } = a;
+        let Answered {
+            mut up,
+            peer,
+            held: read,
+        } = a;
         let Some(upstream_header) = up.resp_header() else {
             return Error::e_explain(ErrorType::InternalError, "answer without a header");
         };
@@ -244,7 +461,11 @@ impl Gateway {
         };
         let mut held = BytesMut::new();
         let mut ended = false;
-        if whole {
+        if let Some((b, all)) = read {
+            held.extend_from_slice(&b);
+            ended = all;
+        }
+        if whole && !ended {
             while held.len() <= limit {
                 match read_piece(session, &mut up, idle).await {
                     Read::Piece(b) => {
@@ -375,7 +596,7 @@ impl Gateway {
         ctx: &mut Ctx,
         mut header: Box<ResponseHeader>,
     ) -> Result<()> {
-        let tags = ctx.tags();
+        let tags = ctx.tags_for(header.status.as_u16());
         respond::add_tags(&mut header, &tags)?;
         if let Some(p) = ctx.pipelines.as_ref() {
             p.apply_headers(&mut *header);
@@ -495,7 +716,7 @@ impl Gateway {
     ) -> Result<bool> {
         ctx.status = Some(e.status);
         ctx.error_code = Some(e.code);
-        let tags = ctx.tags();
+        let tags = ctx.tags_for(e.status);
         respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
         Ok(true)
     }
@@ -520,6 +741,34 @@ fn redact_whole(p: &crate::middleware::Pipelines, body: &Bytes, op: Operation) -
         }
         Err(_) => body.clone(),
     }
+}
+
+/// The upstream peer of a provider with a resolved address and a base URL.
+fn peer_of(provider: &crate::snapshot::ProviderRuntime) -> Option<Box<HttpPeer>> {
+    let t = provider.config.timeouts;
+    match (provider.addr(), provider.config.base.as_ref()) {
+        (Some(addr), Some(base)) => {
+            let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+            peer.options.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+            peer.options.idle_timeout = Some(POOL_IDLE);
+            Some(Box::new(peer))
+        }
+        _ => None,
+    }
+}
+
+/// A failed answer's body, up to `error_class::BODY_LIMIT`.
+async fn read_error_body(session: &mut Session, up: &mut Upstream, idle: Duration) -> ErrorBody {
+    let mut held = BytesMut::new();
+    while held.len() <= error_class::BODY_LIMIT {
+        match read_piece(session, up, idle).await {
+            Read::Piece(b) => held.extend_from_slice(&b),
+            Read::End => return ErrorBody::Read(held.freeze(), true),
+            Read::Broken { timed_out } => return ErrorBody::Broken { timed_out },
+            Read::ClientGone => return ErrorBody::ClientGone,
+        }
+    }
+    ErrorBody::Read(held.freeze(), false)
 }
 
 /// The next piece of an answer's body, within `idle`, unless the client leaves first.

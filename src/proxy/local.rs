@@ -124,6 +124,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         virtual_model: ctx.virtual_model.as_deref(),
         attempts: Some(ctx.attempts.made.max(1)),
         prebuilt: (None, None),
+        error_class: None,
     };
     ctx.status = Some(200);
     let anthropic = matches!(ctx.operation, Operation::Messages | Operation::CountTokens);

@@ -17,12 +17,15 @@ pub mod dialect;
 pub mod edits;
 pub mod exchange;
 pub mod headers;
+pub mod hedge;
 pub mod json_scan;
 pub mod local;
 pub mod mock;
 pub mod models;
 pub mod nemo_prefix;
 pub mod pipeline;
+pub mod prompt;
+pub mod rate_limit;
 pub mod request_info;
 pub mod respond;
 pub mod route;
@@ -40,6 +43,7 @@ use smol_str::SmolStr;
 use crate::app::App;
 use crate::config::providers::ProviderKind;
 use crate::mono_clock::now_ms;
+use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{Operation, WireFormat};
 use crate::routing::plan::{self, RouteError};
 use crate::snapshot::View;
@@ -53,6 +57,9 @@ pub struct Gateway {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Upstream HTTP/1 connections, pooled per peer.
     pub connector: pingora::connectors::http::v1::Connector,
+    /// Hedge budgets per virtual model source (only hedging ones get one); they survive
+    /// reloads.
+    pub hedges: papaya::HashMap<String, Arc<hedge::HedgeBudget>>,
 }
 
 impl Gateway {
@@ -61,6 +68,7 @@ impl Gateway {
             app,
             metrics,
             connector: pingora::connectors::http::v1::Connector::new(None),
+            hedges: papaya::HashMap::new(),
         }
     }
 }
@@ -197,7 +205,9 @@ impl Gateway {
             &peek.model,
             ctx.user_path.as_ref(),
             ctx.header_names,
+            &raw,
         );
+        let input_tokens = estimated_input(snap, &peek.model, &raw, op);
         let req = plan::Request {
             model: &peek.model,
             provider: peek.provider.as_deref(),
@@ -205,6 +215,7 @@ impl Gateway {
             operation: op,
             metadata: metadata.as_ref(),
             session_key: session_key.as_deref(),
+            input_tokens,
         };
         let now = now_ms();
         let view = View {
@@ -314,9 +325,9 @@ impl Gateway {
             .zip(ti)
             .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
         // Only a refused connection or a 429/5xx says something about the target's health.
-        let counts = match failure {
-            Failure::Connection => true,
-            Failure::Status(s) => attempts::is_failure_status(s),
+        let (counts, class) = match failure {
+            Failure::Connection => (true, None),
+            Failure::Status(s, c) => (attempts::is_failure_status(s), Some(c)),
         };
         let now = now_ms();
         let mut opened = false;
@@ -339,7 +350,7 @@ impl Gateway {
             }
             (None, None) => {}
         }
-        let next_usable = self.next_usable(ctx, ctx.attempts.index + 1);
+        let next_usable = self.next_usable(ctx, ctx.attempts.index + 1, class);
         let provider_retry = &snap.providers[attempt.provider].config.retry;
         ctx.attempts.on_failure(
             failure,
@@ -368,14 +379,27 @@ impl Gateway {
     }
 
     /// The index of the next attempt whose provider can take the request (a resolved upstream,
-    /// or the local mock) and whose circuit has not opened since the plan was made (by this
-    /// request or a concurrent one).
-    fn next_usable(&self, ctx: &Ctx, from: usize) -> Option<usize> {
+    /// or the local mock), whose circuit has not opened since the plan was made (by this
+    /// request or a concurrent one), and that a failure of `class` may fall back to (a prompt
+    /// too long goes only to a larger context window: `attempts::admits_fallback`).
+    fn next_usable(&self, ctx: &Ctx, from: usize, class: Option<ErrorClass>) -> Option<usize> {
         let snap = ctx.snap.as_ref()?;
         let plan = ctx.plan.as_ref()?;
         let now = now_ms();
+        let window = |a: &plan::Attempt| {
+            crate::catalog::context_window(&snap.providers[a.provider].config, &a.model)
+        };
+        let by_window = class == Some(ErrorClass::ContextLengthExceeded);
+        let failed_window = plan
+            .attempts
+            .get(ctx.attempts.index)
+            .filter(|_| by_window)
+            .and_then(window);
         (from..plan.attempts.len()).find(|i| {
             let a = &plan.attempts[*i];
+            if by_window && !attempts::admits_fallback(class, failed_window, window(a)) {
+                return false;
+            }
             let p = &snap.providers[a.provider];
             let closed = plan.virtual_model.zip(a.target).is_none_or(|(vi, ti)| {
                 let name = &snap.table.models[vi].targets[ti].name;
@@ -579,6 +603,24 @@ fn attempt_format(
         .unwrap_or(snap.providers[a.provider].config.kind.wire_format())
 }
 
+/// The request's estimated input tokens, when a target of its virtual model has a known
+/// context window it might exceed: the cheap bound (body bytes / 4) first, the text's
+/// characters / 4 only when the bound exceeds the smallest window.
+fn estimated_input(
+    snap: &crate::snapshot::Snapshot,
+    model: &str,
+    raw: &[u8],
+    op: Operation,
+) -> Option<u64> {
+    let vi = snap.table.redirect(model.trim())?;
+    let smallest = snap.table.models[vi]
+        .targets
+        .iter()
+        .filter_map(|t| t.context_window)
+        .min()?;
+    (prompt::input_tokens_bound(raw) > smallest).then(|| prompt::input_tokens(raw, op))
+}
+
 /// `provider/model`, without an allocation when it fits inline.
 fn served_name(provider: &str, model: &str) -> SmolStr {
     let mut b = smol_str::SmolStrBuilder::new();
@@ -732,9 +774,13 @@ impl Gateway {
                 ttft_s: if known { ttft } else { None },
                 attempts: ctx.attempts.made,
                 fallbacks: ctx.attempts.fallbacks,
+                hedges: ctx.attempts.hedges,
                 tokens: ctx.usage,
                 cost_usd: cost,
             });
+        }
+        if let (Some(vm), Some(outcome)) = (ctx.virtual_model.as_deref(), ctx.hedge) {
+            self.metrics.record_hedge(vm, outcome);
         }
         access_log::access_log(&snap.settings, ctx, elapsed);
         self.release_unreached_probes(&snap, ctx);

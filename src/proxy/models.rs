@@ -119,6 +119,7 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
                 .unwrap_or(Operation::Chat),
             metadata: None,
             session_key: None,
+            input_tokens: None,
         };
         let first = plan::eligibility(&snap.table, vi, &req, &view)
             .into_iter()

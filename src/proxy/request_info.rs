@@ -61,20 +61,31 @@ pub fn metadata_header(
     }
 }
 
-/// The session key for affinity: the first session header present, scoped by the caller's
-/// (normalized) user path, so that `/team/x` and `team/x/` are one caller. None when the model
-/// is no virtual model that uses pins.
+/// The session key for affinity: the first session header present (or, with
+/// `session_affinity.key: prefix`, the hash of the body's system prompt and first messages),
+/// scoped by the caller's (normalized) user path, so that `/team/x` and `team/x/` are one
+/// caller. None when the model is no virtual model that uses pins.
 pub fn session_key(
     session: &Session,
     snap: &Snapshot,
     model: &str,
     caller: Option<&UserPath>,
     names: Names,
+    body: &[u8],
 ) -> Option<String> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
     if !vm.uses_affinity() {
         return None;
+    }
+    if let Some(n) = vm.session.prefix_messages {
+        // Prompt-cache affinity: the conversation's prefix is the key, no header needed.
+        let key = super::prompt::prefix_key(body, n)?;
+        let mut s = String::with_capacity(48);
+        s.push_str(caller.map_or("", |p| p.as_str()));
+        s.push_str("\u{0}prefix:");
+        push_hex(&mut s, key, 16);
+        return Some(s);
     }
     let h = &session.req_header().headers;
     let value = vm

@@ -21,12 +21,15 @@ pub struct Tags<'a> {
     /// `model` and `virtual_model` as header values built with the snapshot, when they are
     /// (used instead of building them per response).
     pub prebuilt: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
+    /// The class of the upstream failure behind an error answer.
+    pub error_class: Option<&'static str>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
 const X_VIRTUAL_MODEL: HeaderName = HeaderName::from_static("x-modelgate-virtual-model");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelgate-attempts");
+const X_ERROR_CLASS: HeaderName = HeaderName::from_static("x-modelgate-error-class");
 
 /// Adds the tags to a response header.
 ///
@@ -62,6 +65,9 @@ fn insert_tags(map: &mut HeaderMap, tags: &Tags<'_>) -> Result<()> {
             None => HeaderValue::from(a),
         };
         put(map, X_ATTEMPTS, v)?;
+    }
+    if let Some(c) = tags.error_class {
+        put(map, X_ERROR_CLASS, HeaderValue::from_static(c))?;
     }
     Ok(())
 }

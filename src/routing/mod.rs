@@ -3,6 +3,7 @@
 //! It imports nothing from the proxy, the admin API, the store or Pingora, does no I/O and reads
 //! no clock: callers pass observed state in through `plan::Conditions`.
 
+pub mod error_class;
 pub mod fallback;
 pub mod model;
 pub mod plan;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use smol_str::SmolStr;
 
+use super::error_class::ErrorClass;
 use super::user_path::UserPath;
 use crate::config::schema::VirtualModelSpec;
 
@@ -239,6 +240,8 @@ pub struct Target {
     pub priority: i64,
     /// Input + output USD per million tokens, when known.
     pub price: Option<f64>,
+    /// The model's context window in tokens, when known (config, else the bundled table).
+    pub context_window: Option<u64>,
     pub metadata_match: Vec<(String, String)>,
     pub fallback_candidate: bool,
     // Read by the proxy once the plan is made.
@@ -246,6 +249,8 @@ pub struct Target {
     pub name: String,
     pub retry: RetryPolicy,
     pub fallback_on: Vec<u16>,
+    /// Error classes that fall back besides the `fallback_on` statuses.
+    pub fallback_on_errors: Vec<ErrorClass>,
     pub override_params: Option<serde_json::Map<String, serde_json::Value>>,
     pub headers_set: Vec<(String, String)>,
     pub headers_remove: Vec<String>,
@@ -274,6 +279,9 @@ pub struct SessionConfig {
     pub ttl_seconds: u64,
     /// Lower-case header names the session key is read from, in order.
     pub headers: Vec<String>,
+    /// `key: prefix`: the key is a hash of the system prompt and this many first messages,
+    /// not a header.
+    pub prefix_messages: Option<u32>,
 }
 
 pub const DEFAULT_SESSION_HEADERS: [&str; 3] =
@@ -289,6 +297,39 @@ impl Default for SessionConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            prefix_messages: None,
+        }
+    }
+}
+
+/// Hedged requests of a virtual model: after `after_ms` without an answer's header, the same
+/// request also goes to the next target of the plan (at most `max_extra` more), within a
+/// budget of `budget_percent` extra upstream requests per minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgePolicy {
+    pub after_ms: u64,
+    pub max_extra: u32,
+    pub budget_percent: f64,
+}
+
+impl HedgePolicy {
+    pub const DEFAULT_MAX_EXTRA: u32 = 1;
+    pub const DEFAULT_BUDGET_PERCENT: f64 = 10.0;
+}
+
+/// Rate-limit steering of a virtual model's targets: one whose provider announced less than
+/// this share of its limit left is tried after the others until the limit resets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SteerPolicy {
+    pub min_remaining_fraction: f64,
+}
+
+pub const DEFAULT_MIN_REMAINING_FRACTION: f64 = 0.05;
+
+impl Default for SteerPolicy {
+    fn default() -> Self {
+        SteerPolicy {
+            min_remaining_fraction: DEFAULT_MIN_REMAINING_FRACTION,
         }
     }
 }
@@ -311,6 +352,9 @@ pub struct VirtualModel {
     pub user_paths: Option<Vec<UserPath>>,
     pub model_types: Option<Vec<Operation>>,
     pub session: SessionConfig,
+    pub steer: SteerPolicy,
+    /// Hedged requests; `None` (the default) sends one request at a time.
+    pub hedge: Option<HedgePolicy>,
     // Read for explanations, listings and errors.
     pub source: String,
     pub origin: Origin,
@@ -331,11 +375,13 @@ impl Target {
             weight: 1.0,
             priority: i64::MAX,
             price: None,
+            context_window: None,
             metadata_match: Vec::new(),
             fallback_candidate: true,
             name: name.to_string(),
             retry: RetryPolicy::default(),
             fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
+            fallback_on_errors: Vec::new(),
             override_params: None,
             headers_set: Vec::new(),
             headers_remove: Vec::new(),
@@ -364,6 +410,8 @@ impl VirtualModel {
             user_paths: None,
             model_types: None,
             session: SessionConfig::default(),
+            steer: SteerPolicy::default(),
+            hedge: None,
             source: source.to_string(),
             origin: Origin::Store,
             slug: None,

@@ -21,6 +21,9 @@ pub struct Request<'a> {
     pub operation: Operation,
     pub metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub session_key: Option<&'a str>,
+    /// Estimated input tokens (input characters / 4), when measured: a target whose known
+    /// context window is smaller is left out.
+    pub input_tokens: Option<u64>,
 }
 
 /// Can a provider serve a model right now?
@@ -43,6 +46,12 @@ pub struct TargetState {
     /// Moving-window latency score in ms and how many samples it rests on.
     pub latency_ms: Option<f64>,
     pub samples: u32,
+    /// The provider answered 429 with a `Retry-After` that has not passed: skipped while
+    /// another target is eligible.
+    pub rate_limited: bool,
+    /// The smallest share of a rate limit the provider last announced as left, while that
+    /// limit has not reset (`None`: nothing known, or reset since).
+    pub remaining_fraction: Option<f64>,
 }
 
 /// The world outside the routing core, as seen by one request.
@@ -113,6 +122,8 @@ pub enum Ineligible {
     SlaBreached,
     MetadataMismatch,
     AccessDenied,
+    /// The target's known context window is smaller than the estimated input.
+    ContextTooSmall,
 }
 
 impl Ineligible {
@@ -127,6 +138,7 @@ impl Ineligible {
             Ineligible::SlaBreached => "SLA breached",
             Ineligible::MetadataMismatch => "metadata_match does not hold",
             Ineligible::AccessDenied => "access denied for this caller",
+            Ineligible::ContextTooSmall => "context window smaller than the estimated input",
         }
     }
 }
@@ -357,6 +369,11 @@ fn check_target<C: Conditions>(
     if table.target_access(vi, ti, p, &t.model, req.user_path) != Access::Allowed {
         return Err(Ineligible::AccessDenied);
     }
+    if let (Some(window), Some(input)) = (t.context_window, req.input_tokens) {
+        if window < input {
+            return Err(Ineligible::ContextTooSmall);
+        }
+    }
     let state = cond.target_state(vi, ti);
     if state.circuit_open {
         return Err(Ineligible::CircuitOpen);
@@ -390,7 +407,11 @@ fn plan_redirect<C: Conditions>(
         return RedirectOutcome::NoneEligible;
     }
     let state = |i: usize| checks[i].1.unwrap_or_default();
-    let order = order_targets(vm, vi, &eligible, &state, req, cond);
+    let order = steer(
+        vm,
+        order_targets(vm, vi, &eligible, &state, req, cond),
+        &state,
+    );
     let attempts = order
         .into_iter()
         .enumerate()
@@ -442,6 +463,31 @@ fn order_targets<C: Conditions>(
     };
     order.dedup();
     order
+}
+
+/// Rate-limit steering over the strategy's order: a target that announced less than
+/// `steer.min_remaining_fraction` of its limit left goes after the others; one rate limited
+/// (429 with `Retry-After`) is left out while any other target remains, else goes last.
+fn steer(vm: &VirtualModel, order: Order, state: &dyn Fn(usize) -> TargetState) -> Order {
+    let min = vm.steer.min_remaining_fraction;
+    let low = |i: usize| {
+        let s = state(i);
+        !s.rate_limited && s.remaining_fraction.is_some_and(|f| f < min)
+    };
+    let limited = |i: usize| state(i).rate_limited;
+    if !order.iter().any(|i| low(*i) || limited(*i)) {
+        return order;
+    }
+    let mut out: Order = order
+        .iter()
+        .copied()
+        .filter(|i| !low(*i) && !limited(*i))
+        .collect();
+    out.extend(order.iter().copied().filter(|i| low(*i)));
+    if out.is_empty() {
+        out.extend(order.iter().copied().filter(|i| limited(*i)));
+    }
+    out
 }
 
 fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> Order {

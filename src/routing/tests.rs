@@ -75,6 +75,7 @@ fn req(model: &str) -> Request<'_> {
         operation: Operation::Chat,
         metadata: None,
         session_key: None,
+        input_tokens: None,
     }
 }
 
@@ -1243,4 +1244,89 @@ mod properties {
         }
         v.iter().copied().filter(|x| *x > 0).fold(0, gcd)
     }
+}
+
+impl World {
+    fn state_of(mut self, vm: usize, t: usize, f: impl FnOnce(&mut TargetState)) -> World {
+        f(self.state.entry((vm, t)).or_default());
+        self
+    }
+}
+
+#[test]
+fn a_target_low_on_its_rate_limit_is_tried_after_the_others() {
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![t("a/m"), t("b/m"), t("c/m")],
+    )]);
+    let w = World::default().state_of(0, 0, |s| s.remaining_fraction = Some(0.0));
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m", "c/m", "a/m"]);
+    // At the threshold or above, nothing moves.
+    let w = World::default().state_of(0, 0, |s| s.remaining_fraction = Some(0.05));
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["a/m", "b/m", "c/m"]);
+}
+
+#[test]
+fn the_steering_threshold_is_the_virtual_models() {
+    let mut v = vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")]);
+    v.steer.min_remaining_fraction = 0.5;
+    let tb = table(vec![v]);
+    let w = World::default().state_of(0, 0, |s| s.remaining_fraction = Some(0.3));
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m", "a/m"]);
+    let mut off = vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")]);
+    off.steer.min_remaining_fraction = 0.0;
+    let tb = table(vec![off]);
+    let w = World::default().state_of(0, 0, |s| s.remaining_fraction = Some(0.0));
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["a/m", "b/m"]);
+}
+
+#[test]
+fn a_rate_limited_target_is_left_out_while_another_is_eligible() {
+    let tb = table(vec![vm("p", Strategy::Priority, vec![t("a/m"), t("b/m")])]);
+    let w = World::default().state_of(0, 0, |s| s.rate_limited = true);
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m"]);
+    // Alone, it is still tried (the client gets its answer, not a routing error).
+    let w = World::default()
+        .state_of(0, 0, |s| s.rate_limited = true)
+        .state_of(0, 1, |s| s.rate_limited = true);
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["a/m", "b/m"]);
+    // A low target still goes before a rate-limited one's exclusion is lifted.
+    let w = World::default()
+        .state_of(0, 0, |s| s.rate_limited = true)
+        .state_of(0, 1, |s| s.remaining_fraction = Some(0.0));
+    assert_eq!(plan_names(&tb, &req("p"), &w), ["b/m"]);
+}
+
+#[test]
+fn a_target_whose_context_window_is_too_small_is_skipped() {
+    let small = Target {
+        context_window: Some(8_000),
+        ..t("a/m")
+    };
+    let large = Target {
+        context_window: Some(128_000),
+        ..t("b/m")
+    };
+    let tb = table(vec![vm(
+        "p",
+        Strategy::Priority,
+        vec![small, large, t("c/m")],
+    )]);
+    let w = World::default();
+    let long = Request {
+        input_tokens: Some(20_000),
+        ..req("p")
+    };
+    // An unknown window is never a reason to skip.
+    assert_eq!(plan_names(&tb, &long, &w), ["b/m", "c/m"]);
+    assert_eq!(
+        eligibility(&tb, 0, &long, &w)[0].1.unwrap_err(),
+        Ineligible::ContextTooSmall
+    );
+    let short = Request {
+        input_tokens: Some(100),
+        ..req("p")
+    };
+    assert_eq!(plan_names(&tb, &short, &w), ["a/m", "b/m", "c/m"]);
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::schema::{TargetSpec, VirtualModelSpec};
+use crate::config::schema::{SessionAffinitySpec, TargetSpec, VirtualModelSpec};
 use crate::routing::model::Strategy;
 
 /// The GoModel columns of one row.
@@ -110,9 +110,9 @@ pub fn from_spec(spec: &VirtualModelSpec) -> Columns {
     Columns {
         targets: serde_json::to_string(&targets).unwrap_or_else(|_| "[]".into()),
         strategy,
-        session_affinity: match spec.session_affinity {
+        session_affinity: match &spec.session_affinity {
             None => String::new(),
-            Some(b) => b.to_string(),
+            Some(a) => a.enabled().to_string(),
         },
         provider_name,
         model,
@@ -151,8 +151,8 @@ pub fn to_spec(c: &Columns) -> Result<VirtualModelSpec, String> {
         targets: Some(targets).filter(|t| !t.is_empty()),
         strategy: strategy_from_gomodel(&c.strategy),
         session_affinity: match c.session_affinity.as_str() {
-            "true" => Some(true),
-            "false" => Some(false),
+            "true" => Some(SessionAffinitySpec::Enabled(true)),
+            "false" => Some(SessionAffinitySpec::Enabled(false)),
             _ => None,
         },
         user_paths: Some(user_paths).filter(|p| !p.is_empty()),

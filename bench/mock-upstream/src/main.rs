@@ -41,6 +41,34 @@ struct Args {
     /// Model ids listed by GET /v1/models (comma-separated).
     #[arg(long, default_value = "bench-a,bench-b")]
     models: String,
+    /// Share of completion requests (in percent, spread evenly: every 1/p-th) whose answer
+    /// header waits `--slow-first-byte-ms`, as a provider with a slow tail would.
+    #[arg(long, default_value_t = 0)]
+    slow_percent: u64,
+    /// The wait before a slow answer's header, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    slow_first_byte_ms: u64,
+}
+
+/// Which requests are slow: the `n`-th is when it carries the running share of
+/// `slow_percent` over the next whole number (exactly p of every 100, evenly spread).
+#[derive(Clone)]
+struct Slowness {
+    percent: u64,
+    wait: Duration,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Slowness {
+    fn next_wait(&self) -> Option<Duration> {
+        if self.percent == 0 {
+            return None;
+        }
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ((n + 1) * self.percent / 100 > n * self.percent / 100).then_some(self.wait)
+    }
 }
 
 fn main() -> Result<(), String> {
@@ -73,14 +101,21 @@ async fn serve(args: Args) -> Result<(), String> {
     let models = Bytes::from(models_json(&args.models));
     let delay = (args.chunk_delay_us > 0).then(|| Duration::from_micros(args.chunk_delay_us));
     let chunks = args.chunks.max(1);
+    let slow = Slowness {
+        percent: args.slow_percent.min(100),
+        wait: Duration::from_millis(args.slow_first_byte_ms),
+        served: Default::default(),
+    };
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let models = models.clone();
+        let slow = slow.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, models.clone(), delay, chunks));
+            let svc =
+                service_fn(move |req| handle(req, models.clone(), delay, chunks, slow.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -93,6 +128,7 @@ async fn handle(
     models: Bytes,
     delay: Option<Duration>,
     chunks: usize,
+    slow: Slowness,
 ) -> Result<Response<Answer>, Infallible> {
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == hyper::Method::GET && path.ends_with("/models") {
@@ -114,6 +150,9 @@ async fn handle(
         }
     };
     let model = string_field(&body, b"\"model\"").unwrap_or("unknown");
+    if let Some(wait) = slow.next_wait() {
+        tokio::time::sleep(wait).await;
+    }
     if bool_field(&body, b"\"stream\"") {
         let mut r = Response::new(Answer::Sse(Sse::new(model, delay, chunks)));
         r.headers_mut().insert(
@@ -255,5 +294,17 @@ mod tests {
         assert!(bool_field(b, b"\"stream\""));
         assert!(!bool_field(br#"{"stream": false}"#, b"\"stream\""));
         assert!(!bool_field(br#"{"model":"m"}"#, b"\"stream\""));
+    }
+
+    #[test]
+    fn slow_answers_are_the_given_share_evenly_spread() {
+        let s = Slowness {
+            percent: 20,
+            wait: Duration::from_millis(1),
+            served: Default::default(),
+        };
+        let slow: Vec<bool> = (0..100).map(|_| s.next_wait().is_some()).collect();
+        assert_eq!(slow.iter().filter(|x| **x).count(), 20);
+        assert!(slow[..10].iter().filter(|x| **x).count() == 2);
     }
 }
