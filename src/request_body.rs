@@ -28,6 +28,16 @@ pub async fn read_limited(
             return Err(too_large(limit, setting));
         }
     }
+    // A client that asked to be told to go on (curl does for bodies over 1 MB) is told so once
+    // the declared length is known to fit, instead of waiting a second for nothing.
+    let expects = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        let _ = session.write_continue_response().await;
+    }
     let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
     loop {
         match session.read_request_body().await {

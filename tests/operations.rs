@@ -483,3 +483,32 @@ fn the_example_config_serves_audio_with_no_keys() {
         "{metrics}"
     );
 }
+
+#[test]
+fn an_upload_that_expects_100_continue_is_told_to_go_on_and_the_upstream_gets_no_expect() {
+    use std::io::Write;
+    let up = Upstream::start(&[], |_| Reply::Json(200, json!({"text": "ok"})));
+    let g = Gateway::start(&config(&up, &up, None), &[]);
+    let body = form(&[("model", "b/mb")], Some(("a.wav", &audio(2_000_000))));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        multipart_type(),
+        body.len()
+    )
+    .unwrap();
+    // As curl does: wait for the interim answer before sending the body.
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&body).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("expect"), None);
+    assert!(seen[0].body == with_model(&body, "b/mb", "mb"));
+}
