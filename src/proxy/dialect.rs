@@ -949,4 +949,47 @@ mod tests {
         let v: Value = serde_json::from_slice(&b.unwrap()).unwrap();
         assert_eq!(v["error"]["message"], "slow down");
     }
+
+    #[test]
+    fn a_transcription_in_pieces_reports_its_audio_seconds() {
+        let mut s = Shaper::new(
+            Operation::Transcription,
+            WireFormat::OpenAiChat,
+            false,
+            false,
+            "id",
+            "whisper",
+            0,
+        );
+        s.on_status(200);
+        let answer = br#"{"task":"transcribe","duration":12.5,"text":"hello there"}"#;
+        for (i, piece) in answer.chunks(10).enumerate() {
+            let mut b = Some(Bytes::copy_from_slice(piece));
+            s.on_body(&mut b, (i + 1) * 10 >= answer.len());
+            assert_eq!(b.as_deref(), Some(piece), "passed through untouched");
+        }
+        assert_eq!(s.audio_seconds, Some(12.5));
+    }
+
+    #[test]
+    fn speech_passes_untouched_and_unread() {
+        let mut s = Shaper::new(
+            Operation::Speech,
+            WireFormat::OpenAiChat,
+            false,
+            false,
+            "id",
+            "tts",
+            0,
+        );
+        s.on_status(200);
+        assert!(!s.rewrites());
+        // Bytes that look like an SSE event with usage are audio here: neither parsed nor kept.
+        let audio = Bytes::from_static(b"data: {\"usage\":{\"prompt_tokens\":9}}\n\n\xff\x00");
+        let mut b = Some(audio.clone());
+        s.on_body(&mut b, true);
+        assert_eq!(b, Some(audio));
+        assert_eq!(s.usage, None);
+        assert_eq!(s.audio_seconds, None);
+    }
 }
