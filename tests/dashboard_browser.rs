@@ -414,6 +414,26 @@ async fn the_playground_streams_an_answer_from_a_virtual_model() {
     assert_eq!(body["messages"][1]["content"], "hello playground");
     assert_eq!(sent[0].header("authorization"), Some("Bearer sk-test-a"));
 
+    // A second message carries the conversation so far; "New chat" starts over.
+    fill(&c, "#pg-message", "and again").await;
+    css(&c, "#pg-send").await.click().await.unwrap();
+    text_eventually(&c, "#pg-answer", "You said: and again").await;
+    let history = text_eventually(&c, "#pg-history", "hello playground").await;
+    assert!(history.contains("You said: hello playground"), "{history}");
+    shot(&c, "09-playground-conversation.png").await;
+    let sent = down.requests();
+    assert_eq!(sent.len(), 4);
+    let roles: Vec<String> = sent[2].json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(sent[2].json()["messages"][3]["content"], "and again");
+    css(&c, "#pg-new").await.click().await.unwrap();
+    assert!(!css(&c, "#pg-history").await.is_displayed().await.unwrap());
+
     // Back to the models page.
     css(&c, "#nav-models").await.click().await.unwrap();
     let vm_table = css(&c, "#vm-table").await;

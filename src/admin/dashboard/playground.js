@@ -10,7 +10,8 @@
   const ROOT = location.pathname.replace(/\/admin\/dashboard.*$/, '');
   const ADMIN_MODELS = '/admin/api/v1/models';
   const $ = (sel) => document.querySelector(sel);
-  const state = { prices: {}, loaded: false, wanted: null, controller: null };
+  // `turns`: the conversation so far ({user, assistant} pairs), sent again with each message.
+  const state = { prices: {}, loaded: false, wanted: null, controller: null, turns: [] };
 
   function headers(extra) {
     const h = Object.assign({ Accept: 'application/json' }, extra || {});
@@ -100,6 +101,10 @@
     const messages = [];
     const system = f.system.value.trim();
     if (system) messages.push({ role: 'system', content: system });
+    for (const t of state.turns) {
+      messages.push({ role: 'user', content: t.user });
+      messages.push({ role: 'assistant', content: t.assistant });
+    }
     messages.push({ role: 'user', content: f.message.value });
     const body = { model: f.model.value, messages, stream: f.stream.checked };
     if (f.temperature.value !== '') body.temperature = Number(f.temperature.value);
@@ -140,10 +145,27 @@
       : (s.usage ? 'unpriced' : '—');
   }
 
+  // The earlier turns, above the message box.
+  function renderHistory() {
+    const list = $('#pg-history');
+    list.replaceChildren(...state.turns.flatMap((t) => [['user', 'You', t.user], ['assistant', 'Assistant', t.assistant]]
+      .map(([cls, who, text]) => {
+        const li = document.createElement('li');
+        li.className = cls;
+        const label = document.createElement('span');
+        label.className = 'who';
+        label.textContent = who;
+        li.append(label, document.createTextNode(text));
+        return li;
+      })));
+    list.hidden = state.turns.length === 0;
+  }
+
   async function send(ev) {
     ev.preventDefault();
     showError('');
     const answer = $('#pg-answer');
+    renderHistory();
     answer.textContent = '';
     $('#pg-stats').hidden = true;
     const body = requestBody();
@@ -190,6 +212,9 @@
         answer.textContent = (msg && msg.content) || '';
       }
       showStats(stats);
+      // The exchange joins the conversation; the next message is sent after it.
+      state.turns.push({ user: body.messages[body.messages.length - 1].content, assistant: answer.textContent });
+      $('#pg-message').value = '';
     } catch (e) {
       if (e.name === 'AbortError') {
         showStats(stats);
@@ -206,6 +231,13 @@
 
   $('#pg-form').addEventListener('submit', send);
   $('#pg-stop').addEventListener('click', () => state.controller && state.controller.abort());
+  $('#pg-new').addEventListener('click', () => {
+    state.turns = [];
+    renderHistory();
+    $('#pg-answer').textContent = '';
+    $('#pg-stats').hidden = true;
+    showError('');
+  });
   window.addEventListener('hashchange', showPage);
   // The dashboard signals when it has signed in and loaded; the list then reflects the key.
   document.addEventListener('modelgate:ready', showPage);
