@@ -86,7 +86,23 @@ fn transcribe(op: Operation, body: &[u8], content_type: Option<&str>) -> Answer 
         seconds: Some(seconds),
         characters: None,
     };
+    let streamed = multipart::field(body, &parts, "stream") == Some("true");
     let (content_type, body) = match format {
+        // A streamed transcription (gpt-4o-transcribe's `stream: true`): one delta event per
+        // word, then the whole text.
+        _ if streamed => {
+            let mut sse = Vec::new();
+            let mut event = |v: Value| {
+                sse.extend_from_slice(b"data: ");
+                sse.extend_from_slice(v.to_string().as_bytes());
+                sse.extend_from_slice(b"\n\n");
+            };
+            for w in text.split_inclusive(' ') {
+                event(json!({"type": "transcript.text.delta", "delta": w}));
+            }
+            event(json!({"type": "transcript.text.done", "text": text, "usage": usage}));
+            ("text/event-stream", sse)
+        }
         "text" | "srt" | "vtt" => (
             "text/plain; charset=utf-8",
             format!("{text}\n").into_bytes(),
@@ -361,6 +377,32 @@ mod tests {
         assert_eq!(v["task"], "transcribe");
         assert!(v["text"].as_str().unwrap().contains("x.wav"));
         assert_eq!(a.audio.seconds, Some(1.5));
+    }
+
+    #[test]
+    fn a_streamed_transcription_is_delta_events_then_the_text() {
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.wav\"\r\n\r\nabc\r\n--b\r\nContent-Disposition: form-data; name=\"stream\"\r\n\r\ntrue\r\n--b--\r\n";
+        let a = answer(
+            Operation::Transcription,
+            "m",
+            body,
+            Some("multipart/form-data; boundary=b"),
+            "1",
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.content_type, "text/event-stream");
+        let text = String::from_utf8(a.body).unwrap();
+        let events: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(events[0]["type"], "transcript.text.delta");
+        assert_eq!(events[0]["delta"], "Hello ");
+        let done = events.last().unwrap();
+        assert_eq!(done["type"], "transcript.text.done");
+        assert!(done["text"].as_str().unwrap().contains("3 bytes"), "{done}");
     }
 
     #[test]
