@@ -9,7 +9,7 @@ BENCHMARKS.md):
    time from the upstream's write to the client's read (both in this process, one monotonic
    clock). Target: the first bytes within 5 ms.
 
-Usage: bench/audio_ops.py [--bin target/release/modelgate] [--mb 20] [--chunks 10]
+Usage: bench/audio_ops.py [--bin target/release/modelgate] [--mb 20] [--chunks 10] [--rounds 3]
 """
 import argparse
 import hashlib
@@ -109,9 +109,20 @@ def main():
     ap.add_argument("--bin", default="target/release/modelgate")
     ap.add_argument("--mb", type=int, default=20)
     ap.add_argument("--chunks", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="each with a fresh gateway process")
     args = ap.parse_args()
     Upstream.chunks = args.chunks
     a, b = serve(True), serve(False)
+    try:
+        for i in range(args.rounds):
+            print(f"round {i + 1}")
+            one_round(args, a, b)
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def one_round(args, a, b):
     port = free_port()
     cfg = f"""providers:
   a: {{type: openai_compatible, base_url: "http://127.0.0.1:{a.server_port}/v1", api_key: k, models: [m]}}
@@ -155,8 +166,6 @@ virtual_models:
     finally:
         gw.terminate()
         gw.wait()
-        a.shutdown()
-        b.shutdown()
 
 
 def upload(port, audio):
