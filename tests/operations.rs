@@ -89,6 +89,20 @@ fn with_model(body: &[u8], from: &str, to: &str) -> Vec<u8> {
     out
 }
 
+/// `/metrics` once it shows `needle` (bounded polling: a request is counted just after its
+/// answer's last byte left).
+fn metrics_with(g: &Gateway, needle: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = g.get("/metrics").1;
+        if text.contains(needle) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("/metrics never showed {needle}:\n{text}");
+}
+
 #[test]
 fn a_transcription_falls_back_after_a_500_and_the_second_upstream_gets_the_file_byte_for_byte() {
     let a = Upstream::start(&[], failing(500));
@@ -130,10 +144,9 @@ fn a_transcription_falls_back_after_a_500_and_the_second_upstream_gets_the_file_
         "body differs"
     );
     // The audio seconds the answer reported are counted.
-    let (_, metrics) = g.get("/metrics");
-    assert!(
-        metrics.contains("modelgate_audio_seconds_total{provider=\"b\",model=\"mb\"} 4"),
-        "{metrics}"
+    metrics_with(
+        &g,
+        "modelgate_audio_seconds_total{provider=\"b\",model=\"mb\"} 4",
     );
 }
 
@@ -247,10 +260,9 @@ fn speech_falls_back_and_passes_any_audio_through_untouched() {
         seen.json(),
         json!({"model": "mb", "input": "Hello there", "voice": "alloy"})
     );
-    let (_, metrics) = g.get("/metrics");
-    assert!(
-        metrics.contains("modelgate_speech_characters_total{provider=\"b\",model=\"mb\"} 11"),
-        "{metrics}"
+    metrics_with(
+        &g,
+        "modelgate_speech_characters_total{provider=\"b\",model=\"mb\"} 11",
     );
 }
 
@@ -473,14 +485,13 @@ fn the_example_config_serves_audio_with_no_keys() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-modelgate-model"), Some("demo/ears"));
     assert!(r.json()["text"].as_str().unwrap().contains("speech.wav"));
-    let (_, metrics) = g.get("/metrics");
-    assert!(
-        metrics.contains("modelgate_speech_characters_total{provider=\"demo\",model=\"voice\"} 15"),
-        "{metrics}"
+    metrics_with(
+        &g,
+        "modelgate_speech_characters_total{provider=\"demo\",model=\"voice\"} 15",
     );
-    assert!(
-        metrics.contains("modelgate_audio_seconds_total{provider=\"demo\",model=\"ears\"}"),
-        "{metrics}"
+    metrics_with(
+        &g,
+        "modelgate_audio_seconds_total{provider=\"demo\",model=\"ears\"}",
     );
 }
 
