@@ -236,6 +236,8 @@ pub struct Question<'a> {
     pub n: usize,
     /// A sample request body for the request middleware (`--body`).
     pub body: Option<&'a serde_json::Value>,
+    /// The operation planned (`--operation`, default chat).
+    pub operation: Operation,
 }
 
 /// The explanation `modelgate resolve` prints: the virtual model and its settings, every
@@ -248,7 +250,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         model: q.model,
         provider: None,
         user_path: q.user_path,
-        operation: Operation::Chat,
+        operation: q.operation,
         metadata: q.metadata,
         session_key: None,
         input_tokens: None,
@@ -325,12 +327,14 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         checks = plan::eligibility(&snap.table, vi, &req, &cond);
         for (ti, (provider, r)) in checks.iter().enumerate() {
             let t = &vm.targets[ti];
-            let why = match r {
-                Ok(_) => format!(
+            let unsupported = provider.and_then(|p| serves(snap, Some(t), p, q.operation).err());
+            let why = match (r, unsupported) {
+                (Ok(_), Some(u)) => format!("not eligible for {}: {u}", q.operation.name()),
+                (Ok(_), None) => format!(
                     "eligible ({})",
                     availability_note(snap, *provider, &t.model)
                 ),
-                Err(e) => format!("not eligible: {}", e.describe()),
+                (Err(e), _) => format!("not eligible: {}", e.describe()),
             };
             let price = t
                 .price
@@ -355,7 +359,15 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
             );
             let _ = writeln!(out, "    on failure: {}", class_rules(t));
         }
-        if skipped.is_none() && checks.iter().all(|(_, r)| r.is_err()) {
+        let capable = |ti: usize, p: &Option<usize>| {
+            p.is_some_and(|p| serves(snap, Some(&vm.targets[ti]), p, q.operation).is_ok())
+        };
+        if skipped.is_none()
+            && checks
+                .iter()
+                .enumerate()
+                .all(|(ti, (p, r))| r.is_err() || !capable(ti, p))
+        {
             skipped = Some("no target is eligible".to_string());
         }
         if let Some(why) = &skipped {
@@ -373,7 +385,26 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         );
     }
     for i in 1..=q.n {
-        match plan::plan(&snap.table, &req, &cond) {
+        // As the gateway does: attempts whose provider cannot serve the operation are dropped.
+        let planned = plan::plan(&snap.table, &req, &cond).map(|mut p| {
+            let vm = p.virtual_model;
+            p.attempts.retain(|a| {
+                let t = vm
+                    .zip(a.target)
+                    .map(|(vi, ti)| &snap.table.models[vi].targets[ti]);
+                serves(snap, t, a.provider, q.operation).is_ok()
+            });
+            p
+        });
+        match planned {
+            Ok(p) if p.attempts.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "request {i}: error: no target of {} can serve {} requests",
+                    q.model.trim(),
+                    q.operation.name()
+                );
+            }
             Ok(p) => {
                 let names: Vec<String> = p
                     .attempts
@@ -449,6 +480,20 @@ fn steer_line(min: f64) -> String {
         "low remaining limits are ignored (min_remaining_fraction 0); ".to_string()
     };
     format!("{low}a 429 with Retry-After skips it until then (observed state: none offline)")
+}
+
+/// Whether provider `p` (through target `t`'s wire format, if it sets one) can serve `op`.
+fn serves(
+    snap: &Snapshot,
+    t: Option<&Target>,
+    p: usize,
+    op: Operation,
+) -> Result<(), crate::wire::capability::Unsupported> {
+    let kind = snap.providers[p].config.kind;
+    let format = t
+        .and_then(|t| t.backend_format)
+        .unwrap_or(kind.wire_format());
+    crate::wire::capability::serves(kind, format, op)
 }
 
 /// Why the strategy picked target `ti` first (offline: no latency samples, no sessions).

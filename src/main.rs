@@ -63,6 +63,11 @@ enum Command {
         /// its `router` rules would pick, or whether a `guard` would block it.
         #[arg(long)]
         body: Option<String>,
+        /// The operation to plan: chat (default), completion, embedding, responses, messages,
+        /// audio_transcription, audio_translation, text_to_speech, rerank, moderation,
+        /// image_generation.
+        #[arg(long, default_value = "chat")]
+        operation: String,
     },
     /// Ask the running gateway to reload its config (SIGHUP to the pid in $PID_FILE).
     Reload,
@@ -262,7 +267,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             n,
             metadata,
             body,
+            operation,
         } => {
+            let Some(operation) = modelgate::routing::model::Operation::parse(&operation) else {
+                anyhow::bail!(
+                    "--operation {operation:?} is unknown; use {}",
+                    modelgate::routing::model::Operation::NAMES
+                );
+            };
             let body = match body.as_deref() {
                 None => None,
                 Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
@@ -296,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metadata: metadata.as_ref(),
                 n: n.max(1),
                 body: body.as_ref(),
+                operation,
             };
             print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
             Ok(())

@@ -70,6 +70,10 @@ pub struct Outcome<'a> {
     pub hedges: u32,
     pub tokens: Option<(u64, u64)>,
     pub cost_usd: Option<f64>,
+    /// Seconds of audio a transcription or translation answer reported.
+    pub audio_seconds: Option<f64>,
+    /// Characters of text a speech request sent.
+    pub speech_characters: Option<u64>,
 }
 
 type Pair = (String, String);
@@ -111,6 +115,10 @@ pub struct Metrics {
     error_classes: papaya::HashMap<Pair, Arc<AtomicU64>>,
     /// Hedge races by (virtual model, outcome).
     hedges: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    /// Audio transcribed or translated, in milliseconds (audio requests only: looked up per
+    /// request, not kept in `Handles`).
+    audio_ms: papaya::HashMap<Pair, Arc<AtomicU64>>,
+    speech_chars: papaya::HashMap<Pair, Arc<AtomicU64>>,
 }
 
 fn slot<K: Hash + Eq + Clone, V: Default>(map: &papaya::HashMap<K, Arc<V>>, key: K) -> Arc<V> {
@@ -172,6 +180,9 @@ impl Metrics {
                 .get_or_init(|| slot(&self.fallbacks, h.virtual_model.clone()))
                 .fetch_add(o.fallbacks as u64, Ordering::Relaxed);
         }
+        if o.audio_seconds.is_some() || o.speech_characters.is_some() {
+            self.record_audio(&h, o);
+        }
         if let Some((i, out)) = o.tokens {
             let key = || (h.provider.clone(), h.model.clone());
             h.tokens_in
@@ -203,6 +214,17 @@ impl Metrics {
             (virtual_model.to_string(), outcome.name().to_string()),
         )
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Audio use, when the request reported any.
+    fn record_audio(&self, h: &Handles, o: &Outcome<'_>) {
+        let key = || (h.provider.clone(), h.model.clone());
+        if let Some(s) = o.audio_seconds {
+            slot(&self.audio_ms, key()).fetch_add((s * 1000.0).round() as u64, Ordering::Relaxed);
+        }
+        if let Some(c) = o.speech_characters {
+            slot(&self.speech_chars, key()).fetch_add(c, Ordering::Relaxed);
+        }
     }
 
     /// The series of one (virtual model, served model) pair; created on first use.
@@ -329,6 +351,20 @@ impl Metrics {
             "Hedged requests by virtual model and outcome: won (the extra request answered first), lost (the first did), denied (no budget).",
             ("virtual_model", "outcome"),
             &self.hedges,
+        );
+        pair_counters(
+            &mut out,
+            "modelgate_audio_seconds_total",
+            "Seconds of audio transcribed or translated, as upstreams reported them.",
+            &self.audio_ms,
+            1e-3,
+        );
+        pair_counters(
+            &mut out,
+            "modelgate_speech_characters_total",
+            "Characters of text sent to be spoken.",
+            &self.speech_chars,
+            1.0,
         );
         header(
             &mut out,
@@ -670,8 +706,35 @@ mod tests {
             hedges: 0,
             tokens: Some((10, 5)),
             cost_usd: Some(0.000075),
+            audio_seconds: None,
+            speech_characters: None,
+        });
+        m.record(&Outcome {
+            virtual_model: Some("speak"),
+            served: Some("openai/tts-1"),
+            status: 200,
+            speech_characters: Some(42),
+            ..Outcome::default()
+        });
+        m.record(&Outcome {
+            served: Some("openai/whisper-1"),
+            status: 200,
+            audio_seconds: Some(2.5),
+            ..Outcome::default()
         });
         let text = m.render(&Gauges::default());
+        assert!(
+            text.contains(
+                "modelgate_speech_characters_total{provider=\"openai\",model=\"tts-1\"} 42"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "modelgate_audio_seconds_total{provider=\"openai\",model=\"whisper-1\"} 2.5"
+            ),
+            "{text}"
+        );
         assert!(text.contains("modelgate_requests_total{virtual_model=\"smart\",model=\"gpt-4o\",provider=\"openai\",status=\"200\"} 1"));
         assert!(text.contains("modelgate_request_duration_seconds_bucket{virtual_model=\"smart\",provider=\"openai\",le=\"0.25\"} 1"));
         assert!(text.contains("modelgate_request_duration_seconds_bucket{virtual_model=\"smart\",provider=\"openai\",le=\"0.1\"} 0"));

@@ -332,3 +332,112 @@ async fn the_dashboard_manages_virtual_models_in_a_real_browser() {
 
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_playground_streams_an_answer_from_a_virtual_model() {
+    // The first target fails; the second is the built-in mock, priced, which streams.
+    let down = Upstream::start(&["m1"], |_| {
+        Reply::Json(
+            500,
+            json!({"error": {"message": "down", "type": "server_error"}}),
+        )
+    });
+    let config = format!(
+        "providers:\n{}  demo:\n    type: mock\n    models:\n      - {{id: chatty, pricing: {{input_per_mtok: 2.0, output_per_mtok: 8.0}}}}\nvirtual_models:\n  - source: pg-smart\n    strategy: priority\n    targets: [a/m1, demo/chatty]\n",
+        provider_block("a", &down, &["m1"])
+    );
+    let g = Gateway::start(&config, &[("MODELGATE_MASTER_KEY", KEY)]);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+    c.goto(&g.url("/admin/dashboard")).await.unwrap();
+    css(&c, "#login-key").await.send_keys(KEY).await.unwrap();
+    css(&c, "#login-submit").await.click().await.unwrap();
+
+    // "Try" on the virtual model's row opens the playground with it chosen.
+    css(&c, "#vm-table tr[data-source='pg-smart'] [data-try]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let playground = css(&c, "#playground").await;
+    assert!(playground.is_displayed().await.unwrap());
+    let label = css(&c, "#playground label:has(> select#pg-model) > span").await;
+    assert_eq!(label.text().await.unwrap(), "Model");
+    let mut chosen = String::new();
+    for _ in 0..150 {
+        chosen = css(&c, "#pg-model")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if chosen == "pg-smart" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(chosen, "pg-smart");
+    // Every model the key may use is listed: the virtual model and the concrete ones.
+    let options = text_eventually(&c, "#pg-model", "demo/chatty").await;
+    assert!(options.contains("a/m1"), "{options}");
+    assert!(css(&c, "#pg-stream").await.is_selected().await.unwrap());
+
+    fill(&c, "#pg-system", "Be brief.").await;
+    fill(&c, "#pg-message", "hello playground").await;
+    let send = css(&c, "#pg-send").await;
+    assert_eq!(send.text().await.unwrap(), "Send");
+    send.click().await.unwrap();
+
+    let answer = text_eventually(&c, "#pg-answer", "You said: hello playground").await;
+    assert!(
+        answer.starts_with("Hello from the modelgate mock provider"),
+        "{answer}"
+    );
+    text_eventually(&c, "#pg-served", "demo/chatty").await;
+    // Two tries on the failing target, then the mock.
+    text_eventually(&c, "#pg-attempts", "3").await;
+    let tokens = text_eventually(&c, "#pg-tokens", " out").await;
+    assert!(tokens.contains(" in · "), "{tokens}");
+    let cost = text_eventually(&c, "#pg-cost", "$").await;
+    assert!(cost.starts_with("$0.0000"), "{cost}");
+    text_eventually(&c, "#pg-ttft", "ms").await;
+    shot(&c, "08-playground.png").await;
+
+    // The page called the gateway's own endpoint, streaming by default.
+    let sent = down.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].path, "/v1/chat/completions");
+    let body = sent[0].json();
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][0]["content"], "Be brief.");
+    assert_eq!(body["messages"][1]["content"], "hello playground");
+    assert_eq!(sent[0].header("authorization"), Some("Bearer sk-test-a"));
+
+    // A second message carries the conversation so far; "New chat" starts over.
+    fill(&c, "#pg-message", "and again").await;
+    css(&c, "#pg-send").await.click().await.unwrap();
+    text_eventually(&c, "#pg-answer", "You said: and again").await;
+    let history = text_eventually(&c, "#pg-history", "hello playground").await;
+    assert!(history.contains("You said: hello playground"), "{history}");
+    shot(&c, "09-playground-conversation.png").await;
+    let sent = down.requests();
+    assert_eq!(sent.len(), 4);
+    let roles: Vec<String> = sent[2].json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(sent[2].json()["messages"][3]["content"], "and again");
+    css(&c, "#pg-new").await.click().await.unwrap();
+    assert!(!css(&c, "#pg-history").await.is_displayed().await.unwrap());
+
+    // Back to the models page.
+    css(&c, "#nav-models").await.click().await.unwrap();
+    let vm_table = css(&c, "#vm-table").await;
+    assert!(vm_table.is_displayed().await.unwrap());
+    assert!(!css(&c, "#playground").await.is_displayed().await.unwrap());
+    c.close().await.unwrap();
+}

@@ -1,4 +1,5 @@
-//! The official OpenAI and Anthropic Python SDKs, and NeMo's (`nemo-platform`: its workspace
+//! The official OpenAI and Anthropic Python SDKs (chat, and the audio, moderation and image
+//! operations through a failing first target), and NeMo's (`nemo-platform`: its workspace
 //! VirtualModel API and OpenAI route), against the real gateway, with mock upstreams of both
 //! dialects behind it. `scripts/test.sh` builds the virtual environment and sets
 //! MODELGATE_SDK_PYTHON; without it this test says so and stops (MODELGATE_REQUIRE_SDK=1 makes
@@ -107,11 +108,17 @@ fn sdk_python() -> Option<String> {
 
 /// Runs one check script against the gateway; fails with its output and the gateway's log.
 fn run_script(python: &str, name: &str, g: &Gateway, key: &str) {
+    run_script_with(python, name, g, key, &[]);
+}
+
+/// `run_script` with more environment for the script.
+fn run_script_with(python: &str, name: &str, g: &Gateway, key: &str, env: &[(&str, &str)]) {
     let script = format!("{}/tests/sdk/{name}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(python)
         .arg(script)
         .env("MODELGATE_URL", format!("http://127.0.0.1:{}", g.port))
         .env("MODELGATE_KEY", key)
+        .envs(env.iter().copied())
         .output()
         .expect("run the SDK script");
     let text = format!(
@@ -157,4 +164,107 @@ fn official_nemo_sdk_drives_the_workspace_api() {
     );
     let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
     run_script(&python, "check_nemo.py", &g, "sdk-key");
+}
+
+/// An upstream answering every operation beyond chat the way OpenAI does.
+fn operations_upstream() -> Upstream {
+    Upstream::start(&["mb"], |s| {
+        let path = s.path.as_str();
+        if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
+            let text = if path.ends_with("translations") {
+                "translated by b"
+            } else {
+                "transcribed by b"
+            };
+            let body = String::from_utf8_lossy(&s.body);
+            if body.contains("verbose_json") {
+                return Reply::Json(
+                    200,
+                    json!({"task": "transcribe", "language": "english", "duration": 2.5,
+                           "text": text, "segments": []}),
+                );
+            }
+            return Reply::Json(200, json!({"text": text}));
+        }
+        if path.ends_with("/audio/speech") {
+            let audio: Vec<u8> = (0..40).flat_map(|_| 0..=255u8).collect();
+            return Reply::Raw(
+                200,
+                vec![("content-type".into(), "audio/mpeg".into())],
+                audio,
+            );
+        }
+        if path.ends_with("/moderations") {
+            let flag = |hit: bool| {
+                json!({"flagged": hit, "categories": {"violence": hit, "hate": false},
+                       "category_scores": {"violence": if hit { 0.9 } else { 0.0 }, "hate": 0.0}})
+            };
+            return Reply::Json(
+                200,
+                json!({"id": "modr-1", "model": "mb", "results": [flag(true), flag(false)]}),
+            );
+        }
+        Reply::Json(
+            200,
+            json!({"created": 1, "data": [{"b64_json": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"}]}),
+        )
+    })
+}
+
+#[test]
+fn official_openai_sdk_drives_every_operation_through_a_fallback() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let a = Upstream::start(&["ma"], |_| {
+        Reply::Json(
+            500,
+            json!({"error": {"message": "a is down", "type": "server_error"}}),
+        )
+    });
+    let b = operations_upstream();
+    let cfg = format!(
+        "providers:\n{}{}virtual_models:\n  - source: v\n    strategy: priority\n    targets: [a/ma, b/mb]\n",
+        provider_block("a", &a, &["ma"]),
+        provider_block("b", &b, &["mb"])
+    );
+    let g = Gateway::start(&cfg, &[("MODELGATE_MASTER_KEY", "sdk-key")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("speech.wav");
+    let audio: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    std::fs::write(&file, &audio).unwrap();
+    let path = file.display().to_string();
+    run_script_with(
+        &python,
+        "check_operations.py",
+        &g,
+        "sdk-key",
+        &[("MODELGATE_AUDIO_FILE", path.as_str())],
+    );
+    // Every call failed over from a to b; b got the upload with the file byte for byte.
+    let seen = b.requests();
+    let upload = seen
+        .iter()
+        .find(|s| s.path == "/v1/audio/transcriptions")
+        .expect("b got the transcription");
+    assert!(
+        upload
+            .body
+            .windows(audio.len())
+            .any(|w| w == audio.as_slice()),
+        "the file part is not byte-identical"
+    );
+    assert!(String::from_utf8_lossy(&upload.body).contains("name=\"model\"\r\n\r\nmb\r\n"));
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    for p in [
+        "/v1/audio/translations",
+        "/v1/audio/speech",
+        "/v1/moderations",
+        "/v1/images/generations",
+    ] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
+    // Two tries on a per call until its fifth failure opens its circuit; then a is skipped.
+    assert_eq!(a.requests().len(), 5);
+    assert_eq!(seen.len(), 6);
 }

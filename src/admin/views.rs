@@ -327,6 +327,10 @@ pub fn models(snap: &Snapshot) -> Value {
         .map(|(pi, p)| {
             for m in snap.models_of(pi) {
                 let (access, policy) = access_state(snap, &p.config.name, &m);
+                // USD per million tokens, for the playground's cost estimate.
+                let pricing = crate::catalog::price(&p.config, &m).map(|pr| {
+                    json!({"input_per_mtok": pr.input_per_mtok, "output_per_mtok": pr.output_per_mtok})
+                });
                 data.push(json!({
                     "id": format!("{}/{m}", p.config.name),
                     "provider": p.config.name,
@@ -335,6 +339,7 @@ pub fn models(snap: &Snapshot) -> Value {
                     "available": snap.availability(pi, &m) == Availability::Available,
                     "access": access,
                     "policy": policy,
+                    "pricing": pricing,
                 }));
             }
             json!({

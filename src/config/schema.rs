@@ -58,6 +58,7 @@ pub struct ServerSection {
     pub base_path: Option<String>,
     pub master_key: Option<String>,
     pub body_size_limit: Option<SizeValue>,
+    pub audio_body_size_limit: Option<SizeValue>,
     pub user_path_header: Option<String>,
     pub threads: Option<usize>,
     pub grace_period_seconds: Option<u64>,

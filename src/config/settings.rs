@@ -26,6 +26,8 @@ pub struct Settings {
     pub listen: String,
     pub master_key: Option<String>,
     pub body_size_limit: u64,
+    /// The limit of the multipart audio uploads (`AUDIO_BODY_SIZE_LIMIT`, default 25M).
+    pub audio_body_size_limit: u64,
     pub user_path_header: String,
     pub keep_only_aliases: bool,
     pub models_enabled_by_default: bool,
@@ -64,6 +66,9 @@ pub struct Settings {
 }
 
 pub const DEFAULT_BODY_LIMIT: u64 = 10 * 1024 * 1024;
+
+/// The default limit of an audio upload (OpenAI's own limit is 25 MB).
+pub const DEFAULT_AUDIO_BODY_LIMIT: u64 = 25 * 1024 * 1024;
 
 /// Which admin store a gateway opens (`STORAGE_TYPE`).
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +122,29 @@ pub fn parse_size(raw: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|v| *v > 0)
 }
 
+/// A size from the variable `var` (env wins) or the file's `key`: None when neither sets it.
+fn size_setting(
+    env: &Env,
+    var: &str,
+    file: Option<&SizeValue>,
+    key: &str,
+    label: &str,
+) -> Result<Option<u64>, String> {
+    if let Some(v) = env.get(var) {
+        return parse_size(v).map(Some).ok_or_else(|| {
+            format!("{var}={v:?} is not a size; use bytes or a K/M/G suffix, e.g. 10M")
+        });
+    }
+    match file {
+        None => Ok(None),
+        Some(SizeValue::Bytes(b)) if *b > 0 => Ok(Some(*b)),
+        Some(SizeValue::Bytes(_)) => Err(format!("{label}: {key} must be above 0")),
+        Some(SizeValue::Text(t)) => parse_size(t).map(Some).ok_or_else(|| {
+            format!("{label}: {key} {t:?} is not a size; use bytes or a K/M/G suffix")
+        }),
+    }
+}
+
 /// A whole-number variable: None when unset, an error naming it when not a number >= `min`.
 fn env_number(env: &Env, name: &str, min: u64, what: &str) -> Result<Option<u64>, String> {
     match env.get(name) {
@@ -148,21 +176,22 @@ impl Settings {
             (Some(p), None) => format!("0.0.0.0:{p}"),
             (None, None) => "0.0.0.0:8080".to_string(),
         };
-        let body_size_limit = match env.get("BODY_SIZE_LIMIT") {
-            Some(v) => parse_size(v).ok_or_else(|| {
-                format!("BODY_SIZE_LIMIT={v:?} is not a size; use bytes or a K/M/G suffix, e.g. 10M")
-            })?,
-            None => match &s.body_size_limit {
-                None => DEFAULT_BODY_LIMIT,
-                Some(SizeValue::Bytes(b)) if *b > 0 => *b,
-                Some(SizeValue::Bytes(_)) => {
-                    return Err(format!("{label}: server.body_size_limit must be above 0"))
-                }
-                Some(SizeValue::Text(t)) => parse_size(t).ok_or_else(|| {
-                    format!("{label}: server.body_size_limit {t:?} is not a size; use bytes or a K/M/G suffix")
-                })?,
-            },
-        };
+        let body_size_limit = size_setting(
+            env,
+            "BODY_SIZE_LIMIT",
+            s.body_size_limit.as_ref(),
+            "server.body_size_limit",
+            label,
+        )?
+        .unwrap_or(DEFAULT_BODY_LIMIT);
+        let audio_body_size_limit = size_setting(
+            env,
+            "AUDIO_BODY_SIZE_LIMIT",
+            s.audio_body_size_limit.as_ref(),
+            "server.audio_body_size_limit",
+            label,
+        )?
+        .unwrap_or(DEFAULT_AUDIO_BODY_LIMIT);
         let mode = env
             .get("CONFIGURED_PROVIDER_MODELS_MODE")
             .map(str::to_string)
@@ -236,6 +265,7 @@ impl Settings {
                 .map(str::to_string)
                 .or(s.master_key.clone().filter(|k| !k.trim().is_empty())),
             body_size_limit,
+            audio_body_size_limit,
             user_path_header: env
                 .get("USER_PATH_HEADER")
                 .map(str::to_string)
@@ -484,6 +514,25 @@ mod tests {
         let s = Settings::resolve(&file, &env, "c").unwrap();
         assert_eq!(s.listen, "0.0.0.0:7000");
         assert_eq!(s.body_size_limit, 2048);
+    }
+
+    #[test]
+    fn the_audio_limit_has_its_own_setting_and_default() {
+        let s = Settings::resolve(&FileConfig::default(), &Env::default(), "c").unwrap();
+        assert_eq!(s.audio_body_size_limit, 25 << 20);
+        let file: FileConfig =
+            serde_yaml::from_str("server: {audio_body_size_limit: 40M}").unwrap();
+        let s = Settings::resolve(&file, &Env::default(), "c").unwrap();
+        assert_eq!(s.audio_body_size_limit, 40 << 20);
+        let env = Env::from_pairs([("AUDIO_BODY_SIZE_LIMIT", "1K")]);
+        let s = Settings::resolve(&file, &env, "c").unwrap();
+        assert_eq!(s.audio_body_size_limit, 1024);
+        let env = Env::from_pairs([("AUDIO_BODY_SIZE_LIMIT", "big")]);
+        let e = Settings::resolve(&file, &env, "c").unwrap_err();
+        assert!(
+            e.contains("AUDIO_BODY_SIZE_LIMIT=\"big\" is not a size"),
+            "{e}"
+        );
     }
 
     #[test]

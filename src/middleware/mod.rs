@@ -361,7 +361,14 @@ impl Pipelines {
     /// stream then passes untouched.
     pub fn stream_redactor(&self, operation: Operation) -> Option<StreamRedactor> {
         match operation {
-            Operation::Embedding | Operation::CountTokens => return None,
+            Operation::Embedding
+            | Operation::CountTokens
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => return None,
             Operation::Chat
             | Operation::Completion
             | Operation::Responses

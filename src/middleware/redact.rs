@@ -168,7 +168,17 @@ fn redact_answer(rules: &Rules, body: &mut Value, operation: Operation) {
                 redact_item(rules, item);
             }
         }
-        Operation::Embedding | Operation::CountTokens => {}
+        Operation::Transcription | Operation::Translation => {
+            if let Some(text) = body.get_mut("text") {
+                redact_string(rules, text);
+            }
+        }
+        Operation::Embedding
+        | Operation::CountTokens
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => {}
     }
 }
 
@@ -301,7 +311,14 @@ impl StreamRedactor {
                     "output_index": key.0, "content_index": key.1, "delta": text});
                 write_event(out, Some("response.output_text.delta"), &event.to_string());
             }
-            Operation::Embedding => {}
+            // No stream redactor is made for these (`Pipelines::stream_redactor`).
+            Operation::Embedding
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => {}
         }
     }
 
@@ -322,7 +339,13 @@ impl StreamRedactor {
                 self.anthropic_event(&mut data, &mut before)
             }
             Operation::Responses => self.responses_event(&mut data, &mut before),
-            Operation::Embedding => false,
+            Operation::Embedding
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => false,
         };
         out.extend_from_slice(&before);
         if changed {

@@ -68,7 +68,14 @@ impl SystemPrompt {
             Operation::Chat => self.apply_chat(body),
             Operation::Messages | Operation::CountTokens => self.apply_field(body, "system"),
             Operation::Responses => self.apply_field(body, "instructions"),
-            Operation::Completion | Operation::Embedding => {}
+            Operation::Completion
+            | Operation::Embedding
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => {}
         }
     }
 

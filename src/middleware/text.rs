@@ -20,6 +20,11 @@ fn fields(operation: Operation) -> &'static [&'static str] {
         Operation::Completion => &["prompt"],
         Operation::Embedding => &["input"],
         Operation::Responses => &["instructions", "input"],
+        Operation::Speech | Operation::Moderation => &["input"],
+        Operation::Rerank => &["query", "documents"],
+        Operation::ImageGeneration => &["prompt"],
+        // Multipart uploads carry no JSON text.
+        Operation::Transcription | Operation::Translation => &[],
     }
 }
 

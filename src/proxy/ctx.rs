@@ -29,6 +29,10 @@ pub struct Ctx {
     pub operation: Operation,
     pub stream: bool,
     pub body: Vec<u8>,
+    /// An audio upload (multipart), held whole as shared bytes instead of `body`.
+    pub upload: Option<Bytes>,
+    /// Audio the request used (seconds transcribed, characters spoken), for `/metrics`.
+    pub audio: super::audio_usage::AudioUse,
     pub peek: Option<Peek>,
     pub plan: Option<Plan>,
     /// Where the request stands in its plan (`exchange` moves it).
@@ -125,6 +129,8 @@ impl Ctx {
             operation: Operation::Chat,
             stream: false,
             body: Vec::new(),
+            upload: None,
+            audio: super::audio_usage::AudioUse::default(),
             peek: None,
             plan: None,
             attempts: Attempts::default(),

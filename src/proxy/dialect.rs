@@ -23,18 +23,6 @@ pub fn ingress_format(op: Operation) -> WireFormat {
     }
 }
 
-/// Whether a target of `format` can serve `op` at all. Token counting has no OpenAI
-/// counterpart: only Anthropic targets (and the mock) answer it.
-pub fn can_serve(op: Operation, format: WireFormat) -> bool {
-    match format {
-        WireFormat::OpenAiChat => op != Operation::CountTokens,
-        WireFormat::AnthropicMessages => matches!(
-            op,
-            Operation::Chat | Operation::Messages | Operation::CountTokens
-        ),
-    }
-}
-
 /// How one attempt's body is made.
 pub struct BodySpec<'a> {
     pub op: Operation,
@@ -95,6 +83,8 @@ pub fn upstream_body(
 }
 
 enum Mode {
+    /// Raw bytes (speech audio): relayed untouched and unread.
+    Pass,
     /// Same dialect, whole body: keep it (up to a bound) to read `usage` at the end. A body in
     /// one piece is held by reference; only a body in several pieces is copied together.
     Tap { first: Option<Bytes>, copy: Vec<u8> },
@@ -167,6 +157,10 @@ pub struct Shaper {
     /// The upstream answered with an error status: its body is an error envelope.
     error_status: Option<u16>,
     pub usage: Option<(u64, u64)>,
+    /// Seconds of audio a transcription or translation answer reported.
+    pub audio_seconds: Option<f64>,
+    /// Read `audio_seconds` from the whole answer (transcriptions and translations).
+    reads_seconds: bool,
     created: u64,
     /// A whole answer that had to be translated was not valid JSON of its dialect: what the
     /// client gets is an error envelope, to be sent with status 502.
@@ -186,6 +180,7 @@ impl Shaper {
     ) -> Shaper {
         let ingress = ingress_format(op);
         let mode = match (ingress == target, stream) {
+            _ if op.binary_answer() => Mode::Pass,
             (true, false) => Mode::Tap {
                 first: None,
                 copy: Vec::new(),
@@ -215,6 +210,8 @@ impl Shaper {
             mode,
             error_status: None,
             usage: None,
+            audio_seconds: None,
+            reads_seconds: op.multipart(),
             created,
             untranslatable: false,
         }
@@ -223,7 +220,7 @@ impl Shaper {
     /// Whether the body's length changes (the proxy then drops Content-Length).
     pub fn rewrites(&self) -> bool {
         match &self.mode {
-            Mode::Tap { .. } => false,
+            Mode::Tap { .. } | Mode::Pass => false,
             Mode::StreamTap { strip_usage, .. } => *strip_usage,
             _ => true,
         }
@@ -245,11 +242,16 @@ impl Shaper {
     /// Transforms one body piece in place.
     pub fn on_body(&mut self, body: &mut Option<Bytes>, end: bool) {
         let chunk = body.take().unwrap_or_default();
+        let reads_seconds = self.reads_seconds && self.error_status.is_none();
         let out: Option<Bytes> = match &mut self.mode {
+            Mode::Pass => Some(chunk),
             Mode::Tap { first, copy } => {
                 if end && first.is_none() && copy.is_empty() {
                     // The whole answer in one call: read it in place.
                     self.usage = usage_only(&chunk);
+                    if reads_seconds {
+                        self.audio_seconds = super::audio_usage::answer_seconds(&chunk);
+                    }
                 } else {
                     let held = first.as_ref().map_or(0, Bytes::len) + copy.len();
                     if !chunk.is_empty() && held + chunk.len() <= TAP_LIMIT {
@@ -263,10 +265,12 @@ impl Shaper {
                         }
                     }
                     if end {
-                        self.usage = match first.take() {
-                            Some(f) => usage_only(&f),
-                            None => usage_only(copy),
-                        };
+                        let whole: &[u8] = first.as_deref().unwrap_or(copy);
+                        self.usage = usage_only(whole);
+                        if reads_seconds {
+                            self.audio_seconds = super::audio_usage::answer_seconds(whole);
+                        }
+                        first.take();
                     }
                 }
                 Some(chunk)
@@ -944,5 +948,48 @@ mod tests {
         s.on_body(&mut b, true);
         let v: Value = serde_json::from_slice(&b.unwrap()).unwrap();
         assert_eq!(v["error"]["message"], "slow down");
+    }
+
+    #[test]
+    fn a_transcription_in_pieces_reports_its_audio_seconds() {
+        let mut s = Shaper::new(
+            Operation::Transcription,
+            WireFormat::OpenAiChat,
+            false,
+            false,
+            "id",
+            "whisper",
+            0,
+        );
+        s.on_status(200);
+        let answer = br#"{"task":"transcribe","duration":12.5,"text":"hello there"}"#;
+        for (i, piece) in answer.chunks(10).enumerate() {
+            let mut b = Some(Bytes::copy_from_slice(piece));
+            s.on_body(&mut b, (i + 1) * 10 >= answer.len());
+            assert_eq!(b.as_deref(), Some(piece), "passed through untouched");
+        }
+        assert_eq!(s.audio_seconds, Some(12.5));
+    }
+
+    #[test]
+    fn speech_passes_untouched_and_unread() {
+        let mut s = Shaper::new(
+            Operation::Speech,
+            WireFormat::OpenAiChat,
+            false,
+            false,
+            "id",
+            "tts",
+            0,
+        );
+        s.on_status(200);
+        assert!(!s.rewrites());
+        // Bytes that look like an SSE event with usage are audio here: neither parsed nor kept.
+        let audio = Bytes::from_static(b"data: {\"usage\":{\"prompt_tokens\":9}}\n\n\xff\x00");
+        let mut b = Some(audio.clone());
+        s.on_body(&mut b, true);
+        assert_eq!(b, Some(audio));
+        assert_eq!(s.usage, None);
+        assert_eq!(s.audio_seconds, None);
     }
 }

@@ -28,7 +28,9 @@ use super::ctx::Ctx;
 use super::hedge::{HedgeBudget, HedgeOutcome};
 use super::rate_limit;
 use super::respond::{self, ApiError};
-use super::{attempt_format, dialect, local, served_name, upstream_headers, Gateway};
+use super::{
+    attempt_format, attempt_pieces, dialect, local, served_name, upstream_headers, Gateway,
+};
 use crate::config::providers::ProviderKind;
 use crate::mono_clock::now_ms;
 use crate::routing::error_class::{self, ErrorClass};
@@ -118,7 +120,7 @@ impl Gateway {
             // A header that cannot be built (a provider key that is no valid header value) fails
             // this attempt like a refused connection: the plan falls back.
             let header = self.upstream_header(session, ctx).ok();
-            let body = ctx.attempt_body.clone().unwrap_or_default();
+            let body = attempt_pieces(ctx);
             let first_byte = Duration::from_millis(provider.config.timeouts.first_byte_ms);
             let peer = peer_of(provider);
             ctx.attempt_started = Some(Instant::now());
@@ -257,7 +259,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        (peer, header, body, first_byte): (Box<HttpPeer>, Box<RequestHeader>, Bytes, Duration),
+        (peer, header, body, first_byte): (Box<HttpPeer>, Box<RequestHeader>, [Bytes; 3], Duration),
         (policy, next): (HedgePolicy, usize),
     ) -> Tried {
         let budget = self.hedge_budget(ctx.virtual_model.as_deref().unwrap_or(""));
@@ -283,7 +285,8 @@ impl Gateway {
         };
         ctx.attempts.begin_hedge(leg.index);
         let started = Instant::now();
-        let second = self.send(leg.peer, leg.header, leg.body.clone(), leg.first_byte);
+        let pieces = super::pieces_with(ctx, leg.body.clone());
+        let second = self.send(leg.peer, leg.header, pieces, leg.first_byte);
         tokio::pin!(second);
         let mut first_failed: Option<Tried> = None;
         let mut second_failed = false;
@@ -379,7 +382,7 @@ impl Gateway {
         &self,
         peer: Box<HttpPeer>,
         header: Box<RequestHeader>,
-        body: Bytes,
+        body: [Bytes; 3],
         first_byte: Duration,
     ) -> Tried {
         // Each stale pooled connection is dropped in turn; a fresh one ends the loop.
@@ -400,7 +403,9 @@ impl Gateway {
             up.write_timeout = Some(first_byte);
             let sent = async {
                 up.write_request_header(header.clone()).await?;
-                up.write_body(&body).await?;
+                for piece in body.iter().filter(|b| !b.is_empty()) {
+                    up.write_body(piece).await?;
+                }
                 up.finish_body().await?;
                 match tokio::time::timeout(first_byte, up.read_response()).await {
                     Ok(r) => r.map(|_| ()),
@@ -450,10 +455,13 @@ impl Gateway {
         // An error answer is a whole JSON body whatever the request asked for. A whole answer
         // that must be translated is held however large: its JSON must be complete to be
         // rewritten, and judged before its status leaves.
-        let whole = !ctx.stream || status >= 400;
+        // Audio (speech) is relayed as it comes, like a stream.
+        let whole = (!ctx.stream && !ctx.operation.binary_answer()) || status >= 400;
         let translated = ctx.shaper.as_ref().is_some_and(dialect::Shaper::rewrites);
         // So is a whole answer whose text a `redact` middleware rewrites.
-        let redacting = !ctx.stream && ctx.pipelines.as_ref().is_some_and(|p| p.redacts());
+        let redacting = !ctx.stream
+            && !ctx.operation.binary_answer()
+            && ctx.pipelines.as_ref().is_some_and(|p| p.redacts());
         let limit = if translated || redacting {
             usize::MAX
         } else {
@@ -651,7 +659,7 @@ impl Gateway {
         parts.uri = uri;
         parts.method = http::Method::POST;
         parts.version = http::Version::HTTP_11;
-        let len = ctx.attempt_body.as_ref().map_or(0, Bytes::len);
+        let len = attempt_pieces(ctx).iter().map(Bytes::len).sum();
         upstream_headers::build(
             &mut parts.headers,
             provider,

@@ -112,8 +112,11 @@ pub async fn refresh_for(
 
 /// Answers a request whose attempt is the built-in mock provider.
 pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> Result<()> {
-    let req: Value = serde_json::from_slice(&ctx.body).unwrap_or(Value::Null);
     let created = discovery::now_ms() / 1000;
+    if let Some(answer) = mock_operation(session, ctx, a, created) {
+        return Box::pin(write_mock_operation(session, ctx, answer)).await;
+    }
+    let req: Value = serde_json::from_slice(&ctx.body).unwrap_or(Value::Null);
     let id = ctx.request_id.clone();
     let served = ctx.served.clone();
     let pipelines_held = ctx.pipelines.clone();
@@ -203,6 +206,63 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         &[],
         |h| {
             if let Some(p) = pipelines {
+                p.apply_headers(h);
+            }
+        },
+    )
+    .await
+}
+
+/// The mock's answer to an operation beyond chat (audio, rerank, moderation, images), or
+/// `None` for the chat family.
+fn mock_operation(
+    session: &Session,
+    ctx: &Ctx,
+    a: &Attempt,
+    created: u64,
+) -> Option<super::mock_ops::Answer> {
+    let body: &[u8] = ctx.upload.as_deref().unwrap_or(&ctx.body);
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    super::mock_ops::answer(
+        ctx.operation,
+        &a.model,
+        body,
+        content_type,
+        &ctx.request_id,
+        created,
+    )
+}
+
+async fn write_mock_operation(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    answer: super::mock_ops::Answer,
+) -> Result<()> {
+    ctx.status = Some(200);
+    ctx.usage = answer.usage;
+    ctx.audio.seconds = answer.audio.seconds.or(ctx.audio.seconds);
+    let pipelines = ctx.pipelines.clone();
+    let tags = Tags {
+        request_id: &ctx.request_id,
+        model: ctx.served.as_deref(),
+        virtual_model: ctx.virtual_model.as_deref(),
+        attempts: Some(ctx.attempts.made.max(1)),
+        prebuilt: (None, None),
+        error_class: None,
+    };
+    respond::write_edited(
+        session,
+        200,
+        answer.content_type,
+        Bytes::from(answer.body),
+        &tags,
+        &[],
+        |h| {
+            if let Some(p) = pipelines.as_deref() {
                 p.apply_headers(h);
             }
         },

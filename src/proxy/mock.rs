@@ -1,5 +1,5 @@
 //! The built-in `mock` provider: answers chat, completions, embeddings and responses locally,
-//! streaming too, so the example config serves requests with no keys and no network.
+//! streaming too (the other operations: `mock_ops`), so the example config serves requests with no keys and no network.
 //!
 //! Answers are deterministic (an echo of the last user text) and carry usage like a real upstream.
 
@@ -79,6 +79,13 @@ pub fn respond(op: Operation, model: &str, req: &Value, id: &str, created: u64) 
                         "content": [{"type": "output_text", "text": text, "annotations": []}]}],
             "usage": {"input_tokens": pt, "output_tokens": ct, "total_tokens": pt + ct}
         }),
+        // Answered by `mock_ops` before this is reached.
+        Operation::Transcription
+        | Operation::Translation
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => Value::Null,
         Operation::Chat | Operation::Messages => json!({
             "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": null}],
@@ -110,7 +117,14 @@ pub fn stream(
     let usage = (prompt_tokens(req), words.len() as u64);
     let mut out = Sse::default();
     match op {
-        Operation::Embedding | Operation::CountTokens => return None,
+        Operation::Embedding
+        | Operation::CountTokens
+        | Operation::Transcription
+        | Operation::Translation
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => return None,
         Operation::Chat | Operation::Messages => {
             let chunk = |delta: Value, finish: Value| {
                 json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk",

@@ -90,7 +90,15 @@ pub fn request_phase(
 fn chat_shaped(op: Operation) -> bool {
     match op {
         Operation::Chat | Operation::Responses | Operation::Messages => true,
-        Operation::Completion | Operation::Embedding | Operation::CountTokens => false,
+        Operation::Completion
+        | Operation::Embedding
+        | Operation::CountTokens
+        | Operation::Transcription
+        | Operation::Translation
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => false,
     }
 }
 

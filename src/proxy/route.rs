@@ -102,7 +102,13 @@ impl Route {
                 Operation::Chat
                 | Operation::Completion
                 | Operation::Embedding
-                | Operation::Responses => false,
+                | Operation::Responses
+                | Operation::Transcription
+                | Operation::Translation
+                | Operation::Speech
+                | Operation::Rerank
+                | Operation::Moderation
+                | Operation::ImageGeneration => false,
             },
             Route::Unknown { anthropic } => *anthropic,
             Route::Health
@@ -126,6 +132,12 @@ fn operation_for(path: &str) -> Option<Operation> {
         "/responses" => Operation::Responses,
         "/messages" => Operation::Messages,
         "/messages/count_tokens" => Operation::CountTokens,
+        "/audio/transcriptions" => Operation::Transcription,
+        "/audio/translations" => Operation::Translation,
+        "/audio/speech" => Operation::Speech,
+        "/rerank" => Operation::Rerank,
+        "/moderations" => Operation::Moderation,
+        "/images/generations" => Operation::ImageGeneration,
         _ => return None,
     })
 }
@@ -149,6 +161,13 @@ mod tests {
             ("/v1/responses", Operation::Responses),
             ("/v1/messages", Operation::Messages),
             ("/messages/count_tokens", Operation::CountTokens),
+            ("/v1/audio/transcriptions", Operation::Transcription),
+            ("/v1/audio/translations", Operation::Translation),
+            ("/v1/audio/speech", Operation::Speech),
+            ("/v1/rerank", Operation::Rerank),
+            ("/rerank", Operation::Rerank),
+            ("/v1/moderations", Operation::Moderation),
+            ("/v1/images/generations", Operation::ImageGeneration),
         ] {
             assert_eq!(parse(&Method::POST, path), Route::Api(op), "{path}");
             assert_eq!(

@@ -82,7 +82,7 @@ pub fn build(
 }
 
 /// Client headers never forwarded upstream: credentials meant for the gateway, hop-by-hop
-/// framing (the gateway frames the body itself), and the gateway's own request metadata and
+/// framing (the gateway frames the body itself, and sends it at once: no `Expect`), and the gateway's own request metadata and
 /// default user-path headers; `build` drops a configured user-path header too. (A `match`: the
 /// names are told apart by length first, instead of comparing each with every entry of a list.)
 fn dropped_name(lowercase: &str) -> bool {
@@ -95,6 +95,7 @@ fn dropped_name(lowercase: &str) -> bool {
             | "transfer-encoding"
             | "accept-encoding"
             | "connection"
+            | "expect"
             | "x-modelgate-metadata"
             | "x-modelgate-user-path"
             | "x-gomodel-user-path"

@@ -81,7 +81,7 @@ impl Strategy {
     }
 }
 
-/// The kind of API call, for `model_types`.
+/// The kind of API call, for `model_types` (TrueFoundry's names for the newer ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Chat,
@@ -91,11 +91,24 @@ pub enum Operation {
     Messages,
     /// Anthropic's `POST /v1/messages/count_tokens`.
     CountTokens,
+    /// `POST /v1/audio/transcriptions` (multipart/form-data).
+    Transcription,
+    /// `POST /v1/audio/translations` (multipart/form-data).
+    Translation,
+    /// `POST /v1/audio/speech`: JSON in, audio bytes out.
+    Speech,
+    /// `POST /v1/rerank` (the Cohere/Jina shape).
+    Rerank,
+    /// `POST /v1/moderations`.
+    Moderation,
+    /// `POST /v1/images/generations`.
+    ImageGeneration,
 }
 
 impl Operation {
     pub const NAMES: &'static str =
-        "chat, completion, embedding, responses, messages or count_tokens";
+        "chat, completion, embedding, responses, messages, count_tokens, audio_transcription, \
+         audio_translation, text_to_speech, rerank, moderation or image_generation";
 
     pub fn parse(s: &str) -> Option<Operation> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -105,17 +118,33 @@ impl Operation {
             "responses" | "response" => Some(Operation::Responses),
             "messages" | "message" => Some(Operation::Messages),
             "count_tokens" | "count-tokens" => Some(Operation::CountTokens),
+            "audio_transcription" | "audio_transcriptions" | "transcription" => {
+                Some(Operation::Transcription)
+            }
+            "audio_translation" | "audio_translations" | "translation" => {
+                Some(Operation::Translation)
+            }
+            "text_to_speech" | "audio_speech" | "speech" | "tts" => Some(Operation::Speech),
+            "rerank" | "reranking" => Some(Operation::Rerank),
+            "moderation" | "moderations" => Some(Operation::Moderation),
+            "image_generation" | "image_generations" | "images" => Some(Operation::ImageGeneration),
             _ => None,
         }
     }
 
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Chat,
         Operation::Completion,
         Operation::Embedding,
         Operation::Responses,
         Operation::Messages,
         Operation::CountTokens,
+        Operation::Transcription,
+        Operation::Translation,
+        Operation::Speech,
+        Operation::Rerank,
+        Operation::Moderation,
+        Operation::ImageGeneration,
     ];
 
     /// The `model_types` entry that admits this operation: counting a message's tokens is
@@ -135,6 +164,47 @@ impl Operation {
             Operation::Responses => "responses",
             Operation::Messages => "messages",
             Operation::CountTokens => "count_tokens",
+            Operation::Transcription => "audio_transcription",
+            Operation::Translation => "audio_translation",
+            Operation::Speech => "text_to_speech",
+            Operation::Rerank => "rerank",
+            Operation::Moderation => "moderation",
+            Operation::ImageGeneration => "image_generation",
+        }
+    }
+
+    /// Whether the request body is multipart/form-data (an audio upload) rather than JSON.
+    pub fn multipart(self) -> bool {
+        match self {
+            Operation::Transcription | Operation::Translation => true,
+            Operation::Chat
+            | Operation::Completion
+            | Operation::Embedding
+            | Operation::Responses
+            | Operation::Messages
+            | Operation::CountTokens
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => false,
+        }
+    }
+
+    /// Whether the answer is raw bytes (audio) relayed as they come, never held or parsed.
+    pub fn binary_answer(self) -> bool {
+        match self {
+            Operation::Speech => true,
+            Operation::Chat
+            | Operation::Completion
+            | Operation::Embedding
+            | Operation::Responses
+            | Operation::Messages
+            | Operation::CountTokens
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => false,
         }
     }
 }

@@ -24,6 +24,12 @@ pub fn path(op: Operation) -> &'static str {
         Operation::CountTokens => "/messages/count_tokens",
         Operation::Completion => "/completions",
         Operation::Embedding => "/embeddings",
-        Operation::Responses => "/responses",
+        Operation::Responses
+        | Operation::Transcription
+        | Operation::Translation
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => super::openai::path(op),
     }
 }

@@ -4,6 +4,7 @@
 //! none of them spells a dialect's path or header. Pure: no I/O.
 
 pub mod anthropic;
+pub mod capability;
 pub mod openai;
 
 use crate::routing::model::{Operation, WireFormat};

@@ -1,5 +1,6 @@
 //! OpenAI's wire dialect (and every OpenAI-compatible server's): `Authorization: Bearer`,
-//! `/chat/completions` and its siblings, `prompt_tokens` / `completion_tokens`.
+//! `/chat/completions` and its siblings (audio, rerank, moderations, images),
+//! `prompt_tokens` / `completion_tokens`.
 
 use crate::routing::model::Operation;
 
@@ -18,5 +19,11 @@ pub fn path(op: Operation) -> &'static str {
         Operation::Embedding => "/embeddings",
         Operation::Responses => "/responses",
         Operation::CountTokens => "/messages/count_tokens",
+        Operation::Transcription => "/audio/transcriptions",
+        Operation::Translation => "/audio/translations",
+        Operation::Speech => "/audio/speech",
+        Operation::Rerank => "/rerank",
+        Operation::Moderation => "/moderations",
+        Operation::ImageGeneration => "/images/generations",
     }
 }

@@ -105,6 +105,8 @@
       $('#app').hidden = false;
       $('#sign-out').hidden = !masterKey();
       render();
+      // The playground (playground.js) loads its model list with the key now accepted.
+      document.dispatchEvent(new CustomEvent('modelgate:ready'));
     } catch (e) {
       if (e.status === 401) return;
       $('#app').hidden = false;
@@ -240,10 +242,11 @@
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'delete' }, onclick: () => openDelete(e), text: 'Delete' }))
         : !e.managed
         ? h('div', { class: 'actions' },
+            tryButton(e),
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'edit' }, onclick: () => openEditor(e), text: 'Edit' }),
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'rename' }, onclick: () => openRename(e), text: 'Rename' }),
             h('button', { class: 'btn small', type: 'button', dataset: { action: 'delete' }, onclick: () => openDelete(e), text: 'Delete' }))
-        : h('div', { class: 'actions' }, h('div', { class: 'readonly', title: 'Edit it in ' + e.location },
+        : h('div', { class: 'actions' }, tryButton(e), h('div', { class: 'readonly', title: 'Edit it in ' + e.location },
             h('span', { text: 'Read-only' }), h('span', { class: 'where mono', text: shortLocation(e.location) })));
       return h('tr', { class: e.overridden ? 'hidden-row' : '', dataset: { source: e.source, origin: e.origin } },
         h('td', {},
@@ -258,6 +261,12 @@
         h('td', { class: 'right' }, actions));
     }));
     $('#vm-empty').hidden = rows.length > 0;
+  }
+
+  // Opens the playground with this virtual model chosen.
+  function tryButton(entry) {
+    return h('button', { class: 'btn small', type: 'button', dataset: { try: entry.source },
+      onclick: () => { location.hash = 'playground?model=' + enc(entry.source); }, text: 'Try' });
   }
 
   // ---- middleware pipelines ----

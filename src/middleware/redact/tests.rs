@@ -102,7 +102,14 @@ fn text_of(events: &[SseEvent], op: Operation) -> String {
                     text.push_str(v["delta"].as_str().unwrap_or(""));
                 }
             }
-            Operation::Embedding | Operation::CountTokens => {}
+            Operation::Embedding
+            | Operation::CountTokens
+            | Operation::Transcription
+            | Operation::Translation
+            | Operation::Speech
+            | Operation::Rerank
+            | Operation::Moderation
+            | Operation::ImageGeneration => {}
         }
     }
     text
