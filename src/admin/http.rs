@@ -55,15 +55,18 @@ pub async fn serve(
             .client_addr()
             .is_some_and(|a| a.as_inet().is_none_or(|i| i.ip().is_loopback())),
         body: Vec::new(),
+        access: auth::Access::Full,
     };
-    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req)
-        .and_then(|()| user_path.map(|_| ()))
+    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &app.keys, &req)
+        .and_then(|access| user_path.map(|_| access))
     {
         Err(e) => Response::error(&e),
-        Ok(()) => match crate::request_body::read(session, snap.settings.body_size_limit).await {
+        Ok(access) => match crate::request_body::read(session, snap.settings.body_size_limit).await
+        {
             Err(e) => Response::error(&e),
             Ok(b) => {
                 req.body = b;
+                req.access = access;
                 let app = app.clone();
                 tokio::task::spawn_blocking(move || super::route(&app, &req))
                     .await
