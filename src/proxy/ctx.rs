@@ -26,6 +26,8 @@ pub struct Ctx {
     /// The snapshot this request started with; it finishes on it even across a reload.
     pub snap: Option<Arc<Snapshot>>,
     pub user_path: Option<UserPath>,
+    /// The managed key the request was made with (None: the master key or an open gateway).
+    pub key: Option<Arc<crate::keys::ManagedKey>>,
     pub operation: Operation,
     pub stream: bool,
     pub body: Vec<u8>,
@@ -57,6 +59,10 @@ pub struct Ctx {
     pub usage: Option<(u64, u64)>,
     /// The health of the attempt (its index) that last needed it.
     pub health: Option<(usize, Arc<crate::health::TargetHealth>)>,
+    /// What the request holds under rate limits and budgets (given back when dropped
+    /// unsettled), and the `x-ratelimit-*` values its answer carries.
+    pub reservation: Option<crate::limits::Reservation>,
+    pub rate: Option<crate::limits::RateHeaders>,
 }
 
 impl Ctx {
@@ -91,6 +97,7 @@ impl Ctx {
             virtual_model: self.virtual_model.as_deref(),
             attempts: Some(self.attempts.made),
             prebuilt: self.prebuilt_tags(),
+            rate: self.rate.as_ref(),
         }
     }
 
@@ -104,6 +111,7 @@ impl Ctx {
             started: Instant::now(),
             snap: None,
             user_path: None,
+            key: None,
             operation: Operation::Chat,
             stream: false,
             body: Vec::new(),
@@ -126,6 +134,8 @@ impl Ctx {
             shaper: None,
             usage: None,
             health: None,
+            reservation: None,
+            rate: None,
         }
     }
 

@@ -118,12 +118,14 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     let served = ctx.served.clone();
     let pipelines_held = ctx.pipelines.clone();
     let pipelines = pipelines_held.as_deref();
+    let rate = ctx.rate;
     let tags = Tags {
         request_id: &id,
         model: served.as_deref(),
         virtual_model: ctx.virtual_model.as_deref(),
         attempts: Some(ctx.attempts.made.max(1)),
         prebuilt: (None, None),
+        rate: rate.as_ref(),
     };
     ctx.status = Some(200);
     let anthropic = matches!(ctx.operation, Operation::Messages | Operation::CountTokens);

@@ -21,6 +21,8 @@ pub struct Tags<'a> {
     /// `model` and `virtual_model` as header values built with the snapshot, when they are
     /// (used instead of building them per response).
     pub prebuilt: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
+    /// The `x-ratelimit-*` values of a request under a limit.
+    pub rate: Option<&'a crate::limits::RateHeaders>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,6 +64,11 @@ fn insert_tags(map: &mut HeaderMap, tags: &Tags<'_>) -> Result<()> {
             None => HeaderValue::from(a),
         };
         put(map, X_ATTEMPTS, v)?;
+    }
+    if let Some(rate) = tags.rate {
+        for (name, v) in rate.pairs() {
+            put(map, HeaderName::from_static(name), value(&v)?)?;
+        }
     }
     Ok(())
 }
