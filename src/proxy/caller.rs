@@ -15,8 +15,8 @@ use crate::keys::{KeyTable, ManagedKey};
 use crate::routing::user_path::UserPath;
 
 /// Identifies the caller (`Authorization: Bearer`, or `x-api-key` on `/v1/messages`): the
-/// master key, a managed key, or (no master key set) an open caller. With no master key and no
-/// managed key in the store nothing is read.
+/// master key, a managed key, or (no master key set) an open caller. A managed key that is not
+/// in the table (revoked, or never made) is refused even on an open gateway.
 pub fn authenticate(
     session: &Session,
     settings: &Settings,
@@ -25,9 +25,6 @@ pub fn authenticate(
     names: Names,
 ) -> Result<Caller, ApiError> {
     let master = settings.master_key.as_deref();
-    if master.is_none() && keys.load().is_empty() {
-        return Ok(Caller::Open);
-    }
     let h = &session.req_header().headers;
     let bearer = names
         .find(h, "authorization")
