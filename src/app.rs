@@ -76,6 +76,8 @@ pub struct App {
     pub keys: ArcSwap<KeyTable>,
     /// Rate limits and budgets: rebuilt whenever the config or the keys change.
     pub limiter: crate::limits::Limiter,
+    /// Usage samples on their way to the store's hourly rows (started by `serve`).
+    pub usage: crate::usage::Recorder,
     /// The config the current snapshot was built from (admin writes validate against it, so
     /// a broken file on disk does not block them).
     loaded: ArcSwap<LoadedConfig>,
@@ -118,6 +120,7 @@ impl App {
             store,
             keys: ArcSwap::from_pointee(keys),
             limiter,
+            usage: crate::usage::Recorder::default(),
             loaded: ArcSwap::from_pointee(loaded),
             refresh_wakeup: tokio::sync::Notify::new(),
             retirer: Retirer::new(),
@@ -292,6 +295,24 @@ impl App {
                 let _ = app.refresh_store();
             }
         }));
+    }
+
+    /// Starts recording usage into the store (`serve` only), flushed every
+    /// `STORE_USAGE_FLUSH_SECONDS`.
+    pub fn start_usage(&self) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let env = self.source.env()?;
+        let secs = match env.get("STORE_USAGE_FLUSH_SECONDS") {
+            None => crate::usage::DEFAULT_FLUSH_SECONDS,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                format!("STORE_USAGE_FLUSH_SECONDS: {v:?} is not a whole number of seconds (1 or more)")
+            })?,
+        };
+        self.usage
+            .start(store.clone(), std::time::Duration::from_secs(secs));
+        Ok(())
     }
 
     /// Re-reads the store's keys after this gateway wrote one (the rows are the follower's

@@ -25,6 +25,7 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod translate;
+pub mod usage;
 pub mod wall_clock;
 pub mod wire;
 

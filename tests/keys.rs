@@ -345,3 +345,85 @@ fn a_manager_writes_virtual_models_of_its_group_through_every_api_and_nothing_el
     // What the manager wrote is served to callers.
     assert_eq!(chat_as(&g, "team-a/chat", &with(&master())).status, 200);
 }
+
+#[test]
+fn usage_is_kept_per_key_user_path_and_model_in_hourly_rows() {
+    let up = Upstream::echo(&["m", "n"]);
+    let g = Gateway::start(
+        &config(&up),
+        &[
+            ("MODELGATE_MASTER_KEY", MASTER),
+            ("STORE_USAGE_FLUSH_SECONDS", "1"),
+        ],
+    );
+    let secret = secret_of(&create_key(
+        &g,
+        json!({"name": "u", "user_path": "/team/u"}),
+    ));
+    for _ in 0..2 {
+        assert_eq!(chat_as(&g, "up/m", &with(&bearer(&secret))).status, 200);
+    }
+    assert_eq!(chat_as(&g, "up/n", &with(&master())).status, 200);
+    let usage = |q: &str| {
+        let r = g.call(
+            "GET",
+            &format!("/admin/api/v1/usage?{q}"),
+            None,
+            &with(&master()),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    // Written in batches: poll until the writer has flushed all three requests.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut by_key = usage("group_by=key");
+    while by_key["totals"].as_array().map_or(0, |t| {
+        t.iter()
+            .map(|r| r["requests"].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    }) < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage not written: {by_key}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        by_key = usage("group_by=key");
+    }
+    let totals = by_key["totals"].as_array().unwrap();
+    let of = |name: &str| totals.iter().find(|t| t["key"] == name).cloned().unwrap();
+    // The echo upstream reports 3 + 2 tokens per answer.
+    assert_eq!(of("u")["requests"], 2);
+    assert_eq!(of("u")["total_tokens"], 10);
+    assert_eq!(of("")["requests"], 1);
+    assert!(by_key["data"][0]["hour"]
+        .as_str()
+        .unwrap()
+        .ends_with(":00:00Z"));
+    let by_path = usage("group_by=user_path");
+    assert!(by_path["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["user_path"] == "/team/u"));
+    let by_model = usage("group_by=model&from=2020-01-01T00:00:00Z");
+    let models: Vec<&str> = by_model["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["up/m", "up/n"]);
+    // A range before any request is empty.
+    assert_eq!(usage("from=0&to=3600")["data"], json!([]));
+    let bad = g.call(
+        "GET",
+        "/admin/api/v1/usage?group_by=team",
+        None,
+        &with(&master()),
+    );
+    assert_eq!(
+        (bad.status, bad.json()["error"]["param"].clone()),
+        (400, json!("group_by"))
+    );
+}

@@ -195,6 +195,16 @@ pub fn route(app: &App, req: &Request) -> Response {
             "DELETE" => crate::keys::admin::delete(app, &name),
             _ => return method_not_allowed(path, "DELETE"),
         }
+    } else if path == format!("{V1}/usage") {
+        match method {
+            "GET" => crate::usage::query(
+                app.store.as_deref(),
+                req.query.as_deref(),
+                crate::store::now_s(),
+            )
+            .map(|v| Response::json(200, &v)),
+            _ => return method_not_allowed(path, "GET"),
+        }
     } else if path == format!("{V1}/models") {
         match method {
             "GET" => Ok(Response::json(200, &views::models(&app.snapshot()))),

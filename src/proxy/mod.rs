@@ -767,6 +767,18 @@ impl Gateway {
         if ctx.reservation.is_some() {
             limit::settle(ctx, cost);
         }
+        if let (Some((i, o)), Some(model)) = (ctx.usage, &ctx.served) {
+            self.app.usage.record(crate::usage::Sample {
+                at: crate::wall_clock::now_secs(),
+                key: ctx.key.clone(),
+                user_path: ctx.user_path.clone(),
+                virtual_model: ctx.virtual_model.clone(),
+                model: model.clone(),
+                input_tokens: i,
+                output_tokens: o,
+                cost_usd: cost.unwrap_or(0.0),
+            });
+        }
         access_log::access_log(&snap.settings, ctx, elapsed);
         self.release_unreached_probes(&snap, ctx);
         pipeline::post_phase(
