@@ -288,3 +288,60 @@ fn redis_out_of_reach_fails_open_by_default_and_closed_when_told() {
     assert!(r.header("retry-after").is_some());
     assert_eq!(up.requests().len(), 3);
 }
+
+#[test]
+fn a_stream_settles_with_the_usage_of_its_final_event() {
+    let up = Upstream::start(&["m"], |_| {
+        Reply::Stream(
+            vec![
+                b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n".to_vec(),
+                b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n".to_vec(),
+                b"data: [DONE]\n\n".to_vec(),
+            ],
+            None,
+        )
+    });
+    // Each request is estimated at about 520 tokens (max_tokens 500): a second estimate kept
+    // in full would pass the limit; settled to the 5 tokens reported, three fit.
+    let config = format!(
+        "{}limits:\n  - match: {{user_path: /}}\n    tpm: 600\n",
+        providers(&up)
+    );
+    let g = Gateway::start(&config, &[]);
+    away_from_the_minute_edge();
+    for i in 0..3 {
+        let r = g.post(
+            "/v1/chat/completions",
+            &json!({"model": "up/m", "stream": true, "max_tokens": 500,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        );
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(r.body.contains("[DONE]"));
+    }
+}
+
+#[test]
+fn gomodel_budgets_are_user_path_budgets() {
+    let up = Upstream::echo(&["m"]);
+    // $0.50 an answer (see the daily budget test); GoModel's spelling of a $0.90 daily budget.
+    let config = format!(
+        "providers:\n  up:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m, pricing: {{input_per_mtok: 100000, output_per_mtok: 100000}}}}\nbudgets:\n  enabled: true\n  user_paths:\n    - path: /team\n      limits: [{{period: daily, amount: 0.9}}]\n",
+        up.base_url()
+    );
+    let g = Gateway::start(&config, &[("SET_BUDGET_OPS", "hourly=100")]);
+    let team = [("x-modelgate-user-path", "/team/a")];
+    assert_eq!(chat(&g, "up/m", &team).status, 200);
+    assert_eq!(chat(&g, "up/m", &team).status, 200);
+    let refused = chat(&g, "up/m", &team);
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (429, "budget_exceeded")
+    );
+    // Other paths are not under that budget; the variable's budget for /ops is large.
+    assert_eq!(
+        chat(&g, "up/m", &[("x-modelgate-user-path", "/ops")]).status,
+        200
+    );
+    assert_eq!(chat(&g, "up/m", &[]).status, 200);
+}
