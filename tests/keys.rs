@@ -317,6 +317,7 @@ fn a_manager_writes_virtual_models_of_its_group_through_every_api_and_nothing_el
         &hs,
     );
     assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["created_by"], "lead");
     let r = g.call(
         "POST",
         &format!("{nemo}/team-b/virtual-models"),

@@ -66,6 +66,11 @@ pub async fn serve(
             Err(e) => Response::error(&e),
             Ok(b) => {
                 req.body = b;
+                // A manager's writes are recorded as its key's (`created_by`, `updated_by`)
+                // unless it names a user path.
+                if let auth::Access::Manager(k) = &access {
+                    req.user_path.get_or_insert_with(|| k.name.clone());
+                }
                 req.access = access;
                 let app = app.clone();
                 tokio::task::spawn_blocking(move || super::route(&app, &req))
