@@ -1,6 +1,7 @@
 //! Usage: tokens and cost per key, user path, virtual model and served model, kept in the
 //! admin store as hourly rows. The request path hands one sample to a bounded queue
-//! (`try_send`: a full queue drops the sample and counts it, never waits); a writer thread adds
+//! (`try_send`: a full queue drops the sample and counts it, never waits, and wakes nobody: the
+//! writer polls the queue); a writer thread adds
 //! samples up per hour and row and writes them in one transaction every
 //! `STORE_USAGE_FLUSH_SECONDS` (default 10), so the store sees a write per interval, not per
 //! request. A write that fails keeps its rows for the next one.
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,18 @@ impl Recorder {
     pub fn is_started(&self) -> bool {
         self.tx.get().is_some()
     }
+
+    /// `/metrics` lines.
+    pub fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP modelgate_usage_samples_dropped_total Usage samples dropped because the writer's queue was full.\n\
+             # TYPE modelgate_usage_samples_dropped_total counter\n",
+        );
+        out.push_str(&format!(
+            "modelgate_usage_samples_dropped_total {}\n",
+            self.dropped.load(Ordering::Relaxed)
+        ));
+    }
 }
 
 type RowKey = (i64, String, String, String, String);
@@ -127,17 +140,23 @@ fn flush(held: &mut HashMap<RowKey, UsageRow>, store: &dyn Store) {
     }
 }
 
+/// How often the writer drains the queue. It polls rather than waits on the queue, so a
+/// request's `try_send` never wakes a thread (no system call on the request path).
+const DRAIN_EVERY: Duration = Duration::from_millis(200);
+
 fn write_loop(rx: &Receiver<Sample>, store: &dyn Store, every: Duration) {
     let mut held: HashMap<RowKey, UsageRow> = HashMap::new();
     let mut next = Instant::now() + every;
     loop {
-        let wait = next.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(s) => add(&mut held, s),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut held, store);
-                return;
+        std::thread::sleep(DRAIN_EVERY.min(every));
+        loop {
+            match rx.try_recv() {
+                Ok(s) => add(&mut held, s),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    flush(&mut held, store);
+                    return;
+                }
             }
         }
         if Instant::now() >= next {

@@ -555,7 +555,7 @@ fn three_instances_migrate_one_fresh_database_at_once() {
     let gs: Vec<Gateway> = starters.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(
         db.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM modelgate_schema_migrations"),
-        "1,2,3"
+        "1,2,3,4"
     );
     assert_eq!(db.sql("SELECT count(*) FROM modelgate_store_revision"), "1");
     let r = gs[2].call(

@@ -830,6 +830,7 @@ impl Gateway {
             store: self.app.store.as_ref().map(|s| s.health().state()),
         });
         self.app.limiter.render(&mut text);
+        self.app.usage.render(&mut text);
         text
     }
 }
