@@ -386,3 +386,41 @@ fn gomodel_budgets_are_user_path_budgets() {
     );
     assert_eq!(chat(&g, "up/m", &[]).status, 200);
 }
+
+#[test]
+fn shared_counters_settle_spend_and_free_slots_in_redis() {
+    redis_is_up();
+    let up = Upstream::echo(&["m"]);
+    // $0.50 an answer; one request at a time; $1.00 a day.
+    let config = format!(
+        "providers:\n  up:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m, pricing: {{input_per_mtok: 100000, output_per_mtok: 100000}}}}\nlimits:\n  - match: {{user_path: /}}\n    max_concurrent: 1\n    budget: {{usd: 1.00, period: day}}\n",
+        up.base_url()
+    );
+    let prefix = redis_prefix("settle");
+    let g = Gateway::start(
+        &config,
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ],
+    );
+    // Settling runs after the answer: until it lands, the slot is still taken (429
+    // rate_limited, nothing goes upstream). Poll until each outcome shows.
+    let mut codes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let r = chat(&g, "up/m", &[]);
+        match r.status {
+            200 => codes.push("ok".to_string()),
+            429 if r.error_code() == "budget_exceeded" => {
+                codes.push(r.error_code());
+                break;
+            }
+            429 => assert_eq!(r.error_code(), "rate_limited"),
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(codes, ["ok", "ok", "budget_exceeded"]);
+    assert_eq!(up.requests().len(), 2);
+}
