@@ -579,6 +579,28 @@ mod tests {
     }
 
     #[test]
+    fn headers_name_only_the_limited_dimensions() {
+        let h = RateHeaders {
+            requests: Some((10, 4, 12)),
+            tokens: None,
+        };
+        let pairs: Vec<(&str, String)> = h.pairs().into_iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("x-ratelimit-limit-requests", "10".to_string()),
+                ("x-ratelimit-remaining-requests", "4".to_string()),
+                ("x-ratelimit-reset-requests", "12s".to_string()),
+            ]
+        );
+        let mut slot = Some((10, 4, 12));
+        RateHeaders::tighten(&mut slot, 100, 99, 30);
+        assert_eq!(slot, Some((100, 1, 30)));
+        RateHeaders::tighten(&mut slot, 5, 0, 30);
+        assert_eq!(slot, Some((100, 1, 30)));
+    }
+
+    #[test]
     fn nothing_configured_means_no_rules() {
         assert!(limiter("[]").active().is_none());
     }
