@@ -46,3 +46,24 @@ if ! listening; then
   # Where the package's own install already started the cluster, it runs with the old rules.
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
 fi
+
+# Redis for the shared rate-limit counter tests (tests/limits.rs): they need a server on
+# 127.0.0.1:6379. When nothing listens there, install Debian's server and start it as a daemon
+# bound to loopback (no systemd needed). The tests fail, never skip, when no server answers.
+redis_listening() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if ! redis_listening; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "installing: redis-server"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  fi
+  # The package's own install may have started it already.
+  redis_listening || redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 50); do
+    redis_listening && break
+    sleep 0.2
+  done
+  redis_listening || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
+fi

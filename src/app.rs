@@ -18,6 +18,7 @@ use crate::config::env::Env;
 use crate::config::schema::VirtualModelSpec;
 use crate::config::{self, LoadedConfig};
 use crate::health::Health;
+use crate::keys::KeyTable;
 use crate::retire::Retirer;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -69,6 +70,14 @@ pub struct App {
     /// Serializes snapshot rebuilds (reloads and admin writes); never taken on the request path.
     pub rebuild_lock: Mutex<()>,
     pub store: Option<Arc<dyn Store>>,
+    /// The managed API keys, by the hash of their secrets: swapped whole whenever the store's
+    /// keys are read (start, reload, a key write, another gateway's write); one load per
+    /// request that presents a key other than the master key.
+    pub keys: ArcSwap<KeyTable>,
+    /// Rate limits and budgets: rebuilt whenever the config or the keys change.
+    pub limiter: crate::limits::Limiter,
+    /// Usage samples on their way to the store's hourly rows (started by `serve`).
+    pub usage: crate::usage::Recorder,
     /// The config the current snapshot was built from (admin writes validate against it, so
     /// a broken file on disk does not block them).
     loaded: ArcSwap<LoadedConfig>,
@@ -81,10 +90,12 @@ impl App {
     /// Loads everything start-up needs; the error is what start-up prints.
     pub fn start(source: ConfigSource, store: Option<Arc<dyn Store>>) -> Result<App, String> {
         let loaded = source.load()?;
+        let mut keys = KeyTable::default();
         let rows = match &store {
             Some(s) => {
                 let current = s.load().map_err(|e| e.to_string())?;
                 s.health().applied(current.revision);
+                keys = key_table(&current.keys);
                 current.rows.into_iter().map(|r| r.spec).collect()
             }
             None => Vec::new(),
@@ -93,6 +104,8 @@ impl App {
         let snap = Snapshot::build(&loaded, &rows, None, &registry).map_err(|e| e.join("\n"))?;
         let health = Health::default();
         health.sync(&snap);
+        let limiter = crate::limits::Limiter::default();
+        limiter.configure(&loaded.limits, &keys);
         Ok(App {
             source,
             snapshot: ArcSwap::from_pointee(snap),
@@ -105,6 +118,9 @@ impl App {
             }),
             rebuild_lock: Mutex::new(()),
             store,
+            keys: ArcSwap::from_pointee(keys),
+            limiter,
+            usage: crate::usage::Recorder::default(),
             loaded: ArcSwap::from_pointee(loaded),
             refresh_wakeup: tokio::sync::Notify::new(),
             retirer: Retirer::new(),
@@ -123,6 +139,7 @@ impl App {
             let (rows, revision) = match &self.store {
                 Some(s) => match s.load() {
                     Ok(current) => {
+                        self.set_keys(key_table(&current.keys));
                         let specs = current.rows.into_iter().map(|r| r.spec).collect();
                         (specs, Some(current.revision))
                     }
@@ -213,6 +230,7 @@ impl App {
             }
         }
         self.health.sync(&snap);
+        self.limiter.configure(&loaded.limits, &self.keys.load());
         self.retirer.retire(self.snapshot.swap(Arc::new(snap)));
         self.retirer.retire(self.loaded.swap(loaded));
         self.refresh_wakeup.notify_one();
@@ -232,6 +250,8 @@ impl App {
         };
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = store.load().map_err(|e| e.to_string())?;
+        // Keys first: a revoked key stops working even when the rows do not validate.
+        self.set_keys(key_table(&current.keys));
         if current.revision == store.health().revision() {
             // Already live (this gateway wrote it, or an earlier rebuild read it).
             return Ok(());
@@ -277,6 +297,41 @@ impl App {
         }));
     }
 
+    /// Starts recording usage into the store (`serve` only), flushed every
+    /// `STORE_USAGE_FLUSH_SECONDS`.
+    pub fn start_usage(&self) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let env = self.source.env()?;
+        let secs = match env.get("STORE_USAGE_FLUSH_SECONDS") {
+            None => crate::usage::DEFAULT_FLUSH_SECONDS,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                format!("STORE_USAGE_FLUSH_SECONDS: {v:?} is not a whole number of seconds (1 or more)")
+            })?,
+        };
+        self.usage
+            .start(store.clone(), std::time::Duration::from_secs(secs));
+        Ok(())
+    }
+
+    /// Re-reads the store's keys after this gateway wrote one (the rows are the follower's
+    /// business: a key write changes none).
+    pub fn refresh_keys(&self) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let current = store.load().map_err(|e| e.to_string())?;
+        self.set_keys(key_table(&current.keys));
+        Ok(())
+    }
+
+    /// Swaps in a new key table and the limits of its keys.
+    fn set_keys(&self, table: KeyTable) {
+        self.limiter.configure(&self.loaded.load().limits, &table);
+        self.keys.store(Arc::new(table));
+    }
+
     /// Validates `rows` as the store's new content against the current config, without swapping.
     pub fn check_rows(&self, rows: &[VirtualModelSpec]) -> Result<(), String> {
         let loaded = self.loaded();
@@ -284,4 +339,13 @@ impl App {
             .map(|_| ())
             .map_err(|e| e.join("\n"))
     }
+}
+
+/// The key table of stored keys; a key that cannot be read is logged and authenticates nobody.
+fn key_table(rows: &[crate::keys::StoredKey]) -> KeyTable {
+    let (table, warnings) = KeyTable::build(rows);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    table
 }

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod fd_limit;
 pub mod health;
+pub mod keys;
+pub mod limits;
 pub mod log_sink;
 pub mod metrics;
 pub mod middleware;
@@ -23,6 +25,7 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod translate;
+pub mod usage;
 pub mod wall_clock;
 pub mod wire;
 

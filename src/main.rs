@@ -209,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let store = open_store(&src, true)?;
             let app = Arc::new(App::start(src.clone(), store).map_err(anyhow::Error::msg)?);
+            app.start_usage().map_err(anyhow::Error::msg)?;
             let snap = app.snapshot();
             for w in &snap.warnings {
                 log::warn!("{w}");

@@ -441,3 +441,82 @@ async fn the_playground_streams_an_answer_from_a_virtual_model() {
     assert!(!css(&c, "#playground").await.is_displayed().await.unwrap());
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_dashboard_creates_a_key_shows_its_secret_once_and_revokes_it() {
+    let up = Upstream::echo(&["m1"]);
+    let config = format!("providers:\n{}", provider_block("a", &up, &["m1"]));
+    let g = Gateway::start(
+        &config,
+        &[
+            ("MODELGATE_MASTER_KEY", KEY),
+            ("STORE_USAGE_FLUSH_SECONDS", "1"),
+        ],
+    );
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+    c.goto(&g.url("/admin/dashboard")).await.unwrap();
+    css(&c, "#login-key").await.send_keys(KEY).await.unwrap();
+    css(&c, "#login-submit").await.click().await.unwrap();
+
+    css(&c, "#new-key").await.click().await.unwrap();
+    fill(&c, "#key-form input[name=name]", "ui-bot").await;
+    fill(&c, "#key-form input[name=user_path]", "/team/ui").await;
+    fill(&c, "#key-form input[name=rpm]", "30").await;
+    css(&c, "#key-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let shown = text_eventually(&c, "#key-secret", "mg-").await;
+    let secret = shown
+        .split_whitespace()
+        .find(|w| w.starts_with("mg-"))
+        .unwrap()
+        .to_string();
+    let row = text_eventually(&c, "#key-table", "ui-bot").await;
+    assert!(row.contains("/team/ui") && row.contains("30 rpm"), "{row}");
+    assert!(!row.contains(&secret), "the list shows the secret");
+    shot(&c, "08-keys.png").await;
+
+    // The secret works, and its usage reaches the usage card.
+    let r = g.post(
+        "/v1/chat/completions",
+        &serde_json::json!({"model": "a/m1", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("authorization", &format!("Bearer {secret}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..100 {
+        c.execute(
+            "document.getElementById('usage-range').dispatchEvent(new Event('change'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if let Ok(t) = css(&c, "#usage-table").await.text().await {
+            if t.contains("a/m1") {
+                break;
+            }
+        }
+    }
+    text_eventually(&c, "#usage-table", "a/m1").await;
+    css(&c, "#usage-chart rect").await;
+    shot(&c, "09-usage.png").await;
+
+    css(&c, "#key-table button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    text_eventually(&c, "#key-empty", "No API keys").await;
+    let r = g.post(
+        "/v1/chat/completions",
+        &serde_json::json!({"model": "a/m1", "messages": [{"role": "user", "content": "hi"}]}),
+        &[("authorization", &format!("Bearer {secret}"))],
+    );
+    assert_eq!(r.status, 401);
+    c.close().await.unwrap();
+}

@@ -216,10 +216,10 @@ fn chat(g: &Gateway, path: &str, model: &str) -> Resp {
     )
 }
 
-const IGNORED_LINES: [&str; 9] = [
+const IGNORED_LINES: [&str; 8] = [
     "server.pprof_enabled, server.enable_passthrough_routes, server.allow_passthrough_v1_alias, \
      server.enabled_passthrough_providers, SWAGGER_ENABLED: not supported by modelgate; ignored",
-    "cache.model.local, REDIS_URL: not supported by modelgate; ignored",
+    "cache.model.local: not supported by modelgate; ignored",
     "storage.mongodb: not supported by modelgate; ignored",
     "storage.postgresql.max_conns: not supported by modelgate; ignored",
     "logging.enabled, logging.log_bodies, logging.log_headers, logging.buffer_size, \
@@ -228,7 +228,6 @@ const IGNORED_LINES: [&str; 9] = [
     "usage, USAGE_ENABLED: not supported by modelgate; ignored",
     "workflows: not supported by modelgate; ignored",
     "guardrails.enable_for_batch_processing: not supported by modelgate; ignored",
-    "budgets: not supported by modelgate; ignored",
 ];
 
 #[test]

@@ -304,6 +304,40 @@ fn a_fleet_under_load_takes_100_writes_without_failing_a_request() {
 }
 
 #[test]
+fn a_key_created_or_revoked_through_one_instance_is_live_on_the_others() {
+    let db = Db::new();
+    let up = Upstream::echo(&["m1", "m2"]);
+    let (a, b) = (start(&db, &up, &[]), start(&db, &up, &[]));
+    let r = a.call(
+        "POST",
+        "/admin/api/v1/keys",
+        Some(&json!({"name": "fleet", "user_path": "/t"})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let auth = format!("Bearer {}", r.json()["key"].as_str().unwrap());
+    let on_b = || {
+        b.post(
+            "/v1/chat/completions",
+            &json!({"model": "up/m1", "messages": [{"role": "user", "content": "hi"}]}),
+            &[("authorization", auth.as_str())],
+        )
+        .status
+    };
+    eventually("the key works on B", || on_b() == 200);
+    // Only its hash is in the shared database.
+    let stored = db.sql("SELECT hash FROM modelgate_api_keys WHERE name = 'fleet'");
+    assert_eq!(stored.len(), 64);
+    assert!(!auth.contains(&stored));
+    assert_eq!(
+        a.call("DELETE", "/admin/api/v1/keys/fleet", None, &[])
+            .status,
+        204
+    );
+    eventually("the revoked key is refused on B", || on_b() == 401);
+}
+
+#[test]
 fn two_instances_racing_on_one_etag_give_exactly_one_winner() {
     let db = Db::new();
     let up = Upstream::echo(&["m1", "m2"]);
@@ -521,7 +555,7 @@ fn three_instances_migrate_one_fresh_database_at_once() {
     let gs: Vec<Gateway> = starters.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(
         db.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM modelgate_schema_migrations"),
-        "1,2,3"
+        "1,2,3,4"
     );
     assert_eq!(db.sql("SELECT count(*) FROM modelgate_store_revision"), "1");
     let r = gs[2].call(

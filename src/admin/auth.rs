@@ -1,55 +1,93 @@
 //! Who may use the admin surface. With a master key: `Authorization: Bearer <key>`, compared in
-//! constant time (the dashboard's own files load without it and then ask for it). Without one:
-//! callers on this machine only, reached through a loopback host name (so a web page elsewhere
-//! cannot reach the API by rebinding its DNS name to 127.0.0.1).
+//! constant time (the dashboard's own files load without it and then ask for it). A managed key
+//! with a `manage:GROUP` scope is a manager: `admin::scope` limits it to the virtual models of
+//! its groups. Without a master key: callers on this machine only, reached through a loopback
+//! host name (so a web page elsewhere cannot reach the API by rebinding its DNS name to
+//! 127.0.0.1), or a manager key.
 //!
 //! This module decides; it never reads or writes the network itself.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::Request;
 use crate::api_error::ApiError;
+use crate::auth::Caller;
+use crate::keys::{KeyTable, ManagedKey};
 
-/// Whether `req` may proceed.
-pub fn authorize(master: Option<&str>, req: &Request) -> Result<(), ApiError> {
-    let dashboard_file = req.path.starts_with("/admin/dashboard") || req.path == "/admin";
-    match master {
-        Some(key) => {
-            if dashboard_file {
-                return Ok(());
-            }
-            check_bearer(key, req.authorization.as_deref())
-        }
-        None => {
-            if !req.peer_loopback {
-                return Err(ApiError::new(
-                    403,
-                    "permission_error",
-                    "admin_loopback_only",
-                    "the admin API answers only callers on this machine while no master key is set; set MODELGATE_MASTER_KEY to use it remotely",
-                ));
-            }
-            if let Some(h) = req.host.as_deref() {
-                if !is_loopback_host(h) {
-                    return Err(ApiError::new(
-                        403,
-                        "permission_error",
-                        "admin_loopback_only",
-                        format!("the admin API answers only through a loopback host name (localhost, 127.0.0.1, [::1]) while no master key is set, not {h:?}"),
-                    ));
-                }
-            }
-            Ok(())
-        }
-    }
+/// What an authorized admin caller may do.
+#[derive(Debug, Clone, Default)]
+pub enum Access {
+    /// Everything: the master key, or a loopback caller while none is set.
+    #[default]
+    Full,
+    /// The virtual models of the key's `manage:` groups, and nothing else.
+    Manager(Arc<ManagedKey>),
 }
 
-fn check_bearer(key: &str, header: Option<&str>) -> Result<(), ApiError> {
-    crate::auth::check_master(
-        header.and_then(crate::auth::bearer_token),
-        key,
-        "the admin API needs the master key: send Authorization: Bearer <key>",
-    )
+/// Whether `req` may proceed, and with what access.
+pub fn authorize(
+    master: Option<&str>,
+    keys: &ArcSwap<KeyTable>,
+    req: &Request,
+) -> Result<Access, ApiError> {
+    let dashboard_file = req.path.starts_with("/admin/dashboard") || req.path == "/admin";
+    if master.is_some() && dashboard_file {
+        return Ok(Access::Full);
+    }
+    let token = req
+        .authorization
+        .as_deref()
+        .and_then(crate::auth::bearer_token);
+    let missing = "the admin API needs the master key: send Authorization: Bearer <key>";
+    // Without a master key, only a managed key changes what a caller is: anything else is
+    // judged by where it comes from.
+    let presented_key = token.is_some_and(|t| t.starts_with(crate::keys::PREFIX));
+    if master.is_some() || presented_key {
+        let now = crate::wall_clock::now_secs() as i64;
+        match crate::auth::identify(token, master, keys, now, missing)? {
+            Caller::Master => return Ok(Access::Full),
+            Caller::Key(k) => return manager(k),
+            Caller::Open => {}
+        }
+    }
+    loopback_only(req)?;
+    Ok(Access::Full)
+}
+
+/// A managed key on the admin surface: a manager when it has a `manage:` scope, else 403.
+fn manager(k: Arc<ManagedKey>) -> Result<Access, ApiError> {
+    if k.managed_groups().next().is_some() {
+        return Ok(Access::Manager(k));
+    }
+    Err(crate::auth::forbidden(format!(
+        "API key {:?} has no manage:GROUP scope; the admin API needs the master key or a manager key",
+        k.name
+    )))
+}
+
+fn loopback_only(req: &Request) -> Result<(), ApiError> {
+    if !req.peer_loopback {
+        return Err(ApiError::new(
+            403,
+            "permission_error",
+            "admin_loopback_only",
+            "the admin API answers only callers on this machine while no master key is set; set MODELGATE_MASTER_KEY to use it remotely",
+        ));
+    }
+    if let Some(h) = req.host.as_deref() {
+        if !is_loopback_host(h) {
+            return Err(ApiError::new(
+                403,
+                "permission_error",
+                "admin_loopback_only",
+                format!("the admin API answers only through a loopback host name (localhost, 127.0.0.1, [::1]) while no master key is set, not {h:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `localhost`, `*.localhost`, or a loopback IP, with or without a port.
@@ -83,6 +121,10 @@ mod tests {
             host: host.map(str::to_string),
             ..Request::default()
         }
+    }
+
+    fn authorize(master: Option<&str>, req: &Request) -> Result<Access, ApiError> {
+        super::authorize(master, &ArcSwap::from_pointee(KeyTable::default()), req)
     }
 
     #[test]

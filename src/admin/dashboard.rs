@@ -10,6 +10,7 @@ use super::Response;
 const INDEX: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const PLAYGROUND_JS: &str = include_str!("dashboard/playground.js");
+const KEYS_JS: &str = include_str!("dashboard/keys.js");
 const STYLE: &str = include_str!("dashboard/style.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
@@ -21,6 +22,7 @@ pub fn asset(rest: &str, base_path: Option<&str>) -> Response {
         "" | "/" | "/index.html" => ("text/html; charset=utf-8", INDEX),
         "/app.js" => ("text/javascript; charset=utf-8", APP_JS),
         "/playground.js" => ("text/javascript; charset=utf-8", PLAYGROUND_JS),
+        "/keys.js" => ("text/javascript; charset=utf-8", KEYS_JS),
         "/style.css" => ("text/css; charset=utf-8", STYLE),
         _ => return Response::error(&super::not_found(format!("no dashboard file {rest:?}"))),
     };

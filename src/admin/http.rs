@@ -55,15 +55,23 @@ pub async fn serve(
             .client_addr()
             .is_some_and(|a| a.as_inet().is_none_or(|i| i.ip().is_loopback())),
         body: Vec::new(),
+        access: auth::Access::Full,
     };
-    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &req)
-        .and_then(|()| user_path.map(|_| ()))
+    let resp = match auth::authorize(snap.settings.master_key.as_deref(), &app.keys, &req)
+        .and_then(|access| user_path.map(|_| access))
     {
         Err(e) => Response::error(&e),
-        Ok(()) => match crate::request_body::read(session, snap.settings.body_size_limit).await {
+        Ok(access) => match crate::request_body::read(session, snap.settings.body_size_limit).await
+        {
             Err(e) => Response::error(&e),
             Ok(b) => {
                 req.body = b;
+                // A manager's writes are recorded as its key's (`created_by`, `updated_by`)
+                // unless it names a user path.
+                if let auth::Access::Manager(k) = &access {
+                    req.user_path.get_or_insert_with(|| k.name.clone());
+                }
+                req.access = access;
                 let app = app.clone();
                 tokio::task::spawn_blocking(move || super::route(&app, &req))
                     .await

@@ -14,6 +14,7 @@ pub mod entry;
 pub mod http;
 pub mod nemo;
 pub mod patch;
+pub mod scope;
 pub mod views;
 pub mod writes;
 
@@ -38,6 +39,8 @@ pub struct Request {
     pub user_path: Option<String>,
     /// Whether the TCP peer is on this machine.
     pub peer_loopback: bool,
+    /// What the caller may do (set by `auth::authorize`).
+    pub access: auth::Access,
     pub body: Vec<u8>,
 }
 
@@ -122,19 +125,28 @@ pub(crate) fn internal(message: impl Into<String>) -> ApiError {
 
 const V1: &str = "/admin/api/v1";
 const VMS: &str = "/admin/api/v1/virtual-models";
+const KEYS: &str = "/admin/api/v1/keys";
 
 /// Authorizes and answers one admin request.
 pub fn handle(app: &App, req: &Request) -> Response {
     let master = app.snapshot().settings.master_key.clone();
-    if let Err(e) = auth::authorize(master.as_deref(), req) {
-        return Response::error(&e);
+    match auth::authorize(master.as_deref(), &app.keys, req) {
+        Err(e) => Response::error(&e),
+        Ok(access) => {
+            let mut req = req.clone();
+            req.access = access;
+            route(app, &req)
+        }
     }
-    route(app, req)
 }
 
 /// Answers an authorized admin request.
 pub fn route(app: &App, req: &Request) -> Response {
     let path = req.path.as_str();
+    if let Err(e) = scope::may_route(&req.access, path) {
+        return Response::error(&e);
+    }
+    let _scope = scope::enter(&req.access);
     let method = req.method.as_str();
     let by = req.user_path.as_deref();
     if path == "/admin" || path == "/admin/" {
@@ -166,6 +178,31 @@ pub fn route(app: &App, req: &Request) -> Response {
     let result = if path == format!("{V1}/status") {
         match method {
             "GET" => Ok(Response::json(200, &views::status(app))),
+            _ => return method_not_allowed(path, "GET"),
+        }
+    } else if path == KEYS || path == format!("{KEYS}/") {
+        match method {
+            "GET" => crate::keys::admin::list(app),
+            "POST" => return with_json_body(req, || crate::keys::admin::create(app, &req.body)),
+            _ => return method_not_allowed(path, "GET, POST"),
+        }
+    } else if let Some(raw) = path.strip_prefix(&format!("{KEYS}/")) {
+        let name = match decode_source(raw) {
+            Ok(s) => s,
+            Err(e) => return Response::error(&e),
+        };
+        match method {
+            "DELETE" => crate::keys::admin::delete(app, &name),
+            _ => return method_not_allowed(path, "DELETE"),
+        }
+    } else if path == format!("{V1}/usage") {
+        match method {
+            "GET" => crate::usage::query(
+                app.store.as_deref(),
+                req.query.as_deref(),
+                crate::store::now_s(),
+            )
+            .map(|v| Response::json(200, &v)),
             _ => return method_not_allowed(path, "GET"),
         }
     } else if path == format!("{V1}/models") {

@@ -309,6 +309,7 @@ pub fn commit(
                 snap: &snap,
             };
             let decided = decide(&cur).and_then(|decision| {
+                super::scope::check_changes(&decision.changes)?;
                 let next = apply_changes(&cur.rows, &decision.changes);
                 let specs: Vec<VirtualModelSpec> = next.into_iter().map(|r| r.spec).collect();
                 let built = app.build_snapshot(&loaded, &specs).map_err(|errors| {

@@ -58,7 +58,6 @@ const IGNORED: &[Ignored] = &[
         keys: &["local", "redis", "model_list"],
         env: &[
             "GOMODEL_CACHE_DIR",
-            "REDIS_URL",
             "REDIS_KEY_MODELS",
             "REDIS_TTL_MODELS",
             "MODEL_LIST_URL",
@@ -116,12 +115,6 @@ const IGNORED: &[Ignored] = &[
         what: "modelgate has no batch API",
     },
     Ignored {
-        section: "budgets",
-        keys: &[],
-        env: &["SET_BUDGET_*"],
-        what: "GoModel's budgets",
-    },
-    Ignored {
         section: "(environment)",
         keys: &[],
         env: &["LOG_LEVEL"],
@@ -153,6 +146,8 @@ const HONOURED: &[&str] = &[
     "fallback.default_mode",
     "fallback.manual_rules_path",
     "fallback.overrides",
+    "budgets.enabled",
+    "budgets.user_paths",
 ];
 
 /// GoModel variables modelgate honours (beyond its own, which `.env.template` lists).
@@ -176,6 +171,8 @@ const HONOURED_ENV: &[&str] = &[
     "AZURE_API_VERSION",
     "OPENROUTER_SITE_URL",
     "OPENROUTER_APP_NAME",
+    "BUDGETS_ENABLED",
+    "SET_BUDGET_*",
 ];
 
 /// What the GoModel reading of a file and environment found.
@@ -515,8 +512,10 @@ mod tests {
         );
         assert!(text.contains("cache.model.local: not supported"), "{text}");
         assert!(text.contains("LOGGING_ENABLED: not supported"), "{text}");
-        assert!(text.contains("budgets"), "{text}");
-        assert_eq!(r.ignored.len(), 6, "{text}");
+        // Budgets are honoured (as user-path budget limits).
+        assert!(!text.contains("SET_BUDGET_TEAM"), "{text}");
+        assert!(r.honoured.contains(&"env SET_BUDGET_TEAM".to_string()));
+        assert_eq!(r.ignored.len(), 5, "{text}");
         assert_eq!(
             serde_yaml::to_string(&v).unwrap(),
             "server:\n  port: 1\ncache:\n  model:\n    refresh_interval: 60\nguardrails:\n  enabled: false\n"

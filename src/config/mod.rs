@@ -41,6 +41,8 @@ pub struct LoadedConfig {
     /// GoModel's guardrails as request middleware run on every chat-shaped request (empty when
     /// they are off).
     pub guardrails: Vec<crate::middleware::MiddlewareCall>,
+    /// Rate limits and budgets, and where their counters live.
+    pub limits: crate::limits::LimitsConfig,
     pub warnings: Vec<String>,
 }
 
@@ -91,6 +93,8 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
     let providers = providers::resolve(&file.providers, &label, env, &defaults, &mut warnings)?;
     let fallbacks = gomodel::fallback_rules(&file.fallback, env, &label, &mut warnings)?;
     let guardrails = gomodel::guardrail_calls(&file.guardrails, env, &label, &mut warnings)?;
+    let budgets = crate::limits::gomodel::limits(&file.budgets, env, &label)?;
+    let limits = crate::limits::config::load(&file.limits, budgets, env, &label)?;
     let env_virtual_models = match env.get("VIRTUAL_MODELS") {
         None => Vec::new(),
         Some(raw) => parse_virtual_models_json(raw)?,
@@ -105,6 +109,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         env_virtual_models,
         fallbacks,
         guardrails,
+        limits,
         warnings,
     })
 }

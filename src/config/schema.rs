@@ -47,6 +47,12 @@ pub struct FileConfig {
     /// names with `config_id`.
     #[serde(default)]
     pub middleware_configs: BTreeMap<String, MiddlewareConfigEntry>,
+    /// Rate limits and budgets (`crate::limits`).
+    #[serde(default)]
+    pub limits: Vec<crate::limits::LimitSpec>,
+    /// GoModel's budgets, mapped onto budget limits by user path.
+    #[serde(default)]
+    pub budgets: crate::limits::gomodel::BudgetsSpec,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

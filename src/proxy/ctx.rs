@@ -26,6 +26,8 @@ pub struct Ctx {
     /// The snapshot this request started with; it finishes on it even across a reload.
     pub snap: Option<Arc<Snapshot>>,
     pub user_path: Option<UserPath>,
+    /// The managed key the request was made with (None: the master key or an open gateway).
+    pub key: Option<Arc<crate::keys::ManagedKey>>,
     pub operation: Operation,
     pub stream: bool,
     pub body: Vec<u8>,
@@ -66,6 +68,10 @@ pub struct Ctx {
     pub error_class: Option<crate::routing::error_class::ErrorClass>,
     /// How the request's hedge ended, when its virtual model hedges and the race began.
     pub hedge: Option<super::hedge::HedgeOutcome>,
+    /// What the request holds under rate limits and budgets (given back when dropped
+    /// unsettled), and the `x-ratelimit-*` values its answer carries.
+    pub reservation: Option<crate::limits::Reservation>,
+    pub rate: Option<crate::limits::RateHeaders>,
 }
 
 impl Ctx {
@@ -100,6 +106,7 @@ impl Ctx {
             virtual_model: self.virtual_model.as_deref(),
             attempts: Some(self.attempts.made),
             prebuilt: self.prebuilt_tags(),
+            rate: self.rate.as_ref(),
             error_class: None,
         }
     }
@@ -126,6 +133,7 @@ impl Ctx {
             started: Instant::now(),
             snap: None,
             user_path: None,
+            key: None,
             operation: Operation::Chat,
             stream: false,
             body: Vec::new(),
@@ -152,6 +160,8 @@ impl Ctx {
             health: None,
             error_class: None,
             hedge: None,
+            reservation: None,
+            rate: None,
         }
     }
 

@@ -121,6 +121,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
     let served = ctx.served.clone();
     let pipelines_held = ctx.pipelines.clone();
     let pipelines = pipelines_held.as_deref();
+    let rate = ctx.rate;
     let tags = Tags {
         request_id: &id,
         model: served.as_deref(),
@@ -128,6 +129,7 @@ pub async fn answer_mock(session: &mut Session, ctx: &mut Ctx, a: &Attempt) -> R
         attempts: Some(ctx.attempts.made.max(1)),
         prebuilt: (None, None),
         error_class: None,
+        rate: rate.as_ref(),
     };
     ctx.status = Some(200);
     let anthropic = matches!(ctx.operation, Operation::Messages | Operation::CountTokens);
@@ -253,6 +255,7 @@ async fn write_mock_operation(
         attempts: Some(ctx.attempts.made.max(1)),
         prebuilt: (None, None),
         error_class: None,
+        rate: ctx.rate.as_ref(),
     };
     respond::write_edited(
         session,

@@ -20,6 +20,7 @@ pub mod exchange;
 pub mod headers;
 pub mod hedge;
 pub mod json_scan;
+pub mod limit;
 pub mod local;
 pub mod mock;
 pub mod mock_ops;
@@ -156,8 +157,17 @@ impl Gateway {
         let mut may_refresh = true;
         loop {
             match self.prepare(session, ctx, op, &snap, raw, may_refresh) {
-                // Boxed: the exchange's future is large, and this one is every request's.
-                Prepared::Proxy => return Box::pin(self.exchange(session, ctx)).await,
+                Prepared::Proxy => {
+                    // One branch when no limit exists anywhere.
+                    if let Some(rules) = self.app.limiter.active() {
+                        let reserved = Box::pin(limit::reserve(&self.app, &rules, &snap, ctx));
+                        if let Err(e) = reserved.await {
+                            return self.fail(session, ctx, &e).await;
+                        }
+                    }
+                    // Boxed: the exchange's future is large, and this one is every request's.
+                    return Box::pin(self.exchange(session, ctx)).await;
+                }
                 Prepared::Fail(e) => return self.fail(session, ctx, &e).await,
                 Prepared::Refresh {
                     body,
@@ -328,6 +338,7 @@ impl Gateway {
         ctx.error_code = Some(e.code);
         let tags = Tags {
             request_id: &ctx.request_id,
+            rate: ctx.rate.as_ref(),
             ..Tags::default()
         };
         // Boxed: errors are rare, and their future would otherwise size every request's.
@@ -500,12 +511,29 @@ impl ProxyHttp for Gateway {
             | Route::Unknown { .. } => {}
         }
         let anthropic = ctx.route.anthropic();
-        if let Err(e) = caller::authenticate(session, &snap.settings, anthropic, ctx.header_names) {
-            return self.fail(session, ctx, &e).await;
-        }
+        let who = caller::authenticate(
+            session,
+            &snap.settings,
+            &self.app.keys,
+            anthropic,
+            ctx.header_names,
+        );
+        let who = match who {
+            Ok(c) => c,
+            Err(e) => return self.fail(session, ctx, &e).await,
+        };
         match caller::user_path(session, &snap.settings, ctx.header_names) {
             Ok(p) => ctx.user_path = p,
             Err(e) => return self.fail(session, ctx, &e).await,
+        }
+        if let crate::auth::Caller::Key(key) = who {
+            let bound = caller::check_inference(&key)
+                .and_then(|()| caller::bind(&key, ctx.user_path.take()));
+            match bound {
+                Ok(p) => ctx.user_path = p,
+                Err(e) => return self.fail(session, ctx, &e).await,
+            }
+            ctx.key = Some(key);
         }
         let e = match ctx.route {
             Route::Api(op) => {
@@ -842,6 +870,21 @@ impl Gateway {
         if let (Some(vm), Some(outcome)) = (ctx.virtual_model.as_deref(), ctx.hedge) {
             self.metrics.record_hedge(vm, outcome);
         }
+        if ctx.reservation.is_some() {
+            limit::settle(ctx, cost);
+        }
+        if let (Some((i, o)), Some(model)) = (ctx.usage, &ctx.served) {
+            self.app.usage.record(crate::usage::Sample {
+                at: crate::wall_clock::now_secs(),
+                key: ctx.key.clone(),
+                user_path: ctx.user_path.clone(),
+                virtual_model: ctx.virtual_model.clone(),
+                model: model.clone(),
+                input_tokens: i,
+                output_tokens: o,
+                cost_usd: cost.unwrap_or(0.0),
+            });
+        }
         access_log::access_log(&snap.settings, ctx, elapsed);
         self.release_unreached_probes(&snap, ctx);
         pipeline::post_phase(
@@ -882,7 +925,7 @@ impl Gateway {
             .collect();
         breakers.sort();
         let reload = self.app.reload_status.load();
-        self.metrics.render(&crate::metrics::Gauges {
+        let mut text = self.metrics.render(&crate::metrics::Gauges {
             breakers,
             model_breakers: self.app.health.concrete.states(now),
             reloads_ok: reload.ok_count,
@@ -891,7 +934,10 @@ impl Gateway {
             virtual_models: snap.table.models.len(),
             in_flight: crate::server::IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
             store: self.app.store.as_ref().map(|s| s.health().state()),
-        })
+        });
+        self.app.limiter.render(&mut text);
+        self.app.usage.render(&mut text);
+        text
     }
 }
 

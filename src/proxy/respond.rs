@@ -23,6 +23,8 @@ pub struct Tags<'a> {
     pub prebuilt: (Option<&'a HeaderValue>, Option<&'a HeaderValue>),
     /// The class of the upstream failure behind an error answer.
     pub error_class: Option<&'static str>,
+    /// The `x-ratelimit-*` values of a request under a limit.
+    pub rate: Option<&'a crate::limits::RateHeaders>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -68,6 +70,11 @@ fn insert_tags(map: &mut HeaderMap, tags: &Tags<'_>) -> Result<()> {
     }
     if let Some(c) = tags.error_class {
         put(map, X_ERROR_CLASS, HeaderValue::from_static(c))?;
+    }
+    if let Some(rate) = tags.rate {
+        for (name, v) in rate.pairs() {
+            put(map, HeaderName::from_static(name), value(&v)?)?;
+        }
     }
     Ok(())
 }

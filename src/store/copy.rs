@@ -1,5 +1,7 @@
 //! `modelgate store copy`: every row from one store to another (SQLite to PostgreSQL or back),
-//! keeping each row's source, etag and times, in one transaction of the target.
+//! keeping each row's source, etag and times, in one transaction of the target; then the
+//! managed API keys (their hashes: a key keeps working on the new store), each name the target
+//! lacks.
 //!
 //! A target that holds rows is refused unless the copy is told to replace them; nothing here
 //! validates rows (the gateway that serves them does, as for any store).
@@ -70,11 +72,19 @@ pub fn copy(from: &dyn Store, to: &dyn Store, replace: bool) -> Result<Copied, C
             target: to.location(),
             rows: n,
         }),
-        (None, Some(revision)) => Ok(Copied {
-            rows: rows.len(),
-            replaced,
-            revision,
-        }),
+        (None, Some(revision)) => {
+            let mut revision = revision;
+            for key in from.load()?.keys {
+                if let Some(r) = to.write_key(&super::KeyChange::Create(key))? {
+                    revision = r;
+                }
+            }
+            Ok(Copied {
+                rows: rows.len(),
+                replaced,
+                revision,
+            })
+        }
         (None, None) => Err(CopyError::NotEmpty {
             target: to.location(),
             rows: 0,
@@ -120,6 +130,24 @@ mod tests {
         let done = copy(&a, &b, true).unwrap();
         assert_eq!(done.replaced, 3);
         assert_eq!(b.list().unwrap(), a.list().unwrap());
+    }
+
+    #[test]
+    fn keys_are_copied_with_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        let b = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        let key = crate::keys::StoredKey {
+            name: "ci".into(),
+            hash: "ab".repeat(32),
+            spec: r#"{"user_path":"/t"}"#.into(),
+            created_at: 5,
+        };
+        a.write_key(&crate::store::KeyChange::Create(key.clone()))
+            .unwrap();
+        let done = copy(&a, &b, false).unwrap();
+        assert_eq!(b.load().unwrap().keys, vec![key]);
+        assert_eq!(done.revision, b.load().unwrap().revision);
     }
 
     #[test]

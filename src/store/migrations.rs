@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "store revision",
         apply: v3_revision,
     },
+    Migration {
+        version: 4,
+        name: "managed API keys and hourly usage",
+        apply: v4_api_keys,
+    },
 ];
 
 /// The schema version this build writes.
@@ -95,6 +100,31 @@ fn v3_revision(conn: &Connection) -> rusqlite::Result<()> {
             revision INTEGER NOT NULL
         );
         INSERT OR IGNORE INTO modelgate_store_revision (id, revision) VALUES (1, 0);",
+    )
+}
+
+fn v4_api_keys(conn: &Connection) -> rusqlite::Result<()> {
+    // Only the SHA-256 of a secret is kept; `spec` is the key's JSON (user path, scopes,
+    // expiry, limits).
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS modelgate_api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            spec TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS modelgate_usage (
+            hour INTEGER NOT NULL,
+            key_name TEXT NOT NULL,
+            user_path TEXT NOT NULL,
+            virtual_model TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            PRIMARY KEY (hour, key_name, user_path, virtual_model, model)
+        );",
     )
 }
 

@@ -1,4 +1,5 @@
-//! The admin store: virtual model rows written through the admin API, behind the `Store` trait:
+//! The admin store: virtual model rows and managed API keys written through the admin API,
+//! behind the `Store` trait:
 //! `sqlite` (one file, the default) or `postgres` (one database shared by a fleet of gateways).
 //!
 //! The store never validates rows and never touches the request path: a write decides and
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::config::schema::VirtualModelSpec;
+use crate::keys::StoredKey;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -117,11 +119,38 @@ impl StoreError {
     }
 }
 
-/// Rows together with the revision they are at.
+/// Rows and keys together with the revision they are at.
 #[derive(Debug, Clone)]
 pub struct Revisioned {
     pub rows: Vec<StoredRow>,
+    /// Managed API keys, ordered by name.
+    pub keys: Vec<StoredKey>,
     pub revision: i64,
+}
+
+/// Usage of one hour by one (key, user path, virtual model, served model); empty strings stand
+/// for none. Rows with the same five fields add up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    /// Unix seconds of the hour's start.
+    pub hour: i64,
+    pub key: String,
+    pub user_path: String,
+    pub virtual_model: String,
+    pub model: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// One write of a managed key, applied in its own transaction.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// Inserts the key; changes nothing when its name is taken.
+    Create(StoredKey),
+    /// Removes the key with this name; changes nothing when there is none.
+    Delete(String),
 }
 
 /// What a write's decision does with the transaction it runs in.
@@ -213,6 +242,15 @@ pub trait Store: Send + Sync {
         &self,
         decide: &mut dyn FnMut(&[StoredRow]) -> Outcome,
     ) -> Result<Option<i64>, StoreError>;
+    /// One key write in its own transaction that holds the store's write lock, bumping the
+    /// revision (and telling the other gateways) when it changed something. Returns the new
+    /// revision, or None when it changed nothing (the name was taken, or no such key).
+    fn write_key(&self, change: &KeyChange) -> Result<Option<i64>, StoreError>;
+    /// Adds usage rows to their hours, in one transaction (not a configuration change: the
+    /// revision stays).
+    fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError>;
+    /// The usage rows of the hours from `from` up to `to` (unix seconds, `to` excluded).
+    fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError>;
     /// Applies `changes` in one transaction, whatever the rows are.
     fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         self.transact(&mut |_| Outcome::Commit(changes.to_vec()))

@@ -57,6 +57,28 @@ pub const MIGRATIONS: &[PgMigration] = &[
         );
         INSERT INTO modelgate_store_revision (id, revision) VALUES (1, 0) ON CONFLICT DO NOTHING;",
     },
+    PgMigration {
+        version: 4,
+        name: "managed API keys and hourly usage",
+        sql: "CREATE TABLE IF NOT EXISTS modelgate_api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            spec TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS modelgate_usage (
+            hour BIGINT NOT NULL,
+            key_name TEXT NOT NULL,
+            user_path TEXT NOT NULL,
+            virtual_model TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hour, key_name, user_path, virtual_model, model)
+        );",
+    },
 ];
 
 /// The schema version this build writes.

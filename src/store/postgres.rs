@@ -24,8 +24,10 @@ use super::columns::{self, Columns};
 use super::endpoint::PgUrl;
 use super::sqlite::{decode, RawRow};
 use super::{
-    pg_migrations, Change, Health, OnChange, Outcome, Revisioned, Store, StoreError, StoredRow,
+    pg_migrations, Change, Health, KeyChange, OnChange, Outcome, Revisioned, Store, StoreError,
+    StoredRow, UsageRow,
 };
+use crate::keys::StoredKey;
 
 /// The channel writes notify on; the payload is the new revision.
 pub const CHANNEL: &str = "modelgate_store";
@@ -264,6 +266,55 @@ async fn read_rows(c: &impl GenericClient, location: &str) -> Result<Vec<StoredR
         .collect()
 }
 
+async fn read_keys(c: &impl GenericClient, location: &str) -> Result<Vec<StoredKey>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT name, hash, spec, created_at FROM modelgate_api_keys ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(location, e))?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredKey {
+                name: r.try_get(0)?,
+                hash: r.try_get(1)?,
+                spec: r.try_get(2)?,
+                created_at: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(|e| classify(location, e))
+}
+
+/// SQLite's `?N` parameters in PostgreSQL's `$N` spelling.
+fn pg_params(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
+/// Bumps the revision and notifies the fleet, inside `tx` (delivered when it commits).
+async fn bump_and_notify(
+    tx: &tokio_postgres::Transaction<'_>,
+    location: &str,
+) -> Result<i64, StoreError> {
+    let pg = |e| classify(location, e);
+    let revision: i64 = tx
+        .query_one(
+            "UPDATE modelgate_store_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(pg)?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &revision.to_string()],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(revision)
+}
+
 fn raw_row(r: &tokio_postgres::Row) -> Result<RawRow, tokio_postgres::Error> {
     Ok(RawRow {
         columns: Columns {
@@ -351,8 +402,13 @@ impl Store for PostgresStore {
                 .map_err(|e| classify(&location, e))?;
             let revision = read_revision(&tx, &location).await?;
             let rows = read_rows(&tx, &location).await?;
+            let keys = read_keys(&tx, &location).await?;
             tx.commit().await.map_err(|e| classify(&location, e))?;
-            Ok(Revisioned { rows, revision })
+            Ok(Revisioned {
+                rows,
+                keys,
+                revision,
+            })
         })
     }
 
@@ -384,23 +440,100 @@ impl Store for PostgresStore {
             for change in &changes {
                 write_change(&tx, change, &location).await?;
             }
-            let revision: i64 = tx
-                .query_one(
-                    "UPDATE modelgate_store_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-                    &[],
-                )
-                .await
-                .and_then(|r| r.try_get(0))
-                .map_err(pg)?;
             // Delivered to every listener when (and only if) the transaction commits.
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL, &revision.to_string()],
+            let revision = bump_and_notify(&tx, &location).await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(Some(revision))
+        })
+    }
+
+    fn write_key(&self, change: &KeyChange) -> Result<Option<i64>, StoreError> {
+        let location = self.url.shown.clone();
+        self.with_client(async |c: &mut Client| {
+            let pg = |e| classify(&location, e);
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.query_one(
+                "SELECT revision FROM modelgate_store_revision WHERE id = 1 FOR UPDATE",
+                &[],
             )
             .await
             .map_err(pg)?;
+            let changed = match change {
+                KeyChange::Create(k) => tx
+                    .execute(
+                        "INSERT INTO modelgate_api_keys (name, hash, spec, created_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&k.name, &k.hash, &k.spec, &k.created_at],
+                    )
+                    .await
+                    .map_err(pg)?,
+                KeyChange::Delete(name) => tx
+                    .execute("DELETE FROM modelgate_api_keys WHERE name = $1", &[name])
+                    .await
+                    .map_err(pg)?,
+            };
+            if changed == 0 {
+                tx.rollback().await.map_err(pg)?;
+                return Ok(None);
+            }
+            let revision = bump_and_notify(&tx, &location).await?;
             tx.commit().await.map_err(pg)?;
             Ok(Some(revision))
+        })
+    }
+
+    fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        let location = self.url.shown.clone();
+        let upsert = pg_params(super::sqlite::USAGE_UPSERT);
+        self.with_client(async |c: &mut Client| {
+            let pg = |e| classify(&location, e);
+            let tx = c.transaction().await.map_err(pg)?;
+            for r in rows {
+                tx.execute(
+                    upsert.as_str(),
+                    &[
+                        &r.hour,
+                        &r.key,
+                        &r.user_path,
+                        &r.virtual_model,
+                        &r.model,
+                        &r.requests,
+                        &r.input_tokens,
+                        &r.output_tokens,
+                        &r.cost_usd,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)
+        })
+    }
+
+    fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+        let location = self.url.shown.clone();
+        let select = pg_params(super::sqlite::USAGE_SELECT);
+        self.with_client(async |c: &mut Client| {
+            let rows = c
+                .query(select.as_str(), &[&from, &to])
+                .await
+                .map_err(|e| classify(&location, e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UsageRow {
+                        hour: r.try_get(0)?,
+                        key: r.try_get(1)?,
+                        user_path: r.try_get(2)?,
+                        virtual_model: r.try_get(3)?,
+                        model: r.try_get(4)?,
+                        requests: r.try_get(5)?,
+                        input_tokens: r.try_get(6)?,
+                        output_tokens: r.try_get(7)?,
+                        cost_usd: r.try_get(8)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                .map_err(|e| classify(&location, e))
         })
     }
 

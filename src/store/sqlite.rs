@@ -12,8 +12,12 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::columns::{self, Columns};
-use super::{migrations, Change, Health, Outcome, Revisioned, Store, StoreError, StoredRow};
+use super::{
+    migrations, Change, Health, KeyChange, Outcome, Revisioned, Store, StoreError, StoredRow,
+    UsageRow,
+};
 use crate::config::schema::VirtualModelSpec;
+use crate::keys::StoredKey;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -130,6 +134,30 @@ impl SqliteStore {
 fn read_revision(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row(
         "SELECT revision FROM modelgate_store_revision WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn read_keys(conn: &Connection) -> Result<Vec<StoredKey>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT name, hash, spec, created_at FROM modelgate_api_keys ORDER BY name")?;
+    let keys = stmt
+        .query_map([], |r| {
+            Ok(StoredKey {
+                name: r.get(0)?,
+                hash: r.get(1)?,
+                spec: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keys)
+}
+
+fn bump_revision(tx: &Connection) -> Result<i64, StoreError> {
+    Ok(tx.query_row(
+        "UPDATE modelgate_store_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
         [],
         |r| r.get(0),
     )?)
@@ -255,8 +283,13 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let revision = read_revision(&tx)?;
         let rows = read_rows(&tx)?;
+        let keys = read_keys(&tx)?;
         tx.commit()?;
-        Ok(Revisioned { rows, revision })
+        Ok(Revisioned {
+            rows,
+            keys,
+            revision,
+        })
     }
 
     fn transact(
@@ -273,19 +306,95 @@ impl Store for SqliteStore {
         for change in &changes {
             write_change(&tx, change)?;
         }
-        let revision: i64 = tx.query_row(
-            "UPDATE modelgate_store_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-            [],
-            |r| r.get(0),
-        )?;
+        let revision = bump_revision(&tx)?;
         tx.commit()?;
         Ok(Some(revision))
+    }
+
+    fn write_key(&self, change: &KeyChange) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = match change {
+            KeyChange::Create(k) => tx.execute(
+                "INSERT INTO modelgate_api_keys (name, hash, spec, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO NOTHING",
+                params![k.name, k.hash, k.spec, k.created_at],
+            )?,
+            KeyChange::Delete(name) => {
+                tx.execute("DELETE FROM modelgate_api_keys WHERE name = ?1", [name])?
+            }
+        };
+        if changed == 0 {
+            return Ok(None);
+        }
+        let revision = bump_revision(&tx)?;
+        tx.commit()?;
+        Ok(Some(revision))
+    }
+
+    fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare(USAGE_UPSERT)?;
+            for r in rows {
+                stmt.execute(params![
+                    r.hour,
+                    r.key,
+                    r.user_path,
+                    r.virtual_model,
+                    r.model,
+                    r.requests,
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.cost_usd
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(USAGE_SELECT)?;
+        let rows = stmt
+            .query_map(params![from, to], |r| {
+                Ok(UsageRow {
+                    hour: r.get(0)?,
+                    key: r.get(1)?,
+                    user_path: r.get(2)?,
+                    virtual_model: r.get(3)?,
+                    model: r.get(4)?,
+                    requests: r.get(5)?,
+                    input_tokens: r.get(6)?,
+                    output_tokens: r.get(7)?,
+                    cost_usd: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     fn health(&self) -> &Health {
         &self.health
     }
 }
+
+/// Adds to an hour's row (both backends: the statement is plain SQL with numbered parameters
+/// in SQLite's spelling; PostgreSQL's is built from it).
+pub(super) const USAGE_UPSERT: &str = "INSERT INTO modelgate_usage (hour, key_name, user_path,
+    virtual_model, model, requests, input_tokens, output_tokens, cost_usd)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT (hour, key_name, user_path, virtual_model, model) DO UPDATE SET
+    requests = modelgate_usage.requests + excluded.requests,
+    input_tokens = modelgate_usage.input_tokens + excluded.input_tokens,
+    output_tokens = modelgate_usage.output_tokens + excluded.output_tokens,
+    cost_usd = modelgate_usage.cost_usd + excluded.cost_usd";
+
+pub(super) const USAGE_SELECT: &str = "SELECT hour, key_name, user_path, virtual_model, model,
+    requests, input_tokens, output_tokens, cost_usd FROM modelgate_usage
+    WHERE hour >= ?1 AND hour < ?2 ORDER BY hour, key_name, user_path, virtual_model, model";
 
 #[cfg(test)]
 mod tests {
@@ -452,6 +561,56 @@ mod tests {
         let current = s.load().unwrap();
         assert_eq!((current.revision, current.rows.len()), (1, 1));
         assert_eq!(s.health().revision(), 1);
+    }
+
+    #[test]
+    fn keys_are_created_once_listed_and_deleted_each_bumping_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let key = StoredKey {
+            name: "ci".into(),
+            hash: "ab".repeat(32),
+            spec: "{}".into(),
+            created_at: 7,
+        };
+        assert_eq!(
+            s.write_key(&KeyChange::Create(key.clone())).unwrap(),
+            Some(1)
+        );
+        // The name is taken: nothing changes, the revision stays.
+        let mut other = key.clone();
+        other.hash = "cd".repeat(32);
+        assert_eq!(s.write_key(&KeyChange::Create(other)).unwrap(), None);
+        let current = s.load().unwrap();
+        assert_eq!((current.keys, current.revision), (vec![key], 1));
+        assert_eq!(
+            s.write_key(&KeyChange::Delete("ci".into())).unwrap(),
+            Some(2)
+        );
+        assert_eq!(s.write_key(&KeyChange::Delete("ci".into())).unwrap(), None);
+        assert!(s.load().unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn usage_adds_up_per_hour_and_row_without_touching_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let row = |hour, requests| UsageRow {
+            hour,
+            key: "k".into(),
+            user_path: "/t".into(),
+            virtual_model: String::new(),
+            model: "p/m".into(),
+            requests,
+            input_tokens: 10 * requests,
+            output_tokens: requests,
+            cost_usd: 0.5 * requests as f64,
+        };
+        s.add_usage(&[row(3600, 1), row(7200, 2)]).unwrap();
+        s.add_usage(&[row(3600, 3)]).unwrap();
+        assert_eq!(s.usage(0, 7200).unwrap(), vec![row(3600, 4)]);
+        assert_eq!(s.usage(0, 10_000).unwrap().len(), 2);
+        assert_eq!(s.load().unwrap().revision, 0);
     }
 
     #[test]
