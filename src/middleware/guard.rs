@@ -5,16 +5,15 @@
 //! then a total over `max_input_chars` blocks, else the redactions apply. A refusal is returned
 //! to the pipeline, which the proxy answers with 400 `request_blocked` before anything goes
 //! upstream (so text redacted before a later piece was denied never leaves). The deny and
-//! redact patterns together are one `RegexSet`: a 200 KB body is walked once, and a piece
-//! matching none of them (nearly all) costs one scan whatever the number of patterns.
+//! redact patterns together are one `AnyOf`: a piece matching none of them (nearly all) costs
+//! one scan whatever the number of patterns.
 
-use regex::RegexSet;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::Body;
 use super::build::{parse_config, FieldProblem};
-use super::patterns::{compile_regex, RuleSpec, Rules};
+use super::patterns::{compile_regex, AnyOf, RuleSpec, Rules};
 use super::text;
 use super::BlockReason;
 use crate::routing::model::Operation;
@@ -35,7 +34,7 @@ struct Config {
 #[derive(Debug)]
 pub(super) struct Guard {
     /// The deny patterns, then the redact patterns; `None` when there are neither.
-    any: Option<RegexSet>,
+    any: Option<AnyOf>,
     /// How many of `any`'s patterns are deny patterns.
     deny: usize,
     redact: Rules,
@@ -80,7 +79,7 @@ impl Guard {
         let any = if patterns.is_empty() || !problems.is_empty() {
             None
         } else {
-            match RegexSet::new(&patterns) {
+            match AnyOf::new(&patterns) {
                 Ok(set) => Some(set),
                 Err(e) => {
                     // Each pattern compiled alone; together they can still exceed the size
@@ -125,14 +124,10 @@ impl Guard {
             let Some(any) = &self.any else {
                 return;
             };
-            // `is_match` stops at the first match; `matches` (which ones) runs them all, so
-            // it is asked only about the rare piece that matches.
-            if !any.is_match(s) {
-                return;
-            }
-            match any.matches(s).iter().find(|&i| i < self.deny) {
-                Some(pattern) => denied = Some(pattern),
-                None => redacts = true,
+            match any.first_match(s) {
+                Some(pattern) if pattern < self.deny => denied = Some(pattern),
+                Some(_) => redacts = true,
+                None => {}
             }
         });
         if let Some(pattern) = denied {

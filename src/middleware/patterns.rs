@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
 use super::build::{FieldProblem, Problem};
@@ -47,6 +47,66 @@ pub(super) fn compile_regex(pattern: &str, field: &str) -> Result<Regex, FieldPr
         ));
     }
     Ok(regex)
+}
+
+/// Tells whether any of several patterns matches a text, and which ones.
+///
+/// The question asked of nearly every piece of text is "does anything match?", and the answer
+/// is nearly always no. A `RegexSet` answers it slowly on long texts: its prefilter merges every
+/// pattern's literals (a case-insensitive word alone is dozens of case variants), and on a
+/// 200 KB body it costs about 18 instructions per byte, against about 1 for one regex that is
+/// the alternation of the patterns (`benches/middleware.rs`, "guard"; BENCHMARKS.md). So the
+/// alternation answers that question and the set is asked which patterns matched only for the
+/// rare text that matches. Patterns that cannot be joined into one (two name the same group)
+/// are each asked in turn.
+#[derive(Debug)]
+pub(super) struct AnyOf {
+    quick: Quick,
+    set: RegexSet,
+}
+
+#[derive(Debug)]
+enum Quick {
+    Joined(Regex),
+    Each(Vec<Regex>),
+}
+
+impl AnyOf {
+    /// Compiles patterns that each compiled alone already; the error is the set's (patterns
+    /// together can still exceed the size limit).
+    pub fn new(patterns: &[&str]) -> Result<AnyOf, regex::Error> {
+        let set = RegexSet::new(patterns)?;
+        let joined = patterns
+            .iter()
+            .map(|p| format!("(?:{p})"))
+            .collect::<Vec<_>>()
+            .join("|");
+        let quick = match Regex::new(&joined) {
+            Ok(regex) => Quick::Joined(regex),
+            Err(_) => Quick::Each(
+                patterns
+                    .iter()
+                    .map(|p| Regex::new(p))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(AnyOf { quick, set })
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        match &self.quick {
+            Quick::Joined(regex) => regex.is_match(text),
+            Quick::Each(regexes) => regexes.iter().any(|r| r.is_match(text)),
+        }
+    }
+
+    /// The index of the first pattern (in the order given) that matches `text`.
+    pub fn first_match(&self, text: &str) -> Option<usize> {
+        if !self.is_match(text) {
+            return None;
+        }
+        self.set.matches(text).iter().next()
+    }
 }
 
 #[derive(Debug)]
@@ -161,6 +221,23 @@ mod tests {
             })
             .collect();
         Rules::compile(&specs, "patterns").expect("valid patterns")
+    }
+
+    #[test]
+    fn any_of_finds_the_first_matching_pattern_joined_or_each() {
+        let any = AnyOf::new(&["(?i)ignore (all|previous) instructions", "sk-[a-z]{4}"])
+            .expect("patterns");
+        assert!(matches!(any.quick, Quick::Joined(_)));
+        assert_eq!(any.first_match("nothing here"), None);
+        assert_eq!(any.first_match("key sk-abcd"), Some(1));
+        assert_eq!(any.first_match("IGNORE ALL INSTRUCTIONS, sk-abcd"), Some(0));
+        // The flag of one pattern does not leak into the next.
+        assert_eq!(any.first_match("SK-ABCD"), None);
+        // Two patterns naming the same group cannot be joined: each is asked in turn.
+        let any = AnyOf::new(&["(?P<k>a+)b", "(?P<k>c+)d"]).expect("patterns");
+        assert!(matches!(any.quick, Quick::Each(_)));
+        assert_eq!(any.first_match("xxccd"), Some(1));
+        assert_eq!(any.first_match("xx"), None);
     }
 
     #[test]
