@@ -12,6 +12,7 @@ the framework's, not the kernel's socket path.
     python3 bench/instructions.py                     # modelgate and the bare Pingora floor
     python3 bench/instructions.py --body stream --targets modelgate
     MODELGATE_BIN=/path/to/other/modelgate python3 bench/instructions.py --targets modelgate
+    python3 bench/instructions.py --targets modelgate --functions 40   # where they go
 
 Needs valgrind (Debian package `valgrind`). Everything listens on 127.0.0.1.
 """
@@ -105,12 +106,34 @@ def count(name, n, body, work):
     return sum(totals)
 
 
+def functions(work, name, n1, n2, inclusive):
+    """Instructions per request of each function: its count in the n2 run less the n1 run."""
+    def per_function(n):
+        out = subprocess.run(
+            ["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
+             "--threshold=100", str(work / f"callgrind.{name}.{n}.out")],
+            capture_output=True, text=True, check=True).stdout
+        counts = {}
+        for line in out.splitlines():
+            m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(.*)$", line)
+            if m and ":" in m.group(2):
+                fn = m.group(2).split(":", 1)[1].split(" [")[0].strip()
+                counts[fn] = counts.get(fn, 0) + int(m.group(1).replace(",", ""))
+        return counts
+    a, b = per_function(n1), per_function(n2)
+    return {fn: (b.get(fn, 0) - a.get(fn, 0)) / (n2 - n1) for fn in b}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="pingora,modelgate")
     ap.add_argument("--body", choices=sorted(BODIES), default="small")
     ap.add_argument("--n1", type=int, default=500)
     ap.add_argument("--n2", type=int, default=2500)
+    ap.add_argument("--functions", type=int, default=0, metavar="K",
+                    help="also print the K functions with the most instructions per request")
+    ap.add_argument("--inclusive", action="store_true",
+                    help="with --functions: count what each function calls too")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed (Debian package `valgrind`)")
@@ -127,6 +150,13 @@ def main():
                 a = count(name, args.n1, body, work)
                 b = count(name, args.n2, body, work)
                 rows.append((name, (b - a) / (args.n2 - args.n1)))
+                if args.functions:
+                    per = functions(work, name, args.n1, args.n2, args.inclusive)
+                    top = sorted(per.items(), key=lambda kv: -kv[1])[:args.functions]
+                    print(f"\n{name}: instructions per request by function"
+                          f" ({'inclusive' if args.inclusive else 'self'})")
+                    for fn, c in top:
+                        print(f"{c:>10,.0f}  {fn[:150]}")
         finally:
             mock.terminate()
             mock.wait()

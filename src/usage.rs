@@ -94,30 +94,36 @@ impl Recorder {
     }
 }
 
-type RowKey = (i64, String, String, String, String);
+/// Hour, key, user path, virtual model, model. `SmolStr`s, so that a sample for a row already
+/// held (nearly every one) is added up without allocating.
+type RowKey = (i64, SmolStr, SmolStr, SmolStr, SmolStr);
+type Held = HashMap<RowKey, UsageRow, foldhash::fast::RandomState>;
 
-fn add(held: &mut HashMap<RowKey, UsageRow>, s: Sample) {
+fn add(held: &mut Held, s: Sample) {
     let hour = (s.at / 3600 * 3600) as i64;
     let key = (
         hour,
-        s.key.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
+        s.key
+            .as_ref()
+            .map(|k| SmolStr::new(&k.name))
+            .unwrap_or_default(),
         s.user_path
             .as_ref()
-            .map(|p| p.as_str().to_string())
+            .map(UserPath::to_smol)
             .unwrap_or_default(),
-        s.virtual_model.as_deref().unwrap_or("").to_string(),
-        s.model.to_string(),
+        s.virtual_model.unwrap_or_default(),
+        s.model,
     );
     if held.len() >= HELD_ROWS && !held.contains_key(&key) {
         log::warn!("usage: {HELD_ROWS} rows wait for the store; a sample was dropped");
         return;
     }
-    let row = held.entry(key.clone()).or_insert_with(|| UsageRow {
+    let row = held.entry(key).or_insert_with_key(|key| UsageRow {
         hour,
-        key: key.1,
-        user_path: key.2,
-        virtual_model: key.3,
-        model: key.4,
+        key: key.1.to_string(),
+        user_path: key.2.to_string(),
+        virtual_model: key.3.to_string(),
+        model: key.4.to_string(),
         requests: 0,
         input_tokens: 0,
         output_tokens: 0,
@@ -129,7 +135,7 @@ fn add(held: &mut HashMap<RowKey, UsageRow>, s: Sample) {
     row.cost_usd += s.cost_usd;
 }
 
-fn flush(held: &mut HashMap<RowKey, UsageRow>, store: &dyn Store) {
+fn flush(held: &mut Held, store: &dyn Store) {
     if held.is_empty() {
         return;
     }
@@ -145,7 +151,7 @@ fn flush(held: &mut HashMap<RowKey, UsageRow>, store: &dyn Store) {
 const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
 fn write_loop(rx: &Receiver<Sample>, store: &dyn Store, every: Duration) {
-    let mut held: HashMap<RowKey, UsageRow> = HashMap::new();
+    let mut held = Held::default();
     let mut next = Instant::now() + every;
     loop {
         std::thread::sleep(DRAIN_EVERY.min(every));
@@ -332,7 +338,7 @@ mod tests {
 
     #[test]
     fn samples_add_up_per_hour_and_row() {
-        let mut held = HashMap::new();
+        let mut held = Held::default();
         add(&mut held, sample(3600, "p/a", 0.5));
         add(&mut held, sample(7199, "p/a", 0.25));
         add(&mut held, sample(7200, "p/a", 1.0));
@@ -340,9 +346,9 @@ mod tests {
         assert_eq!(held.len(), 3);
         let a = &held[&(
             3600,
-            String::new(),
+            SmolStr::default(),
             "/t".into(),
-            String::new(),
+            SmolStr::default(),
             "p/a".into(),
         )];
         assert_eq!((a.requests, a.input_tokens, a.cost_usd), (2, 6, 0.75));

@@ -5,8 +5,12 @@
 
 use std::fmt;
 
+use smol_str::SmolStr;
+
+/// Held as a `SmolStr`: a request's path is cloned into its usage sample and its limits'
+/// counters, and a short path (nearly all) clones without allocating.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserPath(String);
+pub struct UserPath(SmolStr);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserPathError {
@@ -21,7 +25,7 @@ pub enum UserPathError {
 impl UserPath {
     /// The root path `/`, which covers every caller.
     pub fn root() -> UserPath {
-        UserPath("/".to_string())
+        UserPath(SmolStr::new_static("/"))
     }
 
     /// Trims, adds the leading `/`, drops empty segments; rejects `.`/`..` segments and `:`.
@@ -44,11 +48,16 @@ impl UserPath {
         if out.is_empty() {
             out.push('/');
         }
-        Ok(UserPath(out))
+        Ok(UserPath(SmolStr::from(out)))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The path as a `SmolStr`, without copying it.
+    pub fn to_smol(&self) -> SmolStr {
+        self.0.clone()
     }
 
     pub fn is_root(&self) -> bool {
