@@ -132,6 +132,8 @@ def main():
     ap.add_argument("--n2", type=int, default=2500)
     ap.add_argument("--functions", type=int, default=0, metavar="K",
                     help="also print the K functions with the most instructions per request")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="leave the callgrind outputs in DIR (for callgrind_annotate)")
     ap.add_argument("--inclusive", action="store_true",
                     help="with --functions: count what each function calls too")
     args = ap.parse_args()
@@ -139,7 +141,8 @@ def main():
         sys.exit("valgrind is needed (Debian package `valgrind`)")
     body = json.dumps(BODIES[args.body]).encode()
     with tempfile.TemporaryDirectory(prefix="modelgate-instructions-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         mock = subprocess.Popen(
             [str(RELEASE / "mock-upstream"), "--listen", f"127.0.0.1:{MOCK_PORT}",
              "--chunk-delay-us", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

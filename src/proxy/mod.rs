@@ -229,15 +229,15 @@ impl Gateway {
             Ok(m) => m,
             Err(e) => return Prepared::Fail(e),
         };
-        let session_key = request_info::session_key(
-            session,
-            snap,
-            &peek.model,
-            ctx.user_path.as_ref(),
-            ctx.header_names,
-            &raw,
-        );
-        let input_tokens = estimated_input(snap, &peek.model, &raw, op);
+        // The virtual model named, looked up once for what the planner is told beside it.
+        let vm = snap
+            .table
+            .redirect(peek.model.trim())
+            .map(|vi| &snap.table.models[vi]);
+        let session_key = vm.and_then(|vm| {
+            request_info::session_key(session, vm, ctx.user_path.as_ref(), ctx.header_names, &raw)
+        });
+        let input_tokens = vm.and_then(|vm| estimated_input(vm, &raw, op));
         let req = plan::Request {
             model: &peek.model,
             provider: peek.provider.as_deref(),
@@ -664,17 +664,11 @@ fn attempt_format(
 /// context window it might exceed: the cheap bound (body bytes / 4) first, the text's
 /// characters / 4 only when the bound exceeds the smallest window.
 fn estimated_input(
-    snap: &crate::snapshot::Snapshot,
-    model: &str,
+    vm: &crate::routing::model::VirtualModel,
     raw: &[u8],
     op: Operation,
 ) -> Option<u64> {
-    let vi = snap.table.redirect(model.trim())?;
-    let smallest = snap.table.models[vi]
-        .targets
-        .iter()
-        .filter_map(|t| t.context_window)
-        .min()?;
+    let smallest = vm.targets.iter().filter_map(|t| t.context_window).min()?;
     (prompt::input_tokens_bound(raw) > smallest).then(|| prompt::input_tokens(raw, op))
 }
 

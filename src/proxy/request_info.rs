@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::headers::Names;
 use super::respond::ApiError;
+use crate::routing::model::VirtualModel;
 use crate::routing::user_path::UserPath;
-use crate::snapshot::Snapshot;
 
 /// Echoes a sane client `X-Request-Id`, else makes one.
 pub fn request_id(session: &Session, names: Names) -> String {
@@ -67,14 +67,11 @@ pub fn metadata_header(
 /// caller. None when the model is no virtual model that uses pins.
 pub fn session_key(
     session: &Session,
-    snap: &Snapshot,
-    model: &str,
+    vm: &VirtualModel,
     caller: Option<&UserPath>,
     names: Names,
     body: &[u8],
 ) -> Option<String> {
-    let vi = snap.table.redirect(model.trim())?;
-    let vm = &snap.table.models[vi];
     if !vm.uses_affinity() {
         return None;
     }
