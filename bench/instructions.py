@@ -66,7 +66,7 @@ def requests(port, n, body):
     conn.close()
 
 
-def target_cmd(name, work):
+def target_cmd(name, work, template=None):
     upstream = f"127.0.0.1:{MOCK_PORT}"
     listen = f"127.0.0.1:{TARGET_PORT}"
     if name == "pingora":
@@ -74,17 +74,17 @@ def target_cmd(name, work):
         return [binary, "--listen", listen, "--upstream", upstream, "--threads", "1"], {}
     conf = work / "conf"
     conf.mkdir(exist_ok=True)
-    text = (ROOT / "bench" / "modelgate.yaml.template").read_text()
+    text = Path(template or ROOT / "bench" / "modelgate.yaml.template").read_text()
     (conf / "config.yaml").write_text(text.replace("{{UPSTREAM}}", upstream))
     binary = os.environ.get("MODELGATE_BIN", str(RELEASE / "modelgate"))
     return ([binary, "--config", str(conf / "config.yaml"), "--listen", listen, "serve"],
             {"MODELGATE_THREADS": "1", "RUST_LOG": "info,pingora=warn"})
 
 
-def count(name, n, body, work):
+def count(name, n, body, work, template=None):
     """Total instructions of one process that served n requests."""
     out = work / f"callgrind.{name}.{n}.out"
-    cmd, env = target_cmd(name, work)
+    cmd, env = target_cmd(name, work, template)
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
         cwd=work, env={**os.environ, **env},
@@ -127,7 +127,12 @@ def functions(work, name, n1, n2, inclusive):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="pingora,modelgate")
-    ap.add_argument("--body", choices=sorted(BODIES), default="small")
+    ap.add_argument("--body", choices=sorted(BODIES) + ["big"], default="small",
+                    help="big: the load benchmark's 200 KB coding-agent body")
+    ap.add_argument("--config", metavar="TEMPLATE",
+                    help="modelgate's config ({{UPSTREAM}} is the mock's address) instead of "
+                         "bench/modelgate.yaml.template")
+    ap.add_argument("--model", help="the body's model (default: bench)")
     ap.add_argument("--n1", type=int, default=500)
     ap.add_argument("--n2", type=int, default=2500)
     ap.add_argument("--functions", type=int, default=0, metavar="K",
@@ -139,10 +144,17 @@ def main():
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed (Debian package `valgrind`)")
-    body = json.dumps(BODIES[args.body]).encode()
     with tempfile.TemporaryDirectory(prefix="modelgate-instructions-") as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
+        if args.body == "big":
+            from run import bodies  # noqa: E402
+            data = json.loads(Path(bodies(work)["big"]).read_text())
+        else:
+            data = dict(BODIES[args.body])
+        if args.model:
+            data["model"] = args.model
+        body = json.dumps(data).encode()
         mock = subprocess.Popen(
             [str(RELEASE / "mock-upstream"), "--listen", f"127.0.0.1:{MOCK_PORT}",
              "--chunk-delay-us", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,8 +162,8 @@ def main():
             wait_port(MOCK_PORT, mock)
             rows = []
             for name in args.targets.split(","):
-                a = count(name, args.n1, body, work)
-                b = count(name, args.n2, body, work)
+                a = count(name, args.n1, body, work, args.config)
+                b = count(name, args.n2, body, work, args.config)
                 rows.append((name, (b - a) / (args.n2 - args.n1)))
                 if args.functions:
                     per = functions(work, name, args.n1, args.n2, args.inclusive)

@@ -143,7 +143,14 @@ impl Body {
 
     /// The body as bytes: untouched fields exactly as the client sent them.
     pub fn to_vec(&self) -> Vec<u8> {
+        self.to_vec_with_span("").0
+    }
+
+    /// `to_vec`, and where in the bytes the value of `key` was written (so that the request
+    /// path need not scan the body again to find its `model`).
+    pub fn to_vec_with_span(&self, key: &str) -> (Vec<u8>, Option<(usize, usize)>) {
         let mut out = Vec::with_capacity(self.raw.len() + 256);
+        let mut span = None;
         out.push(b'{');
         for (i, (k, v)) in self.fields.iter().enumerate() {
             if i > 0 {
@@ -152,10 +159,14 @@ impl Body {
             // A String always serializes.
             let _ = serde_json::to_writer(&mut out, k);
             out.push(b':');
+            let start = out.len();
             v.write(&self.raw, &mut out);
+            if k == key {
+                span = Some((start, out.len()));
+            }
         }
         out.push(b'}');
-        out
+        (out, span)
     }
 
     /// The whole body as a value (for tests and for `resolve`).
@@ -268,9 +279,7 @@ fn decode(quoted: &[u8]) -> Option<Cow<'_, str>> {
     if memchr::memchr(b'\\', inner).is_none() {
         return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
-    serde_json::from_slice::<String>(quoted)
-        .ok()
-        .map(Cow::Owned)
+    crate::proxy::json_scan::unescape(quoted).map(Cow::Owned)
 }
 
 impl<'a> SlotRef<'a> {

@@ -83,6 +83,26 @@ pub fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     })
 }
 
+/// The peek of a body the request middleware wrote, from its routing fields as the steps left
+/// them (`model_span` is where `model`'s value lies in `body`), with `peek`'s checks of their
+/// values. The body is valid JSON with unique keys by construction.
+pub fn peek_written(
+    body: &[u8],
+    model_span: (usize, usize),
+    stream: Option<serde_json::Value>,
+    provider: Option<serde_json::Value>,
+) -> Result<Peek, ApiError> {
+    let (start, end) = model_span;
+    let model_raw = body.get(start..end).ok_or_else(missing_model)?;
+    let (model, stream, provider) = routing_values(model_raw, stream, provider)?;
+    Ok(Peek {
+        model,
+        stream,
+        provider,
+        model_span,
+    })
+}
+
 /// The routing fields' values, checked: `model` (its raw JSON) a non-blank string, `stream` a
 /// boolean or null, `provider` a non-blank string or null.
 fn routing_values(

@@ -83,7 +83,15 @@ pub fn request_phase(
             return Err(e);
         }
     }
-    Ok(value.to_vec())
+    // The planner takes the peek of the bytes written, read off the fields as the steps left
+    // them, rather than scanning the whole body again; where it cannot (a step removed the
+    // model) the planner peeks and answers with its own message.
+    let (bytes, model_span) = value.to_vec_with_span("model");
+    ctx.peek = model_span.and_then(|span| {
+        let read = |key| value.get(key).map(|v| v.value().into_owned());
+        body::peek_written(&bytes, span, read("stream"), read("provider")).ok()
+    });
+    Ok(bytes)
 }
 
 /// The operations with a conversation (and a system prompt) to act on.

@@ -396,3 +396,54 @@ fn long_strings_with_escapes_at_block_edges() {
         }
     }
 }
+
+/// The request phase's peek of the bytes it wrote equals a fresh peek of them, whatever the
+/// steps did to the routing fields.
+#[test]
+fn a_peek_of_written_bytes_equals_a_fresh_peek() {
+    use crate::middleware::Body;
+    use serde_json::json;
+    let client: &[&[u8]] = &[
+        br#"{ "messages": [{"role":"user","content":"a\nb"}], "model" : "vm" , "stream":true}"#,
+        br#"{"model":"vm","provider":null,"stream":null}"#,
+        br#"{"provider":"p","model":"caf\u00e9"}"#,
+    ];
+    for raw in client {
+        let edits: [&dyn Fn(&mut Body); 4] = [
+            &|_| {},
+            &|b| b.insert("model", json!("routed/one")),
+            &|b| b.insert("stream", json!(false)),
+            &|b| {
+                b.insert("temperature", json!(0.2));
+                b.insert("provider", json!("openai"));
+            },
+        ];
+        for edit in edits {
+            let mut body = Body::parse(raw.to_vec()).expect("an object");
+            edit(&mut body);
+            let (bytes, span) = body.to_vec_with_span("model");
+            let read = |key| body.get(key).map(|v| v.value().into_owned());
+            let written = super::peek_written(
+                &bytes,
+                span.expect("a model"),
+                read("stream"),
+                read("provider"),
+            );
+            assert_eq!(
+                written.ok(),
+                peek(&bytes).ok(),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    // A step that leaves a model of the wrong type is refused the same way.
+    let mut body = Body::parse(br#"{"model":"vm"}"#.to_vec()).expect("an object");
+    body.insert("model", json!(7));
+    let (bytes, span) = body.to_vec_with_span("model");
+    let written = super::peek_written(&bytes, span.expect("a model"), None, None);
+    assert_eq!(
+        written.map_err(|e| e.code),
+        peek(&bytes).map_err(|e| e.code)
+    );
+}
