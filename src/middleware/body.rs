@@ -15,7 +15,13 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::proxy::json_scan::{for_each_item_at, ScanError};
+use crate::proxy::json_scan::{for_each_item_at, for_each_member_at, skip_value_at, ScanError};
+
+/// Top-level arrays opened into their elements' spans while the body is first walked: the
+/// conversation, which the chat middlewares all walk (`system-prompt` inserts into it, `guard`
+/// and `router` read its text). Other arrays (an embeddings `input` of thousands of items) stay
+/// one span until a step opens them.
+const OPENED: &[&str] = &["messages"];
 
 /// A JSON object's fields, in order, over the client's bytes; a later duplicate key replaces
 /// the earlier value in its place, as serde_json's order-preserving map does.
@@ -34,6 +40,9 @@ pub enum Slot {
     Value(Value),
     /// An array opened into its elements, each still a slot.
     Items(Vec<Slot>),
+    /// An array as the client sent it (written as the span `.0`), whose elements' spans are
+    /// known from the first walk.
+    Array((usize, usize), Vec<Slot>),
 }
 
 impl Body {
@@ -49,17 +58,27 @@ impl Body {
         if raw.get(start) != Some(&b'{') {
             return Err("expected a JSON object".into());
         }
-        let end = for_each_item_at(&raw, start, |key, (a, b)| {
+        let end = for_each_member_at(&raw, start, |key, a| {
             let Some((ka, kb)) = key else {
-                return;
+                return skip_value_at(&raw, a);
             };
-            match decode(&raw[ka..kb]) {
-                Some(k) => match fields.iter_mut().find(|(f, _)| *f == k) {
-                    Some((_, slot)) => *slot = Slot::Raw(a, b),
-                    None => fields.push((k.into_owned(), Slot::Raw(a, b))),
-                },
-                None => bad_key = Some(ka),
+            let Some(k) = decode(&raw[ka..kb]) else {
+                bad_key = Some(ka);
+                return skip_value_at(&raw, a);
+            };
+            let (slot, b) = if raw.get(a) == Some(&b'[') && OPENED.contains(&k.as_ref()) {
+                let mut items = Vec::new();
+                let b = for_each_item_at(&raw, a, |_, (s, e)| items.push(Slot::Raw(s, e)))?;
+                (Slot::Array((a, b), items), b)
+            } else {
+                let b = skip_value_at(&raw, a)?;
+                (Slot::Raw(a, b), b)
+            };
+            match fields.iter_mut().find(|(f, _)| *f == k) {
+                Some((_, old)) => *old = slot,
+                None => fields.push((k.into_owned(), slot)),
             }
+            Ok(b)
         })
         .map_err(|e| match e {
             ScanError::Syntax { reason, at } | ScanError::Shape { reason, at } => {
@@ -107,7 +126,7 @@ impl Body {
         }
         match slot {
             Slot::Value(v) => Some(v),
-            Slot::Raw(..) | Slot::Items(_) => None,
+            Slot::Raw(..) | Slot::Items(_) | Slot::Array(..) => None,
         }
     }
 
@@ -118,6 +137,7 @@ impl Body {
         let slot = fields.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)?;
         let opened = match slot {
             Slot::Items(_) => None,
+            Slot::Array(_, items) => Some(std::mem::take(items)),
             Slot::Raw(a, b) => {
                 let (a, b) = (*a, *b);
                 if raw.get(a) != Some(&b'[') {
@@ -137,7 +157,7 @@ impl Body {
         }
         match slot {
             Slot::Items(items) => Some(ItemsMut { raw, items }),
-            Slot::Raw(..) | Slot::Value(_) => None,
+            Slot::Raw(..) | Slot::Value(_) | Slot::Array(..) => None,
         }
     }
 
@@ -232,7 +252,7 @@ impl Slot {
         match self {
             Slot::Raw(a, b) => SlotRef::Raw(&raw[*a..*b]),
             Slot::Value(v) => SlotRef::Value(v),
-            Slot::Items(items) => SlotRef::Items(items, raw),
+            Slot::Items(items) | Slot::Array(_, items) => SlotRef::Items(items, raw),
         }
     }
 
@@ -242,7 +262,7 @@ impl Slot {
 
     fn write(&self, raw: &[u8], out: &mut Vec<u8>) {
         match self {
-            Slot::Raw(a, b) => out.extend_from_slice(&raw[*a..*b]),
+            Slot::Raw(a, b) | Slot::Array((a, b), _) => out.extend_from_slice(&raw[*a..*b]),
             // A Value always serializes.
             Slot::Value(v) => {
                 let _ = serde_json::to_writer(&mut *out, v);

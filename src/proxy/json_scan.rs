@@ -225,6 +225,22 @@ pub fn for_each_item_at(
     start: usize,
     mut on_item: impl FnMut(Option<(usize, usize)>, (usize, usize)),
 ) -> Result<usize, ScanError> {
+    for_each_member_at(body, start, |key, value_start| {
+        let end = skip_value_at(body, value_start)?;
+        on_item(key, (value_start, end));
+        Ok(end)
+    })
+}
+
+/// `for_each_item_at`, where `on_member` walks each value itself: it gets the member's quoted
+/// key span (`None` in an array) and the offset its value starts at, and returns the offset
+/// just past the value (as `skip_value_at` or a nested `for_each_item_at` do), so a caller can
+/// open a nested container in the same pass.
+pub fn for_each_member_at(
+    body: &[u8],
+    start: usize,
+    mut on_member: impl FnMut(Option<(usize, usize)>, usize) -> Result<usize, ScanError>,
+) -> Result<usize, ScanError> {
     let mut s = Scanner { b: body, i: start };
     let close = match s.ws() {
         Some(b'{') => b'}',
@@ -258,9 +274,7 @@ pub fn for_each_item_at(
             None
         };
         s.ws();
-        let value_start = s.i;
-        s.skip_value()?;
-        on_item(key, (value_start, s.i));
+        s.i = on_member(key, s.i)?;
         match s.ws() {
             Some(b',') => s.i += 1,
             Some(c) if c == close => return Ok(s.i + 1),
