@@ -133,6 +133,16 @@ fn a_guard_deny_sends_nothing_upstream_in_either_dialect() {
         r.body
     );
     assert_eq!(r.json()["error"]["message"], "that topic is blocked");
+    // A repeated key does not get a body past the steps: the later value is the one checked
+    // and sent, as when parsed.
+    let r = g.post_raw(
+        "/v1/chat/completions",
+        br#"{"model": "mw", "messages": [{"role": "user", "content": "hi"}],
+             "messages": [{"role": "user", "content": "the secret plan"}]}"#,
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error_code(), "request_blocked");
     assert!(up.requests().is_empty(), "nothing went upstream");
 }
 

@@ -29,6 +29,8 @@ const OPENED: &[&str] = &["messages"];
 pub struct Body {
     raw: Vec<u8>,
     fields: Vec<(String, Slot)>,
+    /// A key was repeated in the client's object (the later value took the earlier's place).
+    duplicates: bool,
 }
 
 /// One value of the body.
@@ -48,8 +50,48 @@ pub enum Slot {
 impl Body {
     /// The body of a request; an error when it is not one JSON object.
     pub fn parse(raw: impl Into<Vec<u8>>) -> Result<Body, String> {
-        let raw = raw.into();
+        Body::parse_or_return(raw.into()).map_err(|(e, _)| e)
+    }
+
+    /// `parse`, handing the bytes back with the error.
+    pub fn parse_or_return(raw: Vec<u8>) -> Result<Body, (String, Vec<u8>)> {
+        match Body::walk(&raw) {
+            Ok((fields, duplicates)) => Ok(Body {
+                raw,
+                fields,
+                duplicates,
+            }),
+            Err(e) => Err((e, raw)),
+        }
+    }
+
+    /// The client's bytes, when no step changed anything.
+    pub fn into_raw(self) -> Vec<u8> {
+        self.raw
+    }
+
+    /// The client's bytes (whatever the steps changed since).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Whether the client's object repeated a key.
+    pub fn has_duplicate_keys(&self) -> bool {
+        self.duplicates
+    }
+
+    /// Where the value of `key` lies in the client's bytes, while no step has changed it.
+    pub fn span_of(&self, key: &str) -> Option<(usize, usize)> {
+        match self.fields.iter().find(|(k, _)| k == key)?.1 {
+            Slot::Raw(a, b) | Slot::Array((a, b), _) => Some((a, b)),
+            Slot::Value(_) | Slot::Items(_) => None,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn walk(raw: &[u8]) -> Result<(Vec<(String, Slot)>, bool), String> {
         let mut fields: Vec<(String, Slot)> = Vec::new();
+        let mut duplicates = false;
         let mut bad_key = None;
         let start = raw
             .iter()
@@ -58,24 +100,27 @@ impl Body {
         if raw.get(start) != Some(&b'{') {
             return Err("expected a JSON object".into());
         }
-        let end = for_each_member_at(&raw, start, |key, a| {
+        let end = for_each_member_at(raw, start, |key, a| {
             let Some((ka, kb)) = key else {
-                return skip_value_at(&raw, a);
+                return skip_value_at(raw, a);
             };
             let Some(k) = decode(&raw[ka..kb]) else {
                 bad_key = Some(ka);
-                return skip_value_at(&raw, a);
+                return skip_value_at(raw, a);
             };
             let (slot, b) = if raw.get(a) == Some(&b'[') && OPENED.contains(&k.as_ref()) {
                 let mut items = Vec::new();
-                let b = for_each_item_at(&raw, a, |_, (s, e)| items.push(Slot::Raw(s, e)))?;
+                let b = for_each_item_at(raw, a, |_, (s, e)| items.push(Slot::Raw(s, e)))?;
                 (Slot::Array((a, b), items), b)
             } else {
-                let b = skip_value_at(&raw, a)?;
+                let b = skip_value_at(raw, a)?;
                 (Slot::Raw(a, b), b)
             };
             match fields.iter_mut().find(|(f, _)| *f == k) {
-                Some((_, old)) => *old = slot,
+                Some((_, old)) => {
+                    *old = slot;
+                    duplicates = true;
+                }
                 None => fields.push((k.into_owned(), slot)),
             }
             Ok(b)
@@ -91,7 +136,7 @@ impl Body {
         if raw[end..].iter().any(|c| !c.is_ascii_whitespace()) {
             return Err("trailing characters after the object".into());
         }
-        Ok(Body { raw, fields })
+        Ok((fields, duplicates))
     }
 
     pub fn get(&self, key: &str) -> Option<SlotRef<'_>> {
@@ -119,7 +164,7 @@ impl Body {
 
     /// The value of `key`, parsed so it can be edited.
     pub fn value_mut(&mut self, key: &str) -> Option<&mut Value> {
-        let Body { raw, fields } = self;
+        let Body { raw, fields, .. } = self;
         let slot = fields.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)?;
         if !matches!(slot, Slot::Value(_)) {
             *slot = Slot::Value(slot.to_value(raw));
@@ -133,7 +178,7 @@ impl Body {
     /// The elements of the array at `key`, opened without parsing them; `None` when `key` is
     /// absent or not an array.
     pub fn items_mut(&mut self, key: &str) -> Option<ItemsMut<'_>> {
-        let Body { raw, fields } = self;
+        let Body { raw, fields, .. } = self;
         let slot = fields.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)?;
         let opened = match slot {
             Slot::Items(_) => None,
@@ -207,6 +252,7 @@ impl From<Value> for Body {
             Value::Object(map) => Body {
                 raw: Vec::new(),
                 fields: map.into_iter().map(|(k, v)| (k, Slot::Value(v))).collect(),
+                duplicates: false,
             },
             _ => Body::default(),
         }

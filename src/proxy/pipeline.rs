@@ -48,9 +48,29 @@ pub fn request_phase(
     if !snap.any_pipelines {
         return Ok(raw);
     }
-    // Malformed bodies are refused by the planner's own peek, with its messages.
-    let Ok(peek) = body::peek(&raw) else {
-        return Ok(raw);
+    // One walk of the body finds the model (for the planner too) and serves the steps.
+    let mut value = match Body::parse_or_return(raw) {
+        Ok(b) => b,
+        // Malformed bodies are refused by the planner's own peek, with its messages; one it
+        // accepts that the steps cannot read is refused here.
+        Err((e, raw)) => {
+            return match body::peek(&raw) {
+                Err(_) => Ok(raw),
+                Ok(_) => Err(ApiError::invalid_request(
+                    "invalid_json",
+                    format!("request body is not valid JSON: {e}"),
+                )),
+            }
+        }
+    };
+    let peek = if value.has_duplicate_keys() {
+        // The planner's rules for repeated keys are `peek`'s own.
+        body::peek(value.raw())
+    } else {
+        peek_of(&value, value.span_of("model"), value.raw())
+    };
+    let Ok(peek) = peek else {
+        return Ok(value.into_raw());
     };
     let named = named(snap, &peek.model, ctx);
     if let Some(p) = &named {
@@ -62,15 +82,8 @@ pub fn request_phase(
     if guardrails.is_none() && own.is_none() {
         // The body is unchanged: the planner takes this peek rather than making another.
         ctx.peek = Some(peek);
-        return Ok(raw);
+        return Ok(value.into_raw());
     }
-    // Only what a step edits is parsed; the rest goes on as the client sent it.
-    let mut value = Body::parse(raw).map_err(|e| {
-        ApiError::invalid_request(
-            "invalid_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
     let metadata = metadata_bytes(session, ctx.header_names);
     let facts = RequestFacts {
         operation: op,
@@ -87,11 +100,20 @@ pub fn request_phase(
     // them, rather than scanning the whole body again; where it cannot (a step removed the
     // model) the planner peeks and answers with its own message.
     let (bytes, model_span) = value.to_vec_with_span("model");
-    ctx.peek = model_span.and_then(|span| {
-        let read = |key| value.get(key).map(|v| v.value().into_owned());
-        body::peek_written(&bytes, span, read("stream"), read("provider")).ok()
-    });
+    ctx.peek = peek_of(&value, model_span, &bytes).ok();
     Ok(bytes)
+}
+
+/// The planner's peek of `bytes`, the body `value` is or wrote, read off its fields; the model
+/// lies at `model_span` in `bytes`. An error (no model) is left to the planner's own peek.
+fn peek_of(
+    value: &Body,
+    model_span: Option<(usize, usize)>,
+    bytes: &[u8],
+) -> Result<body::Peek, ApiError> {
+    let span = model_span.ok_or_else(|| ApiError::invalid_request("missing_model", ""))?;
+    let read = |key| value.get(key).map(|v| v.value().into_owned());
+    body::peek_written(bytes, span, read("stream"), read("provider"))
 }
 
 /// The operations with a conversation (and a system prompt) to act on.

@@ -418,6 +418,12 @@ fn a_peek_of_written_bytes_equals_a_fresh_peek() {
                 b.insert("provider", json!("openai"));
             },
         ];
+        // Unedited, the client's own bytes and spans give the same peek.
+        let body = Body::parse(raw.to_vec()).expect("an object");
+        let read = |key| body.get(key).map(|v| v.value().into_owned());
+        let span = body.span_of("model").expect("a model");
+        let own = super::peek_written(body.raw(), span, read("stream"), read("provider"));
+        assert_eq!(own.ok(), peek(raw).ok());
         for edit in edits {
             let mut body = Body::parse(raw.to_vec()).expect("an object");
             edit(&mut body);
