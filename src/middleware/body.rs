@@ -45,6 +45,16 @@ pub enum Slot {
     /// An array as the client sent it (written as the span `.0`), whose elements' spans are
     /// known from the first walk.
     Array((usize, usize), Vec<Slot>),
+    /// An object as the client sent it (written as the span `.0`), with its members' key and
+    /// value spans, known from the first walk.
+    Object((usize, usize), Vec<Member>),
+}
+
+/// A member of an object as spans of the body's bytes: its quoted key and its value.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    key: (usize, usize),
+    value: (usize, usize),
 }
 
 impl Body {
@@ -83,7 +93,7 @@ impl Body {
     /// Where the value of `key` lies in the client's bytes, while no step has changed it.
     pub fn span_of(&self, key: &str) -> Option<(usize, usize)> {
         match self.fields.iter().find(|(k, _)| k == key)?.1 {
-            Slot::Raw(a, b) | Slot::Array((a, b), _) => Some((a, b)),
+            Slot::Raw(a, b) | Slot::Array((a, b), _) | Slot::Object((a, b), _) => Some((a, b)),
             Slot::Value(_) | Slot::Items(_) => None,
         }
     }
@@ -109,8 +119,24 @@ impl Body {
                 return skip_value_at(raw, a);
             };
             let (slot, b) = if raw.get(a) == Some(&b'[') && OPENED.contains(&k.as_ref()) {
+                // The elements, and the members of those that are objects (a message's role
+                // and content), in the same pass.
                 let mut items = Vec::new();
-                let b = for_each_item_at(raw, a, |_, (s, e)| items.push(Slot::Raw(s, e)))?;
+                let b = for_each_member_at(raw, a, |_, s| {
+                    if raw.get(s) != Some(&b'{') {
+                        let e = skip_value_at(raw, s)?;
+                        items.push(Slot::Raw(s, e));
+                        return Ok(e);
+                    }
+                    let mut members = Vec::new();
+                    let e = for_each_item_at(raw, s, |key, value| {
+                        if let Some(key) = key {
+                            members.push(Member { key, value });
+                        }
+                    })?;
+                    items.push(Slot::Object((s, e), members));
+                    Ok(e)
+                })?;
                 (Slot::Array((a, b), items), b)
             } else {
                 let b = skip_value_at(raw, a)?;
@@ -171,7 +197,7 @@ impl Body {
         }
         match slot {
             Slot::Value(v) => Some(v),
-            Slot::Raw(..) | Slot::Items(_) | Slot::Array(..) => None,
+            Slot::Raw(..) | Slot::Items(_) | Slot::Array(..) | Slot::Object(..) => None,
         }
     }
 
@@ -195,14 +221,14 @@ impl Body {
             Slot::Value(Value::Array(a)) => {
                 Some(std::mem::take(a).into_iter().map(Slot::Value).collect())
             }
-            Slot::Value(_) => return None,
+            Slot::Value(_) | Slot::Object(..) => return None,
         };
         if let Some(items) = opened {
             *slot = Slot::Items(items);
         }
         match slot {
             Slot::Items(items) => Some(ItemsMut { raw, items }),
-            Slot::Raw(..) | Slot::Value(_) | Slot::Array(..) => None,
+            Slot::Raw(..) | Slot::Value(_) | Slot::Array(..) | Slot::Object(..) => None,
         }
     }
 
@@ -299,6 +325,7 @@ impl Slot {
             Slot::Raw(a, b) => SlotRef::Raw(&raw[*a..*b]),
             Slot::Value(v) => SlotRef::Value(v),
             Slot::Items(items) | Slot::Array(_, items) => SlotRef::Items(items, raw),
+            Slot::Object((a, b), members) => SlotRef::Object(&raw[*a..*b], members, raw),
         }
     }
 
@@ -308,7 +335,9 @@ impl Slot {
 
     fn write(&self, raw: &[u8], out: &mut Vec<u8>) {
         match self {
-            Slot::Raw(a, b) | Slot::Array((a, b), _) => out.extend_from_slice(&raw[*a..*b]),
+            Slot::Raw(a, b) | Slot::Array((a, b), _) | Slot::Object((a, b), _) => {
+                out.extend_from_slice(&raw[*a..*b])
+            }
             // A Value always serializes.
             Slot::Value(v) => {
                 let _ = serde_json::to_writer(&mut *out, v);
@@ -334,6 +363,8 @@ pub enum SlotRef<'a> {
     Value(&'a Value),
     /// An opened array's elements, over the body's bytes.
     Items(&'a [Slot], &'a [u8]),
+    /// An object's bytes, and its members' spans over the body's bytes.
+    Object(&'a [u8], &'a [Member], &'a [u8]),
 }
 
 /// A quoted JSON string's text: borrowed when it has no escapes.
@@ -354,7 +385,7 @@ impl<'a> SlotRef<'a> {
         match self {
             SlotRef::Raw(b) => decode(b),
             SlotRef::Value(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
-            SlotRef::Value(_) | SlotRef::Items(..) => None,
+            SlotRef::Value(_) | SlotRef::Items(..) | SlotRef::Object(..) => None,
         }
     }
 
@@ -362,7 +393,9 @@ impl<'a> SlotRef<'a> {
     pub fn value(self) -> Cow<'a, Value> {
         match self {
             // The span was scanned as one valid value.
-            SlotRef::Raw(b) => Cow::Owned(serde_json::from_slice(b).unwrap_or(Value::Null)),
+            SlotRef::Raw(b) | SlotRef::Object(b, ..) => {
+                Cow::Owned(serde_json::from_slice(b).unwrap_or(Value::Null))
+            }
             SlotRef::Value(v) => Cow::Borrowed(v),
             SlotRef::Items(items, raw) => Cow::Owned(Value::Array(
                 items.iter().map(|s| s.to_value(raw)).collect(),
@@ -389,6 +422,11 @@ impl<'a> SlotRef<'a> {
                 found.map(|(s, e)| SlotRef::Raw(&b[s..e]))
             }
             SlotRef::Value(v) => v.get(key).map(SlotRef::Value),
+            SlotRef::Object(_, members, raw) => members
+                .iter()
+                .rev()
+                .find(|m| decode(&raw[m.key.0..m.key.1]).is_some_and(|k| k == key))
+                .map(|m| SlotRef::Raw(&raw[m.value.0..m.value.1])),
             SlotRef::Items(..) => None,
         }
     }
@@ -402,7 +440,7 @@ impl<'a> SlotRef<'a> {
                 }
             }
             SlotRef::Value(Value::Array(a)) => a.iter().for_each(|v| f(SlotRef::Value(v))),
-            SlotRef::Value(_) => {}
+            SlotRef::Value(_) | SlotRef::Object(..) => {}
             SlotRef::Items(items, raw) => items.iter().for_each(|s| f(s.view(raw))),
         }
     }
@@ -418,7 +456,7 @@ impl<'a> SlotRef<'a> {
                         .is_some_and(|c| *c != b']')
             }
             SlotRef::Value(Value::Array(a)) => !a.is_empty(),
-            SlotRef::Value(_) => false,
+            SlotRef::Value(_) | SlotRef::Object(..) => false,
             SlotRef::Items(items, _) => !items.is_empty(),
         }
     }
@@ -481,6 +519,39 @@ mod tests {
         assert_eq!(role.as_deref(), Some("tool"));
         assert!(!b.get("d").expect("d").is_nonempty_array());
         assert!(b.get("e").expect("e").is_nonempty_array());
+    }
+
+    #[test]
+    fn messages_are_walked_once_into_their_members_and_written_as_sent() {
+        let raw = br#"{"messages": [ {"role":"user", "content":"a\"b", "role":"tool"} , 7,
+            {"content":[{"type":"text","text":"c"}]} ] }"#;
+        let b = Body::parse(raw.to_vec()).expect("an object");
+        let mut seen = Vec::new();
+        b.get("messages")
+            .expect("messages")
+            .for_each_item(&mut |m| {
+                let role = m
+                    .field("role")
+                    .and_then(SlotRef::as_str)
+                    .map(Cow::into_owned);
+                let content = m.field("content").map(|c| c.value().into_owned());
+                seen.push((role, content));
+            });
+        assert_eq!(
+            seen,
+            [
+                (Some("tool".to_string()), Some(json!("a\"b"))),
+                (None, None),
+                (None, Some(json!([{"type": "text", "text": "c"}]))),
+            ]
+        );
+        let expected: Value = serde_json::from_slice(raw).expect("json");
+        assert_eq!(b.to_value(), expected);
+        let out = String::from_utf8(b.to_vec()).expect("utf-8");
+        assert!(
+            out.contains(r#"[ {"role":"user", "content":"a\"b", "role":"tool"} , 7,"#),
+            "{out}"
+        );
     }
 
     #[test]
