@@ -1,5 +1,6 @@
-//! Observed state per target: circuit breaker, latency window, SLA windows, session pins; and a
-//! breaker per concrete model called directly (`concrete`).
+//! Observed state per target: circuit breaker, latency window, SLA windows, rate-limit steering
+//! (shared through Redis by `steer_sync`), session pins; and a breaker per concrete model called
+//! directly (`concrete`).
 //!
 //! Keyed by the target's concrete name (`provider/model`), so state survives reloads for targets
 //! that still exist. The request path reads through one `ArcSwap` load and atomics; the maps are
@@ -9,6 +10,7 @@ pub mod breaker;
 pub mod concrete;
 pub mod sessions;
 pub mod steer;
+pub mod steer_sync;
 pub mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +67,8 @@ pub struct Health {
     /// Breakers of concrete models called directly, apart from the virtual-model targets.
     pub concrete: ConcreteBreakers,
     pub sessions: Sessions,
+    /// Steering shared through Redis (with `REDIS_URL`).
+    pub steer_sync: steer_sync::SteerSync,
 }
 
 impl Health {

@@ -1,0 +1,195 @@
+//! Rate-limit steering shared by every gateway through Redis (`REDIS_URL`): what one gateway
+//! learns about a target (a 429's `Retry-After`, a provider's remaining share and its reset)
+//! steers all of them.
+//!
+//! A background task runs one `round` every `INTERVAL`: a single Lua script call that merges the
+//! targets this gateway observed since the last round into their keys (the later end of a 429's
+//! wait, the newer reading; each key expires when nothing in it holds any more) and answers every
+//! tracked target's shared state, which is merged into the local atomics (`steer::Steer`). The
+//! request path never waits for Redis: it reads only the local state, so a state reaches another
+//! gateway within two rounds. Keys are `{REDIS_KEY_PREFIX}steer:{provider/model}`, beside the
+//! limits' counters, over the same connection (`limits::shared`).
+//!
+//! Redis out of reach: a round fails (bounded by the connection's timeout), is counted in
+//! `/metrics`, and what was not published is published by the first round that succeeds; each
+//! gateway steers on its own observations meanwhile. Requests never fail because of it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::steer::Exported;
+use super::TargetMap;
+use crate::limits::shared::{Shared, SharedError};
+
+/// Time between two rounds.
+pub const INTERVAL: Duration = Duration::from_millis(250);
+
+/// KEYS: one per tracked target. ARGV[1]: now (Unix ms); ARGV[1 + i]: the state to merge into
+/// KEYS[i] ("limited_until fraction_ppm fraction_until fraction_at", Unix ms) or "" for none.
+/// Returns every key's state after the merge (nil: none).
+const ROUND: &str = r"
+local now = tonumber(ARGV[1])
+local pat = '^(%d+) (%d+) (%d+) (%d+)$'
+local out = {}
+for i = 1, #KEYS do
+  local cur = redis.call('GET', KEYS[i])
+  local nl, nf, nfu, nat = string.match(ARGV[i + 1] or '', pat)
+  if nl then
+    local l, f, fu, at = 0, 0, 0, 0
+    if cur then
+      local a, b, c, d = string.match(cur, pat)
+      if a then l, f, fu, at = tonumber(a), tonumber(b), tonumber(c), tonumber(d) end
+    end
+    nl, nf, nfu, nat = tonumber(nl), tonumber(nf), tonumber(nfu), tonumber(nat)
+    if nl > l then l = nl end
+    if nfu > now and (nat > at or fu <= now) then f, fu, at = nf, nfu, nat end
+    local last = math.max(l, fu)
+    if last > now then
+      cur = string.format('%d %d %d %d', l, f, fu, at)
+      redis.call('SET', KEYS[i], cur, 'PX', last - now)
+    end
+  end
+  out[i] = cur or false
+end
+return out
+";
+
+/// The shared steering of this gateway: the round's script and its counts for `/metrics`.
+#[derive(Debug)]
+pub struct SteerSync {
+    script: redis::Script,
+    /// Target states this gateway published.
+    pub published: AtomicU64,
+    /// Rounds that failed: Redis out of reach.
+    pub errors: AtomicU64,
+    /// Whether the last round failed (its failure is logged once, as is the recovery).
+    failing: AtomicBool,
+}
+
+impl Default for SteerSync {
+    fn default() -> Self {
+        SteerSync {
+            script: redis::Script::new(ROUND),
+            published: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A state as it is kept in Redis.
+pub fn encode(e: &Exported) -> String {
+    format!(
+        "{} {} {} {}",
+        e.limited_until, e.fraction_ppm, e.fraction_until, e.fraction_at
+    )
+}
+
+/// A state read from Redis; `None` for anything else.
+pub fn decode(v: &str) -> Option<Exported> {
+    let mut it = v.split(' ').map(|n| n.parse::<u64>().ok());
+    let e = Exported {
+        limited_until: it.next()??,
+        fraction_ppm: it.next()??,
+        fraction_until: it.next()??,
+        fraction_at: it.next()??,
+    };
+    it.next().is_none().then_some(e)
+}
+
+impl SteerSync {
+    /// One round: publishes what this gateway observed, folds in what the others did. Failures
+    /// are counted and logged (once per outage), never returned.
+    pub async fn share(&self, targets: &TargetMap, shared: &Shared) {
+        if targets.is_empty() {
+            return;
+        }
+        match self.round(targets, shared).await {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::info!("rate-limit steering is shared through Redis again");
+                }
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "{e}; rate-limit steering goes on with this gateway's own observations"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn round(&self, targets: &TargetMap, shared: &Shared) -> Result<(), SharedError> {
+        let prefix = &shared.settings.prefix;
+        let now = crate::mono_clock::now_ms();
+        let now_unix = crate::wall_clock::now_ms();
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(now_unix);
+        let mut taken = Vec::new();
+        for (name, h) in targets.iter() {
+            inv.key(format!("{prefix}steer:{name}"));
+            if h.steer.take_dirty() {
+                inv.arg(encode(&h.steer.export(now, now_unix)));
+                taken.push(h);
+            } else {
+                inv.arg("");
+            }
+        }
+        let states: Vec<Option<String>> = match shared.call(&inv).await {
+            Ok(v) => v,
+            Err(e) => {
+                for h in taken {
+                    h.steer.mark_dirty();
+                }
+                return Err(e);
+            }
+        };
+        self.published
+            .fetch_add(taken.len() as u64, Ordering::Relaxed);
+        let now = crate::mono_clock::now_ms();
+        let now_unix = crate::wall_clock::now_ms();
+        for ((_, h), state) in targets.iter().zip(states) {
+            if let Some(e) = state.as_deref().and_then(decode) {
+                h.steer.merge(&e, now, now_unix);
+            }
+        }
+        Ok(())
+    }
+
+    /// `/metrics` lines.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            "# HELP modelgate_steer_published_total Target steering states published to the other gateways through Redis.\n\
+             # TYPE modelgate_steer_published_total counter\n\
+             modelgate_steer_published_total {}\n\
+             # HELP modelgate_steer_store_errors_total Steering rounds that could not reach Redis (each gateway steered on its own meanwhile).\n\
+             # TYPE modelgate_steer_store_errors_total counter\n\
+             modelgate_steer_store_errors_total {}\n",
+            self.published.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_reads_back_as_written_and_nothing_else_reads() {
+        let e = Exported {
+            limited_until: 1_764_900_000_123,
+            fraction_ppm: 20_000,
+            fraction_until: 1_764_900_005_000,
+            fraction_at: 1_764_899_999_000,
+        };
+        assert_eq!(decode(&encode(&e)), Some(e));
+        for bad in ["", "1 2 3", "1 2 3 4 5", "1 2 x 4", "-1 2 3 4", "1  2 3 4"] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+}
