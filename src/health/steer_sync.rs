@@ -178,6 +178,92 @@ impl SteerSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::TargetHealth;
+    use crate::limits::config::RedisSettings;
+    use crate::proxy::rate_limit::Reading;
+    use std::sync::Arc;
+
+    fn gateway() -> TargetMap {
+        [("p/a".to_string(), Arc::new(TargetHealth::default()))]
+            .into_iter()
+            .collect()
+    }
+
+    fn redis(url: &str) -> Shared {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Shared::new(RedisSettings {
+            url: url.to_string(),
+            prefix: format!("modelgate-test:steer-sync:{}:{nanos}:", std::process::id()),
+        })
+        .unwrap()
+    }
+
+    fn reading(fraction: Option<f64>, retry_after_ms: Option<u64>) -> Reading {
+        Reading {
+            remaining_fraction: fraction,
+            reset_in_ms: Some(60_000),
+            retry_after_ms,
+        }
+    }
+
+    /// Needs the Redis on 127.0.0.1:6379 (as the black-box limit tests do); never skips.
+    #[tokio::test]
+    async fn gateways_merge_their_observations_through_redis() {
+        let shared = redis("redis://127.0.0.1:6379");
+        let (one, two, late) = (gateway(), gateway(), gateway());
+        let now = crate::mono_clock::now_ms();
+        one["p/a"]
+            .steer
+            .observe(&reading(None, Some(30_000)), 429, now);
+        two["p/a"]
+            .steer
+            .observe(&reading(Some(0.5), None), 200, now);
+        // A reading taken 5 s before the others, published after them.
+        late["p/a"]
+            .steer
+            .observe(&reading(Some(0.9), None), 200, now - 5_000);
+        let sync = SteerSync::default();
+        for g in [&one, &two, &late, &one] {
+            sync.share(g, &shared).await;
+        }
+        assert_eq!(sync.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(sync.published.load(Ordering::Relaxed), 3);
+        let now = crate::mono_clock::now_ms();
+        for g in [&one, &two, &late] {
+            let s = g["p/a"].steer.state(now);
+            assert!(s.rate_limited, "{s:?}");
+            assert!(s.for_ms > 20_000, "{s:?}");
+            assert_eq!(s.remaining_fraction, Some(0.5), "{s:?}");
+        }
+        // Nothing new was observed: nothing is published again.
+        sync.share(&two, &shared).await;
+        assert_eq!(sync.published.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_round_without_redis_is_counted_and_published_later() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let shared = redis(&format!("redis://127.0.0.1:{port}"));
+        let g = gateway();
+        let now = crate::mono_clock::now_ms();
+        g["p/a"]
+            .steer
+            .observe(&reading(None, Some(30_000)), 429, now);
+        let sync = SteerSync::default();
+        sync.share(&g, &shared).await;
+        assert_eq!(sync.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(sync.published.load(Ordering::Relaxed), 0);
+        // Steering goes on locally, and the state waits for the next round that reaches Redis.
+        assert!(g["p/a"].steer.state(now).rate_limited);
+        assert!(g["p/a"].steer.take_dirty());
+    }
 
     #[test]
     fn a_state_reads_back_as_written_and_nothing_else_reads() {
