@@ -220,8 +220,7 @@ impl BackgroundService for SteerSharing {
                 _ = shutdown.changed() => return,
             }
             if let Some(shared) = self.app.limiter.shared() {
-                let targets = self.app.health.all();
-                self.app.health.steer_sync.share(&targets, &shared).await;
+                self.app.health.share_steering(&shared).await;
             }
         }
     }

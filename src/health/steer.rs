@@ -26,7 +26,10 @@ pub struct Steer {
     fraction_until_ms: AtomicU64,
     /// When that share was announced: the newest reading wins, from here or from another gateway.
     fraction_at_ms: AtomicU64,
-    /// This gateway observed something it has not published yet.
+    /// The highest `min_remaining_fraction` of the virtual models routing to this target, in
+    /// millionths: a share under it steers some plan, so it is worth sharing.
+    share_below_ppm: AtomicU64,
+    /// This gateway observed something that steers and has not published it yet.
     dirty: AtomicBool,
 }
 
@@ -49,21 +52,41 @@ pub struct SteerState {
 }
 
 impl Steer {
-    /// Records an answer's reading (`status` is the answer's status).
+    /// Records an answer's reading (`status` is the answer's status). What steers is marked for
+    /// sharing: a 429's wait, a share under the threshold, and the first share at or over it
+    /// after a low one (so the other gateways stop steering away); a provider's ordinary
+    /// "plenty left" on every answer is not.
     pub fn observe(&self, r: &Reading, status: u16, now_ms: u64) {
+        let mut share = false;
         if let (429, Some(wait)) = (status, r.retry_after_ms) {
             let until = now_ms.saturating_add(wait.min(MAX_HOLD_MS));
             self.limited_until_ms.fetch_max(until, Ordering::Relaxed);
+            share = true;
         }
         if let Some(f) = r.remaining_fraction {
+            let below = self.share_below_ppm.load(Ordering::Relaxed);
+            let was_low = self.fraction_until_ms.load(Ordering::Relaxed) > now_ms
+                && self.fraction_ppm.load(Ordering::Relaxed) < below;
+            let ppm = (f.clamp(0.0, 1.0) * 1e6).round() as u64;
             let hold = r.reset_in_ms.unwrap_or(DEFAULT_HOLD_MS).min(MAX_HOLD_MS);
-            self.fraction_ppm
-                .store((f.clamp(0.0, 1.0) * 1e6).round() as u64, Ordering::Relaxed);
+            self.fraction_ppm.store(ppm, Ordering::Relaxed);
             self.fraction_until_ms
                 .store(now_ms.saturating_add(hold), Ordering::Relaxed);
             self.fraction_at_ms.store(now_ms, Ordering::Relaxed);
+            share |= ppm < below || was_low;
         }
-        self.dirty.store(true, Ordering::Relaxed);
+        if share {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the share under which a reading is worth sharing (the highest threshold of the
+    /// virtual models routing to this target; set at every snapshot swap).
+    pub fn set_share_below(&self, fraction: f64) {
+        self.share_below_ppm.store(
+            (fraction.clamp(0.0, 1.0) * 1e6).round() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether this gateway observed something since the last call (and forgets it).
@@ -196,6 +219,41 @@ mod tests {
         assert!(s.state(29_999).rate_limited);
         assert_eq!(s.state(10_000).for_ms, 20_000);
         assert!(!s.state(30_000).rate_limited);
+    }
+
+    #[test]
+    fn only_what_steers_is_marked_for_sharing() {
+        let s = Steer::default();
+        s.set_share_below(0.1);
+        let share = |f: f64| Reading {
+            remaining_fraction: Some(f),
+            reset_in_ms: Some(60_000),
+            retry_after_ms: None,
+        };
+        // Plenty left, answer after answer: nothing to share.
+        s.observe(&share(0.9), 200, 0);
+        s.observe(&share(0.5), 200, 1);
+        assert!(!s.take_dirty());
+        // Under the threshold: shared.
+        s.observe(&share(0.05), 200, 2);
+        assert!(s.take_dirty());
+        // The first reading over it after a low one: shared; the next: not.
+        s.observe(&share(0.8), 200, 3);
+        assert!(s.take_dirty());
+        s.observe(&share(0.7), 200, 4);
+        assert!(!s.take_dirty());
+        // A 429 with Retry-After: shared, whatever the share.
+        let limited = Reading {
+            remaining_fraction: None,
+            reset_in_ms: None,
+            retry_after_ms: Some(1_000),
+        };
+        s.observe(&limited, 429, 5);
+        assert!(s.take_dirty());
+        // With steering off everywhere (threshold 0) only 429s are shared.
+        s.set_share_below(0.0);
+        s.observe(&share(0.0), 200, 6);
+        assert!(!s.take_dirty());
     }
 
     #[test]

@@ -24,18 +24,21 @@ use crate::limits::shared::{Shared, SharedError};
 /// Time between two rounds.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
-/// KEYS: one per tracked target. ARGV[1]: now (Unix ms); ARGV[1 + i]: the state to merge into
-/// KEYS[i] ("limited_until fraction_ppm fraction_until fraction_at", Unix ms) or "" for none.
-/// Returns every key's state after the merge (nil: none).
+/// KEYS[1]: the version key (counts the rounds that wrote anything); KEYS[1 + i]: one per
+/// tracked target. ARGV[1]: now (Unix ms); ARGV[2]: the version this gateway last read ("" to
+/// read in any case); ARGV[2 + i]: the state to merge into KEYS[1 + i] ("limited_until
+/// fraction_ppm fraction_until fraction_at", Unix ms) or "" for none.
+/// Returns {version} when nothing changed since the version given, else {version, the state
+/// of every target (nil: none)}.
 const ROUND: &str = r"
 local now = tonumber(ARGV[1])
 local pat = '^(%d+) (%d+) (%d+) (%d+)$'
-local out = {}
-for i = 1, #KEYS do
-  local cur = redis.call('GET', KEYS[i])
+local wrote = false
+for i = 2, #KEYS do
   local nl, nf, nfu, nat = string.match(ARGV[i + 1] or '', pat)
   if nl then
     local l, f, fu, at = 0, 0, 0, 0
+    local cur = redis.call('GET', KEYS[i])
     if cur then
       local a, b, c, d = string.match(cur, pat)
       if a then l, f, fu, at = tonumber(a), tonumber(b), tonumber(c), tonumber(d) end
@@ -45,23 +48,42 @@ for i = 1, #KEYS do
     if nfu > now and (nat > at or fu <= now) then f, fu, at = nf, nfu, nat end
     local last = math.max(l, fu)
     if last > now then
-      cur = string.format('%d %d %d %d', l, f, fu, at)
-      redis.call('SET', KEYS[i], cur, 'PX', last - now)
+      redis.call('SET', KEYS[i], string.format('%d %d %d %d', l, f, fu, at), 'PX', last - now)
+      wrote = true
     end
   end
-  out[i] = cur or false
 end
+local v = redis.call('GET', KEYS[1]) or '0'
+if wrote then
+  v = tostring(redis.call('INCR', KEYS[1]))
+  redis.call('EXPIRE', KEYS[1], 86400)
+end
+if v == ARGV[2] then return {v} end
+local out = {v}
+for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) or false end
 return out
 ";
 
-/// The shared steering of this gateway: the round's script and its counts for `/metrics`.
+/// Every this many rounds (10 s) a round reads every target's state whatever the version says
+/// (a Redis that restarted may count versions again from 0).
+const FULL_READ_EVERY: u64 = 40;
+
+/// The shared steering of this gateway: the round's script, what it last read, and its counts
+/// for `/metrics`.
 #[derive(Debug)]
 pub struct SteerSync {
     script: redis::Script,
     /// Target states this gateway published.
     pub published: AtomicU64,
+    /// Rounds that read every target's state (something changed since the last read).
+    pub reads: AtomicU64,
     /// Rounds that failed: Redis out of reach.
     pub errors: AtomicU64,
+    /// The version last read, plus one (0: none, read in any case).
+    seen: AtomicU64,
+    /// The generation of the target map last read (a new map is read whole).
+    seen_generation: AtomicU64,
+    rounds: AtomicU64,
     /// Whether the last round failed (its failure is logged once, as is the recovery).
     failing: AtomicBool,
 }
@@ -71,7 +93,11 @@ impl Default for SteerSync {
         SteerSync {
             script: redis::Script::new(ROUND),
             published: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            seen_generation: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
             failing: AtomicBool::new(false),
         }
     }
@@ -98,13 +124,14 @@ pub fn decode(v: &str) -> Option<Exported> {
 }
 
 impl SteerSync {
-    /// One round: publishes what this gateway observed, folds in what the others did. Failures
-    /// are counted and logged (once per outage), never returned.
-    pub async fn share(&self, targets: &TargetMap, shared: &Shared) {
+    /// One round over `targets` (of map generation `generation`): publishes what this gateway
+    /// observed, folds in what the others did. Failures are counted and logged (once per
+    /// outage), never returned.
+    pub async fn share(&self, targets: &TargetMap, generation: u64, shared: &Shared) {
         if targets.is_empty() {
             return;
         }
-        match self.round(targets, shared).await {
+        match self.round(targets, generation, shared).await {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     log::info!("rate-limit steering is shared through Redis again");
@@ -112,6 +139,7 @@ impl SteerSync {
             }
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                self.seen.store(0, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     log::warn!(
                         "{e}; rate-limit steering goes on with this gateway's own observations"
@@ -121,12 +149,28 @@ impl SteerSync {
         }
     }
 
-    async fn round(&self, targets: &TargetMap, shared: &Shared) -> Result<(), SharedError> {
+    async fn round(
+        &self,
+        targets: &TargetMap,
+        generation: u64,
+        shared: &Shared,
+    ) -> Result<(), SharedError> {
         let prefix = &shared.settings.prefix;
         let now = crate::mono_clock::now_ms();
         let now_unix = crate::wall_clock::now_ms();
+        let n = self.rounds.fetch_add(1, Ordering::Relaxed);
+        let seen = match self.seen.load(Ordering::Relaxed) {
+            _ if n % FULL_READ_EVERY == 0
+                || generation != self.seen_generation.load(Ordering::Relaxed) =>
+            {
+                String::new()
+            }
+            0 => String::new(),
+            v => (v - 1).to_string(),
+        };
         let mut inv = self.script.prepare_invoke();
-        inv.arg(now_unix);
+        inv.key(format!("{prefix}steer:version"));
+        inv.arg(now_unix).arg(seen);
         let mut taken = Vec::new();
         for (name, h) in targets.iter() {
             inv.key(format!("{prefix}steer:{name}"));
@@ -137,7 +181,7 @@ impl SteerSync {
                 inv.arg("");
             }
         }
-        let states: Vec<Option<String>> = match shared.call(&inv).await {
+        let reply: Vec<Option<String>> = match shared.call(&inv).await {
             Ok(v) => v,
             Err(e) => {
                 for h in taken {
@@ -148,13 +192,30 @@ impl SteerSync {
         };
         self.published
             .fetch_add(taken.len() as u64, Ordering::Relaxed);
-        let now = crate::mono_clock::now_ms();
-        let now_unix = crate::wall_clock::now_ms();
-        for ((_, h), state) in targets.iter().zip(states) {
-            if let Some(e) = state.as_deref().and_then(decode) {
-                h.steer.merge(&e, now, now_unix);
+        let mut reply = reply.into_iter();
+        let version = reply
+            .next()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                SharedError::Redis(
+                    crate::limits::shared::shown(&shared.settings.url),
+                    "the steering script answered no version".to_string(),
+                )
+            })?;
+        if !reply.as_slice().is_empty() {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let now = crate::mono_clock::now_ms();
+            let now_unix = crate::wall_clock::now_ms();
+            for ((_, h), state) in targets.iter().zip(reply) {
+                if let Some(e) = state.as_deref().and_then(decode) {
+                    h.steer.merge(&e, now, now_unix);
+                }
             }
         }
+        self.seen_generation.store(generation, Ordering::Relaxed);
+        self.seen
+            .store(version.saturating_add(1), Ordering::Relaxed);
         Ok(())
     }
 
@@ -166,10 +227,14 @@ impl SteerSync {
             "# HELP modelgate_steer_published_total Target steering states published to the other gateways through Redis.\n\
              # TYPE modelgate_steer_published_total counter\n\
              modelgate_steer_published_total {}\n\
+             # HELP modelgate_steer_reads_total Steering rounds that read every target's shared state (something changed since the last read).\n\
+             # TYPE modelgate_steer_reads_total counter\n\
+             modelgate_steer_reads_total {}\n\
              # HELP modelgate_steer_store_errors_total Steering rounds that could not reach Redis (each gateway steered on its own meanwhile).\n\
              # TYPE modelgate_steer_store_errors_total counter\n\
              modelgate_steer_store_errors_total {}\n",
             self.published.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
         );
     }
@@ -183,10 +248,34 @@ mod tests {
     use crate::proxy::rate_limit::Reading;
     use std::sync::Arc;
 
-    fn gateway() -> TargetMap {
-        [("p/a".to_string(), Arc::new(TargetHealth::default()))]
-            .into_iter()
-            .collect()
+    /// One simulated gateway routing to one target, `p/a`, with steering threshold 0.6.
+    struct Gateway {
+        targets: TargetMap,
+        sync: SteerSync,
+    }
+
+    impl Gateway {
+        fn new() -> Gateway {
+            let h = Arc::new(TargetHealth::default());
+            h.steer.set_share_below(0.6);
+            Gateway {
+                targets: [("p/a".to_string(), h)].into_iter().collect(),
+                sync: SteerSync::default(),
+            }
+        }
+
+        fn steer(&self) -> &crate::health::steer::Steer {
+            &self.targets["p/a"].steer
+        }
+
+        async fn round(&self, shared: &Shared) {
+            self.sync.share(&self.targets, 1, shared).await;
+        }
+
+        fn count(&self, c: &AtomicU64) -> u64 {
+            let _ = self;
+            c.load(Ordering::Relaxed)
+        }
     }
 
     fn redis(url: &str) -> Shared {
@@ -213,34 +302,41 @@ mod tests {
     #[tokio::test]
     async fn gateways_merge_their_observations_through_redis() {
         let shared = redis("redis://127.0.0.1:6379");
-        let (one, two, late) = (gateway(), gateway(), gateway());
+        let (one, two, late) = (Gateway::new(), Gateway::new(), Gateway::new());
         let now = crate::mono_clock::now_ms();
-        one["p/a"]
-            .steer
-            .observe(&reading(None, Some(30_000)), 429, now);
-        two["p/a"]
-            .steer
-            .observe(&reading(Some(0.5), None), 200, now);
-        // A reading taken 5 s before the others, published after them.
-        late["p/a"]
-            .steer
-            .observe(&reading(Some(0.9), None), 200, now - 5_000);
-        let sync = SteerSync::default();
+        one.steer().observe(&reading(None, Some(30_000)), 429, now);
+        two.steer().observe(&reading(Some(0.5), None), 200, now);
+        // A low reading taken 5 s before the others, published after them.
+        late.steer()
+            .observe(&reading(Some(0.3), None), 200, now - 5_000);
         for g in [&one, &two, &late, &one] {
-            sync.share(g, &shared).await;
+            g.round(&shared).await;
         }
-        assert_eq!(sync.errors.load(Ordering::Relaxed), 0);
-        assert_eq!(sync.published.load(Ordering::Relaxed), 3);
         let now = crate::mono_clock::now_ms();
         for g in [&one, &two, &late] {
-            let s = g["p/a"].steer.state(now);
+            assert_eq!(g.count(&g.sync.errors), 0);
+            let s = g.steer().state(now);
             assert!(s.rate_limited, "{s:?}");
             assert!(s.for_ms > 20_000, "{s:?}");
             assert_eq!(s.remaining_fraction, Some(0.5), "{s:?}");
         }
-        // Nothing new was observed: nothing is published again.
-        sync.share(&two, &shared).await;
-        assert_eq!(sync.published.load(Ordering::Relaxed), 3);
+        assert_eq!(one.count(&one.sync.published), 1);
+        assert_eq!(two.count(&two.sync.published), 1);
+        // `one` read everything twice: first (nothing read yet), then after the others wrote.
+        assert_eq!(one.count(&one.sync.reads), 2);
+        // Nothing new anywhere: a round publishes nothing and reads nothing.
+        one.round(&shared).await;
+        assert_eq!(
+            (one.count(&one.sync.published), one.count(&one.sync.reads)),
+            (1, 2)
+        );
+        // Plenty left is not shared; the first reading over the threshold after a low one is.
+        two.steer().observe(&reading(Some(0.7), None), 200, now);
+        two.round(&shared).await;
+        one.round(&shared).await;
+        assert_eq!(one.count(&one.sync.reads), 3);
+        let s = one.steer().state(crate::mono_clock::now_ms());
+        assert_eq!(s.remaining_fraction, Some(0.7), "{s:?}");
     }
 
     #[tokio::test]
@@ -251,18 +347,15 @@ mod tests {
             .unwrap()
             .port();
         let shared = redis(&format!("redis://127.0.0.1:{port}"));
-        let g = gateway();
+        let g = Gateway::new();
         let now = crate::mono_clock::now_ms();
-        g["p/a"]
-            .steer
-            .observe(&reading(None, Some(30_000)), 429, now);
-        let sync = SteerSync::default();
-        sync.share(&g, &shared).await;
-        assert_eq!(sync.errors.load(Ordering::Relaxed), 1);
-        assert_eq!(sync.published.load(Ordering::Relaxed), 0);
+        g.steer().observe(&reading(None, Some(30_000)), 429, now);
+        g.round(&shared).await;
+        assert_eq!(g.count(&g.sync.errors), 1);
+        assert_eq!(g.count(&g.sync.published), 0);
         // Steering goes on locally, and the state waits for the next round that reaches Redis.
-        assert!(g["p/a"].steer.state(now).rate_limited);
-        assert!(g["p/a"].steer.take_dirty());
+        assert!(g.steer().state(now).rate_limited);
+        assert!(g.steer().take_dirty());
     }
 
     #[test]
