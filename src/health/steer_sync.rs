@@ -4,11 +4,14 @@
 //!
 //! A background task runs one `round` every `INTERVAL`: a single Lua script call that merges the
 //! targets this gateway observed since the last round into their keys (the later end of a 429's
-//! wait, the newer reading; each key expires when nothing in it holds any more) and answers every
-//! tracked target's shared state, which is merged into the local atomics (`steer::Steer`). The
-//! request path never waits for Redis: it reads only the local state, so a state reaches another
-//! gateway within two rounds. Keys are `{REDIS_KEY_PREFIX}steer:{provider/model}`, beside the
-//! limits' counters, over the same connection (`limits::shared`).
+//! wait, the newer reading; each key expires when nothing in it holds any more) and, when a
+//! version key moved since this gateway's last read (any gateway wrote), answers every tracked
+//! target's shared state, which is merged into the local atomics (`steer::Steer`). Only what
+//! steers is marked for publishing (`Steer::observe`), so a fleet where nothing is rate limited
+//! costs one small script call per gateway per round. The request path never waits for Redis: it
+//! reads only the local state, so a state reaches another gateway within two rounds. Keys are
+//! `{REDIS_KEY_PREFIX}steer:{provider/model}` and `...steer:version`, beside the limits'
+//! counters, over the same connection (`limits::shared`).
 //!
 //! Redis out of reach: a round fails (bounded by the connection's timeout), is counted in
 //! `/metrics`, and what was not published is published by the first round that succeeds; each
