@@ -129,7 +129,8 @@ impl Steer {
     }
 
     /// Folds in a state another gateway published: the later end of a 429's wait, and the
-    /// newer of the two readings. Nothing merged is marked for publishing again.
+    /// newer of the two readings (the shared one on a tie). Nothing merged is marked for
+    /// publishing again.
     pub fn merge(&self, e: &Exported, now_ms: u64, now_unix_ms: u64) {
         let mono = |unix: u64| now_ms.saturating_add(unix.saturating_sub(now_unix_ms));
         if e.limited_until > now_unix_ms {
@@ -138,7 +139,7 @@ impl Steer {
         }
         if e.fraction_until > now_unix_ms {
             let at = now_ms.saturating_sub(now_unix_ms.saturating_sub(e.fraction_at));
-            if at > self.fraction_at_ms.load(Ordering::Relaxed) {
+            if at >= self.fraction_at_ms.load(Ordering::Relaxed) {
                 self.fraction_ppm
                     .store(e.fraction_ppm.min(1_000_000), Ordering::Relaxed);
                 self.fraction_until_ms

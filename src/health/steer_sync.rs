@@ -48,7 +48,7 @@ for i = 2, #KEYS do
     end
     nl, nf, nfu, nat = tonumber(nl), tonumber(nf), tonumber(nfu), tonumber(nat)
     if nl > l then l = nl end
-    if nfu > now and (nat > at or fu <= now) then f, fu, at = nf, nfu, nat end
+    if nfu > now and (nat >= at or fu <= now) then f, fu, at = nf, nfu, nat end
     local last = math.max(l, fu)
     if last > now then
       redis.call('SET', KEYS[i], string.format('%d %d %d %d', l, f, fu, at), 'PX', last - now)
@@ -334,7 +334,9 @@ mod tests {
             (1, 2)
         );
         // Plenty left is not shared; the first reading over the threshold after a low one is.
-        two.steer().observe(&reading(Some(0.7), None), 200, now);
+        // (A second later than the 0.5: the test does not wait for the clock to move.)
+        two.steer()
+            .observe(&reading(Some(0.7), None), 200, now + 1_000);
         two.round(&shared).await;
         one.round(&shared).await;
         assert_eq!(one.count(&one.sync.reads), 3);
