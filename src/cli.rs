@@ -238,6 +238,9 @@ pub struct Question<'a> {
     pub body: Option<&'a serde_json::Value>,
     /// The operation planned (`--operation`, default chat).
     pub operation: Operation,
+    /// Where gateways share steering state (Redis URL without its password and key prefix),
+    /// when `REDIS_URL` is set.
+    pub steering_shared_at: Option<&'a str>,
 }
 
 /// The explanation `modelgate resolve` prints: the virtual model and its settings, every
@@ -299,7 +302,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
         let _ = writeln!(
             out,
             "  rate-limit steering: {}",
-            steer_line(vm.steer.min_remaining_fraction)
+            steer_line(vm.steer.min_remaining_fraction, q.steering_shared_at)
         );
         pipelines_lines(&mut out, snap, vi, "  ");
         request_phase_line(&mut out, snap, vi, q);
@@ -468,9 +471,10 @@ fn hedge_line(h: Option<crate::routing::model::HedgePolicy>) -> String {
     }
 }
 
-/// The steering rule, as `resolve` prints it (the observed state lives in the running
-/// gateway: `resolve` sends nothing and has none).
-fn steer_line(min: f64) -> String {
+/// The steering rule, as `resolve` prints it, and where the observed state lives (in the
+/// running gateways: `resolve` sends nothing and has none); `shared_at` names the Redis that
+/// shares it.
+fn steer_line(min: f64, shared_at: Option<&str>) -> String {
     let low = if min > 0.0 {
         format!(
             "a target under {}% of its announced rate limit is tried last until the limit resets; ",
@@ -479,7 +483,13 @@ fn steer_line(min: f64) -> String {
     } else {
         "low remaining limits are ignored (min_remaining_fraction 0); ".to_string()
     };
-    format!("{low}a 429 with Retry-After skips it until then (observed state: none offline)")
+    let state = match shared_at {
+        Some(at) => format!("shared by every gateway through Redis at {at}"),
+        None => "each gateway's own (REDIS_URL would share it)".to_string(),
+    };
+    format!(
+        "{low}a 429 with Retry-After skips it until then (observed state: {state}; none offline)"
+    )
 }
 
 /// Whether provider `p` (through target `t`'s wire format, if it sets one) can serve `op`.

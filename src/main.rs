@@ -303,6 +303,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                 },
             };
+            let shared_at = app.limiter.shared().map(|s| {
+                format!(
+                    "{} (keys {}steer:*)",
+                    modelgate::limits::shared::shown(&s.settings.url),
+                    s.settings.prefix
+                )
+            });
             let question = modelgate::cli::Question {
                 model: &model,
                 user_path: up.as_ref(),
@@ -310,6 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 n: n.max(1),
                 body: body.as_ref(),
                 operation,
+                steering_shared_at: shared_at.as_deref(),
             };
             print!("{}", modelgate::cli::explain(&app.snapshot(), &question));
             Ok(())

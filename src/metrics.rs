@@ -379,6 +379,37 @@ impl Metrics {
                 esc(target)
             );
         }
+        if !extra.steering.is_empty() {
+            header(
+                &mut out,
+                "modelgate_target_rate_limited",
+                "gauge",
+                "1 while a target is left out after a 429 with Retry-After (rate-limit steering).",
+            );
+            for (target, limited, _) in &extra.steering {
+                let _ = writeln!(
+                    out,
+                    "modelgate_target_rate_limited{{target=\"{}\"}} {}",
+                    esc(target),
+                    u8::from(*limited)
+                );
+            }
+            header(
+                &mut out,
+                "modelgate_target_remaining_fraction",
+                "gauge",
+                "The share of its rate limit a target's provider last announced, until its reset.",
+            );
+            for (target, _, fraction) in &extra.steering {
+                if let Some(f) = fraction {
+                    let _ = writeln!(
+                        out,
+                        "modelgate_target_remaining_fraction{{target=\"{}\"}} {f}",
+                        esc(target)
+                    );
+                }
+            }
+        }
         if !extra.model_breakers.is_empty() {
             header(
                 &mut out,
@@ -543,6 +574,8 @@ fn middleware(out: &mut String, counters: &crate::middleware::Counters) {
 #[derive(Debug, Default)]
 pub struct Gauges {
     pub breakers: Vec<(String, u8)>,
+    /// Rate-limit steering per target that has any: (target, rate limited, remaining share).
+    pub steering: Vec<(String, bool, Option<f64>)>,
     /// Breakers of concrete models called directly, by `provider/model`.
     pub model_breakers: Vec<(String, u8)>,
     pub reloads_ok: u64,

@@ -1,5 +1,5 @@
-//! Assembles and runs the Pingora server: the proxy service, the catalog refresher, signal
-//! handling and graceful shutdown.
+//! Assembles and runs the Pingora server: the proxy service, the catalog refresher, the shared
+//! steering rounds, signal handling and graceful shutdown.
 //!
 //! SIGTERM stops accepting, lets in-flight requests and streams finish within the grace period
 //! and exits 0 as soon as nothing is in flight. SIGINT exits at once. SIGHUP reloads.
@@ -45,6 +45,10 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     server.add_service(background_service(
         "catalog refresh",
         CatalogRefresher { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "steering sync",
+        SteerSharing { app: app.clone() },
     ));
     if let Some(pid_file) = &settings.pid_file {
         std::fs::write(pid_file, std::process::id().to_string())
@@ -194,6 +198,29 @@ impl BackgroundService for CatalogRefresher {
                 _ = tokio::time::sleep(interval) => everything = true,
                 _ = self.app.refresh_wakeup.notified() => everything = false,
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Shares rate-limit steering through Redis every `steer_sync::INTERVAL` while `REDIS_URL` is
+/// set (read again each round, so a reload that sets or clears it takes effect).
+struct SteerSharing {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for SteerSharing {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(crate::health::steer_sync::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Some(shared) = self.app.limiter.shared() {
+                self.app.health.share_steering(&shared).await;
             }
         }
     }

@@ -355,6 +355,147 @@ fn a_429_with_retry_after_takes_the_target_out_and_no_429_reaches_the_client() {
     assert_eq!(a.requests().len(), 1);
 }
 
+/// A Redis key prefix no other test (or run) uses.
+fn redis_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("modelgate-test:{test}:{}:{nanos}:", std::process::id())
+}
+
+fn redis_is_up() {
+    assert!(
+        TcpStream::connect("127.0.0.1:6379").is_ok(),
+        "no Redis on 127.0.0.1:6379: scripts/setup.sh starts one; this test never skips"
+    );
+}
+
+fn metrics(g: &Gateway) -> String {
+    g.get("/metrics").1
+}
+
+/// The value of a `/metrics` line that starts with `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_429_one_gateway_saw_steers_another_sharing_redis() {
+    redis_is_up();
+    // The first request gets OpenAI's 429 with Retry-After; any later one would be served, so
+    // a request reaching `a` again shows as served by a/m1.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let a = Upstream::start(&[], move |s| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::Raw(
+                429,
+                vec![("retry-after".into(), "30".into())],
+                BODIES[1].2.as_bytes().to_vec(),
+            )
+        } else {
+            Reply::Json(
+                200,
+                chat_reply(s.json()["model"].as_str().unwrap_or(""), "ok"),
+            )
+        }
+    });
+    let b = Upstream::echo(&[]);
+    let prefix = redis_prefix("steer429");
+    let env = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let config = two_targets(&a, &b, "");
+    let one = Gateway::start(&config, &env);
+    let two = Gateway::start(&config, &env);
+    let r = one.chat("v");
+    assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    assert_eq!(a.requests().len(), 1);
+    // The second gateway learns it through Redis, without a request of its own.
+    eventually("the second gateway sees a/m1 rate limited", || {
+        metric(
+            &metrics(&two),
+            "modelgate_target_rate_limited{target=\"a/m1\"} ",
+        ) == Some(1.0)
+    });
+    for _ in 0..5 {
+        let r = two.chat("v");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 1);
+    let m = metrics(&one);
+    assert!(
+        metric(&m, "modelgate_steer_published_total ").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "modelgate_steer_store_errors_total "),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn no_requests_left_announced_to_one_gateway_steers_another_sharing_redis() {
+    redis_is_up();
+    let a = announcing(vec![
+        ("x-ratelimit-limit-requests".into(), "100".into()),
+        ("x-ratelimit-remaining-requests".into(), "0".into()),
+        ("x-ratelimit-reset-requests".into(), "30s".into()),
+    ]);
+    let b = Upstream::echo(&[]);
+    let prefix = redis_prefix("steer-remaining");
+    let env = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let config = two_targets(&a, &b, "");
+    let one = Gateway::start(&config, &env);
+    let two = Gateway::start(&config, &env);
+    assert_eq!(served(&one.chat("v")), "a/m1");
+    eventually("the second gateway sees a/m1 exhausted", || {
+        metric(
+            &metrics(&two),
+            "modelgate_target_remaining_fraction{target=\"a/m1\"} ",
+        ) == Some(0.0)
+    });
+    for _ in 0..5 {
+        let r = two.chat("v");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 1);
+}
+
+#[test]
+fn with_redis_out_of_reach_steering_stays_local_and_requests_are_served() {
+    let a = Upstream::start(&[], |_| {
+        Reply::Raw(
+            429,
+            vec![("retry-after".into(), "30".into())],
+            BODIES[1].2.as_bytes().to_vec(),
+        )
+    });
+    let b = Upstream::echo(&[]);
+    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let g = Gateway::start(&two_targets(&a, &b, ""), &[("REDIS_URL", nowhere.as_str())]);
+    for _ in 0..4 {
+        let r = g.chat("v");
+        assert_eq!((r.status, served(&r)), (200, "b/m3"), "{}", r.body);
+    }
+    assert_eq!(a.requests().len(), 1);
+    eventually("the failed rounds are counted", || {
+        metric(&metrics(&g), "modelgate_steer_store_errors_total ").unwrap_or(0.0) >= 1.0
+    });
+    eventually("the outage is logged", || {
+        g.logs()
+            .contains("rate-limit steering goes on with this gateway's own observations")
+    });
+}
+
 // ---------------------------------------------------------------- hedged requests
 
 /// What a slow upstream saw of one connection.
@@ -653,11 +794,31 @@ fn resolve_shows_class_rules_steering_hedge_and_the_affinity_key() {
         "affinity key of the sample body: prefix:",
         "hedge: after 300 ms without an answer header, 1 extra request(s) to the next target; budget 10% of requests per minute",
         "rate-limit steering: a target under 10% of its announced rate limit is tried last",
+        "(observed state: each gateway's own (REDIS_URL would share it); none offline)",
         "on failure: fall back on status 401, 403, 404, 429, 500, 502, 503 or error class context_length_exceeded, overloaded (context_length_exceeded: only to a larger known window); context window 8000 tokens",
         "context window 128000 tokens",
     ] {
         assert!(out.contains(line), "{line}\n{out}");
     }
+}
+
+#[test]
+fn resolve_says_when_steering_is_shared_through_redis() {
+    let cfg = "providers:\n  m:\n    type: mock\n    models: [a, b]\nvirtual_models:\n  - source: v\n    targets: [m/a, m/b]\n";
+    let (code, out) = run_cli(
+        cfg,
+        &["resolve", "v"],
+        &[
+            ("REDIS_URL", "redis://:secret@127.0.0.1:6379/2"),
+            ("REDIS_KEY_PREFIX", "fleet1:"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(observed state: shared by every gateway through Redis at redis://***@127.0.0.1:6379/2 (keys fleet1:steer:*); none offline)"),
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "{out}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Observed state per target: circuit breaker, latency window, SLA windows, session pins; and a
-//! breaker per concrete model called directly (`concrete`).
+//! Observed state per target: circuit breaker, latency window, SLA windows, rate-limit steering
+//! (shared through Redis by `steer_sync`), session pins; and a breaker per concrete model called
+//! directly (`concrete`).
 //!
 //! Keyed by the target's concrete name (`provider/model`), so state survives reloads for targets
 //! that still exist. The request path reads through one `ArcSwap` load and atomics; the maps are
@@ -9,9 +10,10 @@ pub mod breaker;
 pub mod concrete;
 pub mod sessions;
 pub mod steer;
+pub mod steer_sync;
 pub mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -62,9 +64,13 @@ pub type TargetMap = HashMap<String, Arc<TargetHealth>, foldhash::fast::RandomSt
 #[derive(Debug, Default)]
 pub struct Health {
     targets: ArcSwap<TargetMap>,
+    /// Counts the target maps swapped in (the shared steering reads a new map whole).
+    generation: std::sync::atomic::AtomicU64,
     /// Breakers of concrete models called directly, apart from the virtual-model targets.
     pub concrete: ConcreteBreakers,
     pub sessions: Sessions,
+    /// Steering shared through Redis (with `REDIS_URL`).
+    pub steer_sync: steer_sync::SteerSync,
 }
 
 impl Health {
@@ -73,22 +79,42 @@ impl Health {
     /// Thousands of virtual models usually share far fewer targets, and a reload usually keeps
     /// them all: the names are collected borrowed, and the map is rebuilt only when the set of
     /// targets changed.
+    ///
+    /// Each target also learns the highest steering threshold of the virtual models that route
+    /// to it (what is worth sharing through Redis), whether or not the set changed.
     pub fn sync(&self, snap: &Snapshot) {
         let old = self.targets.load_full();
-        let names: HashSet<&str> = snap
-            .table
-            .models
-            .iter()
-            .flat_map(|vm| vm.targets.iter().map(|t| t.name.as_str()))
-            .collect();
-        if names.len() == old.len() && names.iter().all(|n| old.contains_key(*n)) {
-            return;
+        let mut names: HashMap<&str, f64> = HashMap::new();
+        for vm in &snap.table.models {
+            for t in &vm.targets {
+                let below = names.entry(t.name.as_str()).or_insert(0.0);
+                *below = below.max(vm.steer.min_remaining_fraction);
+            }
         }
-        let next: TargetMap = names
-            .into_iter()
-            .map(|n| (n.to_string(), old.get(n).cloned().unwrap_or_default()))
-            .collect();
-        self.targets.store(Arc::new(next));
+        let map = if names.len() == old.len() && names.keys().all(|n| old.contains_key(*n)) {
+            old
+        } else {
+            let next: TargetMap = names
+                .keys()
+                .map(|n| (n.to_string(), old.get(*n).cloned().unwrap_or_default()))
+                .collect();
+            let next = Arc::new(next);
+            self.targets.store(next.clone());
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            next
+        };
+        for (name, h) in map.iter() {
+            h.steer
+                .set_share_below(names.get(name.as_str()).copied().unwrap_or(0.0));
+        }
+    }
+
+    /// One round of steering shared through Redis (`steer_sync`), over the current targets.
+    pub async fn share_steering(&self, shared: &crate::limits::shared::Shared) {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let targets = self.targets.load_full();
+        self.steer_sync.share(&targets, generation, shared).await;
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<TargetHealth>> {
@@ -223,6 +249,40 @@ mod tests {
         assert!(health.get("p/b").is_none());
         assert!(health.get("p/c").is_some());
         assert_eq!(health.all().len(), 2);
+    }
+
+    #[test]
+    fn each_target_shares_readings_under_its_highest_steering_threshold() {
+        let snap = |one: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.yaml");
+            let text = format!(
+                "providers:\n  p:\n    type: mock\n    models: [a, b]\nvirtual_models:\n  - source: one\n    targets: [p/a]\n{one}  - source: two\n    targets: [p/a, p/b]\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
+            Snapshot::build(&loaded, &[], None, &StateRegistry::default()).unwrap()
+        };
+        let reading = |f: f64| crate::proxy::rate_limit::Reading {
+            remaining_fraction: Some(f),
+            reset_in_ms: Some(60_000),
+            retry_after_ms: None,
+        };
+        let health = Health::default();
+        health.sync(&snap("    steer: {min_remaining_fraction: 0.3}\n"));
+        let (a, b) = (health.get("p/a").unwrap(), health.get("p/b").unwrap());
+        // 20 % left steers `one` away from p/a: shared. p/b has only the default 5 %.
+        a.steer.observe(&reading(0.2), 200, 1_000);
+        b.steer.observe(&reading(0.2), 200, 1_000);
+        assert!(a.steer.take_dirty());
+        assert!(!b.steer.take_dirty());
+        // The same targets, a lower threshold: the new one applies without a new map.
+        health.sync(&snap(""));
+        assert!(Arc::ptr_eq(&a, &health.get("p/a").unwrap()));
+        a.steer.observe(&reading(0.9), 200, 2_000);
+        a.steer.take_dirty();
+        a.steer.observe(&reading(0.2), 200, 3_000);
+        assert!(!a.steer.take_dirty());
     }
 
     #[test]

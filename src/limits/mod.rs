@@ -170,6 +170,11 @@ impl Limiter {
         g.as_ref().map(Arc::clone)
     }
 
+    /// The Redis connection shared counters (and shared steering) use, when `REDIS_URL` is set.
+    pub fn shared(&self) -> Option<Arc<shared::Shared>> {
+        self.shared.load_full()
+    }
+
     /// Whether any limit exists (for the request path's branch).
     pub fn is_active(&self) -> bool {
         self.rules.load().is_some()

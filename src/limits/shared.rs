@@ -1,4 +1,5 @@
-//! Counters shared by every gateway through Redis (`REDIS_URL`): a reservation and a
+//! Counters shared by every gateway through Redis (`REDIS_URL`), and the connection that
+//! rate-limit steering shares its state over too (`health::steer_sync`): a reservation and a
 //! settlement are each one Lua script, so a request's check and its counting across all its
 //! limits happen atomically in Redis, whichever gateway runs it. Keys live under
 //! `REDIS_KEY_PREFIX` (default `modelgate:`): `{prefix}{limit}:r:{minute}` (requests),
@@ -90,11 +91,11 @@ pub fn shown(url: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
-    #[error("shared limit counters at {0}: {1}")]
+    #[error("Redis at {0}: {1}")]
     Redis(String, String),
-    #[error("shared limit counters at {0}: no answer within {1} ms")]
+    #[error("Redis at {0}: no answer within {1} ms")]
     Timeout(String, u128),
-    #[error("shared limit counters at {0}: not retried until a second after the last failure")]
+    #[error("Redis at {0}: not retried until a second after the last failure")]
     Resting(String),
 }
 
@@ -188,7 +189,8 @@ impl Shared {
         );
     }
 
-    async fn run<T: redis::FromRedisValue>(
+    /// Runs a script on the connection (opened first if needed), within the call timeout.
+    pub async fn call<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, SharedError> {
@@ -244,7 +246,7 @@ impl Shared {
                 .arg(opt(l.budget.map(|(m, _)| m)))
                 .arg(l.budget.map_or(0, |(_, p)| p.at(now).1));
         }
-        let out: Vec<i64> = self.run(&inv).await?;
+        let out: Vec<i64> = self.call(&inv).await?;
         let left = 60 - now % 60;
         let mut headers = RateHeaders::default();
         match out.first().copied() {
@@ -305,7 +307,7 @@ impl Held {
             for b in &self.budgets {
                 inv.arg(if *b { "1" } else { "0" });
             }
-            if let Err(e) = self.shared.run::<i64>(&inv).await {
+            if let Err(e) = self.shared.call::<i64>(&inv).await {
                 log::warn!("{e}; a request's usage was not settled");
             }
         });

@@ -918,9 +918,22 @@ impl Gateway {
             .map(|(name, h)| (name.clone(), h.breaker.state(now).as_metric()))
             .collect();
         breakers.sort();
+        let mut steering: Vec<(String, bool, Option<f64>)> = self
+            .app
+            .health
+            .all()
+            .iter()
+            .filter_map(|(name, h)| {
+                let s = h.steer.state(now);
+                (s.rate_limited || s.remaining_fraction.is_some())
+                    .then(|| (name.clone(), s.rate_limited, s.remaining_fraction))
+            })
+            .collect();
+        steering.sort_by(|a, b| a.0.cmp(&b.0));
         let reload = self.app.reload_status.load();
         let mut text = self.metrics.render(&crate::metrics::Gauges {
             breakers,
+            steering,
             model_breakers: self.app.health.concrete.states(now),
             reloads_ok: reload.ok_count,
             reloads_failed: reload.failed_count,
@@ -930,6 +943,9 @@ impl Gateway {
             store: self.app.store.as_ref().map(|s| s.health().state()),
         });
         self.app.limiter.render(&mut text);
+        if self.app.limiter.shared().is_some() {
+            self.app.health.steer_sync.render(&mut text);
+        }
         self.app.usage.render(&mut text);
         text
     }

@@ -1,5 +1,7 @@
 //! A fast OpenAI-style upstream for the load benchmark: `POST /v1/chat/completions` (a JSON
 //! answer, or `--chunks` SSE chunks (20) when the body says `"stream": true`) and `GET /v1/models`.
+//! With `--count-minutes`, `GET /stats` answers how many completion requests arrived in each
+//! Unix minute (`{"completions_by_minute": {"29416321": 100}}`), for the limits benchmark.
 //!
 //! It must stay cheap next to the proxies it measures: it reads the body whole but never parses
 //! it as JSON (a byte scan finds `model` and `stream`), and it answers on a single thread unless
@@ -48,6 +50,24 @@ struct Args {
     /// The wait before a slow answer's header, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     slow_first_byte_ms: u64,
+    /// Count completion requests per Unix minute, answered by `GET /stats`.
+    #[arg(long)]
+    count_minutes: bool,
+}
+
+/// Completion requests by the Unix minute they arrived in (`--count-minutes`).
+type Minutes = Option<std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, u64>>>>;
+
+fn minutes_json(m: &Minutes) -> Bytes {
+    let Some(m) = m else {
+        return Bytes::from_static(br#"{"error":{"message":"start with --count-minutes"}}"#);
+    };
+    let map = m.lock().unwrap_or_else(|p| p.into_inner());
+    let rows: Vec<String> = map.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    Bytes::from(format!(
+        "{{\"completions_by_minute\":{{{}}}}}",
+        rows.join(",")
+    ))
 }
 
 /// Which requests are slow: the `n`-th is when it carries the running share of
@@ -106,6 +126,7 @@ async fn serve(args: Args) -> Result<(), String> {
         wait: Duration::from_millis(args.slow_first_byte_ms),
         served: Default::default(),
     };
+    let minutes: Minutes = args.count_minutes.then(Default::default);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -113,9 +134,18 @@ async fn serve(args: Args) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let models = models.clone();
         let slow = slow.clone();
+        let minutes = minutes.clone();
         tokio::spawn(async move {
-            let svc =
-                service_fn(move |req| handle(req, models.clone(), delay, chunks, slow.clone()));
+            let svc = service_fn(move |req| {
+                handle(
+                    req,
+                    models.clone(),
+                    delay,
+                    chunks,
+                    slow.clone(),
+                    minutes.clone(),
+                )
+            });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -129,10 +159,14 @@ async fn handle(
     delay: Option<Duration>,
     chunks: usize,
     slow: Slowness,
+    minutes: Minutes,
 ) -> Result<Response<Answer>, Infallible> {
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == hyper::Method::GET && path.ends_with("/models") {
         return Ok(json(200, models));
+    }
+    if req.method() == hyper::Method::GET && path == "/stats" {
+        return Ok(json(200, minutes_json(&minutes)));
     }
     if req.method() != hyper::Method::POST || !path.ends_with("/chat/completions") {
         return Ok(json(
@@ -149,6 +183,15 @@ async fn handle(
             ))
         }
     };
+    if let Some(m) = &minutes {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
+        *m.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(minute)
+            .or_default() += 1;
+    }
     let model = string_field(&body, b"\"model\"").unwrap_or("unknown");
     if let Some(wait) = slow.next_wait() {
         tokio::time::sleep(wait).await;
