@@ -4,6 +4,7 @@
 //! Loading never touches the network and never swaps anything live; `snapshot` decides what to
 //! do with a loaded config.
 
+pub mod document;
 pub mod env;
 pub mod expand;
 pub mod gomodel;
@@ -126,14 +127,7 @@ pub fn parse_file_reporting(
     label: &str,
     env: &Env,
 ) -> Result<(FileConfig, gomodel::Report), String> {
-    let mut value: serde_yaml::Value = if text.trim().is_empty() {
-        serde_yaml::Value::Mapping(Default::default())
-    } else {
-        serde_yaml::from_str(text).map_err(|e| format!("{label}: invalid YAML: {e}"))?
-    };
-    if value.is_null() {
-        value = serde_yaml::Value::Mapping(Default::default());
-    }
+    let mut value = document::parse(text, label)?;
     expand::expand_yaml(&mut value, env, "").map_err(|e| format!("{label}: {e}"))?;
     let report = gomodel::strip(&mut value, env);
     let file = serde_path_to_error::deserialize::<_, FileConfig>(value)
@@ -256,6 +250,30 @@ mod tests {
                 && err.contains("did you mean `default_mode`?"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_json_file_reads_like_the_same_yaml_file() {
+        let env = Env::from_pairs([("PORT", "9001")]);
+        let yaml = "server:\n  port: ${PORT}\nvirtual_models:\n  - source: s\n    targets: [{model: a/b, weight: 2}]\n";
+        let json = r#"{"server": {"port": "${PORT}"},
+            "virtual_models": [{"source": "s", "targets": [{"model": "a/b", "weight": 2}]}]}"#;
+        let from_yaml = parse_file(yaml, "c.yaml", &env).unwrap();
+        let from_json = parse_file(json, "c.json", &env).unwrap();
+        assert_eq!(format!("{from_yaml:?}"), format!("{from_json:?}"));
+        assert_eq!(from_json.virtual_models[0].source.as_deref(), Some("s"));
+        let err = parse_file(
+            r#"{"virtual_models": [{"source": "s", "targets": [{"model": "a/b", "weight": "heavy"}]}]}"#,
+            "c.json",
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("c.json: virtual_models[0].targets[0].weight: invalid type"),
+            "{err}"
+        );
+        let err = parse_file(r#"{"virtual_model": []}"#, "c.json", &env).unwrap_err();
+        assert!(err.contains("did you mean `virtual_models`?"), "{err}");
     }
 
     #[test]
