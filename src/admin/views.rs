@@ -144,6 +144,7 @@ fn check_hidden(
     let merged = Merged {
         origin: Origin::Store,
         spec,
+        shared: None,
         overrides_store: false,
     };
     let mut warnings = Vec::new();
@@ -181,7 +182,7 @@ pub fn entries(snap: &Snapshot, rows: &[StoredRow]) -> Vec<Entry> {
         let targets = target_statuses(snap, vm);
         let valid = vm.kind == Kind::Policy || targets.iter().any(|t| t.available);
         let mut e = Entry {
-            spec: vm.spec.clone(),
+            spec: VirtualModelSpec::clone(&vm.spec),
             source: vm.source.clone(),
             origin: vm.origin.clone(),
             kind: vm.kind,

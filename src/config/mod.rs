@@ -16,6 +16,7 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::middleware::call::MiddlewareConfigEntry;
 use env::Env;
@@ -33,10 +34,11 @@ pub struct LoadedConfig {
     pub label: String,
     pub settings: Settings,
     pub providers: Vec<ProviderConfig>,
-    pub file_virtual_models: Vec<VirtualModelSpec>,
+    /// Shared with the snapshot's virtual models, which keep the declaration as written.
+    pub file_virtual_models: Vec<Arc<VirtualModelSpec>>,
     /// The file's `middleware_configs:` map (`"workspace/name"` -> entry).
     pub middleware_configs: BTreeMap<String, MiddlewareConfigEntry>,
-    pub env_virtual_models: Vec<VirtualModelSpec>,
+    pub env_virtual_models: Vec<Arc<VirtualModelSpec>>,
     /// Fallbacks of concrete models requested directly (GoModel's `fallback` section).
     pub fallbacks: FallbackRules,
     /// GoModel's guardrails as request middleware run on every chat-shaped request (empty when
@@ -98,14 +100,14 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
     let limits = crate::limits::config::load(&file.limits, budgets, env, &label)?;
     let env_virtual_models = match env.get("VIRTUAL_MODELS") {
         None => Vec::new(),
-        Some(raw) => parse_virtual_models_json(raw)?,
+        Some(raw) => shared(parse_virtual_models_json(raw)?),
     };
     Ok(LoadedConfig {
         path: path.map(Path::to_path_buf),
         label,
         settings,
         providers,
-        file_virtual_models: file.virtual_models,
+        file_virtual_models: shared(file.virtual_models),
         middleware_configs: file.middleware_configs,
         env_virtual_models,
         fallbacks,
@@ -113,6 +115,15 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         limits,
         warnings,
     })
+}
+
+/// Each declaration moved into its own shared allocation. Collected into a new vector on
+/// purpose: collecting the iterator in place would keep the old vector's whole buffer (as large
+/// as every declaration together) for a vector of pointers.
+fn shared(specs: Vec<VirtualModelSpec>) -> Vec<Arc<VirtualModelSpec>> {
+    let mut out = Vec::with_capacity(specs.len());
+    out.extend(specs.into_iter().map(Arc::new));
+    out
 }
 
 /// Parses the YAML text: expands `${VAR}`, rejects unknown keys with a suggestion.

@@ -7,9 +7,11 @@
 //! (`App::start` without an admin store, and the table `check` prints), and with `--binary` the
 //! `check` command itself. Reports the process's resident memory before the config is generated
 //! and after the reloads. Prints a table and one JSON line.
+use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -18,9 +20,41 @@ use modelgate::catalog::StateRegistry;
 use modelgate::config::{self, env::Env};
 use modelgate::snapshot::Snapshot;
 
-/// The gateway binary's allocator, so that the timings are the gateway's.
+/// The gateway binary's allocator, so that the timings are the gateway's, counting the bytes
+/// in use.
 #[global_allocator]
-static ALLOCATOR: modelgate::Allocator = modelgate::Allocator;
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// `modelgate::Allocator` with a count of the bytes in use (one relaxed add per call).
+struct Counting;
+
+// SAFETY: every call goes to `modelgate::Allocator` unchanged; the counter only observes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        modelgate::Allocator.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        modelgate::Allocator.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        modelgate::Allocator.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        modelgate::Allocator.realloc(ptr, layout, new_size)
+    }
+}
+
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
 
 #[derive(Parser)]
 #[command(about = "Time a config reload with many virtual models")]
@@ -134,8 +168,11 @@ fn main() -> Result<(), String> {
     // return what it purges, before reading the resident set.
     std::thread::sleep(Duration::from_millis(500));
     let reload_rss = memory_mib("VmRSS")?;
+    let live = live_mib();
     let peak_rss = memory_mib("VmHWM")?;
     drop(app);
+    // Let the background thread free what the app handed it before the heap is counted again.
+    std::thread::sleep(Duration::from_millis(500));
 
     // The file's text is held only while it is parsed (the resident set above excludes it).
     let text = std::fs::read_to_string(&path).map_err(|e| format!("reading back: {e}"))?;
@@ -150,14 +187,21 @@ fn main() -> Result<(), String> {
     let mut build = Vec::new();
     let registry = StateRegistry::default();
     let mut previous: Option<Snapshot> = None;
-    for _ in 0..args.runs {
+    // Heap held by one loaded config and by one snapshot (the first run's).
+    let (mut loaded_mib, mut snapshot_mib) = (0.0, 0.0);
+    for run in 0..args.runs {
+        let before = live_mib();
         let t = Instant::now();
         let loaded = config::load(Some(&path), &env)?;
         load.push(t.elapsed());
+        let after_load = live_mib();
         let t = Instant::now();
         let snap = Snapshot::build(&loaded, &[], previous.as_ref(), &registry)
             .map_err(|e| e.join("\n"))?;
         build.push(t.elapsed());
+        if run == 0 {
+            (loaded_mib, snapshot_mib) = (after_load - before, live_mib() - after_load);
+        }
         if snap.table.models.len() != args.models {
             return Err(format!(
                 "built {} virtual models, expected {}",
@@ -251,10 +295,11 @@ fn main() -> Result<(), String> {
         format!("{:.1}", cb.1)
     };
     println!(
-        "  RSS: {idle_rss:.1} MiB idle, {reload_rss:.1} MiB after the reloads (peak {peak_rss:.1} MiB)"
+        "  RSS: {idle_rss:.1} MiB idle, {reload_rss:.1} MiB after the reloads (peak {peak_rss:.1} MiB; heap in use {live:.1} MiB)"
     );
+    println!("  heap held by one LoadedConfig {loaded_mib:.1} MiB, by one Snapshot {snapshot_mib:.1} MiB");
     println!(
-        r#"{{"models":{},"json":{},"parse_ms_median":{:.1},"load_ms_median":{:.1},"build_ms_median":{:.1},"reload_ms_median":{:.1},"reload_ms_max":{:.1},"check_ms_median":{:.1},"check_binary_ms_median":{},"idle_rss_mib":{:.1},"reload_rss_mib":{:.1},"peak_rss_mib":{:.1}}}"#,
+        r#"{{"models":{},"json":{},"parse_ms_median":{:.1},"load_ms_median":{:.1},"build_ms_median":{:.1},"reload_ms_median":{:.1},"reload_ms_max":{:.1},"check_ms_median":{:.1},"check_binary_ms_median":{},"idle_rss_mib":{:.1},"reload_rss_mib":{:.1},"peak_rss_mib":{:.1},"heap_mib":{:.1}}}"#,
         args.models,
         args.json,
         y.1,
@@ -266,7 +311,8 @@ fn main() -> Result<(), String> {
         check_bin_median,
         idle_rss,
         reload_rss,
-        peak_rss
+        peak_rss,
+        live
     );
     Ok(())
 }
