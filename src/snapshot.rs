@@ -4,7 +4,7 @@
 //! A snapshot is valid by construction: `build` either returns a complete snapshot or every
 //! error it found. Precedence (store < config < env) is applied here, never per request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -232,7 +232,7 @@ impl Snapshot {
         let merged = validate::merge(&decl)?;
         let mut pipelines =
             crate::config::pipelines::compile(&merged, &loaded.middleware_configs, &loaded.label)?;
-        let counters: HashMap<&str, Arc<AtomicU64>> = previous
+        let counters: foldhash::HashMap<&str, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.table
                     .models
@@ -246,12 +246,14 @@ impl Snapshot {
             per_provider: loaded.providers.iter().map(|p| p.retry.clone()).collect(),
         };
         let mut models = validate::build(&merged, &names, &retry, &counters, &mut warnings)?;
+        let index = catalog::ModelIndex::new(&loaded.providers);
         for vm in models.iter_mut() {
             for t in vm.targets.iter_mut() {
                 if let Some(pi) = t.provider {
-                    t.price = catalog::price(&loaded.providers[pi], &t.model)
+                    t.price = index
+                        .price(pi, &t.model)
                         .map(|p| p.input_per_mtok + p.output_per_mtok);
-                    t.context_window = catalog::context_window(&loaded.providers[pi], &t.model);
+                    t.context_window = index.context_window(pi, &t.model);
                 }
             }
         }

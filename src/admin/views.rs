@@ -134,7 +134,7 @@ fn check_hidden(
     snap: &Snapshot,
     spec: &VirtualModelSpec,
 ) -> (Kind, Vec<TargetStatus>, bool, Option<String>) {
-    let redirects: HashSet<&str> = snap
+    let redirects: foldhash::HashSet<&str> = snap
         .table
         .models
         .iter()
@@ -153,7 +153,7 @@ fn check_hidden(
         &snap.table.providers,
         &validate::RetryDefaults::default(),
         &redirects,
-        &HashMap::new(),
+        &Default::default(),
         &mut warnings,
     ) {
         Ok(vm) => {

@@ -11,7 +11,7 @@ pub mod sessions;
 pub mod steer;
 pub mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -75,7 +75,7 @@ impl Health {
     /// targets changed.
     pub fn sync(&self, snap: &Snapshot) {
         let old = self.targets.load_full();
-        let names: HashSet<&str> = snap
+        let names: foldhash::HashSet<&str> = snap
             .table
             .models
             .iter()
