@@ -242,8 +242,12 @@ impl Snapshot {
             })
             .unwrap_or_default();
         let retry = validate::RetryDefaults {
-            global: loaded.settings.retry.clone(),
-            per_provider: loaded.providers.iter().map(|p| p.retry.clone()).collect(),
+            global: Arc::new(loaded.settings.retry.clone()),
+            per_provider: loaded
+                .providers
+                .iter()
+                .map(|p| Arc::new(p.retry.clone()))
+                .collect(),
         };
         let mut models = validate::build(&merged, &names, &retry, &counters, &mut warnings)?;
         let index = catalog::ModelIndex::new(&loaded.providers);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::providers::RESERVED_HEADERS;
 use super::schema::{
-    AffinityKeySpec, HedgeSpec, SessionAffinitySpec, TargetSpec, VirtualModelSpec,
+    AffinityKeySpec, HedgeSpec, RetrySpec, SessionAffinitySpec, TargetSpec, VirtualModelSpec,
 };
 use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
@@ -29,14 +29,15 @@ use crate::routing::user_path::UserPath;
 /// `resilience.retry`, per provider), else the global one when the provider is found only per
 /// request.
 #[derive(Debug, Clone, Default)]
+/// Shared: a target without a `retry` block of its own holds its provider's policy, not a copy.
 pub struct RetryDefaults {
-    pub global: RetryPolicy,
+    pub global: Arc<RetryPolicy>,
     /// One per declared provider, in the order of the provider names.
-    pub per_provider: Vec<RetryPolicy>,
+    pub per_provider: Vec<Arc<RetryPolicy>>,
 }
 
 impl RetryDefaults {
-    pub fn for_provider(&self, provider: Option<usize>) -> &RetryPolicy {
+    pub fn for_provider(&self, provider: Option<usize>) -> &Arc<RetryPolicy> {
         provider
             .and_then(|p| self.per_provider.get(p))
             .unwrap_or(&self.global)
@@ -508,6 +509,32 @@ pub fn build_one(
     })
 }
 
+/// A target's own `retry` block over the policy it starts from.
+fn own_retry(
+    base: &RetryPolicy,
+    r: &RetrySpec,
+    at: &At<'_>,
+    field: &Field,
+) -> Result<RetryPolicy, String> {
+    let mut retry = base.clone();
+    if let Some(a) = r.attempts {
+        if a == 0 {
+            return Err(format!(
+                "{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"
+            ));
+        }
+        retry.attempts = a;
+    }
+    if let Some(d) = r.delay_ms {
+        retry.initial_delay_ms = d;
+        retry.max_delay_ms = retry.max_delay_ms.max(d);
+    }
+    if let Some(s) = &r.on_status {
+        retry.on_status = s.iter().map(|c| c.0).collect();
+    }
+    Ok(retry)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_target(
     t: &TargetSpec,
@@ -579,24 +606,11 @@ fn build_target(
             "{at}: {field}.weight {weight} must be a finite number >= 0"
         ));
     }
-    let mut retry = retry_defaults.for_provider(provider).clone();
-    if let Some(r) = &t.retry {
-        if let Some(a) = r.attempts {
-            if a == 0 {
-                return Err(format!(
-                    "{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"
-                ));
-            }
-            retry.attempts = a;
-        }
-        if let Some(d) = r.delay_ms {
-            retry.initial_delay_ms = d;
-            retry.max_delay_ms = retry.max_delay_ms.max(d);
-        }
-        if let Some(s) = &r.on_status {
-            retry.on_status = s.iter().map(|c| c.0).collect();
-        }
-    }
+    let base = retry_defaults.for_provider(provider);
+    let retry = match &t.retry {
+        None => base.clone(),
+        Some(r) => Arc::new(own_retry(base, r, at, field)?),
+    };
     let mut headers_set = Vec::new();
     let mut headers_remove = Vec::new();
     if let Some(h) = &t.headers {

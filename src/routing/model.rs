@@ -317,7 +317,8 @@ pub struct Target {
     // Read by the proxy once the plan is made.
     /// `provider/model` (or the bare model when the provider is found at request time).
     pub name: String,
-    pub retry: RetryPolicy,
+    /// Shared with the provider's policy unless the target has a `retry` block of its own.
+    pub retry: Arc<RetryPolicy>,
     pub fallback_on: Vec<u16>,
     /// Error classes that fall back besides the `fallback_on` statuses.
     pub fallback_on_errors: Vec<ErrorClass>,
@@ -454,7 +455,7 @@ impl Target {
             metadata_match: Vec::new(),
             fallback_candidate: true,
             name: name.to_string(),
-            retry: RetryPolicy::default(),
+            retry: Arc::default(),
             fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
             fallback_on_errors: Vec::new(),
             override_params: None,
