@@ -364,7 +364,10 @@ fn a_json_config_checks_like_its_yaml_form() {
    "targets": [{"model": "openai/gpt-4o", "priority": 1}]}]}"#;
     let (code, out) = run_cli(json, &["check"], &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("smart") && out.contains("strategy=priority"), "{out}");
+    assert!(
+        out.contains("smart") && out.contains("strategy=priority"),
+        "{out}"
+    );
     assert!(out.contains("config is valid"), "{out}");
 
     let bad = r#"{"providers": {"openai": {"type": "openai", "api_key": "k"}},
@@ -379,5 +382,8 @@ fn a_json_config_checks_like_its_yaml_form() {
     // Not JSON (a trailing comma): the YAML parser's message, with its line, as before.
     let (code, out) = run_cli("{\"server\": {\"port\": 1},\n", &["check"], &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("invalid YAML") && out.contains("line "), "{out}");
+    assert!(
+        out.contains("invalid YAML") && out.contains("line "),
+        "{out}"
+    );
 }
