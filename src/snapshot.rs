@@ -173,23 +173,30 @@ pub struct TagValues {
     pub served: Vec<Option<(usize, HeaderValue)>>,
 }
 
+/// Targets served as the same `provider/model` share one header value (a clone shares its
+/// bytes): a large config names far fewer concrete models than it has targets.
 fn tag_values(table: &Table, providers: &[ProviderRuntime]) -> Vec<TagValues> {
-    table
-        .models
-        .iter()
-        .map(|vm| TagValues {
+    let mut served_as: foldhash::HashMap<(usize, &str), Option<HeaderValue>> =
+        foldhash::HashMap::default();
+    let mut out = Vec::with_capacity(table.models.len());
+    for vm in &table.models {
+        let mut served = Vec::with_capacity(vm.targets.len());
+        for t in &vm.targets {
+            let value = t.provider.and_then(|p| {
+                let v = served_as.entry((p, t.model.as_str())).or_insert_with(|| {
+                    let runtime = providers.get(p)?;
+                    HeaderValue::from_str(&format!("{}/{}", runtime.config.name, t.model)).ok()
+                });
+                Some((p, v.clone()?))
+            });
+            served.push(value);
+        }
+        out.push(TagValues {
             source: HeaderValue::from_str(&vm.source).ok(),
-            served: vm
-                .targets
-                .iter()
-                .map(|t| {
-                    let p = t.provider?;
-                    let name = format!("{}/{}", providers.get(p)?.config.name, t.model);
-                    Some((p, HeaderValue::from_str(&name).ok()?))
-                })
-                .collect(),
-        })
-        .collect()
+            served,
+        });
+    }
+    out
 }
 
 /// Counts of virtual models by origin.
