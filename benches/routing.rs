@@ -1,5 +1,5 @@
-//! The routing core's cost per request: `routing::plan::plan` over tables of 10, 1,000 and
-//! 10,000 virtual models (round_robin, cost, latency and priority in turn, 2 to 4 targets each,
+//! The routing core's cost per request: `routing::plan::plan` over tables of 10, 1,000, 10,000
+//! and 100,000 virtual models (round_robin, cost, latency and priority in turn, 2 to 4 targets each,
 //! plus access policies of every kind), each iteration planning the next model of a shuffled
 //! list so that lookups do not stay in one cache line.
 //!
@@ -133,7 +133,7 @@ impl Conditions for World {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan");
     let caller = UserPath::parse("/org/team/alice").expect("path");
-    for n in [10usize, 1_000, 10_000] {
+    for n in [10usize, 1_000, 10_000, 100_000] {
         let (table, names) = table(n);
         let world = World { dice: Cell::new(0) };
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

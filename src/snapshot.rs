@@ -4,7 +4,7 @@
 //! A snapshot is valid by construction: `build` either returns a complete snapshot or every
 //! error it found. Precedence (store < config < env) is applied here, never per request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -173,23 +173,30 @@ pub struct TagValues {
     pub served: Vec<Option<(usize, HeaderValue)>>,
 }
 
+/// Targets served as the same `provider/model` share one header value (a clone shares its
+/// bytes): a large config names far fewer concrete models than it has targets.
 fn tag_values(table: &Table, providers: &[ProviderRuntime]) -> Vec<TagValues> {
-    table
-        .models
-        .iter()
-        .map(|vm| TagValues {
+    let mut served_as: foldhash::HashMap<(usize, &str), Option<HeaderValue>> =
+        foldhash::HashMap::default();
+    let mut out = Vec::with_capacity(table.models.len());
+    for vm in &table.models {
+        let mut served = Vec::with_capacity(vm.targets.len());
+        for t in &vm.targets {
+            let value = t.provider.and_then(|p| {
+                let v = served_as.entry((p, t.model.as_str())).or_insert_with(|| {
+                    let runtime = providers.get(p)?;
+                    HeaderValue::from_str(&format!("{}/{}", runtime.config.name, t.model)).ok()
+                });
+                Some((p, v.clone()?))
+            });
+            served.push(value);
+        }
+        out.push(TagValues {
             source: HeaderValue::from_str(&vm.source).ok(),
-            served: vm
-                .targets
-                .iter()
-                .map(|t| {
-                    let p = t.provider?;
-                    let name = format!("{}/{}", providers.get(p)?.config.name, t.model);
-                    Some((p, HeaderValue::from_str(&name).ok()?))
-                })
-                .collect(),
-        })
-        .collect()
+            served,
+        });
+    }
+    out
 }
 
 /// Counts of virtual models by origin.
@@ -232,7 +239,7 @@ impl Snapshot {
         let merged = validate::merge(&decl)?;
         let mut pipelines =
             crate::config::pipelines::compile(&merged, &loaded.middleware_configs, &loaded.label)?;
-        let counters: HashMap<&str, Arc<AtomicU64>> = previous
+        let counters: foldhash::HashMap<&str, Arc<AtomicU64>> = previous
             .map(|p| {
                 p.table
                     .models
@@ -242,16 +249,22 @@ impl Snapshot {
             })
             .unwrap_or_default();
         let retry = validate::RetryDefaults {
-            global: loaded.settings.retry.clone(),
-            per_provider: loaded.providers.iter().map(|p| p.retry.clone()).collect(),
+            global: Arc::new(loaded.settings.retry.clone()),
+            per_provider: loaded
+                .providers
+                .iter()
+                .map(|p| Arc::new(p.retry.clone()))
+                .collect(),
         };
         let mut models = validate::build(&merged, &names, &retry, &counters, &mut warnings)?;
+        let index = catalog::ModelIndex::new(&loaded.providers);
         for vm in models.iter_mut() {
             for t in vm.targets.iter_mut() {
                 if let Some(pi) = t.provider {
-                    t.price = catalog::price(&loaded.providers[pi], &t.model)
+                    t.price = index
+                        .price(pi, &t.model)
                         .map(|p| p.input_per_mtok + p.output_per_mtok);
-                    t.context_window = catalog::context_window(&loaded.providers[pi], &t.model);
+                    t.context_window = index.context_window(pi, &t.model);
                 }
             }
         }

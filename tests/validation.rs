@@ -354,3 +354,36 @@ fn a_zero_timeout_names_the_provider_and_field() {
         "{out}"
     );
 }
+
+/// A config written as JSON (generated configs usually are) reads exactly like its YAML form:
+/// same virtual models, same messages naming the entry and field.
+#[test]
+fn a_json_config_checks_like_its_yaml_form() {
+    let json = r#"{"providers": {"openai": {"type": "openai", "api_key": "k", "models": ["gpt-4o"]}},
+ "virtual_models": [{"source": "smart", "strategy": "priority",
+   "targets": [{"model": "openai/gpt-4o", "priority": 1}]}]}"#;
+    let (code, out) = run_cli(json, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("smart") && out.contains("strategy=priority"),
+        "{out}"
+    );
+    assert!(out.contains("config is valid"), "{out}");
+
+    let bad = r#"{"providers": {"openai": {"type": "openai", "api_key": "k"}},
+ "virtual_models": [{"source": "smart", "strategy": "fastest", "target": "openai/gpt-4o"}]}"#;
+    let (code, out) = run_cli(bad, &["check"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("virtual_models[0] (source \"smart\"): strategy \"fastest\" is unknown"),
+        "{out}"
+    );
+
+    // Not JSON (a trailing comma): the YAML parser's message, with its line, as before.
+    let (code, out) = run_cli("{\"server\": {\"port\": 1},\n", &["check"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("invalid YAML") && out.contains("line "),
+        "{out}"
+    );
+}

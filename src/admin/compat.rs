@@ -120,7 +120,7 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
     Ok(VirtualModelSpec {
         source: Some(u.source.trim().to_string()),
         target: if single {
-            targets.first().cloned()
+            targets.first().cloned().map(Box::new)
         } else {
             None
         },

@@ -134,7 +134,7 @@ fn check_hidden(
     snap: &Snapshot,
     spec: &VirtualModelSpec,
 ) -> (Kind, Vec<TargetStatus>, bool, Option<String>) {
-    let redirects: HashSet<&str> = snap
+    let redirects: foldhash::HashSet<&str> = snap
         .table
         .models
         .iter()
@@ -144,6 +144,7 @@ fn check_hidden(
     let merged = Merged {
         origin: Origin::Store,
         spec,
+        shared: None,
         overrides_store: false,
     };
     let mut warnings = Vec::new();
@@ -152,7 +153,7 @@ fn check_hidden(
         &snap.table.providers,
         &validate::RetryDefaults::default(),
         &redirects,
-        &HashMap::new(),
+        &Default::default(),
         &mut warnings,
     ) {
         Ok(vm) => {
@@ -181,7 +182,7 @@ pub fn entries(snap: &Snapshot, rows: &[StoredRow]) -> Vec<Entry> {
         let targets = target_statuses(snap, vm);
         let valid = vm.kind == Kind::Policy || targets.iter().any(|t| t.available);
         let mut e = Entry {
-            spec: vm.spec.clone(),
+            spec: VirtualModelSpec::clone(&vm.spec),
             source: vm.source.clone(),
             origin: vm.origin.clone(),
             kind: vm.kind,

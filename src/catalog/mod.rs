@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use once_cell::sync::Lazy;
 
 use crate::config::providers::ProviderConfig;
-use crate::config::schema::PricingSpec;
+use crate::config::schema::{ModelSpec, PricingSpec};
 
 /// Looked up for every answered request (its cost); foldhash, as the keys are compiled in.
 static BUNDLED_PRICES: Lazy<foldhash::HashMap<String, (f64, f64)>> = Lazy::new(|| {
@@ -62,6 +62,51 @@ pub fn price(provider: &ProviderConfig, model: &str) -> Option<PricingSpec> {
     {
         return Some(p);
     }
+    bundled_price(model)
+}
+
+/// Every provider's configured models by id, for pricing many targets at once (a snapshot of
+/// 100,000 virtual models prices 200,000 targets; `price` and `context_window` scan the
+/// provider's list each). The first entry of an id wins, as in those scans.
+pub struct ModelIndex<'a> {
+    by_provider: Vec<foldhash::HashMap<&'a str, &'a ModelSpec>>,
+}
+
+impl<'a> ModelIndex<'a> {
+    pub fn new(providers: &'a [ProviderConfig]) -> ModelIndex<'a> {
+        let by_provider = providers
+            .iter()
+            .map(|p| {
+                let mut m =
+                    foldhash::HashMap::with_capacity_and_hasher(p.models.len(), Default::default());
+                for spec in &p.models {
+                    m.entry(spec.id.as_str()).or_insert(spec);
+                }
+                m
+            })
+            .collect();
+        ModelIndex { by_provider }
+    }
+
+    /// `price(&providers[provider], model)`.
+    pub fn price(&self, provider: usize, model: &str) -> Option<PricingSpec> {
+        let configured = self.configured(provider, model).and_then(|m| m.pricing);
+        configured.or_else(|| bundled_price(model))
+    }
+
+    /// `context_window(&providers[provider], model)`.
+    pub fn context_window(&self, provider: usize, model: &str) -> Option<u64> {
+        self.configured(provider, model)
+            .and_then(|m| m.context_window)
+            .or_else(|| BUNDLED_WINDOWS.get(model).copied())
+    }
+
+    fn configured(&self, provider: usize, model: &str) -> Option<&'a ModelSpec> {
+        self.by_provider.get(provider)?.get(model).copied()
+    }
+}
+
+fn bundled_price(model: &str) -> Option<PricingSpec> {
     BUNDLED_PRICES.get(model).map(|(i, o)| PricingSpec {
         input_per_mtok: *i,
         output_per_mtok: *o,
@@ -132,6 +177,38 @@ pub fn configured_set(p: &ProviderConfig) -> ModelSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_prices_like_the_scans() {
+        let yaml = "p:\n  type: openai_compatible\n  base_url: http://127.0.0.1:9/v1\n  api_key: k\n  models:\n    - {id: a, pricing: {input_per_mtok: 1, output_per_mtok: 2}, context_window: 10}\n    - {id: a, pricing: {input_per_mtok: 7, output_per_mtok: 7}}\n    - gpt-4o-mini\n    - b\n";
+        let specs: std::collections::BTreeMap<String, crate::config::schema::ProviderSpec> =
+            serde_yaml::from_str(yaml).unwrap();
+        let mut warnings = Vec::new();
+        let providers = crate::config::providers::resolve(
+            &specs,
+            "c.yaml",
+            &crate::config::env::Env::default(),
+            &Default::default(),
+            &mut warnings,
+        )
+        .unwrap();
+        let index = ModelIndex::new(&providers);
+        for model in ["a", "gpt-4o-mini", "b", "not-listed", "gpt-4o"] {
+            assert_eq!(
+                index.price(0, model),
+                price(&providers[0], model),
+                "{model}"
+            );
+            assert_eq!(
+                index.context_window(0, model),
+                context_window(&providers[0], model),
+                "{model}"
+            );
+        }
+        assert_eq!(index.price(0, "a").map(|p| p.input_per_mtok), Some(1.0));
+        assert_eq!(index.context_window(0, "a"), Some(10));
+        assert_eq!(index.price(1, "a"), None);
+    }
 
     #[test]
     fn bundled_table_loads() {

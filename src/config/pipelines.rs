@@ -63,9 +63,13 @@ pub fn check(
 ) -> Vec<String> {
     let mut errors = Vec::new();
     for m in merged {
+        let lists = m.spec.middleware_lists();
+        if lists.iter().all(|(_, calls)| calls.is_empty()) {
+            continue;
+        }
         let source = m.spec.source.as_deref().unwrap_or("").trim();
         let at = format!("{} (source {source:?})", m.origin.location());
-        for (list, calls) in m.spec.middleware_lists() {
+        for (list, calls) in lists {
             for (i, call) in calls.iter().enumerate() {
                 let field = format!("{list}[{i}]");
                 if call.name.trim().is_empty() {
@@ -113,6 +117,7 @@ mod tests {
         Merged {
             origin: Origin::Store,
             spec,
+            shared: None,
             overrides_store: false,
         }
     }

@@ -406,8 +406,10 @@ impl<'de> Deserialize<'de> for ModelSpec {
 pub struct VirtualModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Boxed, as are the target's rarely set blocks: a declaration is kept for every virtual
+    /// model, and most leave these out (BENCHMARKS.md, "100,000 virtual models").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<TargetSpec>,
+    pub target: Option<Box<TargetSpec>>,
     #[serde(
         default,
         alias = "load_balance_targets",
@@ -512,7 +514,7 @@ pub struct TargetSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetrySpec>,
+    pub retry: Option<Box<RetrySpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_on: Option<Vec<StatusCode>>,
     /// Error classes (`routing::error_class`) that fall back besides `fallback_on`.
@@ -521,13 +523,13 @@ pub struct TargetSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_candidate: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub override_params: Option<serde_json::Map<String, serde_json::Value>>,
+    pub override_params: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<HeadersSpec>,
+    pub headers: Option<Box<HeadersSpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata_match: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sla: Option<SlaSpec>,
+    pub sla: Option<Box<SlaSpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_format: Option<String>,
 }
@@ -575,14 +577,14 @@ impl<'de> Deserialize<'de> for TargetSpec {
                     model: o.model,
                     weight: o.weight,
                     priority: o.priority,
-                    retry: o.retry,
+                    retry: o.retry.map(Box::new),
                     fallback_on: o.fallback_on,
                     fallback_on_errors: o.fallback_on_errors,
                     fallback_candidate: o.fallback_candidate,
-                    override_params: o.override_params,
-                    headers: o.headers,
+                    override_params: o.override_params.map(Box::new),
+                    headers: o.headers.map(Box::new),
                     metadata_match: o.metadata_match,
-                    sla: o.sla,
+                    sla: o.sla.map(Box::new),
                     backend_format: o.backend_format,
                 })
             }

@@ -7,13 +7,15 @@
 //! same source. This module never reads files or the environment itself.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+// Keyed by sources from the configuration (not from clients): foldhash, as in the routing
+// table; a snapshot of 100,000 virtual models fills each of these maps once per reload.
+use foldhash::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::providers::RESERVED_HEADERS;
 use super::schema::{
-    AffinityKeySpec, HedgeSpec, SessionAffinitySpec, TargetSpec, VirtualModelSpec,
+    AffinityKeySpec, HedgeSpec, RetrySpec, SessionAffinitySpec, TargetSpec, VirtualModelSpec,
 };
 use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
@@ -27,14 +29,15 @@ use crate::routing::user_path::UserPath;
 /// `resilience.retry`, per provider), else the global one when the provider is found only per
 /// request.
 #[derive(Debug, Clone, Default)]
+/// Shared: a target without a `retry` block of its own holds its provider's policy, not a copy.
 pub struct RetryDefaults {
-    pub global: RetryPolicy,
+    pub global: Arc<RetryPolicy>,
     /// One per declared provider, in the order of the provider names.
-    pub per_provider: Vec<RetryPolicy>,
+    pub per_provider: Vec<Arc<RetryPolicy>>,
 }
 
 impl RetryDefaults {
-    pub fn for_provider(&self, provider: Option<usize>) -> &RetryPolicy {
+    pub fn for_provider(&self, provider: Option<usize>) -> &Arc<RetryPolicy> {
         provider
             .and_then(|p| self.per_provider.get(p))
             .unwrap_or(&self.global)
@@ -45,9 +48,9 @@ impl RetryDefaults {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Declarations<'a> {
     pub store: &'a [VirtualModelSpec],
-    pub config: &'a [VirtualModelSpec],
+    pub config: &'a [Arc<VirtualModelSpec>],
     pub config_path: &'a str,
-    pub env: &'a [VirtualModelSpec],
+    pub env: &'a [Arc<VirtualModelSpec>],
 }
 
 /// One merged entry before validation; borrows its declaration (only the built virtual model
@@ -56,6 +59,9 @@ pub struct Declarations<'a> {
 pub struct Merged<'a> {
     pub origin: Origin,
     pub spec: &'a VirtualModelSpec,
+    /// The declaration's shared copy (file and `VIRTUAL_MODELS` entries), which the built
+    /// virtual model keeps instead of a copy of its own; None for store rows.
+    pub shared: Option<&'a Arc<VirtualModelSpec>>,
     /// Whether a store row with the same source is hidden by this entry.
     pub overrides_store: bool,
 }
@@ -68,6 +74,34 @@ fn key(source: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// An entry's label for messages (`label`), formatted only when a message is written.
+pub struct At<'a> {
+    origin: &'a Origin,
+    spec: &'a VirtualModelSpec,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&label(self.origin, self.spec))
+    }
+}
+
+/// A target's field name for messages (`target` or `targets[i]`), formatted only when a
+/// message is written.
+enum Field {
+    Target,
+    Targets(usize),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Target => f.write_str("target"),
+            Field::Targets(i) => write!(f, "targets[{i}]"),
+        }
     }
 }
 
@@ -88,9 +122,17 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
     let mut errors = Vec::new();
     // One path shared by every entry of the file, not a copy each.
     let config_path: Arc<str> = Arc::from(decl.config_path);
-    let store: Vec<(Origin, &VirtualModelSpec)> =
-        decl.store.iter().map(|s| (Origin::Store, s)).collect();
-    let config: Vec<(Origin, &VirtualModelSpec)> = decl
+    type Entry<'a> = (
+        Origin,
+        &'a VirtualModelSpec,
+        Option<&'a Arc<VirtualModelSpec>>,
+    );
+    let store: Vec<Entry<'a>> = decl
+        .store
+        .iter()
+        .map(|s| (Origin::Store, s, None))
+        .collect();
+    let config: Vec<Entry<'a>> = decl
         .config
         .iter()
         .enumerate()
@@ -100,19 +142,21 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
                     path: config_path.clone(),
                     index,
                 },
-                s,
+                &**s,
+                Some(s),
             )
         })
         .collect();
-    let env: Vec<(Origin, &VirtualModelSpec)> = decl
+    let env: Vec<Entry<'a>> = decl
         .env
         .iter()
         .enumerate()
-        .map(|(index, s)| (Origin::Env { index }, s))
+        .map(|(index, s)| (Origin::Env { index }, &**s, Some(s)))
         .collect();
     for group in [&store, &config, &env] {
-        let mut seen: HashMap<Cow<'_, str>, &Origin> = HashMap::with_capacity(group.len());
-        for (origin, spec) in group.iter() {
+        let mut seen: HashMap<Cow<'_, str>, &Origin> =
+            HashMap::with_capacity_and_hasher(group.len(), Default::default());
+        for (origin, spec, _) in group.iter() {
             match spec.source.as_deref().map(str::trim) {
                 None | Some("") => {
                     errors.push(format!("{}: source is required", origin.location()))
@@ -136,11 +180,11 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
     let env_keys: HashMap<Cow<'a, str>, usize> = env
         .iter()
         .enumerate()
-        .map(|(i, (_, s))| (key(src(s)), i))
+        .map(|(i, (_, s, _))| (key(src(s)), i))
         .collect();
     let mut used_env = vec![false; env.len()];
     let mut out: Vec<Merged<'a>> = Vec::with_capacity(config.len() + env.len() + store.len());
-    for (origin, spec) in config {
+    for (origin, spec, shared) in config {
         // Sources are compared case-insensitively; an env-free config skips the lowering.
         let from_env = if env_keys.is_empty() {
             None
@@ -153,21 +197,24 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
                 out.push(Merged {
                     origin: env[i].0.clone(),
                     spec: env[i].1,
+                    shared: env[i].2,
                     overrides_store: false,
                 });
             }
             None => out.push(Merged {
                 origin,
                 spec,
+                shared,
                 overrides_store: false,
             }),
         }
     }
-    for ((origin, spec), used) in env.into_iter().zip(used_env) {
+    for ((origin, spec, shared), used) in env.into_iter().zip(used_env) {
         if !used {
             out.push(Merged {
                 origin,
                 spec,
+                shared,
                 overrides_store: false,
             });
         }
@@ -179,11 +226,12 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
         for m in out.iter_mut() {
             m.overrides_store = store_sources.contains(src(m.spec));
         }
-        for (origin, spec) in store {
+        for (origin, spec, shared) in store {
             if !managed.contains(src(spec)) {
                 out.push(Merged {
                     origin,
                     spec,
+                    shared,
                     overrides_store: false,
                 });
             }
@@ -207,7 +255,7 @@ pub fn build(
         .collect();
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(merged.len());
-    let mut slugs: HashMap<String, String> = HashMap::new();
+    let mut slugs: HashMap<String, String> = HashMap::default();
     for m in merged {
         match build_one(m, providers, retry, &redirect_sources, previous, warnings) {
             Ok(vm) => {
@@ -262,7 +310,10 @@ pub fn build_one(
     warnings: &mut Vec<String>,
 ) -> Result<VirtualModel, String> {
     let spec = m.spec;
-    let at = label(&m.origin, spec);
+    let at = At {
+        origin: &m.origin,
+        spec,
+    };
     let source = spec.source.as_deref().unwrap_or("").trim().to_string();
     if source.is_empty() {
         return Err(format!("{at}: source is required"));
@@ -282,7 +333,7 @@ pub fn build_one(
                 "{at}: target and targets are both set; use one of them"
             ))
         }
-        (Some(t), _, _) => std::slice::from_ref(t),
+        (Some(t), _, _) => std::slice::from_ref(&**t),
         (None, Some(t), _) if !t.is_empty() => t,
         (None, _, Some(t)) => t,
         _ => &[],
@@ -305,9 +356,9 @@ pub fn build_one(
     let mut targets: Vec<Target> = Vec::with_capacity(target_specs.len());
     for (i, t) in target_specs.iter().enumerate() {
         let field = if spec.target.is_some() {
-            "target".to_string()
+            Field::Target
         } else {
-            format!("targets[{i}]")
+            Field::Targets(i)
         };
         let target = build_target(
             t,
@@ -396,7 +447,7 @@ pub fn build_one(
                 hs.push(id.key.trim().to_ascii_lowercase());
             }
             if !hs.is_empty() {
-                session.headers = hs;
+                session.headers = hs.into();
             }
         }
     }
@@ -451,15 +502,44 @@ pub fn build_one(
         description: spec.description.clone(),
         enabled: spec.enabled.unwrap_or(true),
         counter,
-        spec: spec.clone(),
+        spec: match m.shared {
+            Some(shared) => shared.clone(),
+            None => Arc::new(spec.clone()),
+        },
     })
+}
+
+/// A target's own `retry` block over the policy it starts from.
+fn own_retry(
+    base: &RetryPolicy,
+    r: &RetrySpec,
+    at: &At<'_>,
+    field: &Field,
+) -> Result<RetryPolicy, String> {
+    let mut retry = base.clone();
+    if let Some(a) = r.attempts {
+        if a == 0 {
+            return Err(format!(
+                "{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"
+            ));
+        }
+        retry.attempts = a;
+    }
+    if let Some(d) = r.delay_ms {
+        retry.initial_delay_ms = d;
+        retry.max_delay_ms = retry.max_delay_ms.max(d);
+    }
+    if let Some(s) = &r.on_status {
+        retry.on_status = s.iter().map(|c| c.0).collect();
+    }
+    Ok(retry)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build_target(
     t: &TargetSpec,
-    field: &str,
-    at: &str,
+    field: &Field,
+    at: &At<'_>,
     source: &str,
     concrete_source: bool,
     providers: &[String],
@@ -526,24 +606,11 @@ fn build_target(
             "{at}: {field}.weight {weight} must be a finite number >= 0"
         ));
     }
-    let mut retry = retry_defaults.for_provider(provider).clone();
-    if let Some(r) = &t.retry {
-        if let Some(a) = r.attempts {
-            if a == 0 {
-                return Err(format!(
-                    "{at}: {field}.retry.attempts must be at least 1 (1 = no retry)"
-                ));
-            }
-            retry.attempts = a;
-        }
-        if let Some(d) = r.delay_ms {
-            retry.initial_delay_ms = d;
-            retry.max_delay_ms = retry.max_delay_ms.max(d);
-        }
-        if let Some(s) = &r.on_status {
-            retry.on_status = s.iter().map(|c| c.0).collect();
-        }
-    }
+    let base = retry_defaults.for_provider(provider);
+    let retry = match &t.retry {
+        None => base.clone(),
+        Some(r) => Arc::new(own_retry(base, r, at, field)?),
+    };
     let mut headers_set = Vec::new();
     let mut headers_remove = Vec::new();
     if let Some(h) = &t.headers {
@@ -591,7 +658,7 @@ fn build_target(
             fallback_on_errors.push(class);
         }
     }
-    let sla = t.sla.map(|s| Sla {
+    let sla = t.sla.as_deref().map(|s| Sla {
         time_to_first_token_ms: s.time_to_first_token_ms,
         time_per_output_token_ms: s.time_per_output_token_ms,
     });
@@ -626,7 +693,11 @@ fn build_target(
 }
 
 /// `session_affinity: {key, prefix_messages, ttl_seconds}` into the session settings.
-fn affinity_key(k: &AffinityKeySpec, at: &str, session: &mut SessionConfig) -> Result<(), String> {
+fn affinity_key(
+    k: &AffinityKeySpec,
+    at: &At<'_>,
+    session: &mut SessionConfig,
+) -> Result<(), String> {
     match k.key.as_deref().map(str::trim) {
         None | Some("header") | Some("headers") => {
             if k.prefix_messages.is_some() {
@@ -654,7 +725,7 @@ fn affinity_key(k: &AffinityKeySpec, at: &str, session: &mut SessionConfig) -> R
 }
 
 /// `hedge: {after_ms, max_extra, budget_percent}` into a policy.
-fn hedge_policy(h: &HedgeSpec, at: &str) -> Result<HedgePolicy, String> {
+fn hedge_policy(h: &HedgeSpec, at: &At<'_>) -> Result<HedgePolicy, String> {
     let after_ms = h.after_ms.ok_or_else(|| {
         format!("{at}: hedge.after_ms is required (the wait before the extra request)")
     })?;
@@ -685,7 +756,13 @@ fn hedge_policy(h: &HedgeSpec, at: &str) -> Result<HedgePolicy, String> {
     })
 }
 
-fn check_header(lower: &str, at: &str, field: &str, op: &str, raw: &str) -> Result<(), String> {
+fn check_header(
+    lower: &str,
+    at: &At<'_>,
+    field: &Field,
+    op: &str,
+    raw: &str,
+) -> Result<(), String> {
     if RESERVED_HEADERS.contains(&lower) {
         return Err(format!(
             "{at}: {field}.headers.{op}: {raw:?} is a hop-by-hop or authentication header and cannot be changed"

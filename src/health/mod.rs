@@ -84,7 +84,7 @@ impl Health {
     /// to it (what is worth sharing through Redis), whether or not the set changed.
     pub fn sync(&self, snap: &Snapshot) {
         let old = self.targets.load_full();
-        let mut names: HashMap<&str, f64> = HashMap::new();
+        let mut names: foldhash::HashMap<&str, f64> = foldhash::HashMap::default();
         for vm in &snap.table.models {
             for t in &vm.targets {
                 let below = names.entry(t.name.as_str()).or_insert(0.0);

@@ -161,7 +161,7 @@ pub fn decide(
     retry_after_s: Option<u64>,
     random_unit: f64,
 ) -> Next {
-    let retry = target.map_or(provider_retry, |t| &t.retry);
+    let retry = target.map_or(provider_retry, |t| &*t.retry);
     let retryable = match failure {
         Failure::Status(s, _) => retry.on_status.contains(&s),
         Failure::Connection => true,
@@ -333,12 +333,12 @@ mod tests {
     #[test]
     fn listed_statuses_outside_the_defaults_are_acted_on() {
         let t = Target {
-            retry: RetryPolicy {
+            retry: std::sync::Arc::new(RetryPolicy {
                 attempts: 2,
                 initial_delay_ms: 0,
                 on_status: vec![408],
                 ..RetryPolicy::default()
-            },
+            }),
             fallback_on: vec![409, 400],
             ..Target::new(Some(0), "m", "p/m")
         };
@@ -434,10 +434,10 @@ mod tests {
 
     fn target(attempts: u32) -> Target {
         Target {
-            retry: RetryPolicy {
+            retry: std::sync::Arc::new(RetryPolicy {
                 attempts,
                 ..RetryPolicy::default()
-            },
+            }),
             ..Target::new(Some(0), "m", "p/m")
         }
     }
@@ -546,11 +546,11 @@ mod tests {
     #[test]
     fn retries_back_off_exponentially() {
         let t = Target {
-            retry: RetryPolicy {
+            retry: std::sync::Arc::new(RetryPolicy {
                 attempts: 4,
                 initial_delay_ms: 1000,
                 ..RetryPolicy::default()
-            },
+            }),
             ..Target::new(Some(0), "m", "p/m")
         };
         let waits: Vec<Next> = (1..=3)

@@ -317,11 +317,12 @@ pub struct Target {
     // Read by the proxy once the plan is made.
     /// `provider/model` (or the bare model when the provider is found at request time).
     pub name: String,
-    pub retry: RetryPolicy,
+    /// Shared with the provider's policy unless the target has a `retry` block of its own.
+    pub retry: Arc<RetryPolicy>,
     pub fallback_on: Vec<u16>,
     /// Error classes that fall back besides the `fallback_on` statuses.
     pub fallback_on_errors: Vec<ErrorClass>,
-    pub override_params: Option<serde_json::Map<String, serde_json::Value>>,
+    pub override_params: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     pub headers_set: Vec<(String, String)>,
     pub headers_remove: Vec<String>,
     pub sla: Option<Sla>,
@@ -347,8 +348,9 @@ impl Kind {
 pub struct SessionConfig {
     pub enabled: bool,
     pub ttl_seconds: u64,
-    /// Lower-case header names the session key is read from, in order.
-    pub headers: Vec<String>,
+    /// Lower-case header names the session key is read from, in order (the default list is
+    /// one allocation shared by every virtual model).
+    pub headers: Arc<[String]>,
     /// `key: prefix`: the key is a hash of the system prompt and this many first messages,
     /// not a header.
     pub prefix_messages: Option<u32>,
@@ -358,15 +360,19 @@ pub const DEFAULT_SESSION_HEADERS: [&str; 3] =
     ["x-session-id", "session-id", "x-claude-code-session-id"];
 pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 6 * 3600;
 
+static DEFAULT_HEADERS: once_cell::sync::Lazy<Arc<[String]>> = once_cell::sync::Lazy::new(|| {
+    DEFAULT_SESSION_HEADERS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+});
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             enabled: true,
             ttl_seconds: DEFAULT_SESSION_TTL_SECONDS,
-            headers: DEFAULT_SESSION_HEADERS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            headers: DEFAULT_HEADERS.clone(),
             prefix_messages: None,
         }
     }
@@ -431,7 +437,7 @@ pub struct VirtualModel {
     pub slug: Option<String>,
     pub description: Option<String>,
     /// The declaration as written, for the admin API.
-    pub spec: VirtualModelSpec,
+    pub spec: Arc<VirtualModelSpec>,
 }
 
 impl Target {
@@ -449,7 +455,7 @@ impl Target {
             metadata_match: Vec::new(),
             fallback_candidate: true,
             name: name.to_string(),
-            retry: RetryPolicy::default(),
+            retry: Arc::default(),
             fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
             fallback_on_errors: Vec::new(),
             override_params: None,
@@ -486,7 +492,7 @@ impl VirtualModel {
             origin: Origin::Store,
             slug: None,
             description: None,
-            spec: VirtualModelSpec::default(),
+            spec: Arc::default(),
         }
     }
 
