@@ -146,11 +146,23 @@ fn a_daily_budget_is_spent_by_real_usage_then_refused() {
         up.base_url()
     );
     let g = Gateway::start(&config, &[]);
-    assert_eq!(chat(&g, "up/m", &[]).status, 200);
+    let first = chat(&g, "up/m", &[]);
+    assert_eq!(first.status, 200);
+    // The reservation's estimate is counted until the answer's usage settles it.
+    assert_eq!(first.header("x-ratelimit-limit-budget"), Some("1.00"));
+    let remaining: f64 = first
+        .header("x-ratelimit-remaining-budget")
+        .and_then(|v| v.parse().ok())
+        .expect("a remaining budget in USD");
+    assert!((0.0..1.0).contains(&remaining), "{remaining}");
+    assert!(first
+        .header("x-ratelimit-reset-budget")
+        .is_some_and(|v| v.ends_with('s')));
     assert_eq!(chat(&g, "up/m", &[]).status, 200);
     let refused = chat(&g, "up/m", &[]);
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert_eq!(refused.error_code(), "budget_exceeded");
+    assert_eq!(refused.header("x-ratelimit-remaining-budget"), Some("0.00"));
     assert!(refused.json()["error"]["message"]
         .as_str()
         .unwrap()
@@ -411,8 +423,14 @@ fn shared_counters_settle_spend_and_free_slots_in_redis() {
     while Instant::now() < deadline {
         let r = chat(&g, "up/m", &[]);
         match r.status {
-            200 => codes.push("ok".to_string()),
+            200 => {
+                // The shared script answers the spend with the reservation.
+                assert_eq!(r.header("x-ratelimit-limit-budget"), Some("1.00"));
+                assert!(r.header("x-ratelimit-remaining-budget").is_some());
+                codes.push("ok".to_string())
+            }
             429 if r.error_code() == "budget_exceeded" => {
+                assert_eq!(r.header("x-ratelimit-remaining-budget"), Some("0.00"));
                 codes.push(r.error_code());
                 break;
             }

@@ -99,16 +99,18 @@ pub struct Estimate {
 }
 
 /// The `x-ratelimit-*` values of an answer under a limit: (limit, remaining, seconds to reset)
-/// for requests and for tokens, from the tightest limit of each that applied.
+/// for requests, for tokens and for a budget (micro-USD), from the tightest limit of each that
+/// applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RateHeaders {
     pub requests: Option<(u64, u64, u64)>,
     pub tokens: Option<(u64, u64, u64)>,
+    pub budget: Option<(u64, u64, u64)>,
 }
 
 impl RateHeaders {
     /// The headers as (name, value) pairs.
-    pub fn pairs(&self) -> SmallVec<[(&'static str, String); 6]> {
+    pub fn pairs(&self) -> SmallVec<[(&'static str, String); 9]> {
         let mut out = SmallVec::new();
         if let Some((l, r, s)) = self.requests {
             out.push(("x-ratelimit-limit-requests", l.to_string()));
@@ -119,6 +121,12 @@ impl RateHeaders {
             out.push(("x-ratelimit-limit-tokens", l.to_string()));
             out.push(("x-ratelimit-remaining-tokens", r.to_string()));
             out.push(("x-ratelimit-reset-tokens", format!("{s}s")));
+        }
+        // OpenAI's headers have no money dimension; the budget follows their pattern, in USD.
+        if let Some((l, r, s)) = self.budget {
+            out.push(("x-ratelimit-limit-budget", usd(l)));
+            out.push(("x-ratelimit-remaining-budget", usd(r)));
+            out.push(("x-ratelimit-reset-budget", format!("{s}s")));
         }
         out
     }
@@ -345,7 +353,6 @@ impl Limiter {
         est: Estimate,
         now: u64,
     ) -> Result<Reservation, Refused> {
-        let (min, min_left) = minute(now);
         let mut headers = RateHeaders::default();
         for (i, l) in limits.iter().enumerate() {
             if let Err(why) = take_one(l, est, now) {
@@ -353,14 +360,14 @@ impl Limiter {
                     give_back(done, est, now, true);
                 }
                 let err = self.refusal(l, why, now);
-                fill_headers(&mut headers, &limits, min, min_left);
+                fill_headers(&mut headers, &limits, now);
                 return Err(Refused {
                     error: Box::new(err),
                     headers,
                 });
             }
         }
-        fill_headers(&mut headers, &limits, min, min_left);
+        fill_headers(&mut headers, &limits, now);
         Ok(Reservation {
             limits,
             est,
@@ -491,8 +498,22 @@ fn give_back(l: &Limit, est: Estimate, at: u64, unrequest: bool) {
     l.bucket.leave();
 }
 
-fn fill_headers(h: &mut RateHeaders, limits: &[Arc<Limit>], min: u64, left: u64) {
+/// Micro-USD as dollars: at least two decimals, no trailing zeros past them (`1.00`, `0.123456`).
+fn usd(micro: u64) -> String {
+    let mut s = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    while s.len() > s.find('.').map_or(0, |d| d + 3) && s.ends_with('0') {
+        s.pop();
+    }
+    s
+}
+
+fn fill_headers(h: &mut RateHeaders, limits: &[Arc<Limit>], now: u64) {
+    let (min, left) = minute(now);
     for l in limits {
+        if let Some((micro, period)) = l.budget {
+            let (p, p_left) = period.at(now);
+            RateHeaders::tighten(&mut h.budget, micro, l.bucket.spent(p), p_left);
+        }
         if let Some(rpm) = l.rpm {
             RateHeaders::tighten(&mut h.requests, rpm, l.bucket.requests(min), left);
         }
@@ -588,6 +609,7 @@ mod tests {
         let h = RateHeaders {
             requests: Some((10, 4, 12)),
             tokens: None,
+            budget: Some((1_000_000, 123_450, 3_600)),
         };
         let pairs: Vec<(&str, String)> = h.pairs().into_iter().collect();
         assert_eq!(
@@ -596,8 +618,14 @@ mod tests {
                 ("x-ratelimit-limit-requests", "10".to_string()),
                 ("x-ratelimit-remaining-requests", "4".to_string()),
                 ("x-ratelimit-reset-requests", "12s".to_string()),
+                ("x-ratelimit-limit-budget", "1.00".to_string()),
+                ("x-ratelimit-remaining-budget", "0.12345".to_string()),
+                ("x-ratelimit-reset-budget", "3600s".to_string()),
             ]
         );
+        assert_eq!(usd(0), "0.00");
+        assert_eq!(usd(2_500_000), "2.50");
+        assert_eq!(usd(1), "0.000001");
         let mut slot = Some((10, 4, 12));
         RateHeaders::tighten(&mut slot, 100, 99, 30);
         assert_eq!(slot, Some((100, 1, 30)));

@@ -30,7 +30,8 @@ const RETRY_AFTER_MS: u64 = 1000;
 /// Checks every limit first, then counts in all of them: the request and its estimate go in
 /// together or not at all. ARGV: limits, tokens, micro-USD, then per limit rpm, tpm,
 /// max_concurrent, budget (-1: none) and the seconds the budget period has left.
-/// Returns {-1, 0, requests_1, tokens_1, ...} or {refusing limit (0-based), what refused}.
+/// Returns {-1, 0, requests_1, tokens_1, spent_1, ...} (spent 0 without a budget) or {refusing
+/// limit (0-based), what refused}.
 const RESERVE: &str = r"
 local n = tonumber(ARGV[1])
 local tok = tonumber(ARGV[2])
@@ -54,12 +55,14 @@ for i = 0, n - 1 do
   redis.call('EXPIRE', KEYS[k + 2], 120)
   redis.call('INCR', KEYS[k + 3])
   redis.call('EXPIRE', KEYS[k + 3], 3600)
+  local s = 0
   if tonumber(ARGV[a + 3]) >= 0 then
-    redis.call('INCRBY', KEYS[k + 4], cost)
+    s = redis.call('INCRBY', KEYS[k + 4], cost)
     redis.call('EXPIRE', KEYS[k + 4], tonumber(ARGV[a + 4]) + 60)
   end
   table.insert(out, r)
   table.insert(out, t)
+  table.insert(out, s)
 end
 return out
 ";
@@ -252,12 +255,16 @@ impl Shared {
         match out.first().copied() {
             Some(-1) => {
                 for (i, l) in limits.iter().enumerate() {
-                    let used = |j: usize| out.get(2 + 2 * i + j).map_or(0, |v| (*v).max(0) as u64);
+                    let used = |j: usize| out.get(2 + 3 * i + j).map_or(0, |v| (*v).max(0) as u64);
                     if let Some(rpm) = l.rpm {
                         RateHeaders::tighten(&mut headers.requests, rpm, used(0), left);
                     }
                     if let Some(tpm) = l.tpm {
                         RateHeaders::tighten(&mut headers.tokens, tpm, used(1), left);
+                    }
+                    if let Some((micro, period)) = l.budget {
+                        let p_left = period.at(now).1;
+                        RateHeaders::tighten(&mut headers.budget, micro, used(2), p_left);
                     }
                 }
                 let held = Held {
@@ -278,7 +285,11 @@ impl Shared {
                 match why {
                     Refusal::Requests => headers.requests = l.rpm.map(|r| (r, 0, left)),
                     Refusal::Tokens => headers.tokens = l.tpm.map(|t| (t, 0, left)),
-                    Refusal::Concurrency | Refusal::Budget => {}
+                    Refusal::Budget => {
+                        headers.budget =
+                            l.budget.map(|(micro, period)| (micro, 0, period.at(now).1))
+                    }
+                    Refusal::Concurrency => {}
                 }
                 Ok(Reserved::Refused(i as usize, why, headers))
             }
