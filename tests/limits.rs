@@ -123,6 +123,8 @@ fn requests_in_flight_are_bounded_and_a_failed_request_gives_its_slot_back() {
         (429, "rate_limited")
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("x-ratelimit-limit-concurrent"), Some("1"));
+    assert_eq!(refused.header("x-ratelimit-remaining-concurrent"), Some("0"));
     // Another user path is not limited.
     assert_eq!(
         chat(&g, "up/m", &[("x-modelgate-user-path", "/else")]).status,
@@ -427,6 +429,8 @@ fn shared_counters_settle_spend_and_free_slots_in_redis() {
                 // The shared script answers the spend with the reservation.
                 assert_eq!(r.header("x-ratelimit-limit-budget"), Some("1.00"));
                 assert!(r.header("x-ratelimit-remaining-budget").is_some());
+                // This request holds the one slot while its answer is made.
+                assert_eq!(r.header("x-ratelimit-remaining-concurrent"), Some("0"));
                 codes.push("ok".to_string())
             }
             429 if r.error_code() == "budget_exceeded" => {

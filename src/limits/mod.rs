@@ -99,18 +99,19 @@ pub struct Estimate {
 }
 
 /// The `x-ratelimit-*` values of an answer under a limit: (limit, remaining, seconds to reset)
-/// for requests, for tokens and for a budget (micro-USD), from the tightest limit of each that
-/// applied.
+/// for requests, for tokens and for a budget (micro-USD), and (limit, remaining) for requests
+/// in flight, from the tightest limit of each that applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RateHeaders {
     pub requests: Option<(u64, u64, u64)>,
     pub tokens: Option<(u64, u64, u64)>,
     pub budget: Option<(u64, u64, u64)>,
+    pub concurrent: Option<(u64, u64)>,
 }
 
 impl RateHeaders {
     /// The headers as (name, value) pairs.
-    pub fn pairs(&self) -> SmallVec<[(&'static str, String); 9]> {
+    pub fn pairs(&self) -> SmallVec<[(&'static str, String); 11]> {
         let mut out = SmallVec::new();
         if let Some((l, r, s)) = self.requests {
             out.push(("x-ratelimit-limit-requests", l.to_string()));
@@ -128,7 +129,19 @@ impl RateHeaders {
             out.push(("x-ratelimit-remaining-budget", usd(r)));
             out.push(("x-ratelimit-reset-budget", format!("{s}s")));
         }
+        // Requests in flight have no window to reset.
+        if let Some((l, r)) = self.concurrent {
+            out.push(("x-ratelimit-limit-concurrent", l.to_string()));
+            out.push(("x-ratelimit-remaining-concurrent", r.to_string()));
+        }
         out
+    }
+
+    fn tighten_concurrent(&mut self, limit: u64, in_flight: u64) {
+        let remaining = limit.saturating_sub(in_flight);
+        if self.concurrent.is_none_or(|(_, r)| remaining < r) {
+            self.concurrent = Some((limit, remaining));
+        }
     }
 
     fn tighten(slot: &mut Option<(u64, u64, u64)>, limit: u64, used: u64, reset: u64) {
@@ -514,6 +527,9 @@ fn fill_headers(h: &mut RateHeaders, limits: &[Arc<Limit>], now: u64) {
             let (p, p_left) = period.at(now);
             RateHeaders::tighten(&mut h.budget, micro, l.bucket.spent(p), p_left);
         }
+        if let Some(max) = l.max_concurrent {
+            h.tighten_concurrent(max, l.bucket.in_flight());
+        }
         if let Some(rpm) = l.rpm {
             RateHeaders::tighten(&mut h.requests, rpm, l.bucket.requests(min), left);
         }
@@ -610,6 +626,7 @@ mod tests {
             requests: Some((10, 4, 12)),
             tokens: None,
             budget: Some((1_000_000, 123_450, 3_600)),
+            concurrent: Some((4, 3)),
         };
         let pairs: Vec<(&str, String)> = h.pairs().into_iter().collect();
         assert_eq!(
@@ -621,6 +638,8 @@ mod tests {
                 ("x-ratelimit-limit-budget", "1.00".to_string()),
                 ("x-ratelimit-remaining-budget", "0.12345".to_string()),
                 ("x-ratelimit-reset-budget", "3600s".to_string()),
+                ("x-ratelimit-limit-concurrent", "4".to_string()),
+                ("x-ratelimit-remaining-concurrent", "3".to_string()),
             ]
         );
         assert_eq!(usd(0), "0.00");

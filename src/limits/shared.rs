@@ -30,8 +30,8 @@ const RETRY_AFTER_MS: u64 = 1000;
 /// Checks every limit first, then counts in all of them: the request and its estimate go in
 /// together or not at all. ARGV: limits, tokens, micro-USD, then per limit rpm, tpm,
 /// max_concurrent, budget (-1: none) and the seconds the budget period has left.
-/// Returns {-1, 0, requests_1, tokens_1, spent_1, ...} (spent 0 without a budget) or {refusing
-/// limit (0-based), what refused}.
+/// Returns {-1, 0, requests_1, tokens_1, spent_1, in_flight_1, ...} (spent 0 without a budget)
+/// or {refusing limit (0-based), what refused}.
 const RESERVE: &str = r"
 local n = tonumber(ARGV[1])
 local tok = tonumber(ARGV[2])
@@ -53,7 +53,7 @@ for i = 0, n - 1 do
   redis.call('EXPIRE', KEYS[k + 1], 120)
   local t = redis.call('INCRBY', KEYS[k + 2], tok)
   redis.call('EXPIRE', KEYS[k + 2], 120)
-  redis.call('INCR', KEYS[k + 3])
+  local c = redis.call('INCR', KEYS[k + 3])
   redis.call('EXPIRE', KEYS[k + 3], 3600)
   local s = 0
   if tonumber(ARGV[a + 3]) >= 0 then
@@ -63,6 +63,7 @@ for i = 0, n - 1 do
   table.insert(out, r)
   table.insert(out, t)
   table.insert(out, s)
+  table.insert(out, c)
 end
 return out
 ";
@@ -255,7 +256,7 @@ impl Shared {
         match out.first().copied() {
             Some(-1) => {
                 for (i, l) in limits.iter().enumerate() {
-                    let used = |j: usize| out.get(2 + 3 * i + j).map_or(0, |v| (*v).max(0) as u64);
+                    let used = |j: usize| out.get(2 + 4 * i + j).map_or(0, |v| (*v).max(0) as u64);
                     if let Some(rpm) = l.rpm {
                         RateHeaders::tighten(&mut headers.requests, rpm, used(0), left);
                     }
@@ -265,6 +266,9 @@ impl Shared {
                     if let Some((micro, period)) = l.budget {
                         let p_left = period.at(now).1;
                         RateHeaders::tighten(&mut headers.budget, micro, used(2), p_left);
+                    }
+                    if let Some(max) = l.max_concurrent {
+                        headers.tighten_concurrent(max, used(3));
                     }
                 }
                 let held = Held {
@@ -289,7 +293,7 @@ impl Shared {
                         headers.budget =
                             l.budget.map(|(micro, period)| (micro, 0, period.at(now).1))
                     }
-                    Refusal::Concurrency => {}
+                    Refusal::Concurrency => headers.concurrent = l.max_concurrent.map(|m| (m, 0)),
                 }
                 Ok(Reserved::Refused(i as usize, why, headers))
             }
