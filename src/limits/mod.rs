@@ -156,7 +156,8 @@ impl RateHeaders {
 #[derive(Debug)]
 pub struct Refused {
     pub error: Box<ApiError>,
-    pub headers: RateHeaders,
+    /// Boxed: a refusal is the rare answer, and the headers are over a hundred bytes.
+    pub headers: Box<RateHeaders>,
 }
 
 /// Counts for `/metrics`.
@@ -325,7 +326,7 @@ impl Limiter {
             })),
             Ok(shared::Reserved::Refused(i, why, headers)) => Err(Refused {
                 error: Box::new(self.refusal(&limits[i], why, now)),
-                headers,
+                headers: Box::new(headers),
             }),
             Err(e) => {
                 let n = self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +354,7 @@ impl Limiter {
                 error.retry_after_s = Some(1);
                 Err(Refused {
                     error: Box::new(error),
-                    headers: RateHeaders::default(),
+                    headers: Box::default(),
                 })
             }
         }
@@ -376,7 +377,7 @@ impl Limiter {
                 fill_headers(&mut headers, &limits, now);
                 return Err(Refused {
                     error: Box::new(err),
-                    headers,
+                    headers: Box::new(headers),
                 });
             }
         }

@@ -49,7 +49,7 @@ pub async fn reserve(
             Ok(())
         }
         Err(refused) => {
-            ctx.rate = Some(refused.headers);
+            ctx.rate = Some(*refused.headers);
             Err(*refused.error)
         }
     }
