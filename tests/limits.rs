@@ -124,7 +124,10 @@ fn requests_in_flight_are_bounded_and_a_failed_request_gives_its_slot_back() {
     );
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.header("x-ratelimit-limit-concurrent"), Some("1"));
-    assert_eq!(refused.header("x-ratelimit-remaining-concurrent"), Some("0"));
+    assert_eq!(
+        refused.header("x-ratelimit-remaining-concurrent"),
+        Some("0")
+    );
     // Another user path is not limited.
     assert_eq!(
         chat(&g, "up/m", &[("x-modelgate-user-path", "/else")]).status,
