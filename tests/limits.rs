@@ -449,3 +449,85 @@ fn shared_counters_settle_spend_and_free_slots_in_redis() {
     assert_eq!(codes, ["ok", "ok", "budget_exceeded"]);
     assert_eq!(up.requests().len(), 2);
 }
+
+/// Issue 20's budget target as a test: 32 concurrent streams on a $1.00 budget. Each answer
+/// reports 3 + 2 tokens, $0.05 at these prices, and streams for a while, so many are in flight at
+/// once. Spend ends between $1.00 and $1.00 plus one request's estimate: without reservations
+/// all 32 first streams would pass at once ($1.60).
+#[test]
+fn thirty_two_concurrent_streams_end_a_budget_within_one_estimate_of_it() {
+    let chunk = |c: &str| {
+        format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{c}\"}},\"finish_reason\":null}}]}}\n\n").into_bytes()
+    };
+    let up = Upstream::start(&["m"], move |_| {
+        Reply::Paced {
+        head_after: Duration::from_millis(5),
+        chunks: vec![
+            (Duration::from_millis(20), chunk("a")),
+            (Duration::from_millis(20), chunk("b")),
+            (Duration::from_millis(20), b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n".to_vec()),
+            (Duration::ZERO, b"data: [DONE]\n\n".to_vec()),
+        ],
+    }
+    });
+    let config = format!(
+        "providers:\n  up:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models:\n      - {{id: m, pricing: {{input_per_mtok: 10000, output_per_mtok: 10000}}}}\nlimits:\n  - match: {{user_path: /}}\n    budget: {{usd: 1.00, period: day}}\n",
+        up.base_url()
+    );
+    let g = std::sync::Arc::new(Gateway::start(&config, &[]));
+    let body = json!({"model": "up/m", "stream": true, "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    // The gateway's estimate: the body's length / 4 as input tokens, plus max_tokens.
+    let estimate_tokens = serde_json::to_vec(&body).unwrap().len().div_ceil(4) + 2;
+    let estimate_usd = estimate_tokens as f64 * 0.01;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let send = |g: &Gateway| {
+        let r = g.post("/v1/chat/completions", &body, &[]);
+        match r.status {
+            200 => {
+                assert!(r.body.contains("[DONE]"), "{}", r.body);
+                true
+            }
+            429 => {
+                assert_eq!(r.error_code(), "budget_exceeded", "{}", r.body);
+                false
+            }
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..32 {
+            let (g, served) = (g.clone(), served.clone());
+            scope.spawn(move || {
+                // Each client streams until the budget refuses it (bounded).
+                for _ in 0..100 {
+                    if !send(&g) {
+                        break;
+                    }
+                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    // Settled estimates may leave room the concurrent phase was refused: one client goes on
+    // until the budget refuses it with nothing in flight.
+    for _ in 0..100 {
+        if !send(&g) {
+            break;
+        }
+        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let served = served.load(std::sync::atomic::Ordering::SeqCst);
+    let spend = served as f64 * 0.05;
+    eprintln!("{served} streams served, ${spend:.2} spent, estimate ${estimate_usd:.2}");
+    assert!(
+        (1.0 - 1e-9..=1.0 + estimate_usd + 1e-9).contains(&spend),
+        "{served} streams served: ${spend:.2} spent; allowed $1.00 to ${:.2}",
+        1.0 + estimate_usd
+    );
+    assert_eq!(
+        up.requests().len(),
+        served,
+        "every served stream went upstream once"
+    );
+}
