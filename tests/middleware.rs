@@ -143,6 +143,24 @@ fn a_guard_deny_sends_nothing_upstream_in_either_dialect() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_code(), "request_blocked");
+    // Bodies the steps cannot route are answered by the planner, with its messages.
+    for (body, code) in [
+        (&br#"{"messages": []}"#[..], "missing_model"),
+        (br#"{"model": 7, "messages": []}"#, "invalid_model"),
+        (br#"{"model": "mw", "messages": [}"#, "invalid_json"),
+    ] {
+        let r = g.post_raw(
+            "/v1/chat/completions",
+            body,
+            &[("content-type", "application/json")],
+        );
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, code),
+            "{}",
+            r.body
+        );
+    }
     assert!(up.requests().is_empty(), "nothing went upstream");
 }
 

@@ -65,11 +65,11 @@ pub fn request_phase(
     };
     let peek = if value.has_duplicate_keys() {
         // The planner's rules for repeated keys are `peek`'s own.
-        body::peek(value.raw())
+        body::peek(value.raw()).ok()
     } else {
         peek_of(&value, value.span_of("model"), value.raw())
     };
-    let Ok(peek) = peek else {
+    let Some(peek) = peek else {
         return Ok(value.into_raw());
     };
     let named = named(snap, &peek.model, ctx);
@@ -100,20 +100,16 @@ pub fn request_phase(
     // them, rather than scanning the whole body again; where it cannot (a step removed the
     // model) the planner peeks and answers with its own message.
     let (bytes, model_span) = value.to_vec_with_span("model");
-    ctx.peek = peek_of(&value, model_span, &bytes).ok();
+    ctx.peek = peek_of(&value, model_span, &bytes);
     Ok(bytes)
 }
 
 /// The planner's peek of `bytes`, the body `value` is or wrote, read off its fields; the model
-/// lies at `model_span` in `bytes`. An error (no model) is left to the planner's own peek.
-fn peek_of(
-    value: &Body,
-    model_span: Option<(usize, usize)>,
-    bytes: &[u8],
-) -> Result<body::Peek, ApiError> {
-    let span = model_span.ok_or_else(|| ApiError::invalid_request("missing_model", ""))?;
+/// lies at `model_span` in `bytes`. `None` (no model, or one that is not a string) leaves the
+/// answer to the planner's own peek, with its messages.
+fn peek_of(value: &Body, model_span: Option<(usize, usize)>, bytes: &[u8]) -> Option<body::Peek> {
     let read = |key| value.get(key).map(|v| v.value().into_owned());
-    body::peek_written(bytes, span, read("stream"), read("provider"))
+    body::peek_written(bytes, model_span?, read("stream"), read("provider")).ok()
 }
 
 /// The operations with a conversation (and a system prompt) to act on.
