@@ -19,7 +19,6 @@ import http.client
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,8 @@ RATE_BODY = json.dumps({"error": {
     "type": "requests", "param": None, "code": "rate_limit_exceeded"}}).encode()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ports import free_port, wait_listening as wait_port  # noqa: E402
 
 def upstream(status, retry_after):
     """A loopback chat upstream answering every POST with `status`; returns its port."""
