@@ -1,7 +1,7 @@
 //! Reading a request body whole under a size limit, for the client API and the admin surface
 //! alike. The body is read once, whatever its framing (Content-Length or chunked).
 
-use pingora::proxy::Session;
+use crate::proxy::Session;
 
 use crate::api_error::ApiError;
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
 use crate::app::App;
 use crate::catalog::discovery;
@@ -36,12 +37,14 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     let conf = server_conf(settings.threads, settings.grace_period_s);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
+    // The gateway is the HTTP application itself (`proxy::connection`), not a hook set of
+    // Pingora's proxy framework.
+    let mut gateway = Service::new(
+        "modelgate".to_string(),
         Gateway::new(app.clone(), Arc::new(crate::metrics::Metrics::default())),
     );
-    proxy.add_listener(listener(addr));
-    server.add_service(proxy);
+    gateway.add_listener(listener(addr));
+    server.add_service(gateway);
     server.add_service(background_service(
         "catalog refresh",
         CatalogRefresher { app: app.clone() },

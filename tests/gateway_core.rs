@@ -770,3 +770,103 @@ fn a_chunked_request_body_of_any_size_is_forwarded_whole() {
         "the upstream got the body whole"
     );
 }
+
+/// Sends `raw` on a new connection and reads the answer to its end (the gateway closes).
+fn raw_exchange(port: u16, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_malformed_request_header_is_answered_with_a_json_400_and_the_connection_closed() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let answer = raw_exchange(
+        g.port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nbad header line\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{answer}");
+    assert_eq!(v["error"]["code"], "bad_request", "{answer}");
+    assert!(a.requests().is_empty());
+    // The gateway serves the next client as before.
+    assert_eq!(g.chat("a/m1").status, 200);
+}
+
+#[test]
+fn a_connect_request_is_refused_with_a_json_405() {
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let answer = raw_exchange(
+        g.port,
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{answer}");
+    assert!(a.requests().is_empty());
+}
+
+#[test]
+fn one_kept_alive_connection_carries_requests_one_after_another() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let a = Upstream::echo(&["m1"]);
+    let b = Upstream::echo(&[]);
+    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let body = br#"{"model":"a/m1","messages":[{"role":"user","content":"hi"}]}"#;
+    for i in 0..3 {
+        write!(
+            w,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        w.write_all(body).unwrap();
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "request {i}: {status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            assert!(
+                !lower.starts_with("connection: close"),
+                "request {i}: {line}"
+            );
+        }
+        let mut answer = vec![0; length];
+        r.read_exact(&mut answer).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["object"], "chat.completion", "request {i}");
+    }
+    assert_eq!(a.requests().len(), 3);
+}

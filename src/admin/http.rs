@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::proxy::Session;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 use super::{auth, Request, Response};
 use crate::api_error::ApiError;
@@ -105,10 +105,10 @@ async fn write(session: &mut Session, request_id: &str, resp: Response) -> pingo
     }
     session.set_keepalive(Some(60));
     let empty = resp.body.is_empty();
-    session.write_response_header(Box::new(h), empty).await?;
+    session.write_response_header(Box::new(h)).await?;
     if !empty {
         session
-            .write_response_body(Some(Bytes::from(resp.body)), true)
+            .write_response_body(Bytes::from(resp.body), true)
             .await?;
     }
     Ok(())

@@ -5,8 +5,8 @@
 //! so every later phase sees the path it would see without one; any other request gets a 404.
 //! It never looks at the body and keeps the query string as it was.
 
+use super::Session;
 use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 
 use super::ctx::Ctx;
 use super::respond::ApiError;

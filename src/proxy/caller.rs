@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::Session;
 use arc_swap::ArcSwap;
-use pingora::proxy::Session;
 
 use super::headers::Names;
 use super::respond::ApiError;

@@ -14,13 +14,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::Session;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
-use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::attempts::{Failure, Next};
@@ -516,7 +516,7 @@ impl Gateway {
             header.insert_header(CONTENT_LENGTH, HeaderValue::from(body.len()))?;
             self.write_head(session, ctx, header).await?;
             ctx.status = Some(status);
-            session.write_response_body(Some(body), true).await?;
+            session.write_response_body(body, true).await?;
             self.record_timings(ctx);
             self.connector
                 .release_http_session(*up, &*peer, Some(POOL_IDLE))
@@ -582,7 +582,9 @@ impl Gateway {
                 }
             }
             if end {
-                session.write_response_body(piece, true).await?;
+                session
+                    .write_response_body(piece.unwrap_or_default(), true)
+                    .await?;
                 self.record_timings(ctx);
                 self.connector
                     .release_http_session(*up, &*peer, Some(POOL_IDLE))
@@ -590,7 +592,7 @@ impl Gateway {
                 return Ok(true);
             }
             if let Some(b) = piece.filter(|b| !b.is_empty()) {
-                if session.write_response_body(Some(b), false).await.is_err() {
+                if session.write_response_body(b, false).await.is_err() {
                     return Ok(self.client_left(session, ctx));
                 }
             }
@@ -610,7 +612,7 @@ impl Gateway {
             p.apply_headers(&mut *header);
         }
         session.set_keepalive(Some(60));
-        session.write_response_header(header, false).await
+        session.write_response_header(header).await
     }
 
     /// The upstream request's header for the current attempt: its path, host, the provider's

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Session;
 use bytes::Bytes;
-use pingora::proxy::Session;
 use pingora::{Error, Result};
 use serde_json::{json, Value};
 

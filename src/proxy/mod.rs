@@ -1,11 +1,11 @@
-//! The Pingora glue: each `ProxyHttp` phase translates between Pingora's session and our own
-//! types and calls into `routing`, `health` and `attempts`. Logic that can live outside the trait
+//! The Pingora glue: each phase translates between Pingora's server session and our own types
+//! and calls into `routing`, `health` and `attempts`. Logic that can live outside the phases
 //! does.
 //!
-//! Every request is answered in `request_filter`: auth, local routes, body and plan, then the
-//! upstream exchange (`exchange`: attempts, retries, fallbacks, the answer). Pingora's own
-//! upstream phases never run. `fail_to_proxy` answers what `request_filter` could not, and
-//! `logging` records health windows, metrics and the access log.
+//! `connection` runs the phases for each request. Every request is answered in
+//! `request_filter`: auth, local routes, body and plan, then the upstream exchange (`exchange`:
+//! attempts, retries, fallbacks, the answer). `fail_to_proxy` answers what `request_filter`
+//! could not, and `logging` records health windows, metrics and the access log.
 
 pub mod access_log;
 pub mod attempts;
@@ -13,6 +13,7 @@ pub mod audio_usage;
 pub mod base_path;
 pub mod body;
 pub mod caller;
+pub mod connection;
 pub mod ctx;
 pub mod dialect;
 pub mod edits;
@@ -37,10 +38,6 @@ pub mod upstream_headers;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use smol_str::SmolStr;
 
@@ -55,6 +52,9 @@ use attempts::{Failure, Next};
 use ctx::Ctx;
 use respond::{ApiError, Tags};
 use route::Route;
+
+/// A client's request as Pingora's HTTP server reads it (HTTP/1 or HTTP/2).
+pub type Session = pingora::protocols::http::ServerSession;
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -453,21 +453,12 @@ impl Gateway {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Box<Ctx>;
-
-    fn new_ctx(&self) -> Box<Ctx> {
-        Box::new(Ctx::new())
-    }
-
-    /// No downstream modules. Pingora's default adds its response compression module, disabled
-    /// (level 0), which still builds a context and filters every response's header and body;
-    /// the gateway passes answers through as the provider encoded them.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
-
-    /// Auth, local routes, body and plan. May answer locally; never contacts an upstream.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+/// The phases `connection` runs for each request, in order.
+impl Gateway {
+    /// Auth, local routes, body and plan, then the exchange. Answers every request itself:
+    /// `Ok` once an answer was written; an error when none could be (`fail_to_proxy` then
+    /// answers) or when the answer broke off.
+    pub async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = request_info::request_id(session, ctx.header_names);
         // The base path is the outermost prefix; NeMo's inference base URL sits under it.
@@ -564,32 +555,15 @@ impl ProxyHttp for Gateway {
         self.fail(session, ctx, &e).await
     }
 
-    /// Never called: `request_filter` answers every request itself (`exchange`).
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Box<Ctx>,
-    ) -> Result<Box<HttpPeer>> {
-        Error::e_explain(
-            ErrorType::InternalError,
-            "every request is answered in request_filter",
-        )
-    }
-
     /// An error from `request_filter`: a clean JSON error when nothing has been written yet,
     /// never the raw error text (it names internal addresses). Once an answer's header has
     /// left (a stream that broke off), the connection is closed so the client sees the break.
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut Box<Ctx>,
-    ) -> FailToProxy {
+    ///
+    /// Returns whether the connection may carry another request: never, after an error.
+    pub async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> bool {
         if session.response_written().is_some() {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            log::warn!("request {}: the answer broke off: {e}", ctx.request_id);
+            return false;
         }
         let client_gone = matches!(
             e.etype(),
@@ -599,52 +573,32 @@ impl ProxyHttp for Gateway {
             // Nobody to answer; logged and counted as nginx's 499, not as an upstream failure.
             ctx.status = Some(499);
             ctx.error_code = Some("client_closed_request");
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            return false;
         }
         let err = match e.etype() {
             ErrorType::HTTPStatus(s) if *s < 500 => {
                 ApiError::invalid_request("bad_request", "the request could not be read")
             }
-            _ => ApiError::new(
-                500,
-                "server_error",
-                "internal_error",
-                "the gateway could not answer this request",
-            ),
+            _ => {
+                log::error!("request {}: {e}", ctx.request_id);
+                ApiError::new(
+                    500,
+                    "server_error",
+                    "internal_error",
+                    "the gateway could not answer this request",
+                )
+            }
         };
         ctx.status = Some(err.status);
         ctx.error_code = Some(err.code);
         let tags = ctx.tags();
-        let code = err.status;
-        if respond::write_error(session, &err, ctx.anthropic_dialect(), &tags)
-            .await
-            .is_err()
-        {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        // The client may be gone already; the connection closes either way.
+        let _ = respond::write_error(session, &err, ctx.anthropic_dialect(), &tags).await;
+        false
     }
 
-    fn suppress_proxy_warn_log(
-        &self,
-        _s: &Session,
-        _c: &Box<Ctx>,
-        _e: &Error,
-        _x: pingora::proxy::ProxyWarnLogContext,
-    ) -> bool {
-        true
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
+    /// After the answer (or the failure): health windows, metrics, the access log.
+    pub fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.observe(session, e, ctx);
     }
 }
@@ -951,9 +905,9 @@ impl Gateway {
     }
 }
 
-/// The hooks' futures live in one heap block each per request (Pingora boxes every hook's
-/// future), built on the stack and copied into it: their size is per-request memory traffic.
-/// Rarely taken branches (admin, local routes, errors, catalog refresh, the mock provider) are
+/// A request's future (`connection`: the header read, the phases) lives in one heap block per
+/// request, built on the stack and copied into it: its size is per-request memory traffic, and
+/// an open stream's memory for as long as it lasts. Rarely taken branches (admin, local routes, errors, catalog refresh, the mock provider) are
 /// boxed where they are awaited, and planning holds no state across an await, so they do not
 /// set the size of every request's future.
 #[cfg(test)]
@@ -988,17 +942,28 @@ mod future_sizes {
             .expect("runtime");
         let _guard = rt.enter();
         let (io, _peer) = tokio::io::duplex(64);
-        let mut session = Session::new_h1(Box::new(io));
-        let mut ctx = gw.new_ctx();
-        let request_filter = std::mem::size_of_val(&*gw.request_filter(&mut session, &mut ctx));
-        let logging = std::mem::size_of_val(&*gw.logging(&mut session, None, &mut ctx));
+        let mut session = Session::new_http1(Box::new(io));
+        let mut ctx = Box::new(Ctx::new());
+        let request_filter = std::mem::size_of_val(&gw.request_filter(&mut session, &mut ctx));
         let exchange = std::mem::size_of_val(&gw.exchange(&mut session, &mut ctx));
         // 2,424 bytes before the rare branches were boxed and planning made synchronous.
         assert!(
             request_filter <= 1024,
             "request_filter's future is {request_filter} bytes"
         );
-        assert!(logging <= 512, "logging's future is {logging} bytes");
+        // The connection's request future holds the server session, the header read and the
+        // request phase (2,368 bytes in a debug build); it is the heap block an open stream
+        // keeps for them. Pingora's proxy framework boxed 13.4 KiB in its place, most of it for
+        // upstream phases the gateway never enters.
+        let (_tx, draining) = tokio::sync::watch::channel(false);
+        let gw = Arc::new(gw);
+        let connection = std::mem::size_of_val(&*pingora::apps::HttpServerApp::process_new_http(
+            &gw, session, &draining,
+        ));
+        assert!(
+            connection <= 2560,
+            "a connection's request future is {connection} bytes"
+        );
         // Boxed once per proxied request (2,496 bytes in a debug build before hedging and the
         // three-piece upload bodies, 3,080 after; a new connection and a hedge race are boxed
         // apart).

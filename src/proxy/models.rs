@@ -1,7 +1,7 @@
 //! The caller's model list (`GET /v1/models`) and one entry of it (`GET /v1/models/{id}`):
 //! concrete models and the virtual models the caller may use, filtered by access.
 
-use pingora::proxy::Session;
+use super::Session;
 use pingora::Result;
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pingora::proxy::Session;
+use super::Session;
 
 use super::body;
 use super::ctx::Ctx;

@@ -2,7 +2,7 @@
 //! `metadata_match`) and its session key (for session affinity). Readers only: nothing here
 //! answers a request.
 
-use pingora::proxy::Session;
+use super::Session;
 use serde_json::Value;
 
 use super::headers::Names;

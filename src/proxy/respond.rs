@@ -3,10 +3,10 @@
 //! Error bodies are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, or
 //! Anthropic-shaped for `/v1/messages`. They never contain upstream addresses or secrets.
 
+use super::Session;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use pingora::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 
 pub use crate::api_error::ApiError;
@@ -120,8 +120,8 @@ pub async fn write_edited(
     }
     edit(&mut h);
     session.set_keepalive(Some(60));
-    session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(h)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
 }
 
