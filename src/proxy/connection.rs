@@ -14,9 +14,10 @@
 //!
 //! Returns the connection for its next request only when the answer ended cleanly.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::server::ShutdownWatch;
@@ -26,48 +27,60 @@ use super::ctx::Ctx;
 use super::respond::ApiError;
 use super::{Gateway, Session};
 
-#[async_trait]
+/// The future `process_new_http` returns, one heap block per request.
+type Served<'a> = Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>>;
+
+/// Written out instead of through `async_trait`, whose expansion moves the session (680 bytes)
+/// from the future's captured argument into a local of its own, so every request's future held
+/// it twice. Here the future uses the captured session in place.
 impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         mut session: Session,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        if !read_header(&mut session, shutdown).await {
-            return None;
-        }
-        if *shutdown.borrow() {
-            // The server is draining: this request is answered, the connection then closed.
-            session.set_keepalive(None);
-        }
-        let mut ctx = Box::new(Ctx::new());
-        let reuse = match self.request_filter(&mut session, &mut ctx).await {
-            Ok(_) => {
-                self.logging(&mut session, None, &mut ctx);
-                true
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Served<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if !read_header(&mut session, shutdown).await {
+                return None;
             }
-            Err(e) => {
-                // Boxed: failures are rare, and in line this would size every request's future.
-                let reuse = Box::pin(self.fail_to_proxy(&mut session, &e, &mut ctx)).await;
-                self.logging(&mut session, Some(&e), &mut ctx);
-                session.on_proxy_failure(e);
-                reuse
+            if *shutdown.borrow() {
+                // The server is draining: this request is answered, the connection then closed.
+                session.set_keepalive(None);
             }
-        };
-        // The request is over (`IN_FLIGHT` counts live contexts) before the connection waits
-        // for its next one.
-        drop(ctx);
-        if !reuse {
-            return None;
-        }
-        let settings = HttpPersistentSettings::for_session(&session);
-        // Boxed: finishing (draining what is left of the request body) is a 3.7 KiB future, and
-        // in line it would size the future every open stream holds.
-        Box::pin(session.finish())
-            .await
-            .ok()
-            .flatten()
-            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            let mut ctx = Box::new(Ctx::new());
+            let reuse = match self.request_filter(&mut session, &mut ctx).await {
+                Ok(_) => {
+                    self.logging(&mut session, None, &mut ctx);
+                    true
+                }
+                Err(e) => {
+                    // Boxed: failures are rare, and in line this would size every request's future.
+                    let reuse = Box::pin(self.fail_to_proxy(&mut session, &e, &mut ctx)).await;
+                    self.logging(&mut session, Some(&e), &mut ctx);
+                    session.on_proxy_failure(e);
+                    reuse
+                }
+            };
+            // The request is over (`IN_FLIGHT` counts live contexts) before the connection waits
+            // for its next one.
+            drop(ctx);
+            if !reuse {
+                return None;
+            }
+            let settings = HttpPersistentSettings::for_session(&session);
+            // Boxed: finishing (draining what is left of the request body) is a 3.7 KiB future, and
+            // in line it would size the future every open stream holds.
+            Box::pin(session.finish())
+                .await
+                .ok()
+                .flatten()
+                .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+        })
     }
 }
 

@@ -108,13 +108,14 @@ impl Gateway {
             if provider.config.kind == ProviderKind::Mock {
                 ctx.attempts.answer_locally(index);
                 ctx.error_code = None;
-                local::answer_mock(session, ctx, &attempt).await?;
+                // Boxed: the mock's future would otherwise size every request's exchange.
+                Box::pin(local::answer_mock(session, ctx, &attempt)).await?;
                 return Ok(true);
             }
             ctx.attempts.begin();
             if ctx.attempt_body.is_none() {
                 if let Err(e) = self.prepare_attempt(ctx) {
-                    return self.answer_error(session, ctx, &e).await;
+                    return Box::pin(self.answer_error(session, ctx, &e)).await;
                 }
             }
             // A header that cannot be built (a provider key that is no valid header value) fails
@@ -192,9 +193,7 @@ impl Gateway {
                         next => {
                             if ended {
                                 // Read whole: the connection can serve the next request.
-                                self.connector
-                                    .release_http_session(*a.up, &*a.peer, Some(POOL_IDLE))
-                                    .await;
+                                self.give_back(a.up, &a.peer).await;
                             }
                             next
                         }
@@ -389,11 +388,12 @@ impl Gateway {
         for _ in 0..8 {
             // A pooled connection is the common case; a new one (a much larger future, with
             // TLS) is boxed so that it does not size every request's exchange.
+            // The session is boxed at once: held by value it would size this future by 1 KiB.
             let pooled = self.connector.reused_http_session(&*peer).await;
             let (mut up, reused) = match pooled {
-                Some(up) => (up, true),
+                Some(up) => (Box::new(up), true),
                 None => match Box::pin(self.connector.get_http_session(&*peer)).await {
-                    Ok(s) => s,
+                    Ok((up, reused)) => (Box::new(up), reused),
                     Err(e) => {
                         let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
                         return Tried::NoAnswer { timed_out };
@@ -416,7 +416,7 @@ impl Gateway {
             match sent {
                 Ok(()) => {
                     return Tried::Answered(Answered {
-                        up: Box::new(up),
+                        up,
                         peer,
                         held: None,
                     })
@@ -488,7 +488,7 @@ impl Gateway {
                         // Nothing has reached the client yet: it gets a clean error.
                         ctx.timed_out |= timed_out;
                         let e = self.gave_up(ctx);
-                        return self.answer_error(session, ctx, &e).await;
+                        return Box::pin(self.answer_error(session, ctx, &e)).await;
                     }
                     Read::ClientGone => return Ok(self.client_left(session, ctx)),
                 }
@@ -518,9 +518,7 @@ impl Gateway {
             ctx.status = Some(status);
             session.write_response_body(body, true).await?;
             self.record_timings(ctx);
-            self.connector
-                .release_http_session(*up, &*peer, Some(POOL_IDLE))
-                .await;
+            self.give_back(up, &peer).await;
             return Ok(true);
         }
         // A stream, or an answer too large to hold: relay it.
@@ -586,9 +584,7 @@ impl Gateway {
                     .write_response_body(piece.unwrap_or_default(), true)
                     .await?;
                 self.record_timings(ctx);
-                self.connector
-                    .release_http_session(*up, &*peer, Some(POOL_IDLE))
-                    .await;
+                self.give_back(up, &peer).await;
                 return Ok(true);
             }
             if let Some(b) = piece.filter(|b| !b.is_empty()) {
@@ -718,6 +714,17 @@ impl Gateway {
     }
 
     /// Writes `e` as the request's answer, with the attempt tags.
+    /// Gives a connection whose answer was read whole back to the pool. Boxed where awaited:
+    /// the pool's future (about 2 KiB) runs once, at an answer's end, and in line it would size
+    /// the future every open stream holds.
+    async fn give_back(&self, up: Box<Upstream>, peer: &HttpPeer) {
+        Box::pin(
+            self.connector
+                .release_http_session(*up, peer, Some(POOL_IDLE)),
+        )
+        .await;
+    }
+
     async fn answer_error(
         &self,
         session: &mut Session,
