@@ -421,7 +421,7 @@ pub struct VirtualModel {
     pub strategy: Strategy,
     pub targets: Vec<Target>,
     /// Smooth weighted round-robin schedule (indices into `targets`).
-    pub schedule: Vec<u16>,
+    pub schedule: super::schedule::Schedule,
     /// Round-robin position; shared with the previous snapshot's entry of the same source so
     /// that a reload does not restart the rotation.
     pub counter: Arc<AtomicU64>,

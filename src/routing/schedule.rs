@@ -7,11 +7,18 @@
 //! exact. Weights are turned into integers with three decimals of precision and reduced by their
 //! greatest common divisor; a period longer than `MAX_PERIOD` is scaled down proportionally.
 
+use smallvec::SmallVec;
+
 /// Longest schedule kept per virtual model.
 pub const MAX_PERIOD: u64 = 4096;
 
+/// One period of target indices. Periods of up to 8 picks (equal weights over up to 8 targets,
+/// 2:1, 3:1, ...) are held inside the virtual model itself: the same size as a `Vec`, and no
+/// separate block for a request to load.
+pub type Schedule = SmallVec<[u16; 8]>;
+
 /// The schedule of target indices for one period, or empty when no target has a weight above 0.
-pub fn build(weights: &[f64]) -> Vec<u16> {
+pub fn build(weights: &[f64]) -> Schedule {
     let mut ints: Vec<u64> = weights
         .iter()
         .map(|w| {
@@ -24,7 +31,7 @@ pub fn build(weights: &[f64]) -> Vec<u16> {
         .collect();
     let g = ints.iter().copied().filter(|w| *w > 0).fold(0, gcd);
     if g == 0 {
-        return Vec::new();
+        return Schedule::new();
     }
     for w in ints.iter_mut() {
         *w /= g;
@@ -40,7 +47,7 @@ pub fn build(weights: &[f64]) -> Vec<u16> {
     }
     let total: i64 = ints.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; ints.len()];
-    let mut out = Vec::with_capacity(total as usize);
+    let mut out = Schedule::with_capacity(total as usize);
     for _ in 0..total {
         let mut best = usize::MAX;
         for (i, w) in ints.iter().enumerate() {
@@ -72,19 +79,19 @@ mod tests {
 
     #[test]
     fn two_to_one_interleaves() {
-        assert_eq!(build(&[2.0, 1.0]), vec![0, 1, 0]);
+        assert_eq!(build(&[2.0, 1.0]).to_vec(), vec![0, 1, 0]);
     }
 
     #[test]
     fn five_one_one_matches_nginx() {
         // nginx's documented example: a a b a c a a
-        assert_eq!(build(&[5.0, 1.0, 1.0]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(build(&[5.0, 1.0, 1.0]).to_vec(), vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
     #[test]
     fn zero_weight_never_scheduled() {
         let s = build(&[1.0, 0.0, 1.0]);
-        assert_eq!(s, vec![0, 2]);
+        assert_eq!(s.to_vec(), vec![0, 2]);
     }
 
     #[test]
