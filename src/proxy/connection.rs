@@ -54,7 +54,7 @@ impl HttpServerApp for Gateway {
             }
             let mut ctx = Box::new(Ctx::new());
             let reuse = match self.request_filter(&mut session, &mut ctx).await {
-                Ok(_) => {
+                Ok(()) => {
                     self.logging(&mut session, None, &mut ctx);
                     true
                 }

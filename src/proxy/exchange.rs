@@ -12,6 +12,7 @@
 //! What is never here: routing (the plan exists before), retry policy (`attempts`), body
 //! rewriting and answer translation (`dialect`), error envelopes (`respond`).
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::Session;
@@ -93,9 +94,9 @@ enum Read {
 
 impl Gateway {
     /// Runs the plan in `ctx` until an answer (the upstream's, the mock's or an error) has been
-    /// written to the client. Returns `Ok(true)`, or an error once the answer's header has left
-    /// and its body could not be finished (Pingora then closes the client's connection).
-    pub(super) async fn exchange(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// written to the client. Returns `Ok(())`, or an error once the answer's header has left
+    /// and its body could not be finished (`fail_to_proxy` then closes the client's connection).
+    pub(super) async fn exchange(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         loop {
             let snap = ctx.snapshot(&self.app);
             let Some(plan) = ctx.plan.as_ref() else {
@@ -110,7 +111,7 @@ impl Gateway {
                 ctx.error_code = None;
                 // Boxed: the mock's future would otherwise size every request's exchange.
                 Box::pin(local::answer_mock(session, ctx, &attempt)).await?;
-                return Ok(true);
+                return Ok(());
             }
             ctx.attempts.begin();
             if ctx.attempt_body.is_none() {
@@ -141,7 +142,7 @@ impl Gateway {
                 }
             };
             let next = match tried {
-                Tried::ClientGone => return Ok(self.client_left(session, ctx)),
+                Tried::ClientGone => return self.client_left(session, ctx),
                 Tried::NoAnswer { timed_out } => {
                     ctx.timed_out |= timed_out;
                     self.after_failure(ctx, Failure::Connection, None)
@@ -166,22 +167,23 @@ impl Gateway {
                     let secs = retry_after.and_then(|v| v.parse::<u64>().ok());
                     // Error bodies are small: read (bounded) to say what went wrong.
                     let idle = self.idle_bound(ctx);
-                    let (body, ended) = match Box::pin(read_error_body(session, &mut a.up, idle))
-                        .await
-                    {
-                        ErrorBody::Read(b, ended) => (b, ended),
-                        ErrorBody::ClientGone => return Ok(self.client_left(session, ctx)),
-                        ErrorBody::Broken { timed_out } => {
-                            ctx.timed_out |= timed_out;
-                            ctx.upstream_status = None;
-                            let next = self.after_failure(ctx, Failure::Connection, None);
-                            if let Some(done) = Box::pin(self.carry_out(session, ctx, next)).await?
-                            {
-                                return Ok(done);
+                    let (body, ended) =
+                        match Box::pin(read_error_body(session, &mut a.up, idle)).await {
+                            ErrorBody::Read(b, ended) => (b, ended),
+                            ErrorBody::ClientGone => return self.client_left(session, ctx),
+                            ErrorBody::Broken { timed_out } => {
+                                ctx.timed_out |= timed_out;
+                                ctx.upstream_status = None;
+                                let next = self.after_failure(ctx, Failure::Connection, None);
+                                if Box::pin(self.carry_out(session, ctx, next))
+                                    .await?
+                                    .is_break()
+                                {
+                                    return Ok(());
+                                }
+                                continue;
                             }
-                            continue;
-                        }
-                    };
+                        };
                     let class = error_class::classify(status, &body).unwrap_or(ErrorClass::Server);
                     ctx.error_class = Some(class);
                     self.metrics
@@ -200,39 +202,44 @@ impl Gateway {
                     }
                 }
             };
-            if let Some(done) = Box::pin(self.carry_out(session, ctx, next)).await? {
-                return Ok(done);
+            if Box::pin(self.carry_out(session, ctx, next))
+                .await?
+                .is_break()
+            {
+                return Ok(());
             }
         }
     }
 
     /// Carries out `next` after a failed try: waits before a retry, prepares a fallback, or
-    /// answers the client. `Some` when the request is over (answered, or the client left).
+    /// answers the client. `Break` when the request is over (answered, or the client left).
     async fn carry_out(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         next: Next,
-    ) -> Result<Option<bool>> {
+    ) -> Result<ControlFlow<()>> {
         match next {
             Next::Retry { delay_ms } => {
                 if delay_ms > 0 {
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
-                        () = client_gone(session) => return Ok(Some(self.client_left(session, ctx))),
+                        () = client_gone(session) => {
+                            return self.client_left(session, ctx).map(ControlFlow::Break)
+                        }
                     }
                 }
-                Ok(None)
+                Ok(ControlFlow::Continue(()))
             }
             Next::Fallback => {
                 ctx.attempt_body = None;
-                Ok(None)
+                Ok(ControlFlow::Continue(()))
             }
             Next::GiveUp => {
                 let e = self.gave_up(ctx);
                 Box::pin(self.answer_error(session, ctx, &e))
                     .await
-                    .map(Some)
+                    .map(ControlFlow::Break)
             }
         }
     }
@@ -437,7 +444,7 @@ impl Gateway {
     /// Writes the answer of the try `a` to the client: held and sent whole with its
     /// Content-Length when it is not a stream and fits `WHOLE_LIMIT`, else relayed piece by
     /// piece as it arrives.
-    async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, a: Answered) -> Result<bool> {
+    async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, a: Answered) -> Result<()> {
         let Answered {
             mut up,
             peer,
@@ -490,7 +497,7 @@ impl Gateway {
                         let e = self.gave_up(ctx);
                         return Box::pin(self.answer_error(session, ctx, &e)).await;
                     }
-                    Read::ClientGone => return Ok(self.client_left(session, ctx)),
+                    Read::ClientGone => return self.client_left(session, ctx),
                 }
             }
         }
@@ -519,7 +526,7 @@ impl Gateway {
             session.write_response_body(body, true).await?;
             self.record_timings(ctx);
             self.give_back(up, &peer).await;
-            return Ok(true);
+            return Ok(());
         }
         // A stream, or an answer too large to hold: relay it.
         let rewrites = ctx.shaper.as_ref().is_some_and(dialect::Shaper::rewrites);
@@ -557,7 +564,7 @@ impl Gateway {
                             "the upstream answer broke off",
                         );
                     }
-                    Read::ClientGone => return Ok(self.client_left(session, ctx)),
+                    Read::ClientGone => return self.client_left(session, ctx),
                 },
             };
             if let Some(shaper) = ctx.shaper.as_mut() {
@@ -585,11 +592,11 @@ impl Gateway {
                     .await?;
                 self.record_timings(ctx);
                 self.give_back(up, &peer).await;
-                return Ok(true);
+                return Ok(());
             }
             if let Some(b) = piece.filter(|b| !b.is_empty()) {
                 if session.write_response_body(b, false).await.is_err() {
-                    return Ok(self.client_left(session, ctx));
+                    return self.client_left(session, ctx);
                 }
             }
         }
@@ -725,26 +732,21 @@ impl Gateway {
         .await;
     }
 
-    async fn answer_error(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        e: &ApiError,
-    ) -> Result<bool> {
+    async fn answer_error(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<()> {
         ctx.status = Some(e.status);
         ctx.error_code = Some(e.code);
         let tags = ctx.tags_for(e.status);
         respond::write_error(session, e, ctx.anthropic_dialect(), &tags).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// The client went away: nobody to answer. Logged and counted as nginx's 499, not as an
     /// upstream failure (no retry, no breaker failure).
-    fn client_left(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+    fn client_left(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.status = Some(499);
         ctx.error_code = Some("client_closed_request");
         session.set_keepalive(None);
-        true
+        Ok(())
     }
 }
 

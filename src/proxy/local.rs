@@ -21,7 +21,7 @@ use crate::routing::plan::Attempt;
 use crate::snapshot::Snapshot;
 
 /// Routes open to everyone: liveness and readiness.
-pub async fn public_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+pub async fn public_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let snap = ctx.snapshot(&gw.app);
     let tags = Tags {
         request_id: &ctx.request_id,
@@ -31,7 +31,7 @@ pub async fn public_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) ->
         Route::Health => {
             respond::write_json(session, 200, &json!({"status": "ok"}), &tags).await?;
             ctx.status = Some(200);
-            Ok(true)
+            Ok(())
         }
         Route::Metrics => {
             let body = gw.render_metrics();
@@ -45,14 +45,14 @@ pub async fn public_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) ->
             )
             .await?;
             ctx.status = Some(200);
-            Ok(true)
+            Ok(())
         }
         Route::Ready => {
             let body = json!({"status": "ready", "virtual_models": snap.table.models.len(),
                               "providers": snap.providers.len()});
             respond::write_json(session, 200, &body, &tags).await?;
             ctx.status = Some(200);
-            Ok(true)
+            Ok(())
         }
         Route::Admin
         | Route::Models

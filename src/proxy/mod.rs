@@ -134,11 +134,11 @@ enum Prepared {
 
 impl Gateway {
     /// Reads the body, plans, and either answers locally or prepares the first attempt.
-    /// Returns `Ok(true)` when a response was written.
+    /// `Ok` once the answer was written (or the client left); an error when none could be.
     ///
     /// Everything after the read is the synchronous `prepare`, so no routing state lives in
     /// this future across an await (see `future_sizes` below).
-    async fn routed(&self, session: &mut Session, ctx: &mut Ctx, op: Operation) -> Result<bool> {
+    async fn routed(&self, session: &mut Session, ctx: &mut Ctx, op: Operation) -> Result<()> {
         let snap = ctx.snapshot(&self.app);
         // An audio upload has its own, larger limit.
         let (limit, setting) = if op.multipart() {
@@ -333,7 +333,7 @@ impl Gateway {
         Prepared::Proxy
     }
 
-    async fn fail(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<bool> {
+    async fn fail(&self, session: &mut Session, ctx: &mut Ctx, e: &ApiError) -> Result<()> {
         ctx.status = Some(e.status);
         ctx.error_code = Some(e.code);
         let tags = Tags {
@@ -349,7 +349,7 @@ impl Gateway {
             &tags,
         ))
         .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Records a failed try in the target's health and asks `Attempts` what follows; the
@@ -458,7 +458,7 @@ impl Gateway {
     /// Auth, local routes, body and plan, then the exchange. Answers every request itself:
     /// `Ok` once an answer was written; an error when none could be (`fail_to_proxy` then
     /// answers) or when the answer broke off.
-    pub async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+    pub async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<()> {
         ctx.header_names = headers::Names::of(&session.req_header().headers);
         ctx.request_id = request_info::request_id(session, ctx.header_names);
         // The base path is the outermost prefix; NeMo's inference base URL sits under it.
@@ -493,7 +493,7 @@ impl Gateway {
                 ))
                 .await?;
                 ctx.status = Some(status);
-                return Ok(true);
+                return Ok(());
             }
             Route::Models
             | Route::Model(_)

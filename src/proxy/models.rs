@@ -17,7 +17,7 @@ use crate::routing::user_path::{list_admits, UserPath};
 use crate::snapshot::{Snapshot, View};
 
 /// The caller's model list (`GET /v1/models`) or one entry of it (`GET /v1/models/{id}`).
-pub async fn models_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+pub async fn models_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let snap = ctx.snapshot(&gw.app);
     let tags = Tags {
         request_id: &ctx.request_id,
@@ -53,7 +53,7 @@ pub async fn models_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) ->
             respond::write_error(session, &e, false, &tags).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// One entry of the caller's model list (`GET /v1/models/{id}`), under the same rules.
