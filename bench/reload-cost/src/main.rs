@@ -71,6 +71,11 @@ struct Args {
     /// A `modelgate` binary whose `check` command is also timed on the generated file.
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Milliseconds between two timed reloads (untimed): 0 reloads back to back; a pause longer
+    /// than the retire thread's wait times reloads that follow the memory's return to the
+    /// operating system, as a reload after a quiet spell does.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
 }
 
 /// The process's resident set (`VmRSS`) or its peak (`VmHWM`) in MiB, from /proc/self/status.
@@ -160,13 +165,15 @@ fn main() -> Result<(), String> {
     )?;
     let mut reload = Vec::new();
     for _ in 0..args.runs {
+        std::thread::sleep(Duration::from_millis(args.pause_ms));
         let t = Instant::now();
         app.reload()?;
         reload.push(t.elapsed());
     }
-    // The replaced snapshots are freed on a background thread: let it finish, and the allocator
-    // return what it purges, before reading the resident set.
-    std::thread::sleep(Duration::from_millis(500));
+    // The replaced snapshots are freed on a background thread, which hands the memory back to
+    // the operating system a second after the last of them: let it, before reading the
+    // resident set.
+    std::thread::sleep(Duration::from_millis(1500));
     let reload_rss = memory_mib("VmRSS")?;
     let live = live_mib();
     let peak_rss = memory_mib("VmHWM")?;
