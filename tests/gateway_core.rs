@@ -783,11 +783,23 @@ fn raw_exchange(port: u16, raw: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-#[test]
-fn a_malformed_request_header_is_answered_with_a_json_400_and_the_connection_closed() {
+/// The JSON body of a raw HTTP/1 answer (everything after its header).
+fn raw_json_body(answer: &str) -> serde_json::Value {
+    let start = answer.find("\r\n\r\n").expect("an answer with a header") + 4;
+    serde_json::from_str(&answer[start..]).expect("a JSON body")
+}
+
+/// A gateway on two echoing upstreams, the first serving `m1`.
+fn echo_gateway() -> (Upstream, Upstream, Gateway) {
     let a = Upstream::echo(&["m1"]);
     let b = Upstream::echo(&[]);
     let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    (a, b, g)
+}
+
+#[test]
+fn a_malformed_request_header_is_answered_with_a_json_400_and_the_connection_closed() {
+    let (a, _b, g) = echo_gateway();
     let answer = raw_exchange(
         g.port,
         b"POST /v1/chat/completions HTTP/1.1\r\nbad header line\r\n\r\n",
@@ -799,8 +811,7 @@ fn a_malformed_request_header_is_answered_with_a_json_400_and_the_connection_clo
             .contains("content-type: application/json"),
         "{answer}"
     );
-    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let v = raw_json_body(&answer);
     assert_eq!(v["error"]["type"], "invalid_request_error", "{answer}");
     assert_eq!(v["error"]["code"], "bad_request", "{answer}");
     assert!(a.requests().is_empty());
@@ -810,16 +821,13 @@ fn a_malformed_request_header_is_answered_with_a_json_400_and_the_connection_clo
 
 #[test]
 fn a_connect_request_is_refused_with_a_json_405() {
-    let a = Upstream::echo(&["m1"]);
-    let b = Upstream::echo(&[]);
-    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let (a, _b, g) = echo_gateway();
     let answer = raw_exchange(
         g.port,
         b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
-    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let v = raw_json_body(&answer);
     assert_eq!(v["error"]["code"], "method_not_allowed", "{answer}");
     assert!(a.requests().is_empty());
 }
@@ -827,9 +835,7 @@ fn a_connect_request_is_refused_with_a_json_405() {
 #[test]
 fn one_kept_alive_connection_carries_requests_one_after_another() {
     use std::io::{BufRead, BufReader, Read, Write};
-    let a = Upstream::echo(&["m1"]);
-    let b = Upstream::echo(&[]);
-    let g = Gateway::start(&two_provider_config(&a, &b, "  []\n"), &[]);
+    let (a, _b, g) = echo_gateway();
     let s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
