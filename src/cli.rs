@@ -443,12 +443,18 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
 /// A target's failure rules: its fallback statuses and error classes, and its context window.
 fn class_rules(t: &Target) -> String {
     let statuses: Vec<String> = t.fallback_on.iter().map(u16::to_string).collect();
-    let classes: Vec<&str> = t.fallback_on_errors.iter().map(|c| c.name()).collect();
+    let classes: Vec<&str> = t
+        .extras()
+        .fallback_on_errors
+        .iter()
+        .map(|c| c.name())
+        .collect();
     let mut line = format!("fall back on status {}", statuses.join(", "));
     if !classes.is_empty() {
         line.push_str(&format!(" or error class {}", classes.join(", ")));
     }
-    if t.fallback_on_errors
+    if t.extras()
+        .fallback_on_errors
         .contains(&ErrorClass::ContextLengthExceeded)
     {
         line.push_str(" (context_length_exceeded: only to a larger known window)");

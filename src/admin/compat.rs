@@ -132,7 +132,7 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
         strategy: columns::strategy_from_gomodel(&u.strategy),
         session_affinity: u
             .session_affinity
-            .map(crate::config::schema::SessionAffinitySpec::Enabled),
+            .map(|on| Box::new(crate::config::schema::SessionAffinitySpec::Enabled(on))),
         // GoModel's empty list means "everyone"; ours would mean "no one".
         user_paths: u.user_paths.clone().filter(|p| !p.is_empty()),
         description: Some(u.description.trim().to_string()).filter(|d| !d.is_empty()),
@@ -140,8 +140,8 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
         slug: existing.and_then(|e| e.slug.clone()),
         model_types: existing.and_then(|e| e.model_types.clone()),
         sticky_routing: existing.and_then(|e| e.sticky_routing.clone()),
-        hedge: existing.and_then(|e| e.hedge),
-        steer: existing.and_then(|e| e.steer),
+        hedge: existing.and_then(|e| e.hedge.clone()),
+        steer: existing.and_then(|e| e.steer.clone()),
         routing_config: None,
         // GoModel's body has no NeMo fields: the existing row keeps them.
         id: existing.and_then(|e| e.id.clone()),

@@ -103,7 +103,7 @@ fn target_statuses(snap: &Snapshot, vm: &VirtualModel) -> Vec<TargetStatus> {
     vm.targets
         .iter()
         .map(|t| TargetStatus {
-            name: t.name.clone(),
+            name: t.name.to_string(),
             provider: t.provider.map(|p| snap.table.providers[p].clone()),
             model: t.model.to_string(),
             weight: t.weight,

@@ -406,8 +406,9 @@ impl<'de> Deserialize<'de> for ModelSpec {
 pub struct VirtualModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Boxed, as are the target's rarely set blocks: a declaration is kept for every virtual
-    /// model, and most leave these out (BENCHMARKS.md, "100,000 virtual models").
+    /// Boxed, as are the other rarely set blocks here and in a target: a declaration is kept
+    /// for every virtual model, and most leave these out (BENCHMARKS.md, "100,000 virtual
+    /// models").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Box<TargetSpec>>,
     #[serde(
@@ -419,17 +420,17 @@ pub struct VirtualModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing_config: Option<RoutingConfigSpec>,
+    pub routing_config: Option<Box<RoutingConfigSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_affinity: Option<SessionAffinitySpec>,
+    pub session_affinity: Option<Box<SessionAffinitySpec>>,
     /// Hedged requests (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hedge: Option<HedgeSpec>,
+    pub hedge: Option<Box<HedgeSpec>>,
     /// Rate-limit steering settings (defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steer: Option<SteerSpec>,
+    pub steer: Option<Box<SteerSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sticky_routing: Option<StickySpec>,
+    pub sticky_routing: Option<Box<StickySpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

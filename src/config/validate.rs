@@ -19,8 +19,8 @@ use super::schema::{
 };
 use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
-    HedgePolicy, Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla, SteerPolicy, Strategy,
-    Target, VirtualModel, WireFormat, DEFAULT_FALLBACK_ON,
+    default_fallback_on, HedgePolicy, Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla,
+    SteerPolicy, Strategy, Target, TargetExtras, VirtualModel, WireFormat,
 };
 use crate::routing::schedule;
 use crate::routing::user_path::UserPath;
@@ -412,15 +412,12 @@ pub fn build_one(
     let mut session = SessionConfig::default();
     if let Some(a) = &spec.session_affinity {
         session.enabled = a.enabled();
-        if let SessionAffinitySpec::Keyed(k) = a {
+        if let SessionAffinitySpec::Keyed(k) = &**a {
             affinity_key(k, &at, &mut session)?;
         }
     }
     if let Some(st) = &spec.sticky_routing {
-        session.enabled = spec
-            .session_affinity
-            .as_ref()
-            .is_none_or(SessionAffinitySpec::enabled);
+        session.enabled = spec.session_affinity.as_ref().is_none_or(|a| a.enabled());
         if let Some(ttl) = st.ttl_seconds {
             if ttl == 0 {
                 return Err(format!("{at}: sticky_routing.ttl_seconds must be above 0"));
@@ -499,7 +496,6 @@ pub fn build_one(
         slug,
         model_types,
         user_paths,
-        description: spec.description.clone(),
         enabled: spec.enabled.unwrap_or(true),
         counter,
         spec: match m.shared {
@@ -662,33 +658,35 @@ fn build_target(
         time_to_first_token_ms: s.time_to_first_token_ms,
         time_per_output_token_ms: s.time_per_output_token_ms,
     });
-    Ok(Target {
-        provider,
-        model: model.into(),
-        name,
-        weight,
-        priority: t.priority.unwrap_or(i64::MAX),
-        retry,
-        fallback_on: t
-            .fallback_on
-            .as_ref()
-            .map(|v| v.iter().map(|c| c.0).collect())
-            .unwrap_or_else(|| DEFAULT_FALLBACK_ON.to_vec()),
-        fallback_on_errors,
-        fallback_candidate: t.fallback_candidate.unwrap_or(true),
-        override_params: t.override_params.clone(),
-        headers_set,
-        headers_remove,
+    let extras = TargetExtras {
         metadata_match: t
             .metadata_match
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        fallback_on_errors,
+        override_params: t.override_params.clone(),
+        headers_set,
+        headers_remove,
         sla,
-        backend_format,
+    };
+    Ok(Target {
+        provider,
+        policy: None,
+        model: model.into(),
+        weight,
+        priority: t.priority.unwrap_or(i64::MAX),
         price: None,
         context_window: None,
-        policy: None,
+        fallback_candidate: t.fallback_candidate.unwrap_or(true),
+        backend_format,
+        extras: extras.boxed(),
+        name: name.into(),
+        retry,
+        fallback_on: match &t.fallback_on {
+            Some(v) => v.iter().map(|c| c.0).collect(),
+            None => default_fallback_on(),
+        },
     })
 }
 

@@ -152,7 +152,7 @@ impl Health {
         let model = &snap.table.models[vm];
         let target = &model.targets[t];
         let map = self.targets.load();
-        let Some(h) = map.get(&target.name) else {
+        let Some(h) = map.get(target.name.as_str()) else {
             return (TargetState::default(), None);
         };
         // Only the latency strategy ranks by it: other plans skip the window's scan.
@@ -160,7 +160,7 @@ impl Health {
             .then(|| h.latency_us.mean(now_ms, LATENCY_SPAN_MS))
             .flatten();
         let mut sla_breached = false;
-        if let Some(sla) = target.sla {
+        if let Some(sla) = target.extras().sla {
             if let Some(limit) = sla.time_to_first_token_ms {
                 if let Some((m, n)) = h.ttft_ms.mean(now_ms, SLA_SPAN_MS) {
                     sla_breached |= n >= SLA_MIN_SAMPLES && m > limit as f64;
@@ -205,7 +205,7 @@ impl Health {
         let Some(target) = snap.table.models.get(vm).and_then(|m| m.targets.get(t)) else {
             return;
         };
-        if let Some(h) = self.targets.load().get(&target.name) {
+        if let Some(h) = self.targets.load().get(target.name.as_str()) {
             h.breaker.release(until);
         }
     }

@@ -169,7 +169,7 @@ pub fn decide(
     let falls_back = match failure {
         Failure::Connection => true,
         Failure::Status(s, class) => target.map_or(DEFAULT_FALLBACK_ON.contains(&s), |t| {
-            t.fallback_on.contains(&s) || t.fallback_on_errors.contains(&class)
+            t.fallback_on.contains(&s) || t.extras().fallback_on_errors.contains(&class)
         }),
     };
     // A 429 with `Retry-After` takes the target out until then (rate-limit steering): when
@@ -230,6 +230,7 @@ pub fn is_failure_status(status: u16) -> bool {
 mod tests {
     use super::*;
     use crate::routing::error_class::from_status;
+    use crate::routing::model::TargetExtras;
 
     fn status(s: u16) -> Failure {
         Failure::Status(s, from_status(s))
@@ -339,7 +340,7 @@ mod tests {
                 on_status: vec![408],
                 ..RetryPolicy::default()
             }),
-            fallback_on: vec![409, 400],
+            fallback_on: [409, 400].into(),
             ..Target::new(Some(0), "m", "p/m")
         };
         let mut a = walk();
@@ -634,7 +635,7 @@ mod tests {
         );
         // When 429 does not fall back, the retry (with its wait) stays.
         let no_fallback = Target {
-            fallback_on: vec![500],
+            fallback_on: [500].into(),
             ..target(3)
         };
         assert_eq!(
@@ -646,7 +647,11 @@ mod tests {
     #[test]
     fn error_classes_add_to_the_fallback_statuses() {
         let t = Target {
-            fallback_on_errors: vec![ErrorClass::ContextLengthExceeded],
+            extras: TargetExtras {
+                fallback_on_errors: vec![ErrorClass::ContextLengthExceeded],
+                ..TargetExtras::default()
+            }
+            .boxed(),
             ..target(1)
         };
         let p = RetryPolicy::default();
@@ -667,7 +672,11 @@ mod tests {
             Next::GiveUp
         );
         let filtered = Target {
-            fallback_on_errors: vec![ErrorClass::ContentFiltered],
+            extras: TargetExtras {
+                fallback_on_errors: vec![ErrorClass::ContentFiltered],
+                ..TargetExtras::default()
+            }
+            .boxed(),
             ..target(1)
         };
         assert_eq!(

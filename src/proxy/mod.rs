@@ -675,7 +675,7 @@ impl Gateway {
             upstream_model: &attempt.model,
             // Sampling parameters mean nothing to a token count (Anthropic refuses them).
             override_params: target
-                .and_then(|t| t.override_params.as_deref())
+                .and_then(|t| t.extras().override_params.as_deref())
                 .filter(|_| ctx.operation != Operation::CountTokens),
             drop_provider: peek.provider.is_some(),
             default_max_tokens: snap.settings.anthropic_default_max_tokens,

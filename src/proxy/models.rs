@@ -131,8 +131,8 @@ pub fn list_models(snap: &Snapshot, app: &App, caller: Option<&UserPath>) -> Val
         };
         let owner = provider.map_or("", |p| snap.providers[p].config.name.as_str());
         let mut entry = json!({"id": vm.source, "object": "model", "created": created,
-                               "owned_by": owner, "target": vm.targets[ti].name});
-        if let Some(d) = &vm.description {
+                               "owned_by": owner, "target": vm.targets[ti].name.as_str()});
+        if let Some(d) = &vm.spec.description {
             entry["description"] = json!(d);
         }
         // A redirect that shadows a concrete model takes that model's entry: one id, listed

@@ -67,10 +67,10 @@ pub fn build(
         put(h, k.clone(), v.clone())?;
     }
     if let Some(t) = target {
-        for k in &t.headers_remove {
+        for k in &t.extras().headers_remove {
             h.remove(k.as_str());
         }
-        for (k, v) in &t.headers_set {
+        for (k, v) in &t.extras().headers_set {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .or_err(ErrorType::InvalidHTTPHeader, "invalid target header name")?;
             let value = HeaderValue::from_str(v)

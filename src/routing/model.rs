@@ -293,8 +293,10 @@ pub struct Sla {
 /// One concrete destination of a redirect.
 ///
 /// `repr(C)` keeps the fields in the order written: the ones every plan reads come first, so
-/// that planning touches one or two cache lines of a target rather than all of its ~350 bytes
-/// (at 10,000 virtual models the table does not fit in cache and each line is a memory read).
+/// that planning touches one or two cache lines of a target. What few targets set lives in a
+/// box (`extras`), so a target is 160 bytes rather than the ~370 it was with every field inline
+/// (at 100,000 virtual models the table does not fit in cache, and each line is a memory read;
+/// BENCHMARKS.md, "Compact targets and declarations").
 #[derive(Debug, Clone)]
 #[repr(C)]
 pub struct Target {
@@ -312,21 +314,72 @@ pub struct Target {
     pub price: Option<f64>,
     /// The model's context window in tokens, when known (config, else the bundled table).
     pub context_window: Option<u64>,
-    pub metadata_match: Vec<(String, String)>,
     pub fallback_candidate: bool,
+    pub backend_format: Option<WireFormat>,
+    /// `None` when the target sets none of them (most do not); read through `extras()`.
+    pub extras: Option<Box<TargetExtras>>,
     // Read by the proxy once the plan is made.
-    /// `provider/model` (or the bare model when the provider is found at request time).
-    pub name: String,
+    /// `provider/model` (or the bare model when the provider is found at request time); inline
+    /// up to 23 bytes.
+    pub name: SmolStr,
     /// Shared with the provider's policy unless the target has a `retry` block of its own.
     pub retry: Arc<RetryPolicy>,
-    pub fallback_on: Vec<u16>,
+    /// Statuses that fall back; the default list is one allocation shared by every target.
+    pub fallback_on: Arc<[u16]>,
+}
+
+/// The settings of a target that few targets set.
+#[derive(Debug, Clone, Default)]
+pub struct TargetExtras {
+    pub metadata_match: Vec<(String, String)>,
     /// Error classes that fall back besides the `fallback_on` statuses.
     pub fallback_on_errors: Vec<ErrorClass>,
     pub override_params: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     pub headers_set: Vec<(String, String)>,
     pub headers_remove: Vec<String>,
     pub sla: Option<Sla>,
-    pub backend_format: Option<WireFormat>,
+}
+
+/// The extras of a target that sets none.
+static NO_EXTRAS: TargetExtras = TargetExtras {
+    metadata_match: Vec::new(),
+    fallback_on_errors: Vec::new(),
+    override_params: None,
+    headers_set: Vec::new(),
+    headers_remove: Vec::new(),
+    sla: None,
+};
+
+static DEFAULT_FALLBACK_LIST: once_cell::sync::Lazy<Arc<[u16]>> =
+    once_cell::sync::Lazy::new(|| Arc::from(DEFAULT_FALLBACK_ON.as_slice()));
+
+/// `DEFAULT_FALLBACK_ON`, shared.
+pub fn default_fallback_on() -> Arc<[u16]> {
+    DEFAULT_FALLBACK_LIST.clone()
+}
+
+impl TargetExtras {
+    fn is_empty(&self) -> bool {
+        let TargetExtras {
+            metadata_match,
+            fallback_on_errors,
+            override_params,
+            headers_set,
+            headers_remove,
+            sla,
+        } = self;
+        metadata_match.is_empty()
+            && fallback_on_errors.is_empty()
+            && override_params.is_none()
+            && headers_set.is_empty()
+            && headers_remove.is_empty()
+            && sla.is_none()
+    }
+
+    /// The box a `Target` holds: `None` when nothing is set.
+    pub fn boxed(self) -> Option<Box<TargetExtras>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,8 +488,7 @@ pub struct VirtualModel {
     pub source: String,
     pub origin: Origin,
     pub slug: Option<String>,
-    pub description: Option<String>,
-    /// The declaration as written, for the admin API.
+    /// The declaration as written, for the admin API (and the description listings show).
     pub spec: Arc<VirtualModelSpec>,
 }
 
@@ -452,18 +504,18 @@ impl Target {
             priority: i64::MAX,
             price: None,
             context_window: None,
-            metadata_match: Vec::new(),
             fallback_candidate: true,
-            name: name.to_string(),
-            retry: Arc::default(),
-            fallback_on: DEFAULT_FALLBACK_ON.to_vec(),
-            fallback_on_errors: Vec::new(),
-            override_params: None,
-            headers_set: Vec::new(),
-            headers_remove: Vec::new(),
-            sla: None,
             backend_format: None,
+            extras: None,
+            name: name.into(),
+            retry: Arc::default(),
+            fallback_on: default_fallback_on(),
         }
+    }
+
+    /// What the target sets beyond the everyday fields (all empty for most targets).
+    pub fn extras(&self) -> &TargetExtras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
     }
 }
 
@@ -491,7 +543,6 @@ impl VirtualModel {
             source: source.to_string(),
             origin: Origin::Store,
             slug: None,
-            description: None,
             spec: Arc::default(),
         }
     }

@@ -352,9 +352,10 @@ fn check_target<C: Conditions>(
         Availability::Available => {}
         a => return Err(Ineligible::Unavailable(a)),
     }
-    if !t.metadata_match.is_empty() {
+    let wanted = &t.extras().metadata_match;
+    if !wanted.is_empty() {
         let ok = req.metadata.is_some_and(|m| {
-            t.metadata_match.iter().all(|(k, v)| match m.get(k) {
+            wanted.iter().all(|(k, v)| match m.get(k) {
                 Some(serde_json::Value::String(s)) => s == v,
                 Some(serde_json::Value::Bool(b)) => v == if *b { "true" } else { "false" },
                 Some(serde_json::Value::Number(n)) => n.to_string() == *v,

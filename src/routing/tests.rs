@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use smol_str::SmolStr;
 
 use super::fallback::{FallbackMode, FallbackRules};
-use super::model::{Operation, RetryPolicy, SessionConfig, Strategy, Target, VirtualModel};
+use super::model::{
+    Operation, RetryPolicy, SessionConfig, Strategy, Target, TargetExtras, VirtualModel,
+};
 use super::plan::{
     eligibility, plan, Availability, Conditions, Ineligible, Plan, Request, RouteError, TargetState,
 };
@@ -471,10 +473,14 @@ fn metadata_match_needs_every_pair_in_the_request_metadata() {
         Strategy::Priority,
         vec![
             Target {
-                metadata_match: vec![
-                    ("tier".into(), "enterprise".into()),
-                    ("eu".into(), "true".into()),
-                ],
+                extras: TargetExtras {
+                    metadata_match: vec![
+                        ("tier".into(), "enterprise".into()),
+                        ("eu".into(), "true".into()),
+                    ],
+                    ..TargetExtras::default()
+                }
+                .boxed(),
                 ..t("a/m")
             },
             t("b/m"),
@@ -1166,11 +1172,15 @@ mod properties {
                     fallback_candidate: *fc,
                     price: *price,
                     priority: *priority,
-                    metadata_match: if *meta {
-                        vec![("tier".into(), "gold".into())]
-                    } else {
-                        vec![]
-                    },
+                    extras: TargetExtras {
+                        metadata_match: if *meta {
+                            vec![("tier".into(), "gold".into())]
+                        } else {
+                            vec![]
+                        },
+                        ..TargetExtras::default()
+                    }
+                    .boxed(),
                     ..t(&name)
                 });
             }

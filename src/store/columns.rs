@@ -151,8 +151,8 @@ pub fn to_spec(c: &Columns) -> Result<VirtualModelSpec, String> {
         targets: Some(targets).filter(|t| !t.is_empty()),
         strategy: strategy_from_gomodel(&c.strategy),
         session_affinity: match c.session_affinity.as_str() {
-            "true" => Some(SessionAffinitySpec::Enabled(true)),
-            "false" => Some(SessionAffinitySpec::Enabled(false)),
+            "true" => Some(Box::new(SessionAffinitySpec::Enabled(true))),
+            "false" => Some(Box::new(SessionAffinitySpec::Enabled(false))),
             _ => None,
         },
         user_paths: Some(user_paths).filter(|p| !p.is_empty()),
