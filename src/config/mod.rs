@@ -4,6 +4,7 @@
 //! Loading never touches the network and never swaps anything live; `snapshot` decides what to
 //! do with a loaded config.
 
+pub mod block_yaml;
 pub mod document;
 pub mod env;
 pub mod expand;
