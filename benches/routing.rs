@@ -68,7 +68,7 @@ fn table(n: usize) -> (Table, Vec<String>) {
             .collect();
         let mut vm = virtual_model(format!("virtual-{i}"), STRATEGIES[i % 4], targets);
         if i % 7 == 0 {
-            vm.user_paths = Some(vec![UserPath::parse("/org").expect("path")]);
+            vm.user_paths = Some([UserPath::parse("/org").expect("path")].into());
         }
         models.push(vm);
     }
@@ -80,11 +80,11 @@ fn table(n: usize) -> (Table, Vec<String>) {
             Strategy::RoundRobin,
             vec![],
         );
-        exact.user_paths = Some(vec![UserPath::parse("/org/team").expect("path")]);
+        exact.user_paths = Some([UserPath::parse("/org/team").expect("path")].into());
         models.push(exact);
     }
     let mut provider_wide = virtual_model("openrouter/".into(), Strategy::RoundRobin, vec![]);
-    provider_wide.user_paths = Some(vec![UserPath::root()]);
+    provider_wide.user_paths = Some([UserPath::root()].into());
     models.push(provider_wide);
     models.push(virtual_model(
         "model-1-1".into(),

@@ -298,7 +298,7 @@ pub fn explain(snap: &Snapshot, q: &Question<'_>) -> String {
                 });
             let _ = writeln!(out, "  affinity key of the sample body: {key}");
         }
-        let _ = writeln!(out, "  hedge: {}", hedge_line(vm.hedge));
+        let _ = writeln!(out, "  hedge: {}", hedge_line(vm.hedge.as_deref().copied()));
         let _ = writeln!(
             out,
             "  rate-limit steering: {}",

@@ -183,7 +183,7 @@ pub fn entries(snap: &Snapshot, rows: &[StoredRow]) -> Vec<Entry> {
         let valid = vm.kind == Kind::Policy || targets.iter().any(|t| t.available);
         let mut e = Entry {
             spec: VirtualModelSpec::clone(&vm.spec),
-            source: vm.source.clone(),
+            source: vm.source.to_string(),
             origin: vm.origin.clone(),
             kind: vm.kind,
             live: true,
@@ -371,7 +371,7 @@ fn access_state(snap: &Snapshot, provider: &str, model: &str) -> (&'static str, 
             } else {
                 "enabled"
             };
-            (state, Some(p.source.clone()))
+            (state, Some(p.source.to_string()))
         }
     }
 }

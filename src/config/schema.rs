@@ -456,11 +456,11 @@ pub struct VirtualModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_middleware: Option<Vec<MiddlewareCall>>,
+    pub request_middleware: Option<Box<[MiddlewareCall]>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_middleware: Option<Vec<MiddlewareCall>>,
+    pub response_middleware: Option<Box<[MiddlewareCall]>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_response_middleware: Option<Vec<MiddlewareCall>>,
+    pub post_response_middleware: Option<Box<[MiddlewareCall]>>,
 }
 
 impl VirtualModelSpec {
@@ -517,10 +517,10 @@ pub struct TargetSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Box<RetrySpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback_on: Option<Vec<StatusCode>>,
+    pub fallback_on: Option<Box<[StatusCode]>>,
     /// Error classes (`routing::error_class`) that fall back besides `fallback_on`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback_on_errors: Option<Vec<String>>,
+    pub fallback_on_errors: Option<Box<[String]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_candidate: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -528,11 +528,11 @@ pub struct TargetSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Box<HeadersSpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata_match: Option<BTreeMap<String, String>>,
+    pub metadata_match: Option<Box<BTreeMap<String, String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sla: Option<Box<SlaSpec>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_format: Option<String>,
+    pub backend_format: Option<Box<str>>,
 }
 
 #[derive(Deserialize)]
@@ -579,14 +579,14 @@ impl<'de> Deserialize<'de> for TargetSpec {
                     weight: o.weight,
                     priority: o.priority,
                     retry: o.retry.map(Box::new),
-                    fallback_on: o.fallback_on,
-                    fallback_on_errors: o.fallback_on_errors,
+                    fallback_on: o.fallback_on.map(Vec::into_boxed_slice),
+                    fallback_on_errors: o.fallback_on_errors.map(Vec::into_boxed_slice),
                     fallback_candidate: o.fallback_candidate,
                     override_params: o.override_params.map(Box::new),
                     headers: o.headers.map(Box::new),
-                    metadata_match: o.metadata_match,
+                    metadata_match: o.metadata_match.map(Box::new),
                     sla: o.sla.map(Box::new),
-                    backend_format: o.backend_format,
+                    backend_format: o.backend_format.map(String::into_boxed_str),
                 })
             }
         }

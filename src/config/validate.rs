@@ -19,8 +19,8 @@ use super::schema::{
 };
 use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
-    default_fallback_on, HedgePolicy, Kind, Operation, Origin, RetryPolicy, SessionConfig, Sla,
-    SteerPolicy, Strategy, Target, TargetExtras, VirtualModel, WireFormat,
+    default_fallback_on, HedgePolicy, Kind, Operation, Origin, PolicyRef, RetryPolicy,
+    SessionConfig, Sla, SteerPolicy, Strategy, Target, TargetExtras, VirtualModel, WireFormat,
 };
 use crate::routing::schedule;
 use crate::routing::user_path::UserPath;
@@ -260,7 +260,7 @@ pub fn build(
         match build_one(m, providers, retry, &redirect_sources, previous, warnings) {
             Ok(vm) => {
                 if let Some(slug) = &vm.slug {
-                    if let Some(other) = slugs.insert(slug.clone(), vm.source.clone()) {
+                    if let Some(other) = slugs.insert(slug.clone(), vm.source.to_string()) {
                         errors.push(format!(
                             "{}: slug {slug:?} is already used by {other:?}",
                             label(&m.origin, m.spec)
@@ -485,17 +485,17 @@ pub fn build_one(
         .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
     Ok(VirtualModel {
         schedule: schedule::build(&weights),
-        source,
+        source: source.into(),
         origin: m.origin.clone(),
         kind,
         strategy,
         targets,
         session,
         steer,
-        hedge,
+        hedge: hedge.map(Box::new),
         slug,
-        model_types,
-        user_paths,
+        model_types: model_types.map(Vec::into_boxed_slice),
+        user_paths: user_paths.map(Vec::into_boxed_slice),
         enabled: spec.enabled.unwrap_or(true),
         counter,
         spec: match m.shared {
@@ -672,7 +672,7 @@ fn build_target(
     };
     Ok(Target {
         provider,
-        policy: None,
+        policy: PolicyRef::Unresolved,
         model: model.into(),
         weight,
         priority: t.priority.unwrap_or(i64::MAX),
@@ -795,7 +795,7 @@ mod tests {
         assert!(snap.table.models.iter().all(|vm| vm.user_paths.is_none()));
         let snap = snapshot("  - {source: smart, target: p/a, user_paths: [/team]}\n");
         assert_eq!(
-            snap.table.models[0].user_paths.as_ref().map(Vec::len),
+            snap.table.models[0].user_paths.as_ref().map(|p| p.len()),
             Some(1)
         );
     }

@@ -249,7 +249,7 @@ impl Gateway {
     fn hedge_plan(&self, ctx: &Ctx) -> Option<(HedgePolicy, usize)> {
         let snap = ctx.snap.as_ref()?;
         let plan = ctx.plan.as_ref()?;
-        let policy = snap.table.models[plan.virtual_model?].hedge?;
+        let policy = *snap.table.models[plan.virtual_model?].hedge.as_deref()?;
         if ctx.attempts.made != 1 {
             return None;
         }

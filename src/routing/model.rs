@@ -303,8 +303,8 @@ pub struct Target {
     /// Declared provider instance, when known at build time.
     pub provider: Option<usize>,
     /// The access policy governing this target, resolved by `Table::new` when the provider is
-    /// declared (`Some(None)`: no policy); `None` when it must be looked up per request.
-    pub policy: Option<Option<usize>>,
+    /// declared.
+    pub policy: PolicyRef,
     /// Upstream model id (without the provider prefix). A `SmolStr` keeps ids up to 23 bytes
     /// inline, in the target's first cache line, and makes copying them into a plan free.
     pub model: SmolStr,
@@ -326,6 +326,39 @@ pub struct Target {
     pub retry: Arc<RetryPolicy>,
     /// Statuses that fall back; the default list is one allocation shared by every target.
     pub fallback_on: Arc<[u16]>,
+}
+
+/// A target's access policy as `Table::new` resolved it: 8 bytes, where an
+/// `Option<Option<usize>>` takes 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyRef {
+    /// Looked up per request: the provider is found at request time (or the table is larger
+    /// than a `u32` indexes).
+    Unresolved,
+    /// No policy covers the target.
+    None,
+    /// The policy at this index of the table's models.
+    At(u32),
+}
+
+impl PolicyRef {
+    /// The resolved policy of a declared provider's target.
+    pub fn resolved(policy: Option<usize>) -> PolicyRef {
+        match policy.map(u32::try_from) {
+            None => PolicyRef::None,
+            Some(Ok(i)) => PolicyRef::At(i),
+            Some(Err(_)) => PolicyRef::Unresolved,
+        }
+    }
+
+    /// `Some(policy)` when resolved, `None` when it must be looked up.
+    pub fn get(self) -> Option<Option<usize>> {
+        match self {
+            PolicyRef::Unresolved => None,
+            PolicyRef::None => Some(None),
+            PolicyRef::At(i) => Some(Some(i as usize)),
+        }
+    }
 }
 
 /// The settings of a target that few targets set.
@@ -478,14 +511,15 @@ pub struct VirtualModel {
     /// Round-robin position; shared with the previous snapshot's entry of the same source so
     /// that a reload does not restart the rotation.
     pub counter: Arc<AtomicU64>,
-    pub user_paths: Option<Vec<UserPath>>,
-    pub model_types: Option<Vec<Operation>>,
+    pub user_paths: Option<Box<[UserPath]>>,
+    pub model_types: Option<Box<[Operation]>>,
     pub session: SessionConfig,
     pub steer: SteerPolicy,
     /// Hedged requests; `None` (the default) sends one request at a time.
-    pub hedge: Option<HedgePolicy>,
+    pub hedge: Option<Box<HedgePolicy>>,
     // Read for explanations, listings and errors.
-    pub source: String,
+    /// Inline up to 23 bytes, as the table's key for it is.
+    pub source: SmolStr,
     pub origin: Origin,
     pub slug: Option<String>,
     /// The declaration as written, for the admin API (and the description listings show).
@@ -498,7 +532,7 @@ impl Target {
     pub fn new(provider: Option<usize>, model: &str, name: &str) -> Target {
         Target {
             provider,
-            policy: None,
+            policy: PolicyRef::Unresolved,
             model: model.into(),
             weight: 1.0,
             priority: i64::MAX,
@@ -540,7 +574,7 @@ impl VirtualModel {
             session: SessionConfig::default(),
             steer: SteerPolicy::default(),
             hedge: None,
-            source: source.to_string(),
+            source: source.into(),
             origin: Origin::Store,
             slug: None,
             spec: Arc::default(),

@@ -166,7 +166,7 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
                 if !types.contains(&req.operation.admitted_by()) && !types.contains(&req.operation)
                 {
                     return Err(RouteError::OperationNotAllowed {
-                        virtual_model: vm.source.clone(),
+                        virtual_model: vm.source.to_string(),
                         operation: req.operation.name(),
                         allowed: types
                             .iter()
@@ -193,7 +193,7 @@ pub fn plan<C: Conditions>(table: &Table, req: &Request<'_>, cond: &C) -> Result
     match (result, circuits_open_in) {
         (Err(RouteError::NotFound { .. } | RouteError::Unavailable { .. }), Some(vi)) => {
             Err(RouteError::AllCircuitsOpen {
-                virtual_model: table.models[vi].source.clone(),
+                virtual_model: table.models[vi].source.to_string(),
             })
         }
         (r, _) => r,

@@ -13,7 +13,7 @@ use foldhash::HashMap;
 use smol_str::SmolStr;
 
 use super::fallback::FallbackRules;
-use super::model::{Kind, VirtualModel};
+use super::model::{Kind, PolicyRef, VirtualModel};
 use super::user_path::{list_admits, UserPath};
 
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ impl Table {
         for (i, vm) in models.iter().enumerate() {
             match vm.kind {
                 Kind::Redirect => {
-                    t.by_source.insert(SmolStr::from(&vm.source), i);
+                    t.by_source.insert(vm.source.clone(), i);
                     if let Some(slug) = &vm.slug {
                         t.by_slug.insert(SmolStr::from(slug), i);
                     }
@@ -96,7 +96,9 @@ impl Table {
         }
         for vm in models.iter_mut() {
             for x in vm.targets.iter_mut() {
-                x.policy = x.provider.map(|p| t.policy_for(&t.providers[p], &x.model));
+                if let Some(p) = x.provider {
+                    x.policy = PolicyRef::resolved(t.policy_for(&t.providers[p], &x.model));
+                }
             }
         }
         t.models = models;
@@ -153,7 +155,7 @@ impl Table {
         caller: Option<&UserPath>,
     ) -> Access {
         let t = &self.models[vi].targets[ti];
-        let policy = match t.policy {
+        let policy = match t.policy.get() {
             Some(resolved) if t.provider == Some(provider) => resolved,
             _ => self.policy_for(&self.providers[provider], model),
         };

@@ -659,7 +659,7 @@ fn a_concrete_circuit_does_not_close_a_virtual_models_target() {
 #[test]
 fn redirect_outside_its_user_paths_falls_through_to_the_literal_name() {
     let tb = table(vec![VirtualModel {
-        user_paths: Some(vec![up("/team")]),
+        user_paths: Some([up("/team")].into()),
         ..vm("a/m", Strategy::RoundRobin, vec![t("b/m")])
     }]);
     let w = World::default();
@@ -727,7 +727,7 @@ fn disabled_redirects_are_ignored_and_slugs_are_second_names() {
 #[test]
 fn model_types_refuse_other_operations_naming_the_operation() {
     let tb = table(vec![VirtualModel {
-        model_types: Some(vec![Operation::Chat, Operation::Messages]),
+        model_types: Some([Operation::Chat, Operation::Messages].into()),
         ..vm("smart", Strategy::RoundRobin, vec![t("a/m")])
     }]);
     let r = Request {

@@ -88,7 +88,7 @@ impl Item {
             .id
             .clone()
             .unwrap_or_else(|| derived_id(&self.source));
-        let list = |l: &Option<Vec<MiddlewareCall>>| json!(l.as_deref().unwrap_or(&[]));
+        let list = |l: &Option<Box<[MiddlewareCall]>>| json!(l.as_deref().unwrap_or(&[]));
         json!({
             "id": id,
             "entity_id": id,

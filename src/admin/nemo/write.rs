@@ -93,11 +93,11 @@ struct Fields {
     #[serde(default, deserialize_with = "present")]
     models: Option<Option<Vec<ModelRef>>>,
     #[serde(default, deserialize_with = "present")]
-    request_middleware: Option<Option<Vec<MiddlewareCall>>>,
+    request_middleware: Option<Option<Box<[MiddlewareCall]>>>,
     #[serde(default, deserialize_with = "present")]
-    response_middleware: Option<Option<Vec<MiddlewareCall>>>,
+    response_middleware: Option<Option<Box<[MiddlewareCall]>>>,
     #[serde(default, deserialize_with = "present")]
-    post_response_middleware: Option<Option<Vec<MiddlewareCall>>>,
+    post_response_middleware: Option<Option<Box<[MiddlewareCall]>>>,
     #[serde(default, deserialize_with = "present")]
     override_proxy: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -217,7 +217,7 @@ fn targets(
                 provider: None,
                 model: Some(model),
                 priority: None,
-                backend_format,
+                backend_format: backend_format.map(String::into_boxed_str),
                 ..kept
             }
         })
@@ -403,17 +403,20 @@ mod tests {
         assert_eq!(f.default_model_entity, Some(None));
         assert!(f.models.is_none());
         let mut spec = VirtualModelSpec {
-            request_middleware: Some(vec![MiddlewareCall {
-                name: "log".into(),
-                config_type: None,
-                config: Some(json!({})),
-                config_id: None,
-            }]),
+            request_middleware: Some(
+                [MiddlewareCall {
+                    name: "log".into(),
+                    config_type: None,
+                    config: Some(json!({})),
+                    config_id: None,
+                }]
+                .into(),
+            ),
             project: Some("p".into()),
             ..VirtualModelSpec::default()
         };
         f.apply(&mut spec);
-        assert_eq!(spec.request_middleware, Some(vec![]));
+        assert_eq!(spec.request_middleware.as_deref(), Some(&[][..]));
         assert_eq!(spec.project.as_deref(), Some("p"));
     }
 }
