@@ -110,7 +110,7 @@ pub fn load(path: Option<&Path>, env: &Env) -> Result<LoadedConfig, String> {
         label,
         settings,
         providers,
-        file_virtual_models: shared(file.virtual_models),
+        file_virtual_models: file.virtual_models,
         middleware_configs: file.middleware_configs,
         env_virtual_models,
         fallbacks,
