@@ -256,10 +256,8 @@ pub fn build(
     let mut errors = Vec::new();
     let mut out = Vec::with_capacity(merged.len());
     let mut slugs: HashMap<String, String> = HashMap::default();
-    let (built, more_warnings) = build_each(merged, providers, retry, &redirect_sources, previous);
-    warnings.extend(more_warnings);
-    for (m, result) in merged.iter().zip(built) {
-        match result {
+    for m in merged {
+        match build_one(m, providers, retry, &redirect_sources, previous, warnings) {
             Ok(vm) => {
                 if let Some(slug) = &vm.slug {
                     if let Some(other) = slugs.insert(slug.clone(), vm.source.to_string()) {
@@ -284,55 +282,6 @@ pub fn build(
     } else {
         Err(errors)
     }
-}
-
-/// From this many declarations on, `build_each` splits them over two threads: below it, the
-/// thread costs more than it saves (10,000 declarations build in about 15 ms).
-const BUILD_IN_PARALLEL_FROM: usize = 4096;
-
-/// `build_one` over every entry, in order, with the warnings in the same order as one pass
-/// would give them. A large config is built in two halves at once (each entry is built from
-/// read-only inputs alone).
-fn build_each(
-    merged: &[Merged<'_>],
-    providers: &[String],
-    retry: &RetryDefaults,
-    redirect_sources: &HashSet<&str>,
-    previous: &HashMap<&str, Arc<AtomicU64>>,
-) -> (Vec<Result<VirtualModel, String>>, Vec<String>) {
-    let run = |part: &[Merged<'_>]| {
-        let mut warnings = Vec::new();
-        let built: Vec<_> = part
-            .iter()
-            .map(|m| {
-                build_one(
-                    m,
-                    providers,
-                    retry,
-                    redirect_sources,
-                    previous,
-                    &mut warnings,
-                )
-            })
-            .collect();
-        (built, warnings)
-    };
-    if merged.len() < BUILD_IN_PARALLEL_FROM {
-        return run(merged);
-    }
-    let (first, second) = merged.split_at(merged.len() / 2);
-    std::thread::scope(|s| {
-        let other = s.spawn(|| run(second));
-        let (mut built, mut warnings) = run(first);
-        match other.join() {
-            Ok((rest, more)) => {
-                built.extend(rest);
-                warnings.extend(more);
-            }
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        (built, warnings)
-    })
 }
 
 fn has_targets(spec: &VirtualModelSpec) -> bool {
@@ -849,57 +798,5 @@ mod tests {
             snap.table.models[0].user_paths.as_ref().map(|p| p.len()),
             Some(1)
         );
-    }
-
-    /// A config built in two halves at once keeps the order of its models, warnings and
-    /// errors, as one pass gives them.
-    #[test]
-    fn a_large_config_builds_in_declared_order() {
-        let n = super::BUILD_IN_PARALLEL_FROM + 1001;
-        let mut vms = String::new();
-        for i in 0..n {
-            // Every entry warns (priority under round_robin); two of them fail.
-            let weight = if i == 7 || i == n - 3 { -1 } else { 1 };
-            vms.push_str(&format!(
-                "  - {{source: vm-{i}, targets: [{{model: p/a, weight: {weight}, priority: 1}}]}}\n"
-            ));
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        let text =
-            format!("providers:\n  p:\n    type: mock\n    models: [a, b]\nvirtual_models:\n{vms}");
-        std::fs::write(&path, &text).unwrap();
-        let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
-        let errors = Snapshot::build(&loaded, &[], None, &StateRegistry::default())
-            .err()
-            .expect("two entries fail");
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].contains("vm-7"), "{}", errors[0]);
-        assert!(
-            errors[1].contains(&format!("vm-{}", n - 3)),
-            "{}",
-            errors[1]
-        );
-
-        std::fs::write(&path, text.replace("weight: -1", "weight: 2")).unwrap();
-        let loaded = crate::config::load(Some(&path), &Env::default()).unwrap();
-        let snap = Snapshot::build(&loaded, &[], None, &StateRegistry::default()).unwrap();
-        let sources: Vec<&str> = snap
-            .table
-            .models
-            .iter()
-            .map(|m| m.source.as_str())
-            .collect();
-        let expected: Vec<String> = (0..n).map(|i| format!("vm-{i}")).collect();
-        assert_eq!(sources, expected);
-        let warned: Vec<&String> = snap
-            .warnings
-            .iter()
-            .filter(|w| w.contains("priority is ignored"))
-            .collect();
-        assert_eq!(warned.len(), n);
-        for (i, w) in warned.iter().enumerate() {
-            assert!(w.contains(&format!("(source \"vm-{i}\")")), "{i}: {w}");
-        }
     }
 }
