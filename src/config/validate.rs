@@ -10,6 +10,8 @@ use std::borrow::Cow;
 // Keyed by sources from the configuration (not from clients): foldhash, as in the routing
 // table; a snapshot of 100,000 virtual models fills each of these maps once per reload.
 use foldhash::{HashMap, HashSet};
+use smallvec::SmallVec;
+use smol_str::SmolStr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -314,7 +316,7 @@ pub fn build_one(
         origin: &m.origin,
         spec,
     };
-    let source = spec.source.as_deref().unwrap_or("").trim().to_string();
+    let source = spec.source.as_deref().unwrap_or("").trim();
     if source.is_empty() {
         return Err(format!("{at}: source is required"));
     }
@@ -352,7 +354,7 @@ pub fn build_one(
     } else {
         Kind::Redirect
     };
-    let concrete_source = is_concrete(&source, providers);
+    let concrete_source = is_concrete(source, providers);
     let mut targets: Vec<Target> = Vec::with_capacity(target_specs.len());
     for (i, t) in target_specs.iter().enumerate() {
         let field = if spec.target.is_some() {
@@ -364,7 +366,7 @@ pub fn build_one(
             t,
             &field,
             &at,
-            &source,
+            source,
             concrete_source,
             providers,
             retry,
@@ -478,9 +480,9 @@ pub fn build_one(
             "{at}: hedge has no effect with fewer than two targets"
         ));
     }
-    let weights: Vec<f64> = targets.iter().map(|t| t.weight).collect();
+    let weights: SmallVec<[f64; 8]> = targets.iter().map(|t| t.weight).collect();
     let counter = previous
-        .get(source.as_str())
+        .get(source)
         .cloned()
         .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
     Ok(VirtualModel {
@@ -565,24 +567,25 @@ fn build_target(
                 .strip_prefix(p)
                 .and_then(|r| r.strip_prefix('/'))
                 .unwrap_or(model_raw);
-            (Some(idx), m.to_string())
+            (Some(idx), SmolStr::from(m))
         }
         _ => match model_raw.split_once('/') {
             Some((p, m)) if !m.is_empty() => match providers.iter().position(|d| d == p) {
-                Some(idx) => (Some(idx), m.to_string()),
+                Some(idx) => (Some(idx), SmolStr::from(m)),
                 None => {
                     warnings.push(format!(
                         "{at}: {field}.model {model_raw:?}: {p:?} is not a declared provider (declared: {}); treated as a model id served by whichever provider lists it",
                         declared()
                     ));
-                    (None, model_raw.to_string())
+                    (None, SmolStr::from(model_raw))
                 }
             },
-            _ => (None, model_raw.to_string()),
+            _ => (None, SmolStr::from(model_raw)),
         },
     };
+    // Both inline up to 23 bytes: most model ids and names need no allocation of their own.
     let name = match provider {
-        Some(i) => format!("{}/{model}", providers[i]),
+        Some(i) => smol_str::format_smolstr!("{}/{model}", providers[i]),
         None => model.clone(),
     };
     if name == source || model_raw == source {
@@ -673,7 +676,7 @@ fn build_target(
     Ok(Target {
         provider,
         policy: PolicyRef::Unresolved,
-        model: model.into(),
+        model,
         weight,
         priority: t.priority.unwrap_or(i64::MAX),
         price: None,
@@ -681,7 +684,7 @@ fn build_target(
         fallback_candidate: t.fallback_candidate.unwrap_or(true),
         backend_format,
         extras: extras.boxed(),
-        name: name.into(),
+        name,
         retry,
         fallback_on: match &t.fallback_on {
             Some(v) => v.iter().map(|c| c.0).collect(),

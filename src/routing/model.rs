@@ -57,18 +57,30 @@ pub enum Strategy {
 impl Strategy {
     pub const NAMES: &'static str = "round_robin, cost, latency or priority";
 
+    /// Every spelling read, any case (no allocation: parsed once per virtual model per load).
+    const SPELLINGS: [(&'static str, Strategy); 14] = [
+        ("round_robin", Strategy::RoundRobin),
+        ("round-robin", Strategy::RoundRobin),
+        ("weighted", Strategy::RoundRobin),
+        ("weight-based-routing", Strategy::RoundRobin),
+        ("weighted_round_robin", Strategy::RoundRobin),
+        ("cost", Strategy::Cost),
+        ("lowest_cost", Strategy::Cost),
+        ("cost-based-routing", Strategy::Cost),
+        ("latency", Strategy::Latency),
+        ("lowest_latency", Strategy::Latency),
+        ("latency-based-routing", Strategy::Latency),
+        ("priority", Strategy::Priority),
+        ("fallback", Strategy::Priority),
+        ("priority-based-routing", Strategy::Priority),
+    ];
+
     pub fn parse(s: &str) -> Option<Strategy> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "round_robin"
-            | "round-robin"
-            | "weighted"
-            | "weight-based-routing"
-            | "weighted_round_robin" => Some(Strategy::RoundRobin),
-            "cost" | "lowest_cost" | "cost-based-routing" => Some(Strategy::Cost),
-            "latency" | "lowest_latency" | "latency-based-routing" => Some(Strategy::Latency),
-            "priority" | "fallback" | "priority-based-routing" => Some(Strategy::Priority),
-            _ => None,
-        }
+        let s = s.trim();
+        Self::SPELLINGS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, strategy)| strategy)
     }
 
     pub fn name(self) -> &'static str {

@@ -130,6 +130,15 @@ impl Table {
     /// The most specific access policy for a concrete model:
     /// exact `provider/model` > `provider/` > bare model id > `/`.
     pub fn policy_for(&self, provider: &str, model: &str) -> Option<usize> {
+        if self.policy_root.is_none()
+            && self.policy_exact.is_empty()
+            && self.policy_provider.is_empty()
+            && self.policy_bare.is_empty()
+        {
+            // No policies at all (most configs): three hash lookups saved per target at build
+            // time and per concrete request.
+            return None;
+        }
         self.policy_exact
             .get(provider)
             .and_then(|m| m.get(model))

@@ -1340,3 +1340,22 @@ fn a_target_whose_context_window_is_too_small_is_skipped() {
     };
     assert_eq!(plan_names(&tb, &short, &w), ["a/m", "b/m", "c/m"]);
 }
+
+#[test]
+fn strategy_spellings_are_read_in_any_case() {
+    for (raw, want) in [
+        ("round_robin", Some(Strategy::RoundRobin)),
+        (" Weight-Based-Routing ", Some(Strategy::RoundRobin)),
+        ("WEIGHTED_ROUND_ROBIN", Some(Strategy::RoundRobin)),
+        ("Lowest_Cost", Some(Strategy::Cost)),
+        ("latency-based-routing", Some(Strategy::Latency)),
+        ("FALLBACK", Some(Strategy::Priority)),
+        ("priority-based-routing", Some(Strategy::Priority)),
+        ("random", None),
+        ("round robin", None),
+        ("", None),
+        ("cost\u{0130}", None),
+    ] {
+        assert_eq!(Strategy::parse(raw), want, "{raw:?}");
+    }
+}
