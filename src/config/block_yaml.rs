@@ -378,13 +378,8 @@ impl<'a> Parser<'a> {
                 break;
             }
             items.push(self.flow_node()?);
-            self.skip_spaces();
-            // Anything but `,` or `]` is refused: a line break (multi-line collection), a
-            // comment, a `:` (a single-pair mapping inside the sequence).
-            match self.peek() {
-                b',' => self.pos += 1,
-                b']' => break,
-                _ => return None,
+            if self.flow_separator(b']')? {
+                break;
             }
         }
         self.pos += 1;
@@ -415,16 +410,28 @@ impl<'a> Parser<'a> {
             if map.insert(key, value).is_some() {
                 return None;
             }
-            self.skip_spaces();
-            match self.peek() {
-                b',' => self.pos += 1,
-                b'}' => break,
-                _ => return None,
+            if self.flow_separator(b'}')? {
+                break;
             }
         }
         self.pos += 1;
         self.depth -= 1;
         Some(Value::Mapping(map))
+    }
+
+    /// After an entry of a flow collection: a `,` (consumed; false) or the collection's `close`
+    /// (left for the caller; true). Anything else is refused: a line break (a multi-line
+    /// collection), a comment, a `:` in a sequence (a single-pair mapping).
+    fn flow_separator(&mut self, close: u8) -> Option<bool> {
+        self.skip_spaces();
+        match self.peek() {
+            b',' => {
+                self.pos += 1;
+                Some(false)
+            }
+            b if b == close => Some(true),
+            _ => None,
+        }
     }
 
     // --- scalars ---
