@@ -306,7 +306,7 @@ pub struct Sla {
 ///
 /// `repr(C)` keeps the fields in the order written: the ones every plan reads come first, so
 /// that planning touches one or two cache lines of a target. What few targets set lives in a
-/// box (`extras`), so a target is 160 bytes rather than the ~370 it was with every field inline
+/// box (`extras`), so a target is 160 bytes rather than the about 360 it was with every field inline
 /// (at 100,000 virtual models the table does not fit in cache, and each line is a memory read;
 /// BENCHMARKS.md, "Compact targets and declarations").
 #[derive(Debug, Clone)]

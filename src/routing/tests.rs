@@ -1359,3 +1359,42 @@ fn strategy_spellings_are_read_in_any_case() {
         assert_eq!(Strategy::parse(raw), want, "{raw:?}");
     }
 }
+
+#[test]
+fn a_policy_reference_round_trips_and_falls_back_to_a_lookup_past_u32() {
+    use super::model::PolicyRef;
+    assert_eq!(PolicyRef::resolved(None).get(), Some(None));
+    assert_eq!(PolicyRef::resolved(Some(7)).get(), Some(Some(7)));
+    let past = u32::MAX as usize + 1;
+    assert_eq!(PolicyRef::resolved(Some(past)), PolicyRef::Unresolved);
+    assert_eq!(PolicyRef::Unresolved.get(), None);
+    assert_eq!(std::mem::size_of::<PolicyRef>(), 8);
+}
+
+#[test]
+fn a_target_that_sets_no_extras_holds_no_box() {
+    assert!(TargetExtras::default().boxed().is_none());
+    let set = TargetExtras {
+        headers_remove: vec!["x-a".into()],
+        ..TargetExtras::default()
+    }
+    .boxed()
+    .expect("a header rule is an extra");
+    let target = Target {
+        extras: Some(set),
+        ..t("a/m")
+    };
+    assert_eq!(target.extras().headers_remove, ["x-a"]);
+    assert!(t("a/m").extras().headers_remove.is_empty());
+}
+
+/// The sizes that hold 100,000 virtual models under 200 MB (BENCHMARKS.md, "Compact targets
+/// and declarations"): a field added inline to one of these shows here first.
+#[test]
+fn routing_and_declaration_types_stay_compact() {
+    use crate::config::schema::{TargetSpec, VirtualModelSpec};
+    assert!(std::mem::size_of::<Target>() <= 160);
+    assert!(std::mem::size_of::<VirtualModel>() <= 248);
+    assert!(std::mem::size_of::<VirtualModelSpec>() <= 368);
+    assert!(std::mem::size_of::<TargetSpec>() <= 176);
+}
