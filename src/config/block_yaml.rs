@@ -367,56 +367,58 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `[a, b, ...]`, `pos` on the `[`; a trailing comma is allowed, as in YAML.
+    /// `[a, b, ...]`, `pos` on the `[`.
     fn flow_sequence(&mut self) -> Option<Value> {
-        self.descend()?;
-        self.pos += 1;
         let mut items = Vec::new();
-        loop {
-            self.skip_spaces();
-            if self.peek() == b']' {
-                break;
-            }
-            items.push(self.flow_node()?);
-            if self.flow_separator(b']')? {
-                break;
-            }
-        }
-        self.pos += 1;
-        self.depth -= 1;
+        self.flow_entries(b']', |p| {
+            items.push(p.flow_node()?);
+            Some(())
+        })?;
         Some(Value::Sequence(items))
     }
 
     /// `{k: v, ...}`, `pos` on the `{`; every entry needs a `:`, values may be empty (Null).
     fn flow_mapping(&mut self) -> Option<Value> {
+        let mut map = Mapping::new();
+        self.flow_entries(b'}', |p| {
+            let start = p.pos;
+            let key = p.scalar(true)?;
+            if !p.key_indicator(start, true)? {
+                return None;
+            }
+            p.skip_spaces();
+            let value = match p.peek() {
+                b',' | b'}' => Value::Null,
+                _ => p.flow_node()?,
+            };
+            // serde_yaml refuses duplicate keys
+            map.insert(key, value).is_none().then_some(())
+        })?;
+        Some(Value::Mapping(map))
+    }
+
+    /// The entries of a flow collection, `pos` on its opening bracket, each read by `entry`; a
+    /// trailing comma is allowed, as in YAML. Leaves `pos` past `close`.
+    fn flow_entries(
+        &mut self,
+        close: u8,
+        mut entry: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.descend()?;
         self.pos += 1;
-        let mut map = Mapping::new();
         loop {
             self.skip_spaces();
-            if self.peek() == b'}' {
+            if self.peek() == close {
                 break;
             }
-            let start = self.pos;
-            let key = self.scalar(true)?;
-            if !self.key_indicator(start, true)? {
-                return None;
-            }
-            self.skip_spaces();
-            let value = match self.peek() {
-                b',' | b'}' => Value::Null,
-                _ => self.flow_node()?,
-            };
-            if map.insert(key, value).is_some() {
-                return None;
-            }
-            if self.flow_separator(b'}')? {
+            entry(self)?;
+            if self.flow_separator(close)? {
                 break;
             }
         }
         self.pos += 1;
         self.depth -= 1;
-        Some(Value::Mapping(map))
+        Some(())
     }
 
     /// After an entry of a flow collection: a `,` (consumed; false) or the collection's `close`
