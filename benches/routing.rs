@@ -17,6 +17,10 @@ use modelgate::routing::plan::{plan, Availability, Conditions, Request, TargetSt
 use modelgate::routing::table::Table;
 use modelgate::routing::user_path::UserPath;
 
+/// The gateway's own allocator, so that the table lies in memory as it does in the gateway.
+#[global_allocator]
+static ALLOC: modelgate::Allocator = modelgate::Allocator;
+
 const PROVIDERS: [&str; 8] = [
     "openai",
     "anthropic",

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -208,7 +207,7 @@ pub struct OriginCounts {
 }
 
 impl Snapshot {
-    /// Builds a snapshot; `previous` hands over round-robin counters of surviving sources.
+    /// Builds a snapshot; each surviving source's rotation starts where `previous` left it.
     pub fn build(
         loaded: &LoadedConfig,
         store_rows: &[VirtualModelSpec],
@@ -239,15 +238,6 @@ impl Snapshot {
         let merged = validate::merge(&decl)?;
         let mut pipelines =
             crate::config::pipelines::compile(&merged, &loaded.middleware_configs, &loaded.label)?;
-        let counters: foldhash::HashMap<&str, Arc<AtomicU64>> = previous
-            .map(|p| {
-                p.table
-                    .models
-                    .iter()
-                    .map(|vm| (vm.source.as_str(), vm.counter.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
         let retry = validate::RetryDefaults {
             global: Arc::new(loaded.settings.retry.clone()),
             per_provider: loaded
@@ -256,7 +246,13 @@ impl Snapshot {
                 .map(|p| Arc::new(p.retry.clone()))
                 .collect(),
         };
-        let mut models = validate::build(&merged, &names, &retry, &counters, &mut warnings)?;
+        let mut models = validate::build(
+            &merged,
+            &names,
+            &retry,
+            previous.map(|p| &p.table),
+            &mut warnings,
+        )?;
         let index = catalog::ModelIndex::new(&loaded.providers);
         for vm in models.iter_mut() {
             for t in vm.targets.iter_mut() {
@@ -483,5 +479,50 @@ impl Conditions for View<'_> {
 
     fn random(&self) -> u64 {
         fastrand::u64(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env::Env;
+
+    fn loaded(sources: &[&str]) -> LoadedConfig {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("c.yaml");
+        let mut text =
+            String::from("providers:\n  p:\n    type: mock\n    models: [a, b]\nvirtual_models:\n");
+        for s in sources {
+            text.push_str(&format!("  - source: {s}\n    targets: [p/a, p/b]\n"));
+        }
+        std::fs::write(&path, text).expect("the config is written");
+        crate::config::load(Some(&path), &Env::default()).expect("the config loads")
+    }
+
+    fn position(snap: &Snapshot, source: &str) -> Option<u64> {
+        snap.table.rotation(source)
+    }
+
+    #[test]
+    fn a_reload_carries_each_rotation_on_where_it_stood() {
+        let registry = StateRegistry::default();
+        let first = Snapshot::build(&loaded(&["one", "two"]), &[], None, &registry).unwrap();
+        for _ in 0..3 {
+            first.table.models[0].counter.advance();
+        }
+        first.table.models[1].counter.advance();
+        let second =
+            Snapshot::build(&loaded(&["two", "one", "new"]), &[], Some(&first), &registry)
+                .unwrap();
+        assert_eq!(position(&second, "one"), Some(3));
+        assert_eq!(position(&second, "two"), Some(1));
+        assert_eq!(position(&second, "new"), Some(0));
+        // The two snapshots' rotations are separate from here on.
+        second.table.models[1].counter.advance();
+        assert_eq!(position(&second, "one"), Some(4));
+        assert_eq!(position(&first, "one"), Some(3));
+        let fresh = Snapshot::build(&loaded(&["one"]), &[], None, &registry).unwrap();
+        assert_eq!(position(&fresh, "one"), Some(0));
+        assert_eq!(position(&fresh, "missing"), None);
     }
 }

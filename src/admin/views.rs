@@ -153,7 +153,7 @@ fn check_hidden(
         &snap.table.providers,
         &validate::RetryDefaults::default(),
         &redirects,
-        &Default::default(),
+        None,
         &mut warnings,
     ) {
         Ok(vm) => {

@@ -161,7 +161,9 @@ fn prepared(
     env: &Env,
 ) -> Result<(serde_yaml::Value, gomodel::Report), String> {
     let mut value = document::parse(text, label)?;
-    expand::expand_yaml(&mut value, env, "").map_err(|e| format!("{label}: {e}"))?;
+    if expand::text_may_hold_variables(text) {
+        expand::expand_yaml(&mut value, env, "").map_err(|e| format!("{label}: {e}"))?;
+    }
     let report = gomodel::strip(&mut value, env);
     Ok((value, report))
 }
@@ -281,6 +283,17 @@ mod tests {
                 && err.contains("did you mean `default_mode`?"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_variable_written_as_an_escaped_dollar_is_still_expanded() {
+        let env = Env::from_pairs([("PORT", "9001")]);
+        let json = r#"{"server": {"port": "\u0024{PORT}"}}"#;
+        assert_eq!(parse_file(json, "c.json", &env).unwrap().server.port, Some(schema::PortValue(9001)));
+        let yaml = "server:\n  port: \"\\x24{PORT}\"\n";
+        assert_eq!(parse_file(yaml, "c.yaml", &env).unwrap().server.port, Some(schema::PortValue(9001)));
+        let plain = "server:\n  port: 9002\n";
+        assert_eq!(parse_file(plain, "c.yaml", &env).unwrap().server.port, Some(schema::PortValue(9002)));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::borrow::Cow;
 use foldhash::{HashMap, HashSet};
 use smallvec::SmallVec;
 use smol_str::SmolStr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::providers::RESERVED_HEADERS;
@@ -21,10 +20,11 @@ use super::schema::{
 };
 use crate::routing::error_class::ErrorClass;
 use crate::routing::model::{
-    default_fallback_on, HedgePolicy, Kind, Operation, Origin, PolicyRef, RetryPolicy,
+    default_fallback_on, HedgePolicy, Kind, Operation, Origin, PolicyRef, RetryPolicy, Rotation,
     SessionConfig, Sla, SteerPolicy, Strategy, Target, TargetExtras, VirtualModel, WireFormat,
 };
 use crate::routing::schedule;
+use crate::routing::table::Table;
 use crate::routing::user_path::UserPath;
 
 /// The retry policy a target starts from before its own `retry`: its provider's (GoModel's
@@ -242,12 +242,13 @@ pub fn merge<'a>(decl: &Declarations<'a>) -> Result<Vec<Merged<'a>>, Vec<String>
     Ok(out)
 }
 
-/// Validates merged entries into virtual models. `previous` hands over round-robin counters.
+/// Validates merged entries into virtual models. Each redirect's rotation starts where the
+/// previous table's entry of the same source stands.
 pub fn build(
     merged: &[Merged<'_>],
     providers: &[String],
     retry: &RetryDefaults,
-    previous: &HashMap<&str, Arc<AtomicU64>>,
+    previous: Option<&Table>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<VirtualModel>, Vec<String>> {
     let redirect_sources: HashSet<&str> = merged
@@ -308,7 +309,7 @@ pub fn build_one(
     providers: &[String],
     retry: &RetryDefaults,
     redirect_sources: &HashSet<&str>,
-    previous: &HashMap<&str, Arc<AtomicU64>>,
+    previous: Option<&Table>,
     warnings: &mut Vec<String>,
 ) -> Result<VirtualModel, String> {
     let spec = m.spec;
@@ -481,10 +482,11 @@ pub fn build_one(
         ));
     }
     let weights: SmallVec<[f64; 8]> = targets.iter().map(|t| t.weight).collect();
-    let counter = previous
-        .get(source)
-        .cloned()
-        .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+    let counter = Rotation::starting_at(
+        previous
+            .and_then(|table| table.rotation(source))
+            .unwrap_or(0),
+    );
     Ok(VirtualModel {
         schedule: schedule::build(&weights),
         source: source.into(),

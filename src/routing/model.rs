@@ -3,7 +3,7 @@
 //! Values here are already parsed and validated (`config::validate` builds them); nothing in
 //! this module reads files, the environment or the network.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
@@ -510,32 +510,65 @@ impl Default for SteerPolicy {
 
 /// A validated virtual model.
 ///
-/// `repr(C)`, hot fields first, for the same reason as `Target`.
+/// `repr(C)`, aligned to a cache line, with what every plan reads in its first two lines
+/// (`enabled` through `steer`; the table compares a request's name with `source`, read in the
+/// same lines). At 100,000 virtual models the table does not fit in cache and each line is a
+/// read from memory (BENCHMARKS.md, "Routing 100,000 virtual models").
 #[derive(Debug, Clone)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct VirtualModel {
     pub enabled: bool,
     pub kind: Kind,
     pub strategy: Strategy,
+    /// Inline up to 23 bytes: the table's lookup compares it with the requested name.
+    pub source: SmolStr,
     pub targets: Vec<Target>,
+    /// Round-robin position (written by requests).
+    pub counter: Rotation,
     /// Smooth weighted round-robin schedule (indices into `targets`).
     pub schedule: super::schedule::Schedule,
-    /// Round-robin position; shared with the previous snapshot's entry of the same source so
-    /// that a reload does not restart the rotation.
-    pub counter: Arc<AtomicU64>,
     pub user_paths: Option<Box<[UserPath]>>,
     pub model_types: Option<Box<[Operation]>>,
-    pub session: SessionConfig,
     pub steer: SteerPolicy,
+    // Read by some requests, after the plan, and for explanations, listings and errors.
+    pub session: SessionConfig,
     /// Hedged requests; `None` (the default) sends one request at a time.
     pub hedge: Option<Box<HedgePolicy>>,
-    // Read for explanations, listings and errors.
-    /// Inline up to 23 bytes, as the table's key for it is.
-    pub source: SmolStr,
     pub origin: Origin,
     pub slug: Option<String>,
     /// The declaration as written, for the admin API (and the description listings show).
     pub spec: Arc<VirtualModelSpec>,
+}
+
+/// A virtual model's round-robin position: the one field of the routing table that requests
+/// write. It lives inside the virtual model, so a plan loads no separate block for it. A
+/// reload starts the new snapshot's entry of the same source where the old one stood (see
+/// `Snapshot::build`), so the rotation does not restart; requests still finishing on the old
+/// snapshot move only the old position.
+#[derive(Debug, Default)]
+pub struct Rotation(AtomicU64);
+
+impl Rotation {
+    pub fn starting_at(position: u64) -> Rotation {
+        Rotation(AtomicU64::new(position))
+    }
+
+    /// The position to serve, moving the rotation on by one.
+    pub fn advance(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where the rotation stands.
+    pub fn position(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A copy stands where the original stands now, and moves on its own.
+impl Clone for Rotation {
+    fn clone(&self) -> Rotation {
+        Rotation::starting_at(self.position())
+    }
 }
 
 impl Target {
@@ -580,7 +613,7 @@ impl VirtualModel {
             strategy,
             schedule: super::schedule::build(&weights),
             targets,
-            counter: Arc::new(AtomicU64::new(0)),
+            counter: Rotation::default(),
             user_paths: None,
             model_types: None,
             session: SessionConfig::default(),

@@ -508,9 +508,7 @@ fn round_robin(vm: &VirtualModel, eligible: &[usize], pinned: Option<usize>) -> 
     } else if weighted.is_empty() {
         eligible[0]
     } else {
-        let start = vm
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = vm.counter.advance();
         scheduled(vm, start, &weighted)
     };
     let mut out = Order::new();

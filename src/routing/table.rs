@@ -127,6 +127,13 @@ impl Table {
             .copied()
     }
 
+    /// Where the rotation of the redirect declared as `source` stands, for a reload to carry
+    /// it on from there.
+    pub fn rotation(&self, source: &str) -> Option<u64> {
+        let i = *self.by_source.get(source)?;
+        Some(self.models[i].counter.position())
+    }
+
     /// The most specific access policy for a concrete model:
     /// exact `provider/model` > `provider/` > bare model id > `/`.
     pub fn policy_for(&self, provider: &str, model: &str) -> Option<usize> {
