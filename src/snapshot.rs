@@ -511,9 +511,13 @@ mod tests {
             first.table.models[0].counter.advance();
         }
         first.table.models[1].counter.advance();
-        let second =
-            Snapshot::build(&loaded(&["two", "one", "new"]), &[], Some(&first), &registry)
-                .unwrap();
+        let second = Snapshot::build(
+            &loaded(&["two", "one", "new"]),
+            &[],
+            Some(&first),
+            &registry,
+        )
+        .unwrap();
         assert_eq!(position(&second, "one"), Some(3));
         assert_eq!(position(&second, "two"), Some(1));
         assert_eq!(position(&second, "new"), Some(0));

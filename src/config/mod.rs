@@ -289,11 +289,20 @@ mod tests {
     fn a_variable_written_as_an_escaped_dollar_is_still_expanded() {
         let env = Env::from_pairs([("PORT", "9001")]);
         let json = r#"{"server": {"port": "\u0024{PORT}"}}"#;
-        assert_eq!(parse_file(json, "c.json", &env).unwrap().server.port, Some(schema::PortValue(9001)));
+        assert_eq!(
+            parse_file(json, "c.json", &env).unwrap().server.port,
+            Some(schema::PortValue(9001))
+        );
         let yaml = "server:\n  port: \"\\x24{PORT}\"\n";
-        assert_eq!(parse_file(yaml, "c.yaml", &env).unwrap().server.port, Some(schema::PortValue(9001)));
+        assert_eq!(
+            parse_file(yaml, "c.yaml", &env).unwrap().server.port,
+            Some(schema::PortValue(9001))
+        );
         let plain = "server:\n  port: 9002\n";
-        assert_eq!(parse_file(plain, "c.yaml", &env).unwrap().server.port, Some(schema::PortValue(9002)));
+        assert_eq!(
+            parse_file(plain, "c.yaml", &env).unwrap().server.port,
+            Some(schema::PortValue(9002))
+        );
     }
 
     #[test]

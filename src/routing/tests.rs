@@ -1406,8 +1406,14 @@ fn a_plan_reads_two_cache_lines_of_a_virtual_model() {
     assert_eq!(align_of::<VirtualModel>(), 64);
     let end = |offset: usize, size: usize| offset + size;
     for (field, last_byte) in [
-        ("source", end(offset_of!(VirtualModel, source), size_of::<SmolStr>())),
-        ("targets", end(offset_of!(VirtualModel, targets), size_of::<Vec<Target>>())),
+        (
+            "source",
+            end(offset_of!(VirtualModel, source), size_of::<SmolStr>()),
+        ),
+        (
+            "targets",
+            end(offset_of!(VirtualModel, targets), size_of::<Vec<Target>>()),
+        ),
         ("counter", end(offset_of!(VirtualModel, counter), 8)),
         (
             "schedule",
@@ -1417,7 +1423,10 @@ fn a_plan_reads_two_cache_lines_of_a_virtual_model() {
             ),
         ),
         ("user_paths", end(offset_of!(VirtualModel, user_paths), 16)),
-        ("model_types", end(offset_of!(VirtualModel, model_types), 16)),
+        (
+            "model_types",
+            end(offset_of!(VirtualModel, model_types), 16),
+        ),
         ("steer", end(offset_of!(VirtualModel, steer), 8)),
     ] {
         assert!(last_byte <= 128, "{field} ends at byte {last_byte}");
