@@ -3,6 +3,9 @@
 //! plus access policies of every kind), each iteration planning the next model of a shuffled
 //! list so that lookups do not stay in one cache line.
 //!
+//! The table is built by the gateway's allocator, with transparent huge pages off, as in the
+//! gateway.
+//!
 //! The injected world is cheap on purpose (every model available, latency computed from the
 //! indices): what is measured is the routing core, not the health lookups behind it.
 //!
@@ -135,6 +138,8 @@ impl Conditions for World {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the gateway's `main` does: the table lies in 4 KiB pages.
+    modelgate::allocator::without_huge_pages();
     let mut group = c.benchmark_group("plan");
     let caller = UserPath::parse("/org/team/alice").expect("path");
     for n in [10usize, 1_000, 10_000, 100_000] {

@@ -1,7 +1,7 @@
 //! modelgate: a single-binary LLM gateway on Pingora. See ARCHITECTURE.md for the map.
 
 pub mod admin;
-mod allocator;
+pub mod allocator;
 pub mod api_error;
 pub mod app;
 pub mod auth;

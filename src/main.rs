@@ -144,6 +144,7 @@ fn open_store(src: &ConfigSource, create: bool) -> anyhow::Result<Option<Arc<dyn
 }
 
 fn main() {
+    modelgate::allocator::without_huge_pages();
     let cli = Cli::parse();
     let result = run(cli);
     // Everything logged before the exit (and before the error below) reaches stderr first.

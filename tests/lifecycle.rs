@@ -489,3 +489,41 @@ fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
         assert_ne!(soft, "256", "{line}");
     }
 }
+
+#[test]
+fn serve_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "providers:\n  m:\n    type: mock\n    models: [a]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = command(dir.path());
+    cmd.args(["--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let g = GatewayRef { port };
+    let up = g.wait_up();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "gateway did not start");
+    // The gateway inherits the flag from this process, which has huge pages on (the kernel's
+    // default for a process): otherwise this test could not tell whether the gateway turned
+    // them off.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let flag = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+    };
+    assert_eq!(
+        flag(&own).as_deref(),
+        Some("1"),
+        "this test needs a process with transparent huge pages allowed: {own}"
+    );
+    assert_eq!(flag(&status).as_deref(), Some("0"), "{status}");
+}

@@ -138,6 +138,8 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
 }
 
 fn main() -> Result<(), String> {
+    // As the gateway's `main` does.
+    modelgate::allocator::without_huge_pages();
     let args = Args::parse();
     if args.runs == 0 || args.models == 0 {
         return Err("--runs and --models must be above 0".into());
