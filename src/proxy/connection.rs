@@ -1,25 +1,25 @@
-//! One request on a client connection, from its header to the connection's reuse: the gateway
-//! is Pingora's `HttpServerApp` itself. Pingora's proxy framework (`pingora_proxy::HttpProxy`)
+//! A client connection and each request on it, from its header to the connection's reuse: the
+//! gateway is Pingora's `ServerApp` itself. Pingora's proxy framework (`pingora_proxy::HttpProxy`)
 //! is not used: the gateway answers every request in its request phase and opens its upstream
 //! connections itself (`exchange`), so the framework's upstream phases, cache and modules never
 //! ran, yet their state machine sized every open connection's future (13.4 KiB, of which the
 //! never-entered upstream phases were 10.8; BENCHMARKS.md, "Open streams").
 //!
-//! Runs for each request: Pingora's accept loop hands over a connection (and, on HTTP/1, the
-//! same connection again for each kept-alive request that follows), this reads the request
-//! header and runs the phases in order:
+//! Pingora's accept loop hands over a connection; for each request on it (the first, then each
+//! kept-alive one that follows) this reads the request header and runs the phases in order:
 //! - `request_filter` answers the request (local routes, admin, or the upstream exchange);
 //! - `fail_to_proxy` answers what it returned as an error, when nothing was written yet;
 //! - `logging` records health windows, metrics and the access line.
 //!
-//! Returns the connection for its next request only when the answer ended cleanly.
+//! The connection carries a next request only when the answer ended cleanly.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
@@ -27,60 +27,97 @@ use super::ctx::Ctx;
 use super::respond::ApiError;
 use super::{Gateway, Session};
 
-/// The future `process_new_http` returns, one heap block per request.
-type Served<'a> = Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>>;
+/// The future `process_new` returns: one heap block per client connection.
+type Connection<'a> = Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'a>>;
 
-/// Written out instead of through `async_trait`, whose expansion moves the session (680 bytes)
-/// from the future's captured argument into a local of its own, so every request's future held
-/// it twice. Here the future uses the captured session in place.
-impl HttpServerApp for Gateway {
-    fn process_new_http<'life0, 'life1, 'async_trait>(
+/// Idle seconds a kept-alive connection waits for its next request (Pingora's default).
+const KEEPALIVE_SECONDS: u64 = 60;
+
+/// The gateway is Pingora's `ServerApp` itself, rather than an `HttpServerApp` under Pingora's
+/// generic `ServerApp`: that one also holds HTTP/2's accept loop in every connection's future
+/// (3.7 KiB per connection, 3 KiB of it for HTTP/2, which this plain-TCP HTTP/1.1 listener never
+/// speaks) and boxes each request's future again (1.6 KiB). Here a connection is one block the
+/// size of one request's future, and its requests are served inside it (BENCHMARKS.md, "One block
+/// per connection").
+///
+/// Written out instead of through `async_trait`, whose expansion moves its arguments into
+/// locals of their own, so the future would hold them twice.
+impl ServerApp for Gateway {
+    fn process_new<'life0, 'life1, 'async_trait>(
         self: &'life0 Arc<Self>,
-        mut session: Session,
+        stream: Stream,
         shutdown: &'life1 ShutdownWatch,
-    ) -> Served<'async_trait>
+    ) -> Connection<'async_trait>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
         Self: 'async_trait,
     {
         Box::pin(async move {
-            if !read_header(&mut session, shutdown).await {
-                return None;
+            // Each request's session is made inside `serve`, so that this future holds none of
+            // its own beside the one `serve`'s future holds.
+            let mut next = Some((stream, None));
+            while let Some((stream, settings)) = next {
+                next = self
+                    .serve(stream, settings, shutdown)
+                    .await
+                    .map(ReusedHttpStream::consume);
             }
-            if *shutdown.borrow() {
-                // The server is draining: this request is answered, the connection then closed.
-                session.set_keepalive(None);
-            }
-            let mut ctx = Box::new(Ctx::new());
-            let reuse = match self.request_filter(&mut session, &mut ctx).await {
-                Ok(()) => {
-                    self.logging(&mut session, None, &mut ctx);
-                    true
-                }
-                Err(e) => {
-                    // Boxed: failures are rare, and in line this would size every request's future.
-                    let reuse = Box::pin(self.fail_to_proxy(&mut session, &e, &mut ctx)).await;
-                    self.logging(&mut session, Some(&e), &mut ctx);
-                    session.on_proxy_failure(e);
-                    reuse
-                }
-            };
-            // The request is over (`IN_FLIGHT` counts live contexts) before the connection waits
-            // for its next one.
-            drop(ctx);
-            if !reuse {
-                return None;
-            }
-            let settings = HttpPersistentSettings::for_session(&session);
-            // Boxed: finishing (draining what is left of the request body) is a 3.7 KiB future, and
-            // in line it would size the future every open stream holds.
-            Box::pin(session.finish())
-                .await
-                .ok()
-                .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            None
         })
+    }
+}
+
+impl Gateway {
+    /// One request on the connection; its stream back when it may carry the next. `settings`
+    /// are the ones the previous request on the connection left (none for its first).
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        settings: Option<HttpPersistentSettings>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut session = Session::new_http1(stream);
+        match settings {
+            Some(settings) => settings.apply_to_session(&mut session),
+            // A server that is draining answers this request and closes the connection.
+            None => session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECONDS)),
+        }
+        if !read_header(&mut session, shutdown).await {
+            return None;
+        }
+        if *shutdown.borrow() {
+            // The server is draining: this request is answered, the connection then closed.
+            session.set_keepalive(None);
+        }
+        let mut ctx = Box::new(Ctx::new());
+        let reuse = match self.request_filter(&mut session, &mut ctx).await {
+            Ok(()) => {
+                self.logging(&mut session, None, &mut ctx);
+                true
+            }
+            Err(e) => {
+                // Boxed: failures are rare, and in line this would size every request's future.
+                let reuse = Box::pin(self.fail_to_proxy(&mut session, &e, &mut ctx)).await;
+                self.logging(&mut session, Some(&e), &mut ctx);
+                session.on_proxy_failure(e);
+                reuse
+            }
+        };
+        // The request is over (`IN_FLIGHT` counts live contexts) before the connection waits
+        // for its next one.
+        drop(ctx);
+        if !reuse {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        // Boxed: finishing (draining what is left of the request body) is a 3.7 KiB future, and
+        // in line it would size the future every open stream holds.
+        Box::pin(session.finish())
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
     }
 }
 
