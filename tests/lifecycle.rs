@@ -438,9 +438,12 @@ fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
     assert!(!pid_file.exists(), "the pid file outlived the gateway");
 }
 
-#[test]
-fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
-    use std::os::unix::process::CommandExt;
+/// Starts `serve` on a config of one mock provider, `prepare` adjusting the command first; reads
+/// `/proc/<pid>/<file>` once it is up, then stops it. None when it did not come up.
+fn proc_file_of_a_serving_gateway(
+    file: &str,
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -453,8 +456,20 @@ fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
     cmd.args(["--config", config.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::null());
+    prepare(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let up = GatewayRef { port }.wait_up();
+    let text = std::fs::read_to_string(format!("/proc/{}/{file}", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    up.then_some(text)
+}
+
+#[test]
+fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
+    use std::os::unix::process::CommandExt;
     // SAFETY: only getrlimit and setrlimit run between fork and exec.
-    unsafe {
+    let limits = proc_file_of_a_serving_gateway("limits", |cmd| unsafe {
         cmd.pre_exec(|| {
             let mut r = libc::rlimit {
                 rlim_cur: 0,
@@ -469,14 +484,8 @@ fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
             }
             Ok(())
         });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let g = GatewayRef { port };
-    let up = g.wait_up();
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(up, "gateway did not start");
+    })
+    .expect("gateway did not start");
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -492,25 +501,7 @@ fn serve_raises_the_open_files_soft_limit_to_the_hard_one() {
 
 #[test]
 fn serve_runs_without_transparent_huge_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "providers:\n  m:\n    type: mock\n    models: [a]\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let mut cmd = command(dir.path());
-    cmd.args(["--config", config.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let g = GatewayRef { port };
-    let up = g.wait_up();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(up, "gateway did not start");
+    let status = proc_file_of_a_serving_gateway("status", |_| {}).expect("gateway did not start");
     // The gateway inherits the flag from this process, which has huge pages on (the kernel's
     // default for a process): otherwise this test could not tell whether the gateway turned
     // them off.
