@@ -163,9 +163,10 @@ pub fn give_back() {
 /// spell that memory comes fresh from the operating system. In huge pages each first touch
 /// clears 2 MiB, and the pages that `give_back` returned are split and cleared again: a
 /// 100,000-model reload after a pause took 403-731 ms with them and 398-484 ms without (paired
-/// runs; BENCHMARKS.md, "Huge pages off"). The idle resident set is 3.7 MiB smaller, too. The
-/// cost is paid by lookups in very large tables (`plan/100000` 0.78 -> 0.84 us). Called first
-/// in `main`; an error (a kernel without the call) leaves the default.
+/// runs; BENCHMARKS.md, "Routing 100,000 virtual models, and huge pages off"). The gateway's
+/// resident set is smaller too, idle and under load. The cost is paid by lookups in very large
+/// tables (`plan/100000` 0.78 -> 0.84 us). Called first in `main`; an error (a kernel without
+/// the call) leaves the default.
 pub fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE sets one flag of the calling process; no memory is touched.

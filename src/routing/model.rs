@@ -513,7 +513,8 @@ impl Default for SteerPolicy {
 /// `repr(C)`, aligned to a cache line, with what every plan reads in its first two lines
 /// (`enabled` through `steer`; the table compares a request's name with `source`, read in the
 /// same lines). At 100,000 virtual models the table does not fit in cache and each line is a
-/// read from memory (BENCHMARKS.md, "Routing 100,000 virtual models").
+/// read from memory (BENCHMARKS.md, "Routing 100,000 virtual models, and huge pages
+/// off").
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 pub struct VirtualModel {

@@ -45,7 +45,7 @@ pub struct Table {
 /// a lookup compares the requested name with the model's own `source`, which lies in the cache
 /// lines the plan reads next anyway. The slots of 100,000 names take 512 KiB rather than 4 MiB,
 /// so they stay in cache, and a plan waits on one memory read fewer (BENCHMARKS.md, "Routing
-/// 100,000 virtual models").
+/// 100,000 virtual models, and huge pages off").
 #[derive(Debug, Default)]
 struct Sources {
     slots: HashTable<u32>,

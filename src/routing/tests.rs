@@ -1398,8 +1398,37 @@ fn routing_and_declaration_types_stay_compact() {
     assert!(std::mem::size_of::<TargetSpec>() <= 176);
 }
 
+/// `Table::redirect` finds every source among many (names short and long, so inline and heap
+/// `SmolStr`s), misses what is not declared, and lets a later model of one source replace an
+/// earlier, as the map it replaced did.
+#[test]
+fn redirects_are_found_by_source_among_many() {
+    let mut models: Vec<VirtualModel> = (0..2000)
+        .map(|i| {
+            let source = if i % 2 == 0 {
+                format!("m{i}")
+            } else {
+                format!("a-rather-long-virtual-model-name-{i}")
+            };
+            vm(&source, Strategy::RoundRobin, vec![t("a/m")])
+        })
+        .collect();
+    models.push(vm("m10", Strategy::Priority, vec![t("b/m")]));
+    let tb = table(models);
+    for i in 0..2000 {
+        let source = tb.models[i].source.clone();
+        let expected = if source == "m10" { 2000 } else { i };
+        assert_eq!(tb.redirect(&source), Some(expected), "{source}");
+    }
+    assert_eq!(tb.models[2000].strategy, Strategy::Priority);
+    for missing in ["m1", "m2001", "", "a-rather-long-virtual-model-name-0"] {
+        assert_eq!(tb.redirect(missing), None, "{missing}");
+    }
+}
+
 /// What a plan reads of a virtual model lies in its first two cache lines (BENCHMARKS.md,
-/// "Routing 100,000 virtual models"): a field moved or grown out of them shows here first.
+/// "Routing 100,000 virtual models, and huge pages off"): a field moved or grown out of them
+/// shows here first.
 #[test]
 fn a_plan_reads_two_cache_lines_of_a_virtual_model() {
     use std::mem::{align_of, offset_of, size_of};
