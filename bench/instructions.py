@@ -13,6 +13,12 @@ the framework's, not the kernel's socket path.
     python3 bench/instructions.py --body stream --targets modelgate
     MODELGATE_BIN=/path/to/other/modelgate python3 bench/instructions.py --targets modelgate
     python3 bench/instructions.py --targets modelgate --functions 40   # where they go
+    python3 bench/instructions.py --per-event --targets pingora,modelgate --functions 30
+
+`--per-event` counts one relayed stream event instead of one request: n1 streams of E1 events,
+then (fresh processes, the mock restarted) n1 streams of E2 events, with `--chunk-delay-us`
+between events so that each arrives alone, as a model's tokens do; the cost of one event is
+(I(E2) - I(E1)) / (n1 * (E2 - E1)).
 
 Needs valgrind (Debian package `valgrind`). Everything listens on 127.0.0.1.
 """
@@ -81,14 +87,15 @@ def target_cmd(name, work, template=None):
             {"MODELGATE_THREADS": "1", "RUST_LOG": "info,pingora=warn"})
 
 
-def count(name, n, body, work, template=None):
+def count(name, n, body, work, template=None, tag=None):
     """Total instructions of one process that served n requests."""
-    out = work / f"callgrind.{name}.{n}.out"
+    run = f"{tag}.{n}" if tag else f"{n}"
+    out = work / f"callgrind.{name}.{run}.out"
     cmd, env = target_cmd(name, work, template)
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
         cwd=work, env={**os.environ, **env},
-        stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.{n}.log", "w"))
+        stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.{run}.log", "w"))
     try:
         wait_port(TARGET_PORT, proc)
         requests(TARGET_PORT, n, body)
@@ -106,8 +113,9 @@ def count(name, n, body, work, template=None):
     return sum(totals)
 
 
-def functions(work, name, n1, n2, inclusive):
-    """Instructions per request of each function: its count in the n2 run less the n1 run."""
+def functions(work, name, n1, n2, inclusive, per=None):
+    """Instructions per request of each function: its count in the n2 run less the n1 run
+    (divided by `per` instead of n2 - n1 when given)."""
     def per_function(n):
         out = subprocess.run(
             ["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
@@ -121,7 +129,47 @@ def functions(work, name, n1, n2, inclusive):
                 counts[fn] = counts.get(fn, 0) + int(m.group(1).replace(",", ""))
         return counts
     a, b = per_function(n1), per_function(n2)
-    return {fn: (b.get(fn, 0) - a.get(fn, 0)) / (n2 - n1) for fn in b}
+    per = per or (n2 - n1)
+    return {fn: (b.get(fn, 0) - a.get(fn, 0)) / per for fn in b}
+
+
+def start_mock(chunks, delay_us):
+    mock = subprocess.Popen(
+        [str(RELEASE / "mock-upstream"), "--listen", f"127.0.0.1:{MOCK_PORT}",
+         "--chunk-delay-us", str(delay_us), "--chunks", str(chunks)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(MOCK_PORT, mock)
+    return mock
+
+
+def stop(mock):
+    mock.terminate()
+    mock.wait()
+
+
+def per_event(args, body, work):
+    """Rows of (target, instructions per relayed event), printing where they go if asked."""
+    e1, e2 = args.events
+    n = args.n1
+    rows = []
+    for name in args.targets.split(","):
+        totals = []
+        for e in (e1, e2):
+            mock = start_mock(e, args.chunk_delay_us)
+            try:
+                totals.append(count(name, n, body, work, args.config, tag=f"e{e}"))
+            finally:
+                stop(mock)
+        rows.append((name, (totals[1] - totals[0]) / (n * (e2 - e1))))
+        if args.functions:
+            per = functions(work, name, f"e{e1}.{n}", f"e{e2}.{n}", args.inclusive,
+                            per=n * (e2 - e1))
+            top = sorted(per.items(), key=lambda kv: -kv[1])[:args.functions]
+            print(f"\n{name}: instructions per relayed event by function"
+                  f" ({'inclusive' if args.inclusive else 'self'})")
+            for fn, c in top:
+                print(f"{c:>10,.0f}  {fn[:150]}")
+    return rows
 
 
 def main():
@@ -133,7 +181,8 @@ def main():
                     help="modelgate's config ({{UPSTREAM}} is the mock's address) instead of "
                          "bench/modelgate.yaml.template")
     ap.add_argument("--model", help="the body's model (default: bench)")
-    ap.add_argument("--n1", type=int, default=500)
+    ap.add_argument("--n1", type=int, default=None,
+                    help="requests in the first run (500; with --per-event, streams per run: 100)")
     ap.add_argument("--n2", type=int, default=2500)
     ap.add_argument("--functions", type=int, default=0, metavar="K",
                     help="also print the K functions with the most instructions per request")
@@ -141,6 +190,13 @@ def main():
                     help="leave the callgrind outputs in DIR (for callgrind_annotate)")
     ap.add_argument("--inclusive", action="store_true",
                     help="with --functions: count what each function calls too")
+    ap.add_argument("--per-event", action="store_true",
+                    help="count one relayed stream event (n1 streams of each --events count)")
+    ap.add_argument("--events", type=lambda s: tuple(int(x) for x in s.split(",")),
+                    default=(10, 60), metavar="E1,E2",
+                    help="with --per-event: events per stream in the two runs (10,60)")
+    ap.add_argument("--chunk-delay-us", type=int, default=1000,
+                    help="with --per-event: the mock's pause between events (1000)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed (Debian package `valgrind`)")
@@ -154,7 +210,17 @@ def main():
             data = dict(BODIES[args.body])
         if args.model:
             data["model"] = args.model
+        if args.per_event:
+            data["stream"] = True
+            args.n1 = args.n1 or 100
+        args.n1 = args.n1 or 500
         body = json.dumps(data).encode()
+        if args.per_event:
+            rows = per_event(args, body, work)
+            print("\n| target | instructions per relayed event |\n|---|---|")
+            for name, per in rows:
+                print(f"| {name} | {per:,.0f} |")
+            return
         mock = subprocess.Popen(
             [str(RELEASE / "mock-upstream"), "--listen", f"127.0.0.1:{MOCK_PORT}",
              "--chunk-delay-us", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -515,6 +515,32 @@ fn idle_bound_cuts_a_stream_that_stalls_between_chunks() {
 }
 
 #[test]
+fn a_stream_longer_than_its_idle_bound_is_not_cut_while_chunks_keep_coming() {
+    // Chunks 150 ms apart for 1.2 s: each gap inside idle_ms (500 ms), the whole stream more
+    // than twice as long. The bound runs from the last chunk, not from the first.
+    let words = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"];
+    let paced: Vec<(u64, &str)> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (if i == 0 { 0 } else { 150 }, *w))
+        .collect();
+    let (g, _a, _b) = paced_gateway(
+        Duration::ZERO,
+        sse(&paced),
+        "{first_byte_ms: 10000, idle_ms: 500}",
+    );
+    let out = raw_stream(&g, "a/m1");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    for word in words {
+        assert!(out.contains(word), "{word} missing: {out}");
+    }
+    assert!(
+        out.ends_with("0\r\n\r\n"),
+        "the stream must end cleanly: {out}"
+    );
+}
+
+#[test]
 fn a_slow_first_byte_within_its_bound_is_not_cut_by_a_shorter_idle_bound() {
     // The header after 1.2 s (inside first_byte_ms, outside idle_ms), then chunks back to back.
     let (g, _a, _b) = paced_gateway(

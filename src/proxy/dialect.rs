@@ -568,11 +568,13 @@ pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
     Some((input, output))
 }
 
-/// How many SSE `data:` lines start in `chunk` (events of a stream, for time per token).
+/// How many SSE `data:` lines start in `chunk` (events of a stream, for time per token): at its
+/// start or after a line feed. A line cut between two chunks counts in the chunk where it begins.
 pub fn count_events(chunk: &[u8]) -> u64 {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"data: "));
-    FINDER.find_iter(chunk).count() as u64
+    // Line feeds are two or three an event, so this looks at few places; a search for the
+    // field's name would run a substring searcher over every byte.
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', chunk).map(|i| i + 1));
+    starts.filter(|&i| chunk[i..].starts_with(b"data:")).count() as u64
 }
 
 /// Whether `chunk` may carry a usage object: some `"usage"` key not followed by `null`.
@@ -755,8 +757,13 @@ mod tests {
     fn events_are_counted_by_their_data_lines() {
         assert_eq!(count_events(b""), 0);
         assert_eq!(count_events(b"data: {}\n\ndata: [DONE]\n\n"), 2);
-        assert_eq!(count_events(b"event: x\ndata: {\"a\":\"data: \"}\n\n"), 2);
-        assert_eq!(count_events(b"data:"), 0);
+        // A `data: ` inside an event's JSON is not a line of its own.
+        assert_eq!(count_events(b"event: x\ndata: {\"a\":\"data: \"}\n\n"), 1);
+        assert_eq!(count_events(b"data:x\r\ndata: y\n\n"), 2);
+        // A line cut between chunks counts once, where it begins.
+        assert_eq!(count_events(b"data: {\"a\":1}\n\ndata:"), 2);
+        assert_eq!(count_events(b" {\"b\":2}\n\n"), 0);
+        assert_eq!(count_events(b"dat"), 0);
     }
 
     #[test]

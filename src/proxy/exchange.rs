@@ -27,6 +27,7 @@ use pingora::{Error, ErrorType, Result};
 use super::attempts::{Failure, Next};
 use super::ctx::Ctx;
 use super::hedge::{HedgeBudget, HedgeOutcome};
+use super::quiet::Quiet;
 use super::rate_limit;
 use super::respond::{self, ApiError};
 use super::{
@@ -480,9 +481,12 @@ impl Gateway {
             held.extend_from_slice(&b);
             ended = all;
         }
+        // One timer bounds the quiet time between pieces for the whole answer.
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut quiet = Quiet::new(timer, idle);
         if whole && !ended {
             while held.len() <= limit {
-                match read_piece(session, &mut up, idle).await {
+                match read_piece(session, &mut up, &mut quiet).await {
                     Read::Piece(b) => {
                         ctx.first_byte_at.get_or_insert_with(Instant::now);
                         held.extend_from_slice(&b);
@@ -545,7 +549,7 @@ impl Gateway {
         loop {
             let (mut piece, end) = match pending.take() {
                 Some(b) => (Some(b), false),
-                None => match read_piece(session, &mut up, idle).await {
+                None => match read_piece(session, &mut up, &mut quiet).await {
                     Read::Piece(b) => {
                         // Pieces that have already arrived leave with this one, in one write
                         // (a burst of events is not split into a write per event).
@@ -779,8 +783,10 @@ fn peer_of(provider: &crate::snapshot::ProviderRuntime) -> Option<Box<HttpPeer>>
 /// A failed answer's body, up to `error_class::BODY_LIMIT`.
 async fn read_error_body(session: &mut Session, up: &mut Upstream, idle: Duration) -> ErrorBody {
     let mut held = BytesMut::new();
+    let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut quiet = Quiet::new(timer, idle);
     while held.len() <= error_class::BODY_LIMIT {
-        match read_piece(session, up, idle).await {
+        match read_piece(session, up, &mut quiet).await {
             Read::Piece(b) => held.extend_from_slice(&b),
             Read::End => return ErrorBody::Read(held.freeze(), true),
             Read::Broken { timed_out } => return ErrorBody::Broken { timed_out },
@@ -790,15 +796,22 @@ async fn read_error_body(session: &mut Session, up: &mut Upstream, idle: Duratio
     ErrorBody::Read(held.freeze(), false)
 }
 
-/// The next piece of an answer's body, within `idle`, unless the client leaves first.
-async fn read_piece(session: &mut Session, up: &mut Upstream, idle: Duration) -> Read {
+/// The next piece of an answer's body, within the quiet-time bound, unless the client leaves
+/// first.
+async fn read_piece(session: &mut Session, up: &mut Upstream, quiet: &mut Quiet<'_>) -> Read {
+    // In this order, without drawing a random one first: a piece that is here goes out before
+    // the bound or the client's side is looked at.
     tokio::select! {
-        r = tokio::time::timeout(idle, up.read_body_bytes()) => match r {
-            Ok(Ok(Some(b))) => Read::Piece(b),
-            Ok(Ok(None)) => Read::End,
-            Ok(Err(_)) => Read::Broken { timed_out: false },
-            Err(_) => Read::Broken { timed_out: true },
+        biased;
+        r = up.read_body_bytes() => match r {
+            Ok(Some(b)) => {
+                quiet.heard();
+                Read::Piece(b)
+            }
+            Ok(None) => Read::End,
+            Err(_) => Read::Broken { timed_out: false },
         },
+        () = quiet.over() => Read::Broken { timed_out: true },
         () = client_gone(session) => Read::ClientGone,
     }
 }

@@ -30,6 +30,7 @@ pub mod multipart;
 pub mod nemo_prefix;
 pub mod pipeline;
 pub mod prompt;
+pub mod quiet;
 pub mod rate_limit;
 pub mod request_info;
 pub mod respond;
