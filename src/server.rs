@@ -12,11 +12,10 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 
 use crate::app::App;
 use crate::catalog::discovery;
-use crate::proxy::Gateway;
+use crate::proxy::{accept, Gateway};
 
 /// Requests in flight (a `Ctx` alive), for draining on SIGTERM.
 pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -28,23 +27,20 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
         anyhow::anyhow!("--listen {listen:?} is not an ADDR:PORT such as 0.0.0.0:8080")
     })?;
-    // Fail with a clear message instead of a panic deep in the listener.
-    drop(
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
-    );
+    // Bound here, so that a taken or forbidden address fails with a clear message at once.
+    let listening =
+        accept::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
 
     let conf = server_conf(settings.threads, settings.grace_period_s);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     // The gateway is the HTTP application itself (`proxy::connection`), not a hook set of
-    // Pingora's proxy framework.
-    let mut gateway = Service::new(
-        "modelgate".to_string(),
-        Gateway::new(app.clone(), Arc::new(crate::metrics::Metrics::default())),
-    );
-    gateway.add_listener(listener(addr));
-    server.add_service(gateway);
+    // Pingora's proxy framework, and it accepts its connections itself (`proxy::accept`).
+    let gateway = Arc::new(Gateway::new(
+        app.clone(),
+        Arc::new(crate::metrics::Metrics::default()),
+    ));
+    server.add_service(accept::Accepting::new(listening, gateway));
     server.add_service(background_service(
         "catalog refresh",
         CatalogRefresher { app: app.clone() },
@@ -73,22 +69,6 @@ pub fn run(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
 /// Content-Length and flushed once at its end) into two or three writes; 16 KiB sends it in one.
 /// Streams flush every event whatever the size.
 pub const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
-
-/// Bytes the client connection's read buffer holds. Pingora's 64 KiB default sits under its own
-/// header and body buffers, so on a plain-TCP listener it only copies bytes twice; and being
-/// zeroed when made, it is 64 KiB of memory per open connection whether or not anything is read
-/// through it. None: reads go straight to the socket (a header is read into Pingora's 4 KiB
-/// header buffer, a body into its body buffer, one system call each as before).
-pub const CLIENT_READ_BUFFER: usize = 0;
-
-/// The client-facing listener on `addr`.
-pub fn listener(addr: std::net::SocketAddr) -> pingora::listeners::ListenerConfig {
-    use pingora::listeners::{L4BufferSettings, ListenerConfig};
-    ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
-        CLIENT_READ_BUFFER,
-        CLIENT_WRITE_BUFFER,
-    ))
-}
 
 /// The `PID_FILE` this process wrote, removed on every way out so that `modelgate reload`
 /// never signals a stale pid.

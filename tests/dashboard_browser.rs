@@ -84,12 +84,21 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
             ]
         }),
     );
-    // chromedriver listens on 127.0.0.1 in plain HTTP: no TLS stack needed.
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session through chromedriver")
+    // chromedriver listens on 127.0.0.1 in plain HTTP: no TLS stack needed. Its first session
+    // request can be reset while it is still starting up on a busy machine: a few tries.
+    let mut last = None;
+    for _ in 0..4 {
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("a Chromium session through chromedriver: {last:?}")
 }
 
 fn shots_dir() -> PathBuf {

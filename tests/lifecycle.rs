@@ -518,3 +518,69 @@ fn serve_runs_without_transparent_huge_pages() {
     );
     assert_eq!(flag(&status).as_deref(), Some("0"), "{status}");
 }
+
+#[test]
+fn a_connection_that_comes_while_descriptors_run_out_is_served_once_others_close() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "providers:\n  m:\n    type: mock\n    models: [a]\n",
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let port = free_port();
+    let mut cmd = command(dir.path());
+    cmd.args(["--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "serve"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    // 64 descriptors in all, soft and hard: about half of them the gateway holds when idle.
+    // SAFETY: only setrlimit runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let up = GatewayRef { port }.wait_up();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(up, "the gateway did not start: {}", logs());
+    let addr = format!("127.0.0.1:{port}");
+    // More idle connections than the gateway has descriptors for: the kernel completes them
+    // all, and the gateway accepts until it runs out.
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    let mut starved = false;
+    for _ in 0..200 {
+        if logs().contains("cannot accept connections") {
+            starved = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(starved, "the gateway never ran out: {}", logs());
+    // A request on one more connection waits in the queue while the idle ones stay open...
+    let mut late = std::net::TcpStream::connect(&addr).expect("connect");
+    late.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    late.write_all(b"GET /v1/models HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    // ...and is answered once they close: accepting resumed.
+    drop(idle);
+    let mut answer = String::new();
+    let _ = late.read_to_string(&mut answer);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}\n{}", logs());
+    assert!(answer.contains("\"object\":\"list\""), "{answer}");
+}

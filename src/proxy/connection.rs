@@ -1,24 +1,22 @@
 //! A client connection and each request on it, from its header to the connection's reuse: the
-//! gateway is Pingora's `ServerApp` itself. Pingora's proxy framework (`pingora_proxy::HttpProxy`)
+//! gateway is its own HTTP application on Pingora's server session. Pingora's proxy framework (`pingora_proxy::HttpProxy`)
 //! is not used: the gateway answers every request in its request phase and opens its upstream
 //! connections itself (`exchange`), so the framework's upstream phases, cache and modules never
 //! ran, yet their state machine sized every open connection's future (13.4 KiB, of which the
 //! never-entered upstream phases were 10.8; BENCHMARKS.md, "Open streams").
 //!
-//! Pingora's accept loop hands over a connection; for each request on it (the first, then each
-//! kept-alive one that follows) this reads the request header and runs the phases in order:
+//! The accept loop (`accept`) hands over a connection; for each request on it (the first, then
+//! each kept-alive one that follows) this reads the request header and runs the phases in order:
 //! - `request_filter` answers the request (local routes, admin, or the upstream exchange);
 //! - `fail_to_proxy` answers what it returned as an error, when nothing was written yet;
 //! - `logging` records health windows, metrics and the access line.
 //!
 //! The connection carries a next request only when the answer ended cleanly.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
@@ -27,48 +25,23 @@ use super::ctx::Ctx;
 use super::respond::ApiError;
 use super::{Gateway, Session};
 
-/// The future `process_new` returns: one heap block per client connection.
-type Connection<'a> = Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'a>>;
-
 /// Idle seconds a kept-alive connection waits for its next request (Pingora's default).
 const KEEPALIVE_SECONDS: u64 = 60;
 
-/// The gateway is Pingora's `ServerApp` itself, rather than an `HttpServerApp` under Pingora's
-/// generic `ServerApp`: that one also holds HTTP/2's accept loop in every connection's future
-/// (3.7 KiB per connection, 3 KiB of it for HTTP/2, which this plain-TCP HTTP/1.1 listener never
-/// speaks) and boxes each request's future again (1.6 KiB). Here a connection is one block the
-/// size of one request's future, and its requests are served inside it (BENCHMARKS.md, "One block
-/// per connection").
-///
-/// Written out instead of through `async_trait`, whose expansion moves its arguments into
-/// locals of their own, so the future would hold them twice.
-impl ServerApp for Gateway {
-    fn process_new<'life0, 'life1, 'async_trait>(
-        self: &'life0 Arc<Self>,
-        stream: Stream,
-        shutdown: &'life1 ShutdownWatch,
-    ) -> Connection<'async_trait>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            // Each request's session is made inside `serve`, so that this future holds none of
-            // its own beside the one `serve`'s future holds.
-            let mut next = Some((stream, None));
-            while let Some((stream, settings)) = next {
-                next = self
-                    .serve(stream, settings, shutdown)
-                    .await
-                    .map(ReusedHttpStream::consume);
-            }
-            None
-        })
-    }
-}
-
 impl Gateway {
+    /// Serves a client connection: its first request, then each kept-alive one that follows.
+    /// This future is the whole of what the connection's task holds (`accept`), so a request's
+    /// state is made inside `serve`, and this future keeps none of its own beside it.
+    pub async fn connection(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut next = Some((stream, None));
+        while let Some((stream, settings)) = next {
+            next = self
+                .serve(stream, settings, shutdown)
+                .await
+                .map(ReusedHttpStream::consume);
+        }
+    }
+
     /// One request on the connection; its stream back when it may carry the next. `settings`
     /// are the ones the previous request on the connection left (none for its first).
     async fn serve(

@@ -7,12 +7,14 @@
 //! attempts, retries, fallbacks, the answer). `fail_to_proxy` answers what `request_filter`
 //! could not, and `logging` records health windows, metrics and the access log.
 
+pub mod accept;
 pub mod access_log;
 pub mod attempts;
 pub mod audio_usage;
 pub mod base_path;
 pub mod body;
 pub mod caller;
+pub mod client_socket;
 pub mod connection;
 pub mod ctx;
 pub mod dialect;
@@ -952,25 +954,26 @@ mod future_sizes {
             request_filter <= 1024,
             "request_filter's future is {request_filter} bytes"
         );
-        // The connection's future holds the server session, the header read and the request
-        // phase; it is the one heap block an open stream keeps for them (2,000 bytes in a debug
-        // build). Under Pingora's generic `ServerApp` they were two: its own connection future
-        // (3,824 bytes, most of it HTTP/2's accept loop) and the request's future boxed apart
-        // (1,680; 2,368 while `async_trait` held the session twice). Pingora's proxy framework
-        // boxed 13.4 KiB in their place, most of it for upstream phases the gateway never
-        // enters.
+        // A connection's task is this future: the server session, the header read and the
+        // request phase, and the three values the connection borrows. It is the one heap block
+        // an open stream keeps for them (2,088 bytes in a debug build). Under Pingora's
+        // listening service they were two: its task (8.8 KiB, sized by a TLS handshake) and the
+        // connection's future boxed apart (2,000 bytes; before that, under Pingora's generic
+        // `ServerApp`, its own connection future of 3,824 bytes, most of it HTTP/2's accept
+        // loop, and each request's future boxed apart). Pingora's proxy framework boxed 13.4 KiB
+        // in their place, most of it for upstream phases the gateway never enters.
         let (_tx, draining) = tokio::sync::watch::channel(false);
         let gw = Arc::new(gw);
         let (stream, _peer) = tokio::io::duplex(64);
-        let connection = std::mem::size_of_val(&*pingora::apps::ServerApp::process_new(
-            &gw,
+        let connection = std::mem::size_of_val(&accept::connection_task(
+            gw.clone(),
             Box::new(stream),
-            &draining,
+            draining,
         ));
         drop(session);
         assert!(
-            connection <= 2048,
-            "a connection's future is {connection} bytes"
+            connection <= 2176,
+            "a connection's task future is {connection} bytes"
         );
         // Boxed once per proxied request, and held for as long as its answer streams (2,496
         // bytes in a debug build before hedging and the three-piece upload bodies, 3,080 after;
