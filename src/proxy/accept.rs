@@ -62,7 +62,7 @@ impl Accepting {
 #[async_trait]
 impl Service for Accepting {
     /// Runs on the service's runtime until the server shuts down. `_fds` are a graceful
-    /// upgrade's inherited sockets, which this gateway does not take (README, "Operations").
+    /// upgrade's inherited sockets, which this gateway does not take (README, "Reload, shutdown and observability").
     async fn start_service(
         &mut self,
         _fds: Option<ListenFds>,
