@@ -276,10 +276,13 @@ def bodies(out):
     return paths
 
 
-def wrk(args, port, body, conns, duration, auth=None):
+def wrk(args, port, body, conns, duration, auth=None, close=False):
+    """One wrk run; `close`: a new connection for every request (`Connection: close`)."""
     env = dict(os.environ, BENCH_BODY=str(body), BENCH_AUTH=auth or "")
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
            "-s", str(BENCH / "wrk" / "request.lua"), f"http://127.0.0.1:{port}/v1/chat/completions"]
+    if close:
+        cmd[1:1] = ["-H", "Connection: close"]
     r = subprocess.run(pinned(cmd, 0, args), env=env, capture_output=True, text=True, check=True)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1]
     return json.loads(line)
@@ -377,7 +380,7 @@ def pairs(args, paths):
         for name in args.targets:
             procs[name] = start_target(name, args, MOCK_PORT, "pairs")
         for name in args.targets:
-            wrk(args, PORTS[name], paths[mode], conns, args.warmup)
+            wrk(args, PORTS[name], paths[mode], conns, args.warmup, close=args.pair_close)
         n = len(args.targets)
         for i in range(args.pairs):
             row = {}
@@ -387,7 +390,8 @@ def pairs(args, paths):
                 proc = procs[name]
                 pid = proc.pid if proc else args.mock_pid
                 cpu0 = cpu_seconds(pid)
-                r = wrk(args, PORTS[name], paths[mode], conns, args.pair_secs)
+                r = wrk(args, PORTS[name], paths[mode], conns, args.pair_secs,
+                        close=args.pair_close)
                 cpu = cpu_seconds(pid) - cpu0
                 row[name] = {"rps": r["requests"] / (r["duration_us"] / 1e6),
                              "cpu_us_per_req": cpu * 1e6 / max(r["requests"], 1),
@@ -401,7 +405,8 @@ def pairs(args, paths):
         for proc in procs.values():
             if proc:
                 stop(proc)
-    return {"case": args.pair_case, "secs": args.pair_secs, "rounds": rounds}
+    return {"case": args.pair_case, "close": args.pair_close, "secs": args.pair_secs,
+            "rounds": rounds}
 
 
 def reload_cost():
@@ -457,7 +462,8 @@ def report(res):
     if res.get("pairs"):
         pr = res["pairs"]
         names = list(pr["rounds"][0].keys()) if pr["rounds"] else []
-        lines += ["", f"pairs ({pr['case']}, {len(pr['rounds'])} rounds of {pr['secs']} s): "
+        close = ", a connection per request" if pr.get("close") else ""
+        lines += ["", f"pairs ({pr['case']}{close}, {len(pr['rounds'])} rounds of {pr['secs']} s): "
                   f"throughput ratio to {names[0] if names else '-'}",
                   "", "| target | median | min | max | CPU µs/req median |", "|---|---|---|---|---|"]
         for name in names:
@@ -488,6 +494,8 @@ def main():
     p.add_argument("--pairs", type=int, default=20, help="rounds of the pairs phase")
     p.add_argument("--pair-secs", type=int, default=3, help="seconds per run in the pairs phase")
     p.add_argument("--pair-case", default="small:64", help="body:concurrency of the pairs phase")
+    p.add_argument("--pair-close", action="store_true",
+                   help="pairs phase: a new connection for every request (Connection: close)")
     p.add_argument("--soak", type=int, default=300, help="soak seconds")
     p.add_argument("--soak-step", type=int, default=30)
     p.add_argument("--build", dest="builds", action="append", default=[], metavar="NAME=KIND:PATH",
