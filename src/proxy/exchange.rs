@@ -549,15 +549,19 @@ impl Gateway {
         loop {
             let (mut piece, end) = match pending.take() {
                 Some(b) => (Some(b), false),
-                None => match read_piece(session, &mut up, &mut quiet).await {
-                    Read::Piece(b) => {
-                        // Pieces that have already arrived leave with this one, in one write
-                        // (a burst of events is not split into a write per event).
+                None => match read_piece_noting_wait(session, &mut up, &mut quiet).await {
+                    // A piece that came after a wait came alone, as a model's tokens do: asking
+                    // for more would only find nothing (about 550 instructions an event).
+                    (Read::Piece(b), Waited::Yes) => (Some(b), false),
+                    // A piece that was already here is part of a burst: the rest of it that
+                    // has arrived leaves with it, in one write (at most two writes a burst:
+                    // the piece that ended the wait, then the rest).
+                    (Read::Piece(b), Waited::No) => {
                         let (b, end) = with_ready_pieces(&mut up, b);
                         (Some(b), end)
                     }
-                    Read::End => (None, true),
-                    Read::Broken { timed_out } => {
+                    (Read::End, _) => (None, true),
+                    (Read::Broken { timed_out }, _) => {
                         ctx.error_code = Some(if timed_out {
                             "upstream_timeout"
                         } else {
@@ -568,7 +572,7 @@ impl Gateway {
                             "the upstream answer broke off",
                         );
                     }
-                    Read::ClientGone => return self.client_left(session, ctx),
+                    (Read::ClientGone, _) => return self.client_left(session, ctx),
                 },
             };
             if let Some(shaper) = ctx.shaper.as_mut() {
@@ -794,6 +798,32 @@ async fn read_error_body(session: &mut Session, up: &mut Upstream, idle: Duratio
         }
     }
     ErrorBody::Read(held.freeze(), false)
+}
+
+/// Whether a read had to wait: nothing was there when it was first asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waited {
+    Yes,
+    No,
+}
+
+/// `read_piece`, and whether it had to wait.
+async fn read_piece_noting_wait(
+    session: &mut Session,
+    up: &mut Upstream,
+    quiet: &mut Quiet<'_>,
+) -> (Read, Waited) {
+    let mut waited = Waited::No;
+    let mut read = std::pin::pin!(read_piece(session, up, quiet));
+    let r = std::future::poll_fn(|cx| {
+        let p = std::future::Future::poll(read.as_mut(), cx);
+        if p.is_pending() {
+            waited = Waited::Yes;
+        }
+        p
+    })
+    .await;
+    (r, waited)
 }
 
 /// The next piece of an answer's body, within the quiet-time bound, unless the client leaves
