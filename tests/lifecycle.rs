@@ -438,6 +438,23 @@ fn the_pid_file_serves_modelgate_reload_and_is_removed_on_exit() {
     assert!(!pid_file.exists(), "the pid file outlived the gateway");
 }
 
+/// The command that serves, on `port`, a config of one mock provider written into `dir`.
+fn mock_provider_gateway(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "providers:\n  m:\n    type: mock\n    models: [a]\n",
+    )
+    .unwrap();
+    let mut cmd = command(dir);
+    cmd.args(["--config", config.to_str().unwrap()]).args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "serve",
+    ]);
+    cmd
+}
+
 /// Starts `serve` on a config of one mock provider, `prepare` adjusting the command first; reads
 /// `/proc/<pid>/<file>` once it is up, then stops it. None when it did not come up.
 fn proc_file_of_a_serving_gateway(
@@ -445,17 +462,9 @@ fn proc_file_of_a_serving_gateway(
     prepare: impl FnOnce(&mut std::process::Command),
 ) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "providers:\n  m:\n    type: mock\n    models: [a]\n",
-    )
-    .unwrap();
     let port = free_port();
-    let mut cmd = command(dir.path());
-    cmd.args(["--config", config.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(std::process::Stdio::null());
+    let mut cmd = mock_provider_gateway(dir.path(), port);
+    cmd.stderr(std::process::Stdio::null());
     prepare(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let up = GatewayRef { port }.wait_up();
@@ -524,19 +533,11 @@ fn a_connection_that_comes_while_descriptors_run_out_is_served_once_others_close
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "providers:\n  m:\n    type: mock\n    models: [a]\n",
-    )
-    .unwrap();
     let log = dir.path().join("gateway.log");
     let port = free_port();
-    let mut cmd = command(dir.path());
-    cmd.args(["--config", config.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "serve"])
-        // One worker, so that what the gateway holds when idle does not grow with the cores.
-        .env("MODELGATE_THREADS", "1")
+    let mut cmd = mock_provider_gateway(dir.path(), port);
+    // One worker, so that what the gateway holds when idle does not grow with the cores.
+    cmd.env("MODELGATE_THREADS", "1")
         .stderr(std::fs::File::create(&log).unwrap());
     // 64 descriptors in all, soft and hard: about half of them the gateway holds when idle.
     // SAFETY: only setrlimit runs between fork and exec.
