@@ -115,16 +115,22 @@ def descendants(pid):
     return out
 
 
-def cpu_seconds(pid):
-    total = 0
+def cpu_split(pid):
+    """(user, kernel) CPU seconds of the pid and every process below it."""
+    user = kernel = 0
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])  # utime
+            kernel += int(fields[12])  # stime
         except (OSError, IndexError, ValueError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
 
 
 def memory_kb(pid):

@@ -11,7 +11,8 @@ target's RSS and CPU time every 200 ms. Per step and target it reports:
 - errors (by kind) and the peak of streams open at once;
 - RSS at the peak, and RSS per open stream over the idle baseline;
 - CPU per relayed SSE event, over the window where every stream is open (CPU seconds of the
-  target divided by the events the clients received in that window);
+  target divided by the events the clients received in that window), and its split into user
+  space (the program's own work) and the kernel (the sockets and their wake-ups);
 - time to response header p50/p99 and the gap between two reads of one stream p99 (the
   stutter a chat client sees).
 
@@ -51,7 +52,7 @@ def rss_kb(pid):
 def sampler(pid, out, stop_flag):
     t0 = time.monotonic()
     while not stop_flag.is_set():
-        out.append((time.monotonic() - t0, rss_kb(pid), run.cpu_seconds(pid)))
+        out.append((time.monotonic() - t0, rss_kb(pid), *run.cpu_split(pid)))
         time.sleep(0.2)
 
 
@@ -93,18 +94,23 @@ def one(args, name, streams):
     win = [s for s in samples if lo <= s[0] <= hi]
     eps = load["events_per_second"]
     if len(win) >= 2:
-        cpu = win[-1][2] - win[0][2]
+        user = win[-1][2] - win[0][2]
+        kernel = win[-1][3] - win[0][3]
         a, b = int(win[0][0]), int(win[-1][0])
-        events = sum(eps[a:b]) * ((win[-1][0] - win[0][0]) / max(b - a, 1))
-        cpu_us_per_event = cpu * 1e6 / max(events, 1)
+        events = max(sum(eps[a:b]) * ((win[-1][0] - win[0][0]) / max(b - a, 1)), 1)
+        cpu_us_per_event = (user + kernel) * 1e6 / events
+        user_us_per_event = user * 1e6 / events
+        kernel_us_per_event = kernel * 1e6 / events
     else:
-        cpu_us_per_event = None
+        cpu_us_per_event = user_us_per_event = kernel_us_per_event = None
     peak_kb = max((s[1] for s in samples), default=idle_kb)
     res = {
         "target": name, "streams": streams, "errors": load["errors"], "ok": load["ok"],
         "peak_open": load["peak_open"], "idle_rss_kb": idle_kb, "peak_rss_kb": peak_kb,
         "rss_kib_per_stream": (peak_kb - idle_kb) / max(load["peak_open"], 1),
         "cpu_us_per_event": cpu_us_per_event,
+        "user_us_per_event": user_us_per_event,
+        "kernel_us_per_event": kernel_us_per_event,
         "ttfb_ms": load["ttfb_ms"], "gap_ms": load["gap_ms"], "events": load["events"],
         "wall_s": time.monotonic() - started,
     }
@@ -113,11 +119,14 @@ def one(args, name, streams):
 
 
 def table(rows):
-    out = ["| streams | target | errors | RSS at peak (MiB) | RSS per open stream (KiB) | CPU per event (us) | header p50 / p99 (ms) | read gap p99 (ms) |",
+    out = ["| streams | target | errors | RSS at peak (MiB) | RSS per open stream (KiB) | CPU per event: user + kernel (us) | header p50 / p99 (ms) | read gap p99 (ms) |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         errs = sum(r["errors"].values())
-        cpu = f'{r["cpu_us_per_event"]:.2f}' if r["cpu_us_per_event"] is not None else "-"
+        cpu = "-"
+        if r["cpu_us_per_event"] is not None:
+            cpu = (f'{r["cpu_us_per_event"]:.2f}: {r["user_us_per_event"]:.2f} + '
+                   f'{r["kernel_us_per_event"]:.2f}')
         out.append(f'| {r["streams"]:,} | {r["target"]} | {errs} | {r["peak_rss_kb"] / 1024:.1f} | '
                    f'{r["rss_kib_per_stream"]:.1f} | {cpu} | {r["ttfb_ms"]["p50"]:.1f} / '
                    f'{r["ttfb_ms"]["p99"]:.1f} | {r["gap_ms"]["p99"]:.1f} |')

@@ -619,6 +619,34 @@ fn gomodel_routes_speak_gomodels_bodies_and_codes() {
         &[],
     );
     assert_eq!(cfg_del.status, 400);
+
+    // Weights mean here what they mean everywhere in modelgate: an explicit 0 is a fallback
+    // only, a negative one is a validation error (400 on these routes).
+    let neg = g.call(
+        "PUT",
+        "/admin/virtual-models",
+        Some(&json!({"source": "neg", "targets": [{"model": "a/m1", "weight": -1}]})),
+        &[],
+    );
+    assert_eq!(neg.status, 400, "{}", neg.body);
+    assert!(neg.body.contains("targets[0].weight"), "{}", neg.body);
+    assert_eq!(g.call("GET", &path("neg"), None, &[]).status, 404);
+    let w0 = g.call(
+        "PUT",
+        "/admin/virtual-models",
+        Some(&json!({"source": "w0", "targets": [{"model": "a/m1"}, {"model": "a/m2", "weight": 0}]})),
+        &[],
+    );
+    assert_eq!(w0.status, 200, "{}", w0.body);
+    assert_eq!(
+        w0.json()["targets"],
+        json!([{"model": "a/m1"}, {"model": "a/m2", "weight": 0.0}])
+    );
+    let before = upstream_models(&a).len();
+    for _ in 0..4 {
+        assert_eq!(g.chat("w0").status, 200);
+    }
+    assert_eq!(upstream_models(&a)[before..], ["m1", "m1", "m1", "m1"]);
 }
 
 #[test]

@@ -332,6 +332,39 @@ fn a_manager_writes_virtual_models_of_its_group_through_every_api_and_nothing_el
         &hs,
     );
     assert_eq!(r.status, 204, "{}", r.body);
+    // Outside its groups a manager gets 403 before anything is looked up: not 404 for a
+    // missing row, nor 409 for a config entry or a provider's passthrough.
+    let outside = [
+        (
+            "DELETE",
+            "/admin/api/v1/virtual-models/other%2Fmissing".to_string(),
+            None,
+        ),
+        (
+            "PUT",
+            "/admin/api/v1/virtual-models/up%2Fm".to_string(),
+            Some(vm("up/m")),
+        ),
+        (
+            "PATCH",
+            format!("{nemo}/up/virtual-models/n"),
+            Some(json!({})),
+        ),
+        (
+            "DELETE",
+            "/admin/virtual-models".to_string(),
+            Some(json!({"source": "other/missing"})),
+        ),
+    ];
+    for (method, path, body) in outside {
+        let r = g.call(method, &path, body.as_ref(), &hs);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (403, "forbidden".into()),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
     // Nothing else: keys, status; and no inference without the scope.
     for path in ["/admin/api/v1/keys", "/admin/api/v1/status"] {
         let r = g.call("GET", path, None, &hs);

@@ -241,6 +241,9 @@ fn list_pages_sorts_and_spans_workspaces() {
     };
     let all = list("");
     assert_eq!(all["sort"], "-created_at");
+    // Newest first, also within one second (the times shown are whole seconds).
+    assert_eq!(names(&all), ["w/b", "w/a", "w/c"]);
+    assert_eq!(names(&list("?sort=created_at")), ["w/c", "w/a", "w/b"]);
     assert_eq!(all["pagination"]["page_size"], 20);
     assert_eq!(all["pagination"]["total_results"], 3);
     assert_eq!(names(&list("?sort=name")), ["w/a", "w/b", "w/c"]);
@@ -317,12 +320,38 @@ fn patch_keeps_absent_fields_clears_nulls_and_empties_lists() {
     assert_eq!(v["request_middleware"], json!([]));
     assert_eq!(models(&v), ["a/m1", "b/m3"]);
 
-    // A cleared default leaves the models: the next one serves first.
+    // null clears the default; the other models serve in their order.
     let v = patch(json!({"default_model_entity": null}), &[]).json();
-    assert_eq!(v["default_model_entity"], "b/m3");
+    assert_eq!(v["default_model_entity"], Value::Null);
     assert_eq!(models(&v), ["b/m3"]);
+    let got = g.call("GET", &vm("w", "p"), None, &[]).json();
+    assert_eq!(got["default_model_entity"], Value::Null);
     assert_eq!(g.chat("w/p").status, 200);
     assert_eq!(last_model(&b), "m3");
+    // Changing the models keeps it without a default.
+    let v = patch(
+        json!({"models": [{"model": "b/m3"}, {"model": "a/m1"}]}),
+        &[],
+    )
+    .json();
+    assert_eq!(v["default_model_entity"], Value::Null);
+    assert_eq!(models(&v), ["b/m3", "a/m1"]);
+    // Clearing what is left is refused: a virtual model needs a model to send requests to.
+    let one = g.call(
+        "POST",
+        &vms("w"),
+        Some(&json!({"name": "only", "default_model_entity": "a/m1"})),
+        &[],
+    );
+    assert_eq!(one.status, 201, "{}", one.body);
+    let r = g.call(
+        "PATCH",
+        &vm("w", "only"),
+        Some(&json!({"default_model_entity": null})),
+        &[],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.json()["error"]["param"], "default_model_entity");
 
     let v = patch(
         json!({"default_model_entity": "a/m2", "models": [{"model": "b/m3"}]}),
@@ -408,24 +437,29 @@ fn config_entries_and_passthroughs_are_read_only() {
         assert_eq!(r.error_code(), "autoprovisioned");
         assert!(r.body.contains("POST a virtual model named"), "{}", r.body);
     }
-    // (a/m2: the config entry targets a/m1, and a target may not be a virtual model.)
+    // a/m1 is the config entry's target: once shadowed, the entry still reaches the concrete
+    // model, and callers naming a/m1 reach the shadow's.
     let r = g.call(
         "POST",
         &vms("a"),
-        Some(&json!({"name": "m2", "default_model_entity": "a/m1"})),
+        Some(&json!({"name": "m1", "default_model_entity": "a/m2"})),
         &[],
     );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["autoprovisioned"], false);
-    assert_eq!(g.chat("a/m2").status, 200);
+    assert_eq!(g.chat("a/m1").status, 200);
+    assert_eq!(last_model(&a), "m2");
+    let pinned = g.chat("cfgws/pinned");
+    assert_eq!(pinned.status, 200, "{}", pinned.body);
+    assert_eq!(pinned.header("x-modelgate-model"), Some("a/m1"));
     assert_eq!(last_model(&a), "m1");
-    assert_eq!(g.call("DELETE", &vm("a", "m2"), None, &[]).status, 204);
+    assert_eq!(g.call("DELETE", &vm("a", "m1"), None, &[]).status, 204);
     assert_eq!(
-        g.call("GET", &vm("a", "m2"), None, &[]).json()["autoprovisioned"],
+        g.call("GET", &vm("a", "m1"), None, &[]).json()["autoprovisioned"],
         true
     );
-    assert_eq!(g.chat("a/m2").status, 200);
-    assert_eq!(last_model(&a), "m2");
+    assert_eq!(g.chat("a/m1").status, 200);
+    assert_eq!(last_model(&a), "m1");
 }
 
 #[test]

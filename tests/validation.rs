@@ -113,6 +113,10 @@ fn chains_are_not_allowed() {
         "  - {source: a, target: openai/gpt-4o}\n  - {source: b, target: a}\n",
         &["virtual_models[1] (source \"b\"): target.model \"a\" is another virtual model"],
     );
+    // A provider/model target names the concrete model, even where a virtual model shadows it.
+    let shadowed = format!("{PROVIDERS}virtual_models:\n  - {{source: openai/gpt-4o, target: anthropic/claude-sonnet-4-6}}\n  - {{source: b, target: openai/gpt-4o}}\n");
+    let (code, out) = run_cli(&shadowed, &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]

@@ -9,9 +9,10 @@
 //! `old_source` is 404 (GoModel answers 502). Writes go through the same protocol as the REST
 //! routes (`writes::commit`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::scope;
 use super::views::{self, Entry};
 use super::writes::{self, Mode};
 use super::{entry, rfc3339, Response};
@@ -19,7 +20,7 @@ use crate::api_error::ApiError;
 use crate::app::App;
 use crate::config::schema::{TargetSpec, VirtualModelSpec};
 use crate::routing::model::Kind;
-use crate::store::columns::{self, GoTarget};
+use crate::store::columns;
 use crate::store::now_s;
 
 /// GoModel's upsert body. Unknown keys are ignored, as GoModel does.
@@ -32,7 +33,7 @@ struct Upsert {
     #[serde(default)]
     target_model: String,
     #[serde(default)]
-    targets: Vec<GoTarget>,
+    targets: Vec<Target>,
     #[serde(default)]
     strategy: String,
     session_affinity: Option<bool>,
@@ -42,6 +43,19 @@ struct Upsert {
     #[serde(default)]
     description: String,
     enabled: Option<bool>,
+}
+
+/// A target in GoModel's bodies and views. An absent weight is 1; an explicit 0 makes the
+/// target a fallback only, and a negative one is a validation error (400), as everywhere in
+/// modelgate (README, "Deliberate differences from GoModel").
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Target {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    provider: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weight: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +102,7 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
             }
             let provider = Some(t.provider.trim().to_string()).filter(|p| !p.is_empty());
             targets.push(TargetSpec {
-                weight: Some(t.weight).filter(|w| *w > 0.0),
+                weight: t.weight,
                 ..TargetSpec {
                     provider: provider.clone(),
                     model: Some(model.to_string()),
@@ -147,6 +161,8 @@ fn to_spec(u: &Upsert, existing: Option<&VirtualModelSpec>) -> Result<VirtualMod
         id: existing.and_then(|e| e.id.clone()),
         project: existing.and_then(|e| e.project.clone()),
         autoprovisioned: existing.and_then(|e| e.autoprovisioned),
+        // GoModel's targets are written whole: the first one is NeMo's default again.
+        no_default_model: None,
         created_by: existing.and_then(|e| e.created_by.clone()),
         updated_by: existing.and_then(|e| e.updated_by.clone()),
         request_middleware: existing.and_then(|e| e.request_middleware.clone()),
@@ -160,12 +176,12 @@ pub fn gomodel_view(e: &Entry, snap: &crate::snapshot::Snapshot) -> Value {
     let mut m = Map::new();
     m.insert("source".into(), json!(e.source));
     m.insert("kind".into(), json!(e.kind.label()));
-    let targets: Vec<GoTarget> = columns::spec_targets(&e.spec)
+    let targets: Vec<Target> = columns::spec_targets(&e.spec)
         .into_iter()
-        .map(|t| GoTarget {
+        .map(|t| Target {
             provider: t.provider.clone().unwrap_or_default(),
             model: t.model.clone().unwrap_or_default(),
-            weight: t.weight.unwrap_or(0.0),
+            weight: t.weight,
         })
         .collect();
     if !targets.is_empty() {
@@ -252,6 +268,10 @@ pub fn upsert(app: &App, body: &[u8]) -> Result<Response, ApiError> {
     }
     let old = u.old_source.trim().to_string();
     let renaming = !old.is_empty() && old != source;
+    scope::check_addressed(&source)?;
+    if renaming {
+        scope::check_addressed(&old)?;
+    }
     let at = if renaming { old } else { source.clone() };
     let d = writes::commit(app, |cur| {
         let existing = cur.find(&at).map(|r| r.spec.clone());
@@ -281,6 +301,7 @@ pub fn delete(app: &App, body: &[u8]) -> Result<Response, ApiError> {
     if source.is_empty() {
         return Err(bad_request("source is required"));
     }
+    scope::check_addressed(&source)?;
     writes::commit(app, |cur| writes::decide_delete(cur, &source, None)).map_err(as_gomodel)?;
     Ok(Response::empty(204))
 }

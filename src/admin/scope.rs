@@ -62,6 +62,13 @@ pub fn may_write(access: &Access, source: &str) -> Result<(), ApiError> {
     )))
 }
 
+/// Whether the current caller may write the virtual model a request addresses. Checked before
+/// the row is looked up, so a manager learns nothing of rows outside its groups: 403 comes
+/// ahead of 404 and of 409 for config entries and passthroughs.
+pub fn check_addressed(source: &str) -> Result<(), ApiError> {
+    CURRENT.with(|c| may_write(&c.borrow(), source.trim()))
+}
+
 /// Checks every change of a write against the current caller's access.
 pub fn check_changes(changes: &[Change]) -> Result<(), ApiError> {
     CURRENT.with(|c| {
@@ -137,6 +144,17 @@ mod tests {
             assert!(check_changes(&[Change::Delete("team-a/x".into())]).is_ok());
         }
         assert!(check_changes(&delete).is_ok());
+    }
+
+    #[test]
+    fn an_addressed_source_outside_the_groups_is_forbidden_before_any_lookup() {
+        {
+            let _g = enter(&manager(&["team-a"]));
+            let e = check_addressed("other/missing").unwrap_err();
+            assert_eq!((e.status, e.code), (403, "forbidden"));
+            assert!(check_addressed(" team-a/x ").is_ok());
+        }
+        assert!(check_addressed("other/missing").is_ok());
     }
 
     #[test]

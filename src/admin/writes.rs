@@ -389,6 +389,9 @@ pub fn stamp(spec: &mut VirtualModelSpec, by: Option<&str>) {
 /// `POST /admin/api/v1/virtual-models`.
 pub fn create(app: &App, body: &[u8], by: Option<&str>) -> Result<Response, ApiError> {
     let mut spec = entry::parse(body)?;
+    if let Some(source) = spec.source.as_deref().filter(|s| !s.trim().is_empty()) {
+        super::scope::check_addressed(source)?;
+    }
     stamp(&mut spec, by);
     let d = commit(app, |cur| {
         decide_write(cur, None, spec, None, Mode::Create, now_s())
@@ -404,6 +407,7 @@ pub fn put(
     if_match: Option<&str>,
     by: Option<&str>,
 ) -> Result<Response, ApiError> {
+    super::scope::check_addressed(source)?;
     let mut spec = entry::parse(body)?;
     stamp(&mut spec, by);
     match spec.source.as_deref() {
@@ -431,6 +435,7 @@ pub fn patch(
     if_match: Option<&str>,
     by: Option<&str>,
 ) -> Result<Response, ApiError> {
+    super::scope::check_addressed(source)?;
     let patch = entry::object(body)?;
     let d = commit(app, |cur| {
         decide_patch(cur, source, patch, if_match, by, now_s())
@@ -440,6 +445,7 @@ pub fn patch(
 
 /// `DELETE /admin/api/v1/virtual-models/{source}`.
 pub fn delete(app: &App, source: &str, if_match: Option<&str>) -> Result<Response, ApiError> {
+    super::scope::check_addressed(source)?;
     commit(app, |cur| decide_delete(cur, source, if_match))?;
     Ok(Response::empty(204))
 }

@@ -451,6 +451,10 @@ pub struct VirtualModelSpec {
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoprovisioned: Option<bool>,
+    /// NeMo's VirtualModel without a `default_model_entity` (created without one, or cleared
+    /// with `null`): its `models`, the targets, serve in their order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_default_model: Option<bool>,
     /// The user path of the caller who created the row through the admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,

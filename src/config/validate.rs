@@ -596,7 +596,12 @@ fn build_target(
                 "{at}: {field}.model {model_raw:?} equals the source; a redirect may target itself only when its source is a concrete provider/model"
             ));
         }
-    } else if redirect_sources.contains(model_raw) || redirect_sources.contains(name.as_str()) {
+    } else if provider.is_none()
+        && (redirect_sources.contains(model_raw) || redirect_sources.contains(name.as_str()))
+    {
+        // A `provider/model` target names the concrete model even when a virtual model
+        // shadows that name (the shadow's own targets do the same), so only bare names can
+        // chain.
         return Err(format!(
             "{at}: {field}.model {model_raw:?} is another virtual model; targets must be concrete models (chains are not allowed)"
         ));

@@ -15,7 +15,7 @@ pub mod pg_migrations;
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -270,11 +270,22 @@ pub fn new_etag() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// A fresh row id, in UUID form (random, version 4 layout).
+/// A fresh row id in UUID version 7 form: the creation time in milliseconds, then random bits.
+/// Ids of one process increase (a second id in the same millisecond takes the next one), so
+/// rows created within one second still sort by creation (NeMo's `-created_at` list order).
 pub fn new_id() -> String {
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    let a = (a & !0xf000) | 0x4000;
-    let b = (b & !(0xc << 60)) | (0x8 << 60);
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = crate::wall_clock::now_ms();
+    let mut prev = LAST_MS.load(Ordering::Relaxed);
+    let ms = loop {
+        let next = now.max(prev + 1);
+        match LAST_MS.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => prev = seen,
+        }
+    };
+    let a = ((ms & 0xffff_ffff_ffff) << 16) | 0x7000 | (fastrand::u64(..) & 0x0fff);
+    let b = (fastrand::u64(..) & !(0xc << 60)) | (0x8 << 60);
     uuid_text(a, b)
 }
 
@@ -320,8 +331,12 @@ mod tests {
         };
         let (a, b) = (new_id(), new_id());
         assert!(shape(&a) && shape(&b), "{a} {b}");
-        assert_ne!(a, b);
-        assert_eq!(&a[14..15], "4");
+        assert!(a < b, "ids of one process increase: {a} then {b}");
+        assert_eq!(&a[14..15], "7");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        let ms = u64::from_str_radix(&a[..8], 16).unwrap() << 16
+            | u64::from_str_radix(&a[9..13], 16).unwrap();
+        assert!(ms.abs_diff(crate::wall_clock::now_ms()) < 60_000, "{a}");
         assert_eq!(derived_id("w/x"), derived_id("w/x"));
         assert_ne!(derived_id("w/x"), derived_id("w/y"));
         assert!(shape(&derived_id("w/x")));

@@ -99,7 +99,12 @@ impl Query {
     fn compare(&self, a: &Item, b: &Item) -> Ordering {
         let field = self.sort.strip_prefix('-').unwrap_or(&self.sort);
         let primary = match field {
-            "created_at" => a.created_at.cmp(&b.created_at),
+            // Times are whole seconds; within one, ids (time-ordered, `store::new_id`) keep
+            // the order of creation.
+            "created_at" => a
+                .created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id().cmp(&b.id())),
             "updated_at" => a.updated_at.cmp(&b.updated_at),
             "workspace" => a.workspace.cmp(&b.workspace),
             _ => a.name.cmp(&b.name),
@@ -184,5 +189,35 @@ mod tests {
                 .status,
             422
         );
+    }
+
+    #[test]
+    fn entries_created_in_one_second_list_newest_first_by_default() {
+        use crate::config::schema::VirtualModelSpec;
+        let item = |name: &str| Item {
+            workspace: "w".into(),
+            name: name.into(),
+            source: format!("w/{name}"),
+            spec: VirtualModelSpec {
+                id: Some(crate::store::new_id()),
+                ..VirtualModelSpec::default()
+            },
+            models: Vec::new(),
+            passthrough: false,
+            created_at: 1_000,
+            updated_at: 1_000,
+            etag: String::new(),
+        };
+        // Created b, then a, then c, all in the same second.
+        let items = vec![item("b"), item("a"), item("c")];
+        let names = |sort: &str| {
+            let q = Query::parse(Some(&format!("sort={sort}"))).unwrap();
+            let mut v = items.clone();
+            v.sort_by(|x, y| q.compare(x, y));
+            v.iter().map(|i| i.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names("-created_at"), ["c", "a", "b"]);
+        assert_eq!(names("created_at"), ["b", "a", "c"]);
+        assert_eq!(names("name"), ["a", "b", "c"]);
     }
 }

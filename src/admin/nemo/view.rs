@@ -82,12 +82,24 @@ impl Item {
         self.passthrough || self.spec.autoprovisioned == Some(true)
     }
 
+    /// NeMo's `default_model_entity`: the first target, unless the entry has none.
+    pub(super) fn default_model(&self) -> Option<&str> {
+        if self.spec.no_default_model == Some(true) {
+            return None;
+        }
+        self.models.first().map(|(m, _)| m.as_str())
+    }
+
+    /// The stable id: assigned at creation, else derived from the source.
+    pub(super) fn id(&self) -> std::borrow::Cow<'_, str> {
+        match &self.spec.id {
+            Some(id) => id.as_str().into(),
+            None => derived_id(&self.source).into(),
+        }
+    }
+
     pub(super) fn to_json(&self) -> Value {
-        let id = self
-            .spec
-            .id
-            .clone()
-            .unwrap_or_else(|| derived_id(&self.source));
+        let id = self.id();
         let list = |l: &Option<Box<[MiddlewareCall]>>| json!(l.as_deref().unwrap_or(&[]));
         json!({
             "id": id,
@@ -100,7 +112,7 @@ impl Item {
             "created_by": self.spec.created_by,
             "updated_at": rfc3339(self.updated_at),
             "updated_by": self.spec.updated_by,
-            "default_model_entity": self.models.first().map(|(m, _)| m),
+            "default_model_entity": self.default_model(),
             "models": self.models.iter()
                 .map(|(model, format)| json!({"model": model, "backend_format": format}))
                 .collect::<Vec<_>>(),

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::one_workspace;
 use super::view::{current_items, find, format_name, target_format, target_model};
+use crate::admin::scope;
 use crate::admin::writes::{self, Current, Mode};
 use crate::admin::{conflict, entry, internal, not_found, unprocessable, Response};
 use crate::app::App;
@@ -267,12 +268,14 @@ pub(super) fn create(
         }
     };
     let source = format!("{workspace}/{name}");
+    scope::check_addressed(&source)?;
     let mut spec = VirtualModelSpec {
         source: Some(source.clone()),
         ..VirtualModelSpec::default()
     };
     let default = f.default_model_entity.clone().flatten();
     let models = f.models.clone().flatten().unwrap_or_default();
+    spec.no_default_model = default.is_none().then_some(true);
     set_targets(&mut spec, targets(default, models, &[])?);
     f.apply(&mut spec);
     writes::stamp(&mut spec, by);
@@ -283,8 +286,8 @@ pub(super) fn create(
 }
 
 /// `PATCH .../virtual-models/{name}`: absent fields keep their value, `null` clears
-/// `default_model_entity` (the next model becomes the default) and `override_proxy`, `[]`
-/// empties a list. 200, 404, 409 (read-only entry, stale `If-Match`), 422.
+/// `default_model_entity` (the other models then serve in their order) and `override_proxy`,
+/// `[]` empties a list. 200, 404, 409 (read-only entry, stale `If-Match`), 422.
 pub(super) fn patch(
     app: &App,
     workspace: &str,
@@ -294,6 +297,7 @@ pub(super) fn patch(
     by: Option<&str>,
 ) -> Result<Response, ApiError> {
     let workspace = one_workspace(workspace)?;
+    scope::check_addressed(&format!("{workspace}/{name}"))?;
     let f = Fields::parse(entry::object(body)?)?;
     if let Some(n) = f.name.as_deref().map(str::trim) {
         if n != name {
@@ -309,11 +313,15 @@ pub(super) fn patch(
         let mut spec = existing.spec.clone();
         if f.default_model_entity.is_some() || f.models.is_some() {
             let old: Vec<TargetSpec> = spec_targets(&spec).into_iter().cloned().collect();
-            let old_default = old.first().map(target_model);
+            let old_default = old
+                .first()
+                .map(target_model)
+                .filter(|_| spec.no_default_model != Some(true));
             let default = match &f.default_model_entity {
                 Some(v) => v.clone(),
                 None => old_default.clone(),
             };
+            spec.no_default_model = default.is_none().then_some(true);
             let models = match &f.models {
                 Some(v) => v.clone().unwrap_or_default(),
                 None => old
@@ -322,7 +330,7 @@ pub(super) fn patch(
                         model: target_model(t),
                         backend_format: target_format(t),
                     })
-                    // A cleared default leaves the models; the next one serves first.
+                    // A cleared default leaves the other models, which serve in their order.
                     .filter(|m| {
                         f.default_model_entity.is_none() || Some(&m.model) != old_default.as_ref()
                     })
@@ -351,6 +359,7 @@ pub(super) fn delete(
     if_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let workspace = one_workspace(workspace)?;
+    scope::check_addressed(&format!("{workspace}/{name}"))?;
     writes::commit(app, |cur| {
         let at = writable(cur, workspace, name)?.source().to_string();
         writes::decide_delete(cur, &at, if_match)
