@@ -814,3 +814,31 @@ fn a_probe_slot_taken_for_a_fallback_never_reached_is_freed_when_the_request_end
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(a.requests().len(), 2);
 }
+
+#[test]
+fn a_stream_request_that_fails_gets_the_upstreams_error_body() {
+    let up = Upstream::start(&["m1"], |_| {
+        Reply::Json(
+            400,
+            json!({"error": {"message": "context too long", "type": "invalid_request_error", "param": "messages", "code": "too_long"}}),
+        )
+    });
+    let g = Gateway::start(
+        &format!("providers:\n{}", provider_block("a", &up, &["m1"])),
+        &[],
+    );
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "a/m1", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["message"], "context too long", "{}", r.body);
+    assert_eq!(v["error"]["code"], "too_long");
+    // The upstream was asked for its usage chunk: the gateway counts tokens of streams.
+    assert_eq!(
+        up.requests()[0].json()["stream_options"]["include_usage"],
+        true
+    );
+}

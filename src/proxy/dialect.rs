@@ -33,8 +33,9 @@ pub struct BodySpec<'a> {
     pub default_max_tokens: u64,
 }
 
-/// The upstream body for one attempt, and whether usage reporting was added to a stream
-/// (the shaper then removes the usage chunk again unless the client asked for it itself).
+/// The upstream body for one attempt, and whether the client's stream must not show a usage
+/// chunk: one added to the upstream request (the shaper removes it again), or one a translated
+/// stream would make, when an OpenAI client did not ask for `stream_options.include_usage`.
 pub fn upstream_body(
     raw: &[u8],
     peek: &Peek,
@@ -59,6 +60,13 @@ pub fn upstream_body(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
+    // OpenAI streams end with a usage-only chunk (`choices: []`) only when asked for it.
+    let client_usage = map
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let drop_usage = ingress == WireFormat::OpenAiChat && peek.stream && !client_usage;
     let bad = |e: translate::TranslateError| {
         let mut a = ApiError::invalid_request("invalid_request", e.to_string());
         a.kind = "invalid_request_error";
@@ -74,11 +82,12 @@ pub fn upstream_body(
         (WireFormat::OpenAiChat, WireFormat::OpenAiChat)
         | (WireFormat::AnthropicMessages, WireFormat::AnthropicMessages) => map,
     };
-    // A translated stream's usage is read by the translator: nothing to strip.
+    // A translated stream's usage is read by the translator, which leaves out the usage chunk
+    // when `drop_usage` says so.
     edits::apply_map(&mut out, &edits);
     Ok((
         Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
-        false,
+        drop_usage,
     ))
 }
 
@@ -191,8 +200,9 @@ impl Shaper {
             },
             (false, _) if ingress == WireFormat::OpenAiChat => Mode::Translate {
                 stream: stream.then(|| {
-                    Box::new(AnthropicToOpenAiStream::new(id_hint, created))
-                        as Box<dyn StreamTranslator>
+                    Box::new(
+                        AnthropicToOpenAiStream::new(id_hint, created).include_usage(!strip_usage),
+                    ) as Box<dyn StreamTranslator>
                 }),
                 buf: Vec::new(),
                 back: TO_OPENAI,
@@ -275,6 +285,9 @@ impl Shaper {
                 }
                 Some(chunk)
             }
+            // An error answer to a stream request is one JSON envelope, no events: it passes
+            // as it came.
+            Mode::StreamTap { .. } if self.error_status.is_some() => Some(chunk),
             Mode::StreamTap { parser, .. }
                 if !end && parser.is_idle() && chunk.ends_with(b"\n\n") && !has_usage(&chunk) =>
             {
@@ -294,7 +307,7 @@ impl Shaper {
                     // Only the usage chunk mentions usage: skip parsing everything else.
                     let usage_only = if ev.data.contains("\"usage\"") {
                         let v = serde_json::from_str::<Value>(&ev.data).unwrap_or(Value::Null);
-                        if let Some(u) = usage_of(&v) {
+                        if let Some(u) = stream_usage(&v, self.usage) {
                             self.usage = Some(u);
                         }
                         v.get("choices")
@@ -564,6 +577,29 @@ pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
     let input = get("prompt_tokens").or(get("input_tokens"))?;
     let output = get("completion_tokens")
         .or(get("output_tokens"))
+        .unwrap_or(0);
+    Some((input, output))
+}
+
+/// The usage an event of a same-dialect stream reports, given what earlier events reported:
+/// OpenAI's usage chunk; Anthropic's `message_start` (`message.usage`, the input tokens) and
+/// `message_delta` (`usage`, the output tokens so far, sometimes the input tokens again); the
+/// Responses API's `response.completed` (`response.usage`).
+fn stream_usage(v: &Value, so_far: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    if let Some(u) = ["message", "response"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(usage_of))
+    {
+        return Some(u);
+    }
+    let u = v.get("usage").filter(|u| !u.is_null())?;
+    let get = |k: &str| u.get(k).and_then(Value::as_u64);
+    let input = get("prompt_tokens")
+        .or(get("input_tokens"))
+        .or(so_far.map(|s| s.0))?;
+    let output = get("completion_tokens")
+        .or(get("output_tokens"))
+        .or(so_far.map(|s| s.1))
         .unwrap_or(0);
     Some((input, output))
 }
@@ -955,6 +991,90 @@ mod tests {
         s.on_body(&mut b, true);
         let v: Value = serde_json::from_slice(&b.unwrap()).unwrap();
         assert_eq!(v["error"]["message"], "slow down");
+    }
+
+    #[test]
+    fn a_translated_stream_shows_a_usage_chunk_only_when_the_client_asked() {
+        let spec = BodySpec {
+            op: Operation::Chat,
+            target: WireFormat::AnthropicMessages,
+            upstream_model: "claude",
+            override_params: None,
+            drop_provider: false,
+            default_max_tokens: 64,
+        };
+        let events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for (raw, asked) in [
+            (&br#"{"model":"x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#[..], false),
+            (br#"{"model":"x","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#, true),
+        ] {
+            let (_, drop_usage) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+            assert_eq!(drop_usage, !asked);
+            let mut s = Shaper::new(
+                Operation::Chat,
+                WireFormat::AnthropicMessages,
+                true,
+                drop_usage,
+                "id",
+                "claude",
+                0,
+            );
+            s.on_status(200);
+            let mut b = Some(Bytes::from_static(events.as_bytes()));
+            s.on_body(&mut b, true);
+            let out = String::from_utf8(b.unwrap().to_vec()).unwrap();
+            assert_eq!(out.contains(r#""choices":[]"#), asked, "{out}");
+            assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+            assert_eq!(s.usage, Some((5, 3)), "usage is counted either way");
+        }
+    }
+
+    #[test]
+    fn an_anthropic_stream_to_an_anthropic_client_counts_its_usage() {
+        let mut s = Shaper::new(
+            Operation::Messages,
+            WireFormat::AnthropicMessages,
+            true,
+            false,
+            "id",
+            "claude",
+            0,
+        );
+        s.on_status(200);
+        let events = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":13,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ];
+        for (i, e) in events.iter().enumerate() {
+            let mut b = Some(Bytes::from_static(e.as_bytes()));
+            s.on_body(&mut b, i + 1 == events.len());
+            assert_eq!(b.as_deref(), Some(e.as_bytes()), "passed through untouched");
+        }
+        assert_eq!(s.usage, Some((13, 9)));
+    }
+
+    #[test]
+    fn an_error_answer_to_a_stream_that_strips_usage_passes_whole() {
+        let mut s = Shaper::new(
+            Operation::Chat,
+            WireFormat::OpenAiChat,
+            true,
+            true,
+            "id",
+            "m",
+            0,
+        );
+        s.on_status(400);
+        let envelope: &[u8] = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"x"}}"#;
+        let mut first = Some(Bytes::copy_from_slice(&envelope[..30]));
+        s.on_body(&mut first, false);
+        let mut rest = Some(Bytes::copy_from_slice(&envelope[30..]));
+        s.on_body(&mut rest, true);
+        let got = [first.unwrap_or_default(), rest.unwrap_or_default()].concat();
+        assert_eq!(got, envelope);
+        assert_eq!(s.usage, None);
     }
 
     #[test]

@@ -37,11 +37,18 @@ def openai_stream_anthropic_target():
     with oa.chat.completions.create(model="claude-smart", stream=True,
                                     messages=[{"role": "user", "content": "hello"}]) as s:
         for chunk in s:
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-                finish = chunk.choices[0].finish_reason or finish
+            # The common idiom: a client that did not ask for usage gets no usage-only chunk.
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
     assert text == "Hello world", text
     assert finish == "stop", finish
+    # Asked for, the usage comes last, in a chunk with no choices, as OpenAI sends it.
+    chunks = list(oa.chat.completions.create(model="claude-smart", stream=True,
+                                             stream_options={"include_usage": True},
+                                             messages=[{"role": "user", "content": "hello"}]))
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 10, chunks[-1]
+    assert chunks[-1].usage.completion_tokens == 2, chunks[-1]
+    assert all(c.choices for c in chunks[:-1])
 
 
 def openai_tools_anthropic_target():
