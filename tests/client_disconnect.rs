@@ -89,3 +89,84 @@ fn client_disconnects_neither_retry_nor_open_the_circuit() {
     assert_eq!(hung, 3, "abandoned requests were retried upstream");
     drop(release);
 }
+
+/// Reads the gateway's answer on `s` until `marker` has arrived (bounded), then hangs up.
+fn read_until_then_close(mut s: TcpStream, marker: &str) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains(marker) {
+        assert!(Instant::now() < deadline, "no {marker:?} in {got:?}");
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_client_that_hangs_up_after_the_last_event_had_the_whole_answer() {
+    // The upstream ends its body a while after [DONE], as providers do; SDKs close at [DONE].
+    let event = |v: serde_json::Value| format!("data: {v}\n\n").into_bytes();
+    let chunks = vec![
+        (
+            Duration::ZERO,
+            event(
+                serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m1",
+                "choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": "stop"}]}),
+            ),
+        ),
+        (
+            Duration::ZERO,
+            event(
+                serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m1",
+                "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}),
+            ),
+        ),
+        (Duration::ZERO, b"data: [DONE]\n\n".to_vec()),
+        (Duration::from_secs(2), b": done\n\n".to_vec()),
+    ];
+    let up = Upstream::start(&["m1"], move |_| Reply::Paced {
+        head_after: Duration::ZERO,
+        chunks: chunks.clone(),
+    });
+    let cfg = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n    models: [m1]\n",
+        up.base_url()
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let body = br#"{"model":"a/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let got = read_until_then_close(s, "data: [DONE]\n\n");
+    assert!(got.contains("hello"), "{got}");
+    assert!(
+        !got.contains("\"usage\""),
+        "the client did not ask for usage: {got}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let logs = g.logs();
+        if let Some(l) = logs
+            .lines()
+            .find(|l| l.contains("access]") && l.contains("/v1/chat/completions"))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access log line: {logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(line.contains("status=200"), "{line}");
+    assert!(line.contains("tokens=7/3"), "{line}");
+    assert!(!line.contains("client_closed_request"), "{line}");
+}

@@ -236,6 +236,20 @@ impl Shaper {
         }
     }
 
+    /// The usage reported so far: what a stream had counted when its client left after the
+    /// last event, before the upstream ended its body.
+    pub fn usage_so_far(&self) -> Option<(u64, u64)> {
+        match &self.mode {
+            Mode::Translate {
+                stream: Some(s), ..
+            } => s.usage().or(self.usage),
+            Mode::Translate { stream: None, .. }
+            | Mode::Pass
+            | Mode::Tap { .. }
+            | Mode::StreamTap { .. } => self.usage,
+        }
+    }
+
     /// Whether the whole answer could not be translated: its body is then an error envelope and
     /// its status must be 502, never the upstream's 2xx.
     pub fn untranslatable(&self) -> bool {
@@ -602,6 +616,29 @@ fn stream_usage(v: &Value, so_far: Option<(u64, u64)>) -> Option<(u64, u64)> {
         .or(so_far.map(|s| s.1))
         .unwrap_or(0);
     Some((input, output))
+}
+
+/// Whether `piece`, as the client gets it, ends the stream of `op`: OpenAI's `data: [DONE]`,
+/// Anthropic's `message_stop`, the Responses API's `response.completed`. A client may close
+/// its connection once it has read that, before the upstream ends its body.
+pub fn ends_stream(op: Operation, piece: &[u8]) -> bool {
+    match op {
+        Operation::Messages => piece.ends_with(b"{\"type\":\"message_stop\"}\n\n"),
+        Operation::Responses => {
+            piece.ends_with(b"\n\n")
+                && memchr::memmem::find(piece, b"\"type\":\"response.completed\"").is_some()
+        }
+        Operation::Chat
+        | Operation::Completion
+        | Operation::Embedding
+        | Operation::CountTokens
+        | Operation::Transcription
+        | Operation::Translation
+        | Operation::Speech
+        | Operation::Rerank
+        | Operation::Moderation
+        | Operation::ImageGeneration => piece.ends_with(b"data: [DONE]\n\n"),
+    }
 }
 
 /// How many SSE `data:` lines start in `chunk` (events of a stream, for time per token): at its
@@ -1053,6 +1090,31 @@ mod tests {
             assert_eq!(b.as_deref(), Some(e.as_bytes()), "passed through untouched");
         }
         assert_eq!(s.usage, Some((13, 9)));
+    }
+
+    #[test]
+    fn the_last_event_of_each_stream_dialect_is_recognised() {
+        assert!(ends_stream(
+            Operation::Chat,
+            b"data: {}\n\ndata: [DONE]\n\n"
+        ));
+        assert!(!ends_stream(
+            Operation::Chat,
+            b"data: {\"x\":\"[DONE]\"}\n\n"
+        ));
+        assert!(ends_stream(
+            Operation::Messages,
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        ));
+        assert!(!ends_stream(Operation::Messages, b"data: [DONE]\n\n"));
+        assert!(ends_stream(
+            Operation::Responses,
+            b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n"
+        ));
+        assert!(!ends_stream(
+            Operation::Responses,
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\"}\n\n"
+        ));
     }
 
     #[test]

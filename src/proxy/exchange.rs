@@ -546,6 +546,9 @@ impl Gateway {
             .filter(|_| ctx.stream && status < 400)
             .and_then(|p| p.stream_redactor(ctx.operation));
         let mut pending = (!held.is_empty()).then(|| held.freeze());
+        // The stream's last event has reached the client: a client that leaves now has had
+        // the whole answer (SDKs close once they read it, before the upstream ends its body).
+        let mut delivered_end = false;
         loop {
             let (mut piece, end) = match pending.take() {
                 Some(b) => (Some(b), false),
@@ -572,6 +575,9 @@ impl Gateway {
                             "the upstream answer broke off",
                         );
                     }
+                    (Read::ClientGone, _) if delivered_end => {
+                        return self.client_had_all(session, ctx)
+                    }
                     (Read::ClientGone, _) => return self.client_left(session, ctx),
                 },
             };
@@ -595,17 +601,27 @@ impl Gateway {
                 }
             }
             if end {
-                session
+                let written = session
                     .write_response_body(piece.unwrap_or_default(), true)
-                    .await?;
+                    .await;
+                if written.is_err() && delivered_end {
+                    return self.client_had_all(session, ctx);
+                }
+                written?;
                 self.record_timings(ctx);
                 self.give_back(up, &peer).await;
                 return Ok(());
             }
             if let Some(b) = piece.filter(|b| !b.is_empty()) {
+                let ends = ctx.stream && dialect::ends_stream(ctx.operation, &b);
                 if session.write_response_body(b, false).await.is_err() {
-                    return self.client_left(session, ctx);
+                    return if delivered_end {
+                        self.client_had_all(session, ctx)
+                    } else {
+                        self.client_left(session, ctx)
+                    };
                 }
+                delivered_end |= ends;
             }
         }
     }
@@ -750,6 +766,17 @@ impl Gateway {
 
     /// The client went away: nobody to answer. Logged and counted as nginx's 499, not as an
     /// upstream failure (no retry, no breaker failure).
+    /// The client left after the stream's last event, before the upstream ended its body: the
+    /// request is complete, with the usage counted so far.
+    fn client_had_all(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if let Some(shaper) = ctx.shaper.as_ref() {
+            ctx.usage = shaper.usage_so_far();
+        }
+        self.record_timings(ctx);
+        session.set_keepalive(None);
+        Ok(())
+    }
+
     fn client_left(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.status = Some(499);
         ctx.error_code = Some("client_closed_request");
