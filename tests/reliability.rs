@@ -842,3 +842,39 @@ fn a_stream_request_that_fails_gets_the_upstreams_error_body() {
         true
     );
 }
+
+#[test]
+fn when_the_last_try_gets_no_answer_the_client_gets_the_last_upstream_error() {
+    let a = Upstream::start(&["m1"], |_| {
+        Reply::Json(
+            500,
+            json!({"error": {"message": "a is down", "type": "server_error", "code": "a_down"}}),
+        )
+    });
+    let dead = free_port();
+    let cfg = format!(
+        "providers:\n{}  dead:\n    type: openai_compatible\n    base_url: http://127.0.0.1:{dead}/v1\n    api_key: k\n    models: [x]\nvirtual_models:\n  - source: mixed\n    strategy: priority\n    targets:\n      - {{model: a/m1, retry: {{attempts: 1}}}}\n      - {{model: dead/x, retry: {{attempts: 1}}}}\n",
+        provider_block("a", &a, &["m1"])
+    );
+    let g = Gateway::start(&cfg, &[]);
+    let r = g.chat("mixed");
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "a_down", "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("a/m1"));
+    assert_eq!(r.header("x-modelgate-attempts"), Some("2"));
+    assert_eq!(r.header("x-modelgate-error-class"), Some("server"));
+    // Through the Anthropic dialect, the same answer comes in Anthropic's envelope.
+    let r = g.post(
+        "/v1/messages",
+        &json!({"model": "mixed", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    );
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.json()["type"], "error", "{}", r.body);
+    assert!(r.body.contains("a is down"), "{}", r.body);
+    // No upstream answered at all: the gateway's 502, classed too.
+    let r = g.chat("dead/x");
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.error_code(), "upstream_unavailable");
+    assert_eq!(r.header("x-modelgate-error-class"), Some("server"));
+}

@@ -72,6 +72,20 @@ pub struct Ctx {
     /// unsettled), and the `x-ratelimit-*` values its answer carries.
     pub reservation: Option<crate::limits::Reservation>,
     pub rate: Option<crate::limits::RateHeaders>,
+    /// The last upstream error answer, when the request went on to another try: what the
+    /// client gets if every later try fails without an answer.
+    pub kept_error: Option<Box<KeptError>>,
+}
+
+/// An upstream's error answer, read whole and put in the client's dialect, and the attempt
+/// that got it.
+pub struct KeptError {
+    pub status: u16,
+    pub body: Bytes,
+    /// The plan's attempt and its `provider/model`: the answer's `X-Modelgate-Model`.
+    pub index: usize,
+    pub served: Option<SmolStr>,
+    pub class: Option<crate::routing::error_class::ErrorClass>,
 }
 
 impl Ctx {
@@ -162,6 +176,7 @@ impl Ctx {
             hedge: None,
             reservation: None,
             rate: None,
+            kept_error: None,
         }
     }
 

@@ -236,6 +236,15 @@ impl Shaper {
         }
     }
 
+    /// An upstream error answer as the client gets it: in the client's error envelope when the
+    /// dialects differ, else as it came.
+    pub fn error_for_client(&self, status: u16, body: &Bytes) -> Bytes {
+        match &self.mode {
+            Mode::Translate { back, .. } => Bytes::from((back.error)(status, body)),
+            Mode::Pass | Mode::Tap { .. } | Mode::StreamTap { .. } => body.clone(),
+        }
+    }
+
     /// The usage reported so far: what a stream had counted when its client left after the
     /// last event, before the upstream ended its body.
     pub fn usage_so_far(&self) -> Option<(u64, u64)> {

@@ -25,7 +25,7 @@ use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::{Error, ErrorType, Result};
 
 use super::attempts::{Failure, Next};
-use super::ctx::Ctx;
+use super::ctx::{Ctx, KeptError};
 use super::hedge::{HedgeBudget, HedgeOutcome};
 use super::quiet::Quiet;
 use super::rate_limit;
@@ -189,11 +189,26 @@ impl Gateway {
                     ctx.error_class = Some(class);
                     self.metrics
                         .record_error_class(ctx.served.as_deref().unwrap_or(""), class);
+                    let (index, served, copy) =
+                        (ctx.attempts.index, ctx.served.clone(), body.clone());
                     a.held = Some((body, ended));
                     match self.after_failure(ctx, Failure::Status(status, class), secs) {
                         // The client gets the upstream's own answer.
                         Next::GiveUp => return self.deliver(session, ctx, a).await,
                         next => {
+                            // Kept for the client in case the tries left get no answer.
+                            ctx.kept_error = ended.then(|| {
+                                Box::new(KeptError {
+                                    status,
+                                    body: ctx.shaper.as_ref().map_or_else(
+                                        || copy.clone(),
+                                        |s| s.error_for_client(status, &copy),
+                                    ),
+                                    index,
+                                    served,
+                                    class: Some(class),
+                                })
+                            });
                             if ended {
                                 // Read whole: the connection can serve the next request.
                                 self.give_back(a.up, &a.peer).await;
@@ -236,12 +251,9 @@ impl Gateway {
                 ctx.attempt_body = None;
                 Ok(ControlFlow::Continue(()))
             }
-            Next::GiveUp => {
-                let e = self.gave_up(ctx);
-                Box::pin(self.answer_error(session, ctx, &e))
-                    .await
-                    .map(ControlFlow::Break)
-            }
+            Next::GiveUp => Box::pin(self.give_up(session, ctx))
+                .await
+                .map(ControlFlow::Break),
         }
     }
 
@@ -498,8 +510,7 @@ impl Gateway {
                     Read::Broken { timed_out } => {
                         // Nothing has reached the client yet: it gets a clean error.
                         ctx.timed_out |= timed_out;
-                        let e = self.gave_up(ctx);
-                        return Box::pin(self.answer_error(session, ctx, &e)).await;
+                        return Box::pin(self.give_up(session, ctx)).await;
                     }
                     Read::ClientGone => return self.client_left(session, ctx),
                 }
@@ -713,6 +724,44 @@ impl Gateway {
     }
 
     /// The error a client gets when no attempt produced an answer to pass on.
+    /// Every try failed, the last without an answer to pass on: the client gets the last
+    /// upstream error answer when there was one, else the gateway's own error (classed
+    /// `server` when nothing else classed the failure).
+    async fn give_up(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if let Some(kept) = ctx.kept_error.take() {
+            return self.answer_kept(session, ctx, *kept).await;
+        }
+        let e = self.gave_up(ctx);
+        if e.status >= 500 {
+            ctx.error_class.get_or_insert(ErrorClass::Server);
+        }
+        self.answer_error(session, ctx, &e).await
+    }
+
+    /// A kept upstream error answer, as the answer of the attempt that got it.
+    async fn answer_kept(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        kept: KeptError,
+    ) -> Result<()> {
+        ctx.attempts.index = kept.index;
+        ctx.served = kept.served;
+        ctx.error_class = kept.class;
+        ctx.status = Some(kept.status);
+        ctx.error_code = Some("upstream_error");
+        let mut header = ResponseHeader::build(kept.status, Some(4))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_LENGTH, HeaderValue::from(kept.body.len()))?;
+        if kept.status == 429 {
+            if let Some(v) = ctx.retry_after.as_deref() {
+                header.insert_header(http::header::RETRY_AFTER, v)?;
+            }
+        }
+        self.write_head(session, ctx, Box::new(header)).await?;
+        session.write_response_body(kept.body, true).await
+    }
+
     fn gave_up(&self, ctx: &Ctx) -> ApiError {
         match ctx.upstream_status {
             Some(s) if s >= 400 => {
@@ -764,8 +813,6 @@ impl Gateway {
         Ok(())
     }
 
-    /// The client went away: nobody to answer. Logged and counted as nginx's 499, not as an
-    /// upstream failure (no retry, no breaker failure).
     /// The client left after the stream's last event, before the upstream ended its body: the
     /// request is complete, with the usage counted so far.
     fn client_had_all(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -777,6 +824,8 @@ impl Gateway {
         Ok(())
     }
 
+    /// The client went away: nobody to answer. Logged and counted as nginx's 499, not as an
+    /// upstream failure (no retry, no breaker failure).
     fn client_left(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.status = Some(499);
         ctx.error_code = Some("client_closed_request");
