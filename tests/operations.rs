@@ -373,6 +373,7 @@ fn an_operation_outside_model_types_is_422() {
     );
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("text_to_speech"), "{}", r.body);
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("v"));
     assert!(up.requests().is_empty());
 }
 

@@ -180,6 +180,9 @@ fn every_breaker_open_is_a_503_with_retry_after() {
         "{}",
         r.body
     );
+    // The virtual model applied, though no upstream request was made.
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+    assert_eq!(r.header("x-modelgate-attempts"), Some("0"));
     let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     // The breakers half-open in an hour, not in some fixed default.
     assert!(after > 3000 && after <= 3600, "Retry-After {after}");

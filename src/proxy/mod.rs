@@ -272,6 +272,12 @@ impl Gateway {
             }
             Err(e) => {
                 let mut err = route_error(&e);
+                // The virtual model applied, though no target could be tried.
+                if let RouteError::AllCircuitsOpen { virtual_model }
+                | RouteError::OperationNotAllowed { virtual_model, .. } = &e
+                {
+                    ctx.virtual_model = Some(SmolStr::new(virtual_model));
+                }
                 if let RouteError::AllCircuitsOpen { virtual_model } = &e {
                     err.retry_after_s = Some(self.circuits_retry_after_s(snap, virtual_model));
                 }
@@ -342,6 +348,9 @@ impl Gateway {
         let tags = Tags {
             request_id: &ctx.request_id,
             rate: ctx.rate.as_ref(),
+            virtual_model: ctx.virtual_model.as_deref(),
+            // Set once a virtual model applied: no upstream request was made.
+            attempts: ctx.virtual_model.as_ref().map(|_| ctx.attempts.made),
             ..Tags::default()
         };
         // Boxed: errors are rare, and their future would otherwise size every request's.
