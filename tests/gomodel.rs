@@ -144,6 +144,8 @@ LOGGING_ENABLED=false
 USAGE_ENABLED=true
 REDIS_URL=redis://localhost:6379
 GUARDRAILS_ENABLED=false
+# Unquoted JSON, as GoModel's documentation writes it.
+VIRTUAL_MODELS=[{\"source\":\"smart\",\"strategy\":\"cost\",\"targets\":[{\"model\":\"backup/gpt-4o-mini\"}]}]
 ";
 
 /// The manual rules file: each model's fallbacks, in order.
@@ -302,6 +304,12 @@ fn serve_honours_the_gomodel_files_and_names_what_it_ignores() {
         4,
         "no fallback for claude-sonnet-4"
     );
+
+    // VIRTUAL_MODELS from .env, its JSON unquoted.
+    let r = chat(&g, "/gw/v1/chat/completions", "smart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+    assert_eq!(r.header("x-modelgate-model"), Some("backup/gpt-4o-mini"));
 
     // Start-up named each ignored section once.
     let logs = g.logs();

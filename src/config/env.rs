@@ -21,12 +21,10 @@ impl Env {
 
     /// The process environment over the `.env` file at `path` (the real environment wins).
     pub fn from_process_and_file(path: &Path) -> Result<Env, String> {
-        let mut vars = BTreeMap::new();
-        let iter = dotenvy::from_path_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| format!("{}: {e}", path.display()))?;
-            vars.insert(k, v);
-        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pairs = super::dotenv::parse(&text, |k| std::env::var(k).ok())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut vars: BTreeMap<String, String> = pairs.into_iter().collect();
         vars.extend(std::env::vars());
         Ok(Env { vars })
     }

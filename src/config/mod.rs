@@ -6,6 +6,7 @@
 
 pub mod block_yaml;
 pub mod document;
+pub mod dotenv;
 pub mod env;
 pub mod expand;
 pub mod gomodel;
