@@ -311,6 +311,50 @@ fn catalog_discovery_makes_listed_models_routable() {
         .any(|s| s.path == "/v1/models"));
 }
 
+#[test]
+fn a_model_added_upstream_after_a_miss_is_found_on_the_next_request() {
+    use std::sync::{Arc, Mutex};
+    // The upstream's list grows while the gateway runs.
+    let listed = Arc::new(Mutex::new(vec!["m1".to_string()]));
+    let l2 = listed.clone();
+    let a = Upstream::start_listing(move |s| {
+        let listed = l2.lock().unwrap();
+        if s.path.ends_with("/models") {
+            let data: Vec<serde_json::Value> = listed
+                .iter()
+                .map(|m| json!({"id": m, "object": "model"}))
+                .collect();
+            return Reply::Json(200, json!({"object": "list", "data": data}));
+        }
+        let model = s.json()["model"].as_str().unwrap_or("").to_string();
+        Reply::Json(200, chat_reply(&model, "ok"))
+    });
+    let cfg = format!(
+        "providers:\n  a:\n    type: openai_compatible\n    base_url: {}\n    api_key: k\n",
+        a.base_url()
+    );
+    let g = Gateway::start(&cfg, &[]);
+    assert_eq!(g.chat("a/m1").status, 200);
+    let listings = || {
+        a.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.ends_with("/models"))
+            .count()
+    };
+    // A typo: one refresh, then 404; asked again, no second refresh within the minute.
+    let before = listings();
+    assert_eq!(g.chat("a/typo").status, 404);
+    assert_eq!(g.chat("a/typo").status, 404);
+    assert_eq!(listings(), before + 1);
+    // The provider lists a new model: the next request naming it refreshes again and is served.
+    listed.lock().unwrap().push("m2".into());
+    let r = g.chat("a/m2");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(listings(), before + 2);
+}
+
 /// An OpenAI-compatible upstream whose `GET /v1/models` answers only once `release` is
 /// received (or after 8 s), listing `m1` and `late-model`; chat requests are echoed at once.
 fn slow_catalog_upstream() -> (u16, std::sync::mpsc::Sender<()>) {

@@ -8,7 +8,7 @@ pub mod discovery;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -132,23 +132,61 @@ pub struct Discovered {
 #[derive(Debug, Default)]
 pub struct ProviderState {
     pub discovered: ArcSwap<Discovered>,
-    /// Millisecond time of the last on-demand refresh, to run at most one at a time.
-    pub last_on_demand_ms: AtomicU64,
+    /// An on-demand refresh is running: at most one at a time per provider.
+    on_demand_running: AtomicBool,
+    /// The names on-demand refreshes were run for, and when: a name is looked up once a
+    /// minute, however often it is asked for. Locked only on a request whose model no
+    /// provider lists.
+    asked: std::sync::Mutex<HashMap<String, u64>>,
 }
+
+/// How long a name that started an on-demand refresh starts no other.
+pub const ON_DEMAND_NAME_MS: u64 = 60_000;
+/// The names remembered per provider; past it the oldest half is forgotten.
+const ON_DEMAND_NAMES: usize = 1024;
 
 impl ProviderState {
     pub fn addr(&self) -> Option<SocketAddr> {
         self.discovered.load().addr
     }
 
-    pub fn claim_on_demand(&self, now_ms: u64, min_gap_ms: u64) -> bool {
-        let last = self.last_on_demand_ms.load(Ordering::Relaxed);
-        if last != 0 && now_ms.saturating_sub(last) < min_gap_ms {
+    /// Whether a request naming `name` may start an on-demand refresh now: none is running
+    /// for this provider, and `name` started none in the last minute. A `true` must be
+    /// followed by `on_demand_done` when the refresh ends.
+    pub fn claim_on_demand(&self, name: &str, now_ms: u64) -> bool {
+        let mut asked = match self.asked.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if asked
+            .get(name)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < ON_DEMAND_NAME_MS)
+        {
             return false;
         }
-        self.last_on_demand_ms
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        if self
+            .on_demand_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if asked.len() >= ON_DEMAND_NAMES {
+            asked.retain(|_, at| now_ms.saturating_sub(*at) < ON_DEMAND_NAME_MS);
+            if asked.len() >= ON_DEMAND_NAMES {
+                let mut times: Vec<u64> = asked.values().copied().collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                asked.retain(|_, at| *at > cut);
+            }
+        }
+        asked.insert(name.to_string(), now_ms);
+        true
+    }
+
+    /// The on-demand refresh a `claim_on_demand` started has ended.
+    pub fn on_demand_done(&self) {
+        self.on_demand_running.store(false, Ordering::Release);
     }
 }
 
@@ -177,6 +215,27 @@ pub fn configured_set(p: &ProviderConfig) -> ModelSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_on_demand_refresh_runs_once_at_a_time_and_once_a_minute_per_name() {
+        let s = ProviderState::default();
+        assert!(s.claim_on_demand("typo", 1_000));
+        // One at a time.
+        assert!(!s.claim_on_demand("other", 1_001));
+        s.on_demand_done();
+        // Another name may start one at once; the same name only after a minute.
+        assert!(s.claim_on_demand("other", 1_002));
+        s.on_demand_done();
+        assert!(!s.claim_on_demand("typo", 2_000));
+        assert!(s.claim_on_demand("typo", 1_000 + ON_DEMAND_NAME_MS));
+        s.on_demand_done();
+        // A flood of names stays bounded.
+        for i in 0..3 * ON_DEMAND_NAMES {
+            assert!(s.claim_on_demand(&format!("n{i}"), 100_000 + i as u64));
+            s.on_demand_done();
+        }
+        assert!(s.asked.lock().unwrap().len() <= ON_DEMAND_NAMES);
+    }
 
     #[test]
     fn the_index_prices_like_the_scans() {

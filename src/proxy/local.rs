@@ -89,11 +89,19 @@ pub async fn refresh_for(
         if p.config.kind == ProviderKind::Mock || !p.config.usable() {
             continue;
         }
-        if p.state.claim_on_demand(now, 60_000) {
-            tasks.push(tokio::spawn(discovery::refresh(
-                p.config.clone(),
-                p.state.clone(),
-            )));
+        if p.state.claim_on_demand(model, now) {
+            /// Ends the claim however the refresh ends.
+            struct Running(Arc<crate::catalog::ProviderState>);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    self.0.on_demand_done();
+                }
+            }
+            let (config, state) = (p.config.clone(), p.state.clone());
+            tasks.push(tokio::spawn(async move {
+                let _running = Running(state.clone());
+                discovery::refresh(config, state).await;
+            }));
         }
     }
     let _ = app;

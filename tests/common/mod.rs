@@ -61,11 +61,25 @@ impl Upstream {
         models: &[&str],
         handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
+        Upstream::spawn(
+            Some(models.iter().map(|s| s.to_string()).collect()),
+            handler,
+        )
+    }
+
+    /// A mock upstream whose `handler` answers every request, `GET .../models` included.
+    pub fn start_listing(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Upstream {
+        Upstream::spawn(None, handler)
+    }
+
+    fn spawn(
+        models: Option<Vec<String>>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock upstream");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
-        let models: Vec<String> = models.iter().map(|s| s.to_string()).collect();
         let seen2 = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -110,7 +124,12 @@ pub fn chat_reply(model: &str, text: &str) -> serde_json::Value {
     })
 }
 
-fn serve(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>, models: Vec<String>) {
+fn serve(
+    stream: TcpStream,
+    handler: Handler,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    models: Option<Vec<String>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
@@ -151,7 +170,10 @@ fn serve(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>, model
             body,
         };
         seen.lock().unwrap().push(req.clone());
-        let reply = if req.method == "GET" && req.path.ends_with("/models") {
+        let listing = models
+            .as_ref()
+            .filter(|_| req.method == "GET" && req.path.ends_with("/models"));
+        let reply = if let Some(models) = listing {
             let data: Vec<_> = models
                 .iter()
                 .map(|m| serde_json::json!({"id": m, "object": "model"}))
