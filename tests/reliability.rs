@@ -881,3 +881,39 @@ fn when_the_last_try_gets_no_answer_the_client_gets_the_last_upstream_error() {
     assert_eq!(r.error_code(), "upstream_unavailable");
     assert_eq!(r.header("x-modelgate-error-class"), Some("server"));
 }
+
+#[test]
+fn metadata_match_reads_the_header_else_the_bodys_metadata() {
+    let a = Upstream::echo(&[]);
+    let b = Upstream::echo(&[]);
+    let vms = "  - source: meta\n    strategy: priority\n    targets:\n      - {model: a/m1, metadata_match: {tier: enterprise}}\n      - b/m3\n";
+    let g = Gateway::start(&config(&a, &b, "", vms), &[]);
+    let send = |body_meta: Option<serde_json::Value>, header: Option<&str>| {
+        let mut body = chat_body("meta");
+        if let Some(m) = body_meta {
+            body["metadata"] = m;
+        }
+        let h: Vec<(&str, &str)> = header
+            .map(|v| vec![("x-modelgate-metadata", v)])
+            .unwrap_or_default();
+        let r = g.post("/v1/chat/completions", &body, &h);
+        assert_eq!(r.status, 200, "{}", r.body);
+        served(&r).to_string()
+    };
+    assert_eq!(send(None, None), "b/m3");
+    // The OpenAI SDK's `metadata=` parameter.
+    assert_eq!(send(Some(json!({"tier": "enterprise"})), None), "a/m1");
+    assert_eq!(send(Some(json!({"tier": "free"})), None), "b/m3");
+    assert_eq!(send(Some(json!("not an object")), None), "b/m3");
+    // The header, when given, is the request's metadata.
+    assert_eq!(send(None, Some(r#"{"tier":"enterprise"}"#)), "a/m1");
+    assert_eq!(
+        send(
+            Some(json!({"tier": "enterprise"})),
+            Some(r#"{"tier":"free"}"#)
+        ),
+        "b/m3"
+    );
+    // The body goes upstream as the client sent it.
+    assert_eq!(a.requests()[0].json()["metadata"]["tier"], "enterprise");
+}

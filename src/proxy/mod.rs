@@ -237,6 +237,18 @@ impl Gateway {
             .table
             .redirect(peek.model.trim())
             .map(|vi| &snap.table.models[vi]);
+        // Without the header, the body's own `metadata` (read only when a target matches on it).
+        let metadata = match (metadata, vm) {
+            (None, Some(vm))
+                if vm
+                    .targets
+                    .iter()
+                    .any(|t| !t.extras().metadata_match.is_empty()) =>
+            {
+                request_info::metadata_body(&raw)
+            }
+            (m, _) => m,
+        };
         let session_key = vm.and_then(|vm| {
             request_info::session_key(session, vm, ctx.user_path.as_ref(), ctx.header_names, &raw)
         });

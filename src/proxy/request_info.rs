@@ -61,6 +61,20 @@ pub fn metadata_header(
     }
 }
 
+/// The body's own `metadata` object (OpenAI's request `metadata`, as the SDKs' `metadata=`
+/// sends it), when it has one. Read only for a virtual model with a `metadata_match` target.
+pub fn metadata_body(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        metadata: Option<Value>,
+    }
+    match serde_json::from_slice::<Body>(body).ok()?.metadata? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
 /// The session key for affinity: the first session header present (or, with
 /// `session_affinity.key: prefix`, the hash of the body's system prompt and first messages),
 /// scoped by the caller's (normalized) user path, so that `/team/x` and `team/x/` are one
