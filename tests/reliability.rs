@@ -916,4 +916,12 @@ fn metadata_match_reads_the_header_else_the_bodys_metadata() {
     );
     // The body goes upstream as the client sent it.
     assert_eq!(a.requests()[0].json()["metadata"]["tier"], "enterprise");
+    // A header that is no JSON object is the client's error.
+    let r = g.post(
+        "/v1/chat/completions",
+        &chat_body("meta"),
+        &[("x-modelgate-metadata", "notjson")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error_code(), "invalid_metadata");
 }
