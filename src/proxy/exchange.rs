@@ -189,26 +189,28 @@ impl Gateway {
                     ctx.error_class = Some(class);
                     self.metrics
                         .record_error_class(ctx.served.as_deref().unwrap_or(""), class);
-                    let (index, served, copy) =
-                        (ctx.attempts.index, ctx.served.clone(), body.clone());
+                    // Kept for the client in case the tries left get no answer (made here, in
+                    // the context, so that nothing more is held across the awaits below).
+                    ctx.kept_error = ended.then(|| {
+                        Box::new(KeptError {
+                            status,
+                            body: ctx.shaper.as_ref().map_or_else(
+                                || body.clone(),
+                                |s| s.error_for_client(status, &body),
+                            ),
+                            index: ctx.attempts.index,
+                            served: ctx.served.clone(),
+                            class: Some(class),
+                        })
+                    });
                     a.held = Some((body, ended));
                     match self.after_failure(ctx, Failure::Status(status, class), secs) {
                         // The client gets the upstream's own answer.
-                        Next::GiveUp => return self.deliver(session, ctx, a).await,
+                        Next::GiveUp => {
+                            ctx.kept_error = None;
+                            return self.deliver(session, ctx, a).await;
+                        }
                         next => {
-                            // Kept for the client in case the tries left get no answer.
-                            ctx.kept_error = ended.then(|| {
-                                Box::new(KeptError {
-                                    status,
-                                    body: ctx.shaper.as_ref().map_or_else(
-                                        || copy.clone(),
-                                        |s| s.error_for_client(status, &copy),
-                                    ),
-                                    index,
-                                    served,
-                                    class: Some(class),
-                                })
-                            });
                             if ended {
                                 // Read whole: the connection can serve the next request.
                                 self.give_back(a.up, &a.peer).await;
@@ -723,7 +725,6 @@ impl Gateway {
         Duration::from_millis(ms)
     }
 
-    /// The error a client gets when no attempt produced an answer to pass on.
     /// Every try failed, the last without an answer to pass on: the client gets the last
     /// upstream error answer when there was one, else the gateway's own error (classed
     /// `server` when nothing else classed the failure).
@@ -762,6 +763,7 @@ impl Gateway {
         session.write_response_body(kept.body, true).await
     }
 
+    /// The gateway's own error when no attempt produced an answer to pass on.
     fn gave_up(&self, ctx: &Ctx) -> ApiError {
         match ctx.upstream_status {
             Some(s) if s >= 400 => {
