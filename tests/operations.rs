@@ -397,6 +397,7 @@ fn an_anthropic_target_is_not_eligible_for_audio_and_resolve_says_why() {
     let r = post_form(&g, "/v1/audio/transcriptions", &body, &[]);
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_code(), "unsupported_operation");
+    assert_eq!(r.header("x-modelgate-virtual-model"), Some("only"));
     let (code, out) = run_cli(
         &cfg,
         &["resolve", "v", "--operation", "audio_transcription"],

@@ -49,7 +49,8 @@ pub fn upstream_body(
         drop_provider: spec.drop_provider,
         request_usage: spec.target == WireFormat::OpenAiChat
             && peek.stream
-            && (spec.op == Operation::Chat || ingress != spec.target),
+            && (matches!(spec.op, Operation::Chat | Operation::Completion)
+                || ingress != spec.target),
     };
     if ingress == spec.target {
         return Ok(edits::apply(raw, peek, &edits));
@@ -1099,6 +1100,43 @@ mod tests {
             assert_eq!(b.as_deref(), Some(e.as_bytes()), "passed through untouched");
         }
         assert_eq!(s.usage, Some((13, 9)));
+    }
+
+    #[test]
+    fn a_completions_stream_asks_for_usage_and_hides_it_again() {
+        let spec = BodySpec {
+            op: Operation::Completion,
+            target: WireFormat::OpenAiChat,
+            upstream_model: "m",
+            override_params: None,
+            drop_provider: false,
+            default_max_tokens: 64,
+        };
+        let raw = br#"{"model":"x","prompt":"hi","stream":true}"#;
+        let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+        assert!(injected);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let mut s = Shaper::new(
+            Operation::Completion,
+            WireFormat::OpenAiChat,
+            true,
+            true,
+            "id",
+            "m",
+            0,
+        );
+        s.on_status(200);
+        let stream = "data: {\"choices\":[{\"text\":\"hi\",\"index\":0}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        let mut out = Some(Bytes::from_static(stream.as_bytes()));
+        s.on_body(&mut out, true);
+        let out = String::from_utf8(out.unwrap().to_vec()).unwrap();
+        assert!(!out.contains("usage"), "{out}");
+        assert!(
+            out.contains("\"hi\"") && out.ends_with("data: [DONE]\n\n"),
+            "{out}"
+        );
+        assert_eq!(s.usage, Some((2, 1)));
     }
 
     #[test]

@@ -308,6 +308,9 @@ impl Gateway {
                 .is_ok()
         });
         if plan.attempts.is_empty() {
+            ctx.virtual_model = plan
+                .virtual_model
+                .map(|vi| SmolStr::new(&snap.table.models[vi].source));
             return Prepared::Fail(ApiError::new(
                 400,
                 "invalid_request_error",

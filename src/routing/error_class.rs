@@ -72,10 +72,20 @@ pub fn classify(status: u16, body: &[u8]) -> Option<ErrorClass> {
     if status < 400 {
         return None;
     }
-    if let Some(c) = from_body(body) {
-        return Some(c);
+    match from_body(body) {
+        // A generic server error type says less than a 503 or 529 does.
+        Some(ErrorClass::Server) => Some(match from_status(status) {
+            ErrorClass::Overloaded => ErrorClass::Overloaded,
+            ErrorClass::RateLimited
+            | ErrorClass::ContextLengthExceeded
+            | ErrorClass::ContentFiltered
+            | ErrorClass::Auth
+            | ErrorClass::InvalidRequest
+            | ErrorClass::Server => ErrorClass::Server,
+        }),
+        Some(c) => Some(c),
+        None => Some(from_status(status)),
     }
-    Some(from_status(status))
 }
 
 /// The class a status implies on its own.
@@ -247,6 +257,19 @@ mod tests {
                 503,
                 r#"{"error":{"message":"The engine is currently overloaded, please try again later","type":"server_error"}}"#
             ),
+            ErrorClass::Overloaded
+        );
+    }
+
+    #[test]
+    fn a_generic_server_error_type_on_a_503_is_overloaded() {
+        let api_error =
+            r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
+        assert_eq!(class(503, api_error), ErrorClass::Overloaded);
+        assert_eq!(class(529, api_error), ErrorClass::Overloaded);
+        assert_eq!(class(500, api_error), ErrorClass::Server);
+        assert_eq!(
+            class(503, r#"{"error":{"message":"x","type":"server_error"}}"#),
             ErrorClass::Overloaded
         );
     }
