@@ -180,6 +180,8 @@ fn the_router_picks_the_model_by_input_size() {
             r.header("x-modelgate-model"),
             Some(format!("a/{expected}").as_str())
         );
+        // The virtual model applied, though its router chose a concrete model.
+        assert_eq!(r.header("x-modelgate-virtual-model"), Some("routed"));
     }
     let models: Vec<String> = up
         .requests()

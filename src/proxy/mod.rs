@@ -338,9 +338,11 @@ impl Gateway {
                 }
             }
         }
-        ctx.virtual_model = plan
-            .virtual_model
-            .map(|vi| SmolStr::new(&snap.table.models[vi].source));
+        // The virtual model that routed; else the one whose request steps chose a concrete
+        // model (set by the request phase).
+        if let Some(vi) = plan.virtual_model {
+            ctx.virtual_model = Some(SmolStr::new(&snap.table.models[vi].source));
+        }
         pipeline::after_plan(snap, ctx, plan.virtual_model);
         if op == Operation::Speech {
             ctx.audio.characters = audio_usage::speech_characters(&raw);

@@ -22,7 +22,7 @@ use crate::snapshot::Snapshot;
 /// The pipelines of the virtual model a request names, when it has any and applies to the
 /// caller (a redirect whose `user_paths` do not cover the caller is ignored, and so is its
 /// middleware).
-fn named(snap: &Snapshot, model: &str, ctx: &Ctx) -> Option<Arc<Pipelines>> {
+fn named(snap: &Snapshot, model: &str, ctx: &Ctx) -> Option<(usize, Arc<Pipelines>)> {
     let vi = snap.table.redirect(model.trim())?;
     let vm = &snap.table.models[vi];
     let covered = vm
@@ -32,7 +32,7 @@ fn named(snap: &Snapshot, model: &str, ctx: &Ctx) -> Option<Arc<Pipelines>> {
     if !covered {
         return None;
     }
-    snap.pipelines.get(vi)?.clone()
+    Some((vi, snap.pipelines.get(vi)?.clone()?))
 }
 
 /// Runs the request phase of the named virtual model over `raw`, and keeps that virtual model's
@@ -73,6 +73,8 @@ pub fn request_phase(
         return Ok(value.into_raw());
     };
     let named = named(snap, &peek.model, ctx);
+    let named_vi = named.as_ref().map(|(vi, _)| *vi);
+    let named = named.map(|(_, p)| p);
     if let Some(p) = &named {
         ctx.pipelines = Some(p.clone());
     }
@@ -101,6 +103,13 @@ pub fn request_phase(
     // model) the planner peeks and answers with its own message.
     let (bytes, model_span) = value.to_vec_with_span("model");
     ctx.peek = peek_of(&value, model_span, &bytes);
+    // Steps of a virtual model that chose another model: the virtual model applied, and stays
+    // the answer's `X-Modelgate-Virtual-Model` when the chosen model is a concrete one (another
+    // virtual model replaces it when it routes).
+    let rerouted = ctx.peek.as_ref().is_some_and(|p| p.model != peek.model);
+    if let (Some(vi), true) = (named_vi, rerouted) {
+        ctx.virtual_model = Some(smol_str::SmolStr::new(&snap.table.models[vi].source));
+    }
     Ok(bytes)
 }
 
