@@ -84,6 +84,8 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
             ]
         }),
     );
+    // Console lines are kept for `console_errors`.
+    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
     // chromedriver listens on 127.0.0.1 in plain HTTP: no TLS stack needed. Its first session
     // request can be reset while it is still starting up on a busy machine: a few tries.
     let mut last = None;
@@ -528,4 +530,122 @@ async fn the_dashboard_creates_a_key_shows_its_secret_once_and_revokes_it() {
     );
     assert_eq!(r.status, 401);
     c.close().await.unwrap();
+}
+
+/// The browser's console lines at level SEVERE so far (chromedriver's log endpoint): failed
+/// loads (a 404 favicon, a refused API call) and script errors.
+async fn console_errors(c: &Client, driver: &Driver) -> Vec<String> {
+    use std::io::{Read, Write};
+    let sid = c.session_id().await.unwrap().expect("a session id");
+    let body = r#"{"type":"browser"}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", driver.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /session/{sid}/se/log HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // A chunked answer: the JSON lies between the first line (its size) and the last chunk.
+    let json = json
+        .find('{')
+        .and_then(|a| json.rfind('}').map(|b| &json[a..=b]))
+        .unwrap_or("{}");
+    let v: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("chromedriver's log answer {out:?}: {e}"));
+    v["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no log entries in {out}"))
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn signing_in_by_a_playground_link_or_as_a_manager_leaves_no_error() {
+    let config = "providers:\n  demo:\n    type: mock\n    models: [chatty]\n";
+    let g = Gateway::start(config, &[("MODELGATE_MASTER_KEY", KEY)]);
+    let auth = format!("Bearer {KEY}");
+    let master = [("authorization", auth.as_str())];
+    // A store row with an empty user_paths list: open to everyone, as an absent list is.
+    let r = g.call(
+        "POST",
+        "/admin/api/v1/virtual-models",
+        Some(&json!({"source": "grp/open", "target": "demo/chatty", "user_paths": []})),
+        &master,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = g.call(
+        "POST",
+        "/admin/api/v1/keys",
+        Some(&json!({"name": "lead", "scopes": ["inference", "manage:grp"]})),
+        &master,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let manager = r.json()["key"].as_str().unwrap().to_string();
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps_client = browser(&driver, profile.path()).await;
+    let c = &mut caps_client;
+    // A playground link opened before signing in: after the sign-in, the model is chosen and
+    // no error is left over from the list the page could not load without the key.
+    c.goto(&g.url("/admin/dashboard#playground?model=grp/open"))
+        .await
+        .unwrap();
+    css(c, "#login-key").await.send_keys(KEY).await.unwrap();
+    css(c, "#login-submit").await.click().await.unwrap();
+    let mut chosen = String::new();
+    for _ in 0..150 {
+        chosen = css(c, "#pg-model")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if chosen == "grp/open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(chosen, "grp/open");
+    assert!(!css(c, "#pg-error").await.is_displayed().await.unwrap());
+    // The page asked for nothing before the key but one status call (its 401 shows the
+    // sign-in), and has an icon: no other failed load.
+    let errors = console_errors(c, &driver).await;
+    assert!(errors.len() <= 1, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("/admin/api/v1/status") && e.contains("401")),
+        "{errors:#?}"
+    );
+
+    // The empty list shows as Enabled.
+    css(c, "#nav-models").await.click().await.unwrap();
+    let badge = text_eventually(
+        c,
+        "#vm-table tr[data-source='grp/open'] .badge.state-enabled",
+        "Enabled",
+    )
+    .await;
+    assert_eq!(badge, "Enabled");
+
+    // A manager key signs in too: its virtual models show, without the master key's cards.
+    css(c, "#sign-out").await.click().await.unwrap();
+    css(c, "#login-key")
+        .await
+        .send_keys(&manager)
+        .await
+        .unwrap();
+    css(c, "#login-submit").await.click().await.unwrap();
+    text_eventually(c, "#vm-table tr[data-source='grp/open']", "grp/open").await;
+    assert!(!css(c, "#vm-notice").await.is_displayed().await.unwrap());
+    assert!(!css(c, "#login").await.is_displayed().await.unwrap());
+    shot(c, "10-manager-signed-in.png").await;
+    caps_client.close().await.unwrap();
 }

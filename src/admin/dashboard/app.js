@@ -91,14 +91,23 @@
 
   // ---- loading ----
 
+  // The status line: the master key's; a manager key (403) goes without it.
+  function loadStatus() {
+    return api('GET', API + '/status').then((r) => r.data, (e) => {
+      if (e.status === 403) return null;
+      throw e;
+    });
+  }
+
   async function boot() {
     try {
-      const [status, vms, models] = await Promise.all([
-        api('GET', API + '/status'),
+      // One call first: on a gateway that wants a key, only it is refused before the sign-in.
+      const status = await loadStatus();
+      const [vms, models] = await Promise.all([
         api('GET', API + '/virtual-models'),
         api('GET', API + '/models'),
       ]);
-      state.status = status.data;
+      state.status = status;
       state.entries = vms.data.data || [];
       state.models = models.data.data || [];
       $('#login').hidden = true;
@@ -116,11 +125,11 @@
 
   async function refresh() {
     const [status, vms, models] = await Promise.all([
-      api('GET', API + '/status'),
+      loadStatus(),
       api('GET', API + '/virtual-models'),
       api('GET', API + '/models'),
     ]);
-    state.status = status.data;
+    state.status = status;
     state.entries = vms.data.data || [];
     state.models = models.data.data || [];
     render();
@@ -146,7 +155,8 @@
   function accessState(entry) {
     if (entry.enabled === false) return 'disabled';
     const paths = entry.user_paths;
-    if (Array.isArray(paths) && !paths.includes('/')) return 'restricted';
+    // An empty list restricts nothing, exactly as an absent one.
+    if (Array.isArray(paths) && paths.length > 0 && !paths.includes('/')) return 'restricted';
     return 'enabled';
   }
 
@@ -443,7 +453,8 @@
         target: null,
         targets: targets.length ? targets : null,
         routing_config: null,
-        strategy: targets.length > 1 && strategy !== 'round_robin' ? strategy : null,
+        // Kept with one target too (hidden then): a priority entry stays one.
+        strategy: strategy !== 'round_robin' ? strategy : null,
         user_paths: access === 'enabled' ? null : (paths.length ? paths : null),
         enabled: access === 'disabled' ? false : null,
       },

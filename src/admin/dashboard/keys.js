@@ -186,11 +186,11 @@
   $('#usage-group').addEventListener('change', () => loadUsage().catch(() => {}));
   $('#usage-range').addEventListener('change', () => loadUsage().catch(() => {}));
 
-  // Shown once the master key is known: at load, and after signing in.
+  // Shown once the dashboard has signed in and loaded (app.js says so), never before: a
+  // gateway that wants a key would refuse these calls.
   function load() {
     loadKeys().catch(() => { $('#keys-card').hidden = true; });
     loadUsage().catch(() => { $('#usage-card').hidden = true; });
   }
-  $('#login-form').addEventListener('submit', () => setTimeout(load, 300));
-  load();
+  document.addEventListener('modelgate:ready', load);
 })();

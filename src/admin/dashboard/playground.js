@@ -39,7 +39,8 @@
     });
     $('#nav-playground').classList.toggle('active', pg);
     $('#nav-models').classList.toggle('active', !pg);
-    if (pg) {
+    // The list is the caller's: loaded once the dashboard has signed in.
+    if (pg && ready) {
       state.wanted = modelFromHash() || state.wanted;
       loadModels();
     }
@@ -75,6 +76,8 @@
       if (keep) select.value = keep;
       state.wanted = null;
       state.loaded = true;
+      // A list that failed before the sign-in has loaded now: its message is stale.
+      showError('');
     } catch (e) {
       showError('Could not load the models: ' + e.message);
     }
@@ -240,6 +243,10 @@
   });
   window.addEventListener('hashchange', showPage);
   // The dashboard signals when it has signed in and loaded; the list then reflects the key.
-  document.addEventListener('modelgate:ready', showPage);
+  let ready = false;
+  document.addEventListener('modelgate:ready', () => {
+    ready = true;
+    showPage();
+  });
   showPage();
 })();
