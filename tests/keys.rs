@@ -382,7 +382,22 @@ fn a_manager_writes_virtual_models_of_its_group_through_every_api_and_nothing_el
 
 #[test]
 fn usage_is_kept_per_key_user_path_and_model_in_hourly_rows() {
-    let up = Upstream::echo(&["m", "n"]);
+    // Whole answers report 3 + 2 tokens; streams report none.
+    let up = Upstream::start(&["m", "n"], |s| {
+        let model = s.json()["model"].as_str().unwrap_or("?").to_string();
+        if s.json()["stream"] == true {
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]});
+            return Reply::Stream(
+                vec![
+                    format!("data: {chunk}\n\n").into_bytes(),
+                    b"data: [DONE]\n\n".to_vec(),
+                ],
+                None,
+            );
+        }
+        Reply::Json(200, chat_reply(&model, "ok"))
+    });
     let g = Gateway::start(
         &config(&up),
         &[
@@ -398,6 +413,13 @@ fn usage_is_kept_per_key_user_path_and_model_in_hourly_rows() {
         assert_eq!(chat_as(&g, "up/m", &with(&bearer(&secret))).status, 200);
     }
     assert_eq!(chat_as(&g, "up/n", &with(&master())).status, 200);
+    // An answered stream whose upstream reported no usage is a request with no tokens.
+    let r = g.post(
+        "/v1/chat/completions",
+        &json!({"model": "up/n", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        &with(&master()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let usage = |q: &str| {
         let r = g.call(
             "GET",
@@ -415,7 +437,7 @@ fn usage_is_kept_per_key_user_path_and_model_in_hourly_rows() {
         t.iter()
             .map(|r| r["requests"].as_i64().unwrap_or(0))
             .sum::<i64>()
-    }) < 3
+    }) < 4
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -429,7 +451,8 @@ fn usage_is_kept_per_key_user_path_and_model_in_hourly_rows() {
     // The echo upstream reports 3 + 2 tokens per answer.
     assert_eq!(of("u")["requests"], 2);
     assert_eq!(of("u")["total_tokens"], 10);
-    assert_eq!(of("")["requests"], 1);
+    assert_eq!(of("")["requests"], 2);
+    assert_eq!(of("")["total_tokens"], 5);
     assert!(by_key["data"][0]["hour"]
         .as_str()
         .unwrap()

@@ -850,7 +850,11 @@ impl Gateway {
         if ctx.reservation.is_some() {
             limit::settle(ctx, cost);
         }
-        if let (Some((i, o)), Some(model)) = (ctx.usage, &ctx.served) {
+        // Every answered request is a usage row; one whose upstream reported no usage counts
+        // as a request with no tokens.
+        let answered = ctx.usage.is_some() || ctx.status.is_some_and(|s| s < 400);
+        if let (true, Some(model)) = (answered, &ctx.served) {
+            let (i, o) = ctx.usage.unwrap_or((0, 0));
             self.app.usage.record(crate::usage::Sample {
                 at: crate::wall_clock::now_secs(),
                 key: ctx.key.clone(),
