@@ -217,8 +217,9 @@
 
   function strategyName(entry) {
     if (entry.kind === 'policy') return '—';
+    // TrueFoundry's routing_config.type names (weight-based-routing, ...) read as ours.
     const s = entry.strategy || (entry.routing_config && entry.routing_config.type) || 'round_robin';
-    return s.replace(/_/g, ' ');
+    return normalizeStrategy(s).replace(/_/g, ' ');
   }
 
   function render() {
