@@ -529,6 +529,8 @@ fn a_database_out_of_reach_keeps_requests_served_refuses_writes_and_recovers() {
         eventually("connected again", || {
             status(g)["store"]["connected"] == true
         });
+        // The outage is over: its error is no longer the store's state.
+        assert_eq!(status(g)["store"]["last_error"], serde_json::Value::Null);
     }
     let (ok, failures) = load.finish();
     assert!(

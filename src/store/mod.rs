@@ -181,8 +181,12 @@ pub struct Health {
 }
 
 impl Health {
+    /// The store answered. Back from an outage, the outage's error is over: `last_error`
+    /// clears (the log keeps it).
     pub fn connected(&self) {
-        self.connected.store(true, Ordering::Relaxed);
+        if !self.connected.swap(true, Ordering::Relaxed) {
+            self.last_error.store(None);
+        }
     }
 
     pub fn failed(&self, error: &str) {
