@@ -132,10 +132,25 @@ impl App {
         self.snapshot.load_full()
     }
 
+    /// The config as a reload reads it. A file that is empty, caught between a writer's
+    /// truncation and its write (or a ConfigMap mounted empty), is refused: loaded, it would be
+    /// the built-in defaults, dropping every provider and virtual model.
+    fn source_for_reload(&self) -> Result<LoadedConfig, String> {
+        if let Some(p) = self.source.path.as_deref() {
+            if std::fs::read(p).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace)) {
+                return Err(format!(
+                    "{}: the config file is empty; keeping the last good config",
+                    p.display()
+                ));
+            }
+        }
+        self.source.load()
+    }
+
     /// Re-reads the config and the store and swaps in a new snapshot, or keeps the old one.
     pub fn reload(&self) -> Result<(), String> {
         let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let built = self.source.load().and_then(|loaded| {
+        let built = self.source_for_reload().and_then(|loaded| {
             let (rows, revision) = match &self.store {
                 Some(s) => match s.load() {
                     Ok(current) => {

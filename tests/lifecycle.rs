@@ -587,3 +587,26 @@ fn a_connection_that_comes_while_descriptors_run_out_is_served_once_others_close
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}\n{}", logs());
     assert!(answer.contains("\"object\":\"list\""), "{answer}");
 }
+
+#[test]
+fn an_emptied_config_file_keeps_the_last_good_config() {
+    let (a, b) = (Upstream::echo(&["m1"]), Upstream::echo(&["m3"]));
+    let g = Gateway::start(&cfg(&a, &b, "a/m1"), &[]);
+    // A writer that truncates, then writes: the empty moment is not a config.
+    std::fs::write(&g.config, "  \n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && metric(&g, "modelgate_config_last_reload_ok") != 0.0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&g, "modelgate_config_last_reload_ok"), 0.0);
+    let r = g.chat("v");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-modelgate-model"), Some("a/m1"));
+    let (_, status) = g.get("/admin/api/v1/status");
+    assert!(
+        status.contains("the config file is empty; keeping the last good config"),
+        "{status}"
+    );
+    std::fs::write(&g.config, cfg(&a, &b, "b/m3")).unwrap();
+    assert!(wait_for_route(&g, "b/m3"), "{}", g.logs());
+}
