@@ -333,8 +333,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let target = copy::open(&to, true)?;
             let done = copy::copy(source.as_ref(), target.as_ref(), replace)?;
             println!(
-                "copied {} virtual models from {} to {} (replaced {}; target revision {})",
+                "copied {} virtual models, {} API keys and {} usage rows from {} to {} (replaced {} virtual models; target revision {})",
                 done.rows,
+                done.keys,
+                done.usage,
                 from.shown(),
                 to.shown(),
                 done.replaced,

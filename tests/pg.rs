@@ -596,6 +596,19 @@ fn store_copy_moves_rows_both_ways_keeping_etags_and_times() {
             Change::Upsert(Box::new(row("beta", "e-beta", 300, 400))),
         ])
         .unwrap();
+    sqlite
+        .add_usage(&[modelgate::store::UsageRow {
+            hour: 3600,
+            key: "ci".into(),
+            user_path: "/t".into(),
+            virtual_model: "alpha".into(),
+            model: "p/m".into(),
+            requests: 3,
+            input_tokens: 30,
+            output_tokens: 6,
+            cost_usd: 0.25,
+        }])
+        .unwrap();
     let rows = sqlite.list().unwrap();
     drop(sqlite);
     let from_arg = format!("sqlite:{}", from.display());
@@ -606,7 +619,14 @@ fn store_copy_moves_rows_both_ways_keeping_etags_and_times() {
         &[],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("copied 2 virtual models"), "{out}");
+    assert!(
+        out.contains("copied 2 virtual models, 0 API keys and 1 usage rows"),
+        "{out}"
+    );
+    assert_eq!(
+        db.sql("SELECT hour || ' ' || requests || ' ' || input_tokens FROM modelgate_usage"),
+        "3600 3 30"
+    );
     assert_eq!(
         db.sql("SELECT string_agg(source || ' ' || etag || ' ' || created_at || ' ' || updated_at, ',' ORDER BY source) FROM virtual_models"),
         "alpha e-alpha 100 200,beta e-beta 300 400"
@@ -619,7 +639,7 @@ fn store_copy_moves_rows_both_ways_keeping_etags_and_times() {
     );
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("already holds 2 virtual models; pass --replace"),
+        out.contains("already holds 2 virtual models, 0 API keys and 1 usage rows; pass --replace"),
         "{out}"
     );
     let (code, out) = run_cli(
@@ -636,6 +656,11 @@ fn store_copy_moves_rows_both_ways_keeping_etags_and_times() {
         &[],
     );
     assert_eq!(code, 0, "{out}");
+    // Replaced, not added to.
+    assert_eq!(
+        db.sql("SELECT hour || ' ' || requests || ' ' || input_tokens FROM modelgate_usage"),
+        "3600 3 30"
+    );
 
     let back = dir.path().join("back.db");
     let back_arg = format!("sqlite:{}", back.display());

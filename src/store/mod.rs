@@ -255,6 +255,8 @@ pub trait Store: Send + Sync {
     fn add_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError>;
     /// The usage rows of the hours from `from` up to `to` (unix seconds, `to` excluded).
     fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError>;
+    /// Removes every usage row (`store copy --replace`).
+    fn clear_usage(&self) -> Result<(), StoreError>;
     /// Applies `changes` in one transaction, whatever the rows are.
     fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         self.transact(&mut |_| Outcome::Commit(changes.to_vec()))

@@ -537,6 +537,16 @@ impl Store for PostgresStore {
         })
     }
 
+    fn clear_usage(&self) -> Result<(), StoreError> {
+        let location = self.url.shown.clone();
+        self.with_client(async |c: &mut Client| {
+            c.execute("DELETE FROM modelgate_usage", &[])
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&location, e))
+        })
+    }
+
     fn health(&self) -> &Health {
         &self.health
     }

@@ -376,6 +376,11 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn clear_usage(&self) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM modelgate_usage", [])?;
+        Ok(())
+    }
+
     fn health(&self) -> &Health {
         &self.health
     }
