@@ -52,7 +52,8 @@ impl ApiError {
     /// The Anthropic envelope.
     pub fn anthropic_body(&self) -> Vec<u8> {
         let kind = match self.status {
-            400 | 413 | 422 => "invalid_request_error",
+            400 | 422 => "invalid_request_error",
+            413 => "request_too_large",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",

@@ -546,6 +546,12 @@ fn bodies_over_the_limit_get_413() {
         (r.status, r.error_code().as_str()),
         (413, "request_too_large")
     );
+    // Anthropic's envelope names it as Anthropic's API does.
+    let big = json!({"model": "a/m1", "max_tokens": 5, "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+    let r = g.post("/v1/messages", &big, &[]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["type"], "error", "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "request_too_large", "{}", r.body);
     assert!(a.requests().is_empty());
 }
 
