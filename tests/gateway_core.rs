@@ -157,6 +157,14 @@ fn slug_is_a_second_name() {
     );
     let r = g.chat("smart-v1");
     assert_eq!(r.header("x-modelgate-virtual-model"), Some("smart"));
+    // GET /v1/models/{slug} answers the virtual model's entry.
+    let (status, body) = g.get("/v1/models/smart-v1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"],
+        "smart"
+    );
+    assert_eq!(g.get("/v1/models/smart-v2").0, 404);
 }
 
 #[test]

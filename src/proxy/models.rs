@@ -60,7 +60,15 @@ pub async fn models_route(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) ->
 fn find_model(snap: &Snapshot, app: &App, caller: Option<&UserPath>, id: &str) -> Option<Value> {
     let mut list = list_models(snap, app, caller);
     let data = list.get_mut("data")?.as_array_mut()?;
-    let at = data.iter().position(|m| m["id"] == id)?;
+    // A virtual model's slug names its entry as its source does.
+    let by_slug = snap
+        .table
+        .redirect(id.trim())
+        .map(|vi| snap.table.models[vi].source.as_str());
+    let at = data
+        .iter()
+        .position(|m| m["id"] == id)
+        .or_else(|| data.iter().position(|m| m["id"].as_str() == by_slug))?;
     Some(data.swap_remove(at))
 }
 
