@@ -587,6 +587,15 @@ async fn signing_in_by_a_playground_link_or_as_a_manager_leaves_no_error() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let manager = r.json()["key"].as_str().unwrap().to_string();
+    // TrueFoundry's spelling of a strategy, and a one-target priority entry.
+    for body in [
+        json!({"source": "grp/tf", "routing_config": {"type": "latency-based-routing"},
+               "load_balance_targets": [{"target": "demo/chatty"}]}),
+        json!({"source": "grp/one", "strategy": "priority", "targets": [{"model": "demo/chatty"}]}),
+    ] {
+        let r = g.call("POST", "/admin/api/v1/virtual-models", Some(&body), &master);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
 
     let driver = Driver::start();
     let profile = tempfile::tempdir().unwrap();
@@ -634,6 +643,32 @@ async fn signing_in_by_a_playground_link_or_as_a_manager_leaves_no_error() {
     )
     .await;
     assert_eq!(badge, "Enabled");
+    // TrueFoundry's routing type reads as the strategy it is.
+    let strategy = text_eventually(
+        c,
+        "#vm-table tr[data-source='grp/tf'] td:nth-child(3)",
+        "latency",
+    )
+    .await;
+    assert_eq!(strategy, "latency");
+    // Saving a one-target entry unchanged keeps its strategy.
+    css(
+        c,
+        "#vm-table tr[data-source='grp/one'] [data-action='edit']",
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    css(c, "#save-vm").await.click().await.unwrap();
+    gone_eventually(c, "#vm-dialog[open]").await;
+    let one = g.call(
+        "GET",
+        "/admin/api/v1/virtual-models/grp%2Fone",
+        None,
+        &master,
+    );
+    assert_eq!(one.json()["strategy"], "priority", "{}", one.body);
 
     // A manager key signs in too: its virtual models show, without the master key's cards.
     css(c, "#sign-out").await.click().await.unwrap();
