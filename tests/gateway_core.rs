@@ -42,13 +42,7 @@ fn alias_rewrites_model_and_sends_the_provider_key_not_the_clients() {
     assert_eq!(seen[0].json()["model"], "m1");
     assert_eq!(seen[0].json()["messages"][0]["content"], "hi");
     assert_eq!(seen[0].header("authorization"), Some("Bearer sk-test-a"));
-    assert_eq!(seen[0].header("x-request-id"), Some("req-123"));
     assert!(b.requests().is_empty());
-    // A request id the gateway made goes upstream too.
-    let r = g.chat("fast");
-    let id = r.header("x-request-id").unwrap().to_string();
-    assert!(id.starts_with("mg-"), "{id}");
-    assert_eq!(a.requests()[1].header("x-request-id"), Some(id.as_str()));
 }
 
 #[test]

@@ -702,15 +702,6 @@ impl Gateway {
         parts.method = http::Method::POST;
         parts.version = http::Version::HTTP_11;
         let len = attempt_pieces(ctx).iter().map(Bytes::len).sum();
-        // The request's id goes upstream as well, so one id finds the request in both logs: the
-        // client's own when it sent a usable one, else the one the gateway made (the
-        // target's header rules may still change it).
-        let id = parts.headers.get(respond::X_REQUEST_ID);
-        if id.map(HeaderValue::as_bytes) != Some(ctx.request_id.as_bytes()) {
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                parts.headers.insert(respond::X_REQUEST_ID, v);
-            }
-        }
         upstream_headers::build(
             &mut parts.headers,
             provider,

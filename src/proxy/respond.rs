@@ -27,7 +27,7 @@ pub struct Tags<'a> {
     pub rate: Option<&'a crate::limits::RateHeaders>,
 }
 
-pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_MODEL: HeaderName = HeaderName::from_static("x-modelgate-model");
 const X_VIRTUAL_MODEL: HeaderName = HeaderName::from_static("x-modelgate-virtual-model");
 const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelgate-attempts");
