@@ -139,6 +139,24 @@ async fn text_eventually(c: &Client, sel: &str, want: &str) -> String {
     panic!("{sel} never showed {want:?}; last text: {last:?}");
 }
 
+/// Polls (bounded) until the `value` of the element at `sel` is `want`.
+async fn value_eventually(c: &Client, sel: &str, want: &str) {
+    let mut last = String::new();
+    for _ in 0..150 {
+        last = css(c, sel)
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sel}'s value never became {want:?}; last: {last:?}");
+}
+
 /// Polls until nothing matches `sel` (bounded).
 async fn gone_eventually(c: &Client, sel: &str) {
     for _ in 0..150 {
@@ -375,20 +393,7 @@ async fn the_playground_streams_an_answer_from_a_virtual_model() {
     assert!(playground.is_displayed().await.unwrap());
     let label = css(&c, "#playground label:has(> select#pg-model) > span").await;
     assert_eq!(label.text().await.unwrap(), "Model");
-    let mut chosen = String::new();
-    for _ in 0..150 {
-        chosen = css(&c, "#pg-model")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        if chosen == "pg-smart" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(chosen, "pg-smart");
+    value_eventually(&c, "#pg-model", "pg-smart").await;
     // Every model the key may use is listed: the virtual model and the concrete ones.
     let options = text_eventually(&c, "#pg-model", "demo/chatty").await;
     assert!(options.contains("a/m1"), "{options}");
@@ -608,20 +613,7 @@ async fn signing_in_by_a_playground_link_or_as_a_manager_leaves_no_error() {
         .unwrap();
     css(c, "#login-key").await.send_keys(KEY).await.unwrap();
     css(c, "#login-submit").await.click().await.unwrap();
-    let mut chosen = String::new();
-    for _ in 0..150 {
-        chosen = css(c, "#pg-model")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        if chosen == "grp/open" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(chosen, "grp/open");
+    value_eventually(c, "#pg-model", "grp/open").await;
     assert!(!css(c, "#pg-error").await.is_displayed().await.unwrap());
     // The page asked for nothing before the key but one status call (its 401 shows the
     // sign-in), and has an icon: no other failed load.

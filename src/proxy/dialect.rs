@@ -911,32 +911,43 @@ mod tests {
     }
 
     #[test]
-    fn openai_stream_asks_for_usage_and_the_shaper_strips_it() {
-        let raw = br#"{"model":"x","stream":true,"messages":[]}"#;
-        let spec = BodySpec {
-            op: Operation::Chat,
-            target: WireFormat::OpenAiChat,
-            upstream_model: "m",
-            override_params: None,
-            drop_provider: false,
-            default_max_tokens: 10,
-        };
-        let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
-        let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
-        assert!(injected);
-        let mut s = openai_stream_shaper();
-        let mut body = Some(Bytes::from_static(
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
-        ));
-        s.on_body(&mut body, true);
-        let out = String::from_utf8(body.unwrap().to_vec()).unwrap();
-        assert!(!out.contains("usage"), "{out}");
-        assert!(
-            out.contains("\"a\"") && out.ends_with("data: [DONE]\n\n"),
-            "{out}"
+    fn openai_chat_and_completions_streams_ask_for_usage_and_the_shaper_strips_it() {
+        let chat = (
+            Operation::Chat,
+            &br#"{"model":"x","stream":true,"messages":[]}"#[..],
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
         );
-        assert_eq!(s.usage, Some((3, 1)));
+        let completion = (
+            Operation::Completion,
+            &br#"{"model":"x","prompt":"hi","stream":true}"#[..],
+            "data: {\"choices\":[{\"text\":\"a\",\"index\":0}]}\n\n",
+        );
+        for (op, raw, first) in [chat, completion] {
+            let spec = BodySpec {
+                op,
+                target: WireFormat::OpenAiChat,
+                upstream_model: "m",
+                override_params: None,
+                drop_provider: false,
+                default_max_tokens: 10,
+            };
+            let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true, "{op:?}");
+            assert!(injected);
+            let mut s = Shaper::new(op, WireFormat::OpenAiChat, true, true, "id", "m", 0);
+            s.on_status(200);
+            let stream = format!("{first}data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":1}}}}\n\ndata: [DONE]\n\n");
+            let mut body = Some(Bytes::from(stream));
+            s.on_body(&mut body, true);
+            let out = String::from_utf8(body.unwrap().to_vec()).unwrap();
+            assert!(!out.contains("usage"), "{out}");
+            assert!(
+                out.contains("\"a\"") && out.ends_with("data: [DONE]\n\n"),
+                "{out}"
+            );
+            assert_eq!(s.usage, Some((3, 1)), "{op:?}");
+        }
     }
 
     #[test]
@@ -1100,43 +1111,6 @@ mod tests {
             assert_eq!(b.as_deref(), Some(e.as_bytes()), "passed through untouched");
         }
         assert_eq!(s.usage, Some((13, 9)));
-    }
-
-    #[test]
-    fn a_completions_stream_asks_for_usage_and_hides_it_again() {
-        let spec = BodySpec {
-            op: Operation::Completion,
-            target: WireFormat::OpenAiChat,
-            upstream_model: "m",
-            override_params: None,
-            drop_provider: false,
-            default_max_tokens: 64,
-        };
-        let raw = br#"{"model":"x","prompt":"hi","stream":true}"#;
-        let (b, injected) = upstream_body(raw, &peek_of(raw), &spec).unwrap();
-        assert!(injected);
-        let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
-        let mut s = Shaper::new(
-            Operation::Completion,
-            WireFormat::OpenAiChat,
-            true,
-            true,
-            "id",
-            "m",
-            0,
-        );
-        s.on_status(200);
-        let stream = "data: {\"choices\":[{\"text\":\"hi\",\"index\":0}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
-        let mut out = Some(Bytes::from_static(stream.as_bytes()));
-        s.on_body(&mut out, true);
-        let out = String::from_utf8(out.unwrap().to_vec()).unwrap();
-        assert!(!out.contains("usage"), "{out}");
-        assert!(
-            out.contains("\"hi\"") && out.ends_with("data: [DONE]\n\n"),
-            "{out}"
-        );
-        assert_eq!(s.usage, Some((2, 1)));
     }
 
     #[test]

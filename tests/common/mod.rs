@@ -293,7 +293,17 @@ pub fn command(dir: &std::path::Path) -> Command {
 
 impl Gateway {
     pub fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::try_start(config, env).unwrap_or_else(|e| panic!("gateway did not start: {e}"))
+        // The free port can be taken between `free_port` and the gateway's bind (by another
+        // test's outgoing connection, as its source port): then again on another port.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Gateway::try_start(config, env) {
+                Ok(g) => return g,
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => panic!("gateway did not start: {e}"),
+            }
+        }
+        panic!("gateway did not start: {last}")
     }
 
     pub fn try_start(config: &str, env: &[(&str, &str)]) -> Result<Gateway, String> {
